@@ -1,0 +1,26 @@
+//! roo-kernels: models in one IR, imported from the libraries' own files, and the scorers that run them.
+//!
+//! - [`model`]: the IR (`Model`: linear or tree ensemble) with its content-hash version.
+//! - [`load_model`] / [`model_from_bytes`]: XGBoost JSON and UBJSON, LightGBM text, roo linear JSON.
+//! - [`reference`]: scalar scorers, the oracle every fast scorer is tested against.
+//! - [`FeatureBinding`]: feeds a model from Arrow record batches and appends its scores.
+//!
+//! This crate does no file or network I/O beyond reading a model file, and
+//! knows nothing of configs or pipelines.
+//!
+//! ```no_run
+//! let model = roo_kernels::load_model("fraud.json")?;
+//! println!("{} features, version {}", model.n_features(), model.version);
+//! # Ok::<(), roo_kernels::ModelError>(())
+//! ```
+
+mod batch;
+mod error;
+mod import;
+pub mod model;
+pub mod reference;
+
+pub use batch::FeatureBinding;
+pub use error::{BindError, ModelError};
+pub use import::{load_model, model_from_bytes};
+pub use model::{Link, Model, ModelBody, ModelFormat, ModelSummary, ModelVersion};
