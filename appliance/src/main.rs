@@ -1,1 +1,210 @@
-fn main() {}
+//! `roo`: the appliance's command line.
+//!
+//! `roo score` scores a file with a model; `roo inspect` describes a model.
+//! (The daemon, `roo serve`, arrives with the pipeline runtime.)
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use roo_ingest::FileFormat;
+use roo_kernels::{load_model, ModelSummary};
+use roo_scheduler::{score_file, BatchJob};
+
+#[derive(Parser)]
+#[command(
+    name = "roo",
+    version,
+    about = "Score live and batch data with the models you already trained"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Score every row of a file: the output holds the input columns plus
+    /// `score` (or `score_0` … `score_{k-1}` for multiclass probabilities).
+    Score {
+        /// XGBoost JSON/UBJSON, LightGBM text, or roo linear-model JSON.
+        #[arg(long)]
+        model: PathBuf,
+        /// CSV with a header, Parquet, or Arrow IPC.
+        #[arg(long)]
+        input: PathBuf,
+        /// Parquet, Arrow IPC or CSV; written whole or not at all.
+        #[arg(long)]
+        output: PathBuf,
+        /// Input format when the extension does not say: csv, parquet, arrow.
+        #[arg(long)]
+        input_format: Option<String>,
+        /// Output format when the extension does not say: csv, parquet, arrow.
+        #[arg(long)]
+        output_format: Option<String>,
+        /// Scoring threads (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Rows read, scored and written per batch.
+        #[arg(long, default_value_t = roo_ingest::BATCH_ROWS_DEFAULT)]
+        batch_rows: usize,
+    },
+    /// Describe a model: family, objective, trees, depth, features, version.
+    Inspect {
+        #[arg(long)]
+        model: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Score {
+            model,
+            input,
+            output,
+            input_format,
+            output_format,
+            threads,
+            batch_rows,
+        } => score(ScoreArgs {
+            model,
+            input,
+            output,
+            input_format,
+            output_format,
+            threads,
+            batch_rows,
+        }),
+        Command::Inspect { model, json } => inspect(&model, json),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("roo: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct ScoreArgs {
+    model: PathBuf,
+    input: PathBuf,
+    output: PathBuf,
+    input_format: Option<String>,
+    output_format: Option<String>,
+    threads: usize,
+    batch_rows: usize,
+}
+
+fn format_for(path: &Path, given: Option<&str>, role: &str) -> Result<FileFormat> {
+    match given {
+        Some(name) => FileFormat::from_name(name)
+            .with_context(|| format!("--{role}-format {name:?}: expected csv, parquet or arrow")),
+        None => FileFormat::from_path(path).with_context(|| {
+            format!(
+                "{role} {}: cannot tell the format from the extension; expected .csv, .parquet or \
+                 .arrow, or say --{role}-format",
+                path.display()
+            )
+        }),
+    }
+}
+
+fn score(args: ScoreArgs) -> Result<()> {
+    if args.batch_rows == 0 {
+        bail!("--batch-rows 0: expected at least 1");
+    }
+    let input_format = format_for(&args.input, args.input_format.as_deref(), "input")?;
+    let output_format = format_for(&args.output, args.output_format.as_deref(), "output")?;
+    let model = load_model(&args.model)?;
+    let report = score_file(&BatchJob {
+        model: &model,
+        input: args.input.clone(),
+        input_format,
+        output: args.output.clone(),
+        output_format,
+        batch_rows: args.batch_rows,
+        threads: args.threads,
+    })?;
+    let secs = report.elapsed.as_secs_f64();
+    eprintln!(
+        "roo: scored {} rows in {} batches with {} ({}) in {:.1} ms ({:.0} rows/s; scoring {:.1} ms) -> {}",
+        report.rows,
+        report.batches,
+        args.model.display(),
+        model.version,
+        secs * 1e3,
+        report.rows as f64 / secs.max(1e-9),
+        report.scoring.as_secs_f64() * 1e3,
+        args.output.display()
+    );
+    Ok(())
+}
+
+fn inspect(path: &Path, json: bool) -> Result<()> {
+    let model = load_model(path)?;
+    let s: ModelSummary = model.summary();
+    if json {
+        let trees = s.trees.as_ref().map(|t| {
+            serde_json::json!({
+                "trees": t.trees, "groups": t.groups, "max_depth": t.max_depth,
+                "leaves": t.leaves, "nodes": t.nodes, "categorical_nodes": t.categorical_nodes,
+            })
+        });
+        let doc = serde_json::json!({
+            "model": path.display().to_string(),
+            "format": s.format.to_string(),
+            "family": s.family,
+            "objective": s.objective,
+            "features": model.feature_names,
+            "bound_by": if s.named_features { "name" } else { "position" },
+            "outputs": s.outputs,
+            "version": s.version.to_string(),
+            "trees": trees,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    println!("model      {}", path.display());
+    println!("format     {}", s.format);
+    println!("family     {}", s.family);
+    println!("objective  {}", s.objective);
+    if let Some(t) = &s.trees {
+        println!(
+            "trees      {} in {} output group{}, max depth {}, {} leaves, {} nodes, {} categorical splits",
+            t.trees,
+            t.groups,
+            if t.groups == 1 { "" } else { "s" },
+            t.max_depth,
+            t.leaves,
+            t.nodes,
+            t.categorical_nodes
+        );
+    }
+    let shown: Vec<&str> = model
+        .feature_names
+        .iter()
+        .take(8)
+        .map(String::as_str)
+        .collect();
+    let more = model.n_features().saturating_sub(shown.len());
+    println!(
+        "features   {} bound by {}: {}{}",
+        s.features,
+        if s.named_features { "name" } else { "position" },
+        shown.join(", "),
+        if more > 0 {
+            format!(", … {more} more")
+        } else {
+            String::new()
+        }
+    );
+    println!("outputs    {}", s.outputs.join(", "));
+    println!("version    {}", s.version);
+    Ok(())
+}

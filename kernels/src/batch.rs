@@ -25,28 +25,7 @@ impl FeatureBinding {
     /// missing or not numeric, or a score column would overwrite an input.
     pub fn new(model: &Model, schema: &Schema) -> Result<Self, BindError> {
         let fields = schema.fields();
-        let columns: Vec<usize> = if model.named_features {
-            model
-                .feature_names
-                .iter()
-                .map(|name| {
-                    schema
-                        .index_of(name)
-                        .map_err(|_| BindError::MissingFeature {
-                            feature: name.clone(),
-                            available: list_columns(schema),
-                        })
-                })
-                .collect::<Result<_, _>>()?
-        } else {
-            if fields.len() < model.n_features() {
-                return Err(BindError::TooFewColumns {
-                    needed: model.n_features(),
-                    found: fields.len(),
-                });
-            }
-            (0..model.n_features()).collect()
-        };
+        let columns = Self::feature_columns(model, schema)?;
         for (feature, &c) in model.feature_names.iter().zip(&columns) {
             let field = &fields[c];
             if !is_numeric(field.data_type()) {
@@ -70,6 +49,33 @@ impl FeatureBinding {
             columns,
             output_schema: Arc::new(Schema::new_with_metadata(out_fields, metadata)),
         })
+    }
+
+    /// Which columns of `schema` hold the model's features, by name or by
+    /// position, without checking their types: a reader uses this to parse
+    /// exactly those columns as numbers before binding.
+    pub fn feature_columns(model: &Model, schema: &Schema) -> Result<Vec<usize>, BindError> {
+        if model.named_features {
+            model
+                .feature_names
+                .iter()
+                .map(|name| {
+                    schema
+                        .index_of(name)
+                        .map_err(|_| BindError::MissingFeature {
+                            feature: name.clone(),
+                            available: list_columns(schema),
+                        })
+                })
+                .collect()
+        } else if schema.fields().len() < model.n_features() {
+            Err(BindError::TooFewColumns {
+                needed: model.n_features(),
+                found: schema.fields().len(),
+            })
+        } else {
+            Ok((0..model.n_features()).collect())
+        }
     }
 
     /// Input column index of each model feature, in the model's order.

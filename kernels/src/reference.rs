@@ -91,6 +91,8 @@ fn linear(m: &LinearModel, features: &[&[f32]], rows: usize, out: &mut [&mut [f3
     }
 }
 
+// `r` indexes a row across every feature column: not one slice to iterate.
+#[allow(clippy::needless_range_loop)]
 fn trees(t: &TreeEnsemble, features: &[&[f32]], rows: usize, out: &mut [&mut [f32]]) {
     let mut margins = vec![0.0f64; t.n_groups];
     for r in 0..rows {
@@ -296,7 +298,7 @@ mod tests {
         );
         assert_eq!(seq, par);
         for r in 0..1001 {
-            let total: f32 = (0..3).map(|k| seq[k][r]).sum();
+            let total: f32 = seq.iter().map(|column| column[r]).sum();
             assert!((total - 1.0).abs() < 1e-6);
         }
     }

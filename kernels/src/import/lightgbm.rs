@@ -393,7 +393,7 @@ mod tests {
             -1e300,
             f64::NEG_INFINITY,
             3.4028235677973366e38,
-            0.61230638623237599,
+            0.612_306_386_232_376,
         ];
         let probes: Vec<f32> = thresholds
             .iter()

@@ -1,0 +1,182 @@
+//! Broken, truncated and unsupported model files: each is refused with an
+//! error naming the file, where in it, and what was expected. None panics.
+
+use std::path::{Path, PathBuf};
+
+use roo_kernels::model_from_bytes;
+
+fn golden(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name)
+}
+
+fn read(name: &str) -> Vec<u8> {
+    std::fs::read(golden(name)).unwrap()
+}
+
+fn error_of(bytes: &[u8]) -> String {
+    match model_from_bytes(bytes, "m") {
+        Ok(_) => panic!("the model loaded; expected an error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Replaces the first occurrence of `from` (which must exist) with `to`.
+fn edit(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
+    let text = std::str::from_utf8(bytes).unwrap();
+    assert!(text.contains(from), "fixture lacks {from:?}");
+    text.replacen(from, to, 1).into_bytes()
+}
+
+#[test]
+fn empty_and_unrecognised_files() {
+    assert!(error_of(b"").starts_with("reading model m: the file is empty; expected an XGBoost"));
+    assert!(error_of(b"\x89PNG\r\n").starts_with("reading model m: unrecognised format"));
+    assert!(error_of(br#"{"hello": 1}"#).contains("neither an XGBoost model"));
+    assert_eq!(
+        error_of(b"{\"learner\": [1, 2"),
+        "reading model m: line 1 column 17: invalid JSON: EOF while parsing a list at line 1 column 17"
+    );
+}
+
+#[test]
+fn every_truncation_of_every_format_is_an_error_not_a_panic() {
+    for name in [
+        "xgb3_binary.json",
+        "xgb3_binary.ubj",
+        "xgb2_multiclass.ubj",
+        "lgb_categorical.txt",
+        "skl_softmax.json",
+    ] {
+        let bytes = read(name);
+        // A LightGBM file is complete at "end of trees"; what follows is optional.
+        let end = match name.ends_with(".txt") {
+            true => std::str::from_utf8(&bytes)
+                .unwrap()
+                .find("end of trees")
+                .unwrap(),
+            false => bytes.len() - 1,
+        };
+        let step = (end / 97).max(1);
+        for len in (0..end).step_by(step) {
+            let result = model_from_bytes(&bytes[..len], name);
+            assert!(result.is_err(), "{name} cut to {len} bytes loaded");
+        }
+    }
+}
+
+#[test]
+fn truncated_files_say_where() {
+    let ubj = read("xgb3_binary.ubj");
+    let err = error_of(&ubj[..ubj.len() / 2]);
+    assert!(err.starts_with("reading model m: UBJSON byte "), "{err}");
+    assert!(err.contains("truncated"), "{err}");
+    let lgb = read("lgb_binary.txt");
+    assert_eq!(
+        error_of(&lgb[..lgb.len() / 2]),
+        "reading model m: end of file: no 'end of trees' line: the file is truncated or not a LightGBM model"
+    );
+}
+
+#[test]
+fn unknown_objectives_and_boosters_are_refused_by_name() {
+    let xgb = read("xgb3_binary.json");
+    assert_eq!(
+        error_of(&edit(&xgb, "\"binary:logistic\"", "\"rank:pairwise\"")),
+        "reading model m: learner.objective.name: objective 'rank:pairwise' is not supported yet; \
+         expected one of binary:logistic, reg:logistic, reg:squarederror, multi:softprob, multi:softmax"
+    );
+    let err = error_of(&edit(&xgb, "\"name\":\"gbtree\"", "\"name\":\"dart\""));
+    assert!(
+        err.starts_with(
+            "reading model m: learner.gradient_booster.name: booster 'dart' is not supported yet"
+        ),
+        "{err}"
+    );
+    let lgb = read("lgb_regression.txt");
+    let err = error_of(&edit(&lgb, "objective=regression", "objective=lambdarank"));
+    assert!(
+        err.starts_with("reading model m: line 7 (header, objective): 'lambdarank' is not supported yet; expected one of binary"),
+        "{err}"
+    );
+}
+
+#[test]
+fn structural_faults_name_tree_node_and_expectation() {
+    let xgb = read("xgb3_binary.json");
+    // The root of tree 0 splits on feature 0; point it past the 8 features.
+    let err = error_of(&edit(
+        &xgb,
+        "\"split_indices\":[0,",
+        "\"split_indices\":[41,",
+    ));
+    assert_eq!(
+        err,
+        "reading model m: learner.gradient_booster.model.trees[0]: node 0: feature index 41 but the model has 8 features"
+    );
+    let err = error_of(&edit(
+        &xgb,
+        "\"left_children\":[1,",
+        "\"left_children\":[0,",
+    ));
+    assert!(
+        err.contains("trees[0]: node 0: child 0 is reached twice"),
+        "{err}"
+    );
+    let err = error_of(&edit(
+        &xgb,
+        "\"num_feature\":\"8\",\"num_target\"",
+        "\"num_feature\":\"eight\",\"num_target\"",
+    ));
+    assert_eq!(
+        err,
+        "reading model m: learner.learner_model_param.num_feature: expected a non-negative integer, found the string \"eight\""
+    );
+    let lgb = read("lgb_binary.txt");
+    let err = error_of(&edit(&lgb, "split_feature=", "split_feature=1 "));
+    assert!(
+        err.contains("(Tree=0, split_feature): 15 values; expected 14"),
+        "{err}"
+    );
+    let err = error_of(&edit(&lgb, "num_leaves=15", "num_leaves=x"));
+    assert!(
+        err.contains("(Tree=0, num_leaves): \"x\"; expected usize"),
+        "{err}"
+    );
+}
+
+#[test]
+fn linear_json_is_checked_field_by_field() {
+    let ok = br#"{"kind": "logistic", "features": ["a", "b"], "weights": [1, 2], "bias": 0.5}"#;
+    assert!(model_from_bytes(ok, "m").is_ok());
+    assert_eq!(
+        error_of(br#"{"kind": "logistic", "features": ["a", "b"], "weights": [1], "bias": 0.5}"#),
+        "reading model m: weights: 1 weights for 2 features; expected one per feature"
+    );
+    assert_eq!(
+        error_of(br#"{"kind": "probit", "features": ["a"], "weights": [1], "bias": 0}"#),
+        "reading model m: kind: unknown kind 'probit'; expected linear, logistic or softmax"
+    );
+    assert_eq!(
+        error_of(br#"{"kind": "linear", "features": ["a"], "weights": [1], "bias": 0, "wieghts": 1}"#),
+        "reading model m: (document root): unknown key 'wieghts'; expected only kind, features, weights, bias"
+    );
+    assert_eq!(
+        error_of(br#"{"kind": "softmax", "features": ["a"], "weights": [[1], [2]], "bias": [0]}"#),
+        "reading model m: bias: 1 values for 2 classes; expected one per class"
+    );
+}
+
+#[test]
+fn versions_are_content_hashes() {
+    let a = model_from_bytes(&read("xgb3_binary.json"), "a").unwrap();
+    let b = model_from_bytes(&read("xgb3_binary.json"), "b").unwrap();
+    let c = model_from_bytes(&read("xgb3_binary.ubj"), "c").unwrap();
+    assert_eq!(
+        a.version, b.version,
+        "same bytes, same version, whatever the name"
+    );
+    assert_ne!(a.version, c.version, "different bytes, different version");
+    assert_eq!(a.version.to_string().len(), "sha256:".len() + 64);
+}

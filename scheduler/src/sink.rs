@@ -1,0 +1,154 @@
+//! File sinks: Arrow IPC, Parquet or CSV, never seen half-written.
+//!
+//! Batches go to a hidden `.NAME.partial` file beside the target; `finish`
+//! flushes, syncs and renames it into place, so a reader sees either no file
+//! or a whole one. A sink dropped without `finish` (an error upstream)
+//! removes its partial file.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use roo_ingest::FileFormat;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum SinkError {
+    #[error("writing {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing {path}: {message}")]
+    Encode { path: String, message: String },
+}
+
+enum Writer {
+    Csv(arrow_csv::Writer<BufWriter<File>>),
+    Parquet(Box<parquet::arrow::ArrowWriter<File>>),
+    Ipc(arrow_ipc::writer::FileWriter<BufWriter<File>>),
+}
+
+pub struct FileSink {
+    path: PathBuf,
+    partial: PathBuf,
+    writer: Option<Writer>,
+    schema: SchemaRef,
+    batches: u64,
+    rows: u64,
+}
+
+impl FileSink {
+    pub fn create(
+        path: impl AsRef<Path>,
+        format: FileFormat,
+        schema: SchemaRef,
+    ) -> Result<Self, SinkError> {
+        let path = path.as_ref().to_path_buf();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| SinkError::Encode {
+                path: path.display().to_string(),
+                message: "the output path names no file".into(),
+            })?;
+        let partial = path.with_file_name(format!(".{name}.partial"));
+        let shown = path.display().to_string();
+        let file = File::create(&partial).map_err(|source| SinkError::Io {
+            path: shown.clone(),
+            source,
+        })?;
+        let encode = |e: &dyn std::fmt::Display| SinkError::Encode {
+            path: shown.clone(),
+            message: e.to_string(),
+        };
+        let writer = match format {
+            FileFormat::Csv => Writer::Csv(
+                arrow_csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(BufWriter::new(file)),
+            ),
+            FileFormat::Parquet => {
+                let props = parquet::file::properties::WriterProperties::builder()
+                    .set_compression(parquet::basic::Compression::SNAPPY)
+                    .build();
+                Writer::Parquet(Box::new(
+                    parquet::arrow::ArrowWriter::try_new(file, schema.clone(), Some(props))
+                        .map_err(|e| encode(&e))?,
+                ))
+            }
+            FileFormat::ArrowIpc => Writer::Ipc(
+                arrow_ipc::writer::FileWriter::try_new(BufWriter::new(file), &schema)
+                    .map_err(|e| encode(&e))?,
+            ),
+        };
+        Ok(Self {
+            path,
+            partial,
+            writer: Some(writer),
+            schema,
+            batches: 0,
+            rows: 0,
+        })
+    }
+
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), SinkError> {
+        let result = match self.writer.as_mut().expect("write after finish") {
+            Writer::Csv(w) => w.write(batch).map_err(|e| e.to_string()),
+            Writer::Parquet(w) => w.write(batch).map_err(|e| e.to_string()),
+            Writer::Ipc(w) => w.write(batch).map_err(|e| e.to_string()),
+        };
+        result.map_err(|message| self.encode_error(message))?;
+        self.batches += 1;
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    /// Completes the file and renames it into place; returns the rows written.
+    pub fn finish(mut self) -> Result<u64, SinkError> {
+        if self.batches == 0 {
+            // A CSV writer writes its header with the first batch: give it one.
+            self.write(&RecordBatch::new_empty(self.schema.clone()))?;
+        }
+        let file = match self.writer.take().expect("finish once") {
+            Writer::Csv(w) => w.into_inner().into_inner().map_err(|e| e.into_error()),
+            Writer::Parquet(w) => w
+                .into_inner()
+                .map_err(|e| std::io::Error::other(e.to_string())),
+            Writer::Ipc(mut w) => w
+                .finish()
+                .map_err(|e| std::io::Error::other(e.to_string()))
+                .and_then(|_| {
+                    w.into_inner()
+                        .map_err(|e| std::io::Error::other(e.to_string()))
+                })
+                .and_then(|b| b.into_inner().map_err(|e| e.into_error())),
+        };
+        let io = |source| SinkError::Io {
+            path: self.path.display().to_string(),
+            source,
+        };
+        let file = file.map_err(io)?;
+        file.sync_all().map_err(io)?;
+        std::fs::rename(&self.partial, &self.path).map_err(io)?;
+        Ok(self.rows)
+    }
+
+    fn encode_error(&self, message: String) -> SinkError {
+        SinkError::Encode {
+            path: self.path.display().to_string(),
+            message,
+        }
+    }
+}
+
+impl Drop for FileSink {
+    fn drop(&mut self) {
+        if self.writer.take().is_some() {
+            let _ = std::fs::remove_file(&self.partial);
+        }
+    }
+}
