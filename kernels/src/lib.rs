@@ -3,6 +3,7 @@
 //! - [`model`]: the IR (`Model`: linear or tree ensemble) with its content-hash version.
 //! - [`load_model`] / [`model_from_bytes`]: XGBoost JSON and UBJSON, LightGBM text, roo linear JSON.
 //! - [`reference`]: scalar scorers, the oracle every fast scorer is tested against.
+//! - [`cpu::CpuScorer`]: the fast CPU scorers (blocked, lockstep tree walks; vectorised linear models).
 //! - [`FeatureBinding`]: feeds a model from Arrow record batches and appends its scores.
 //!
 //! This crate does no file or network I/O beyond reading a model file, and
@@ -15,6 +16,7 @@
 //! ```
 
 mod batch;
+pub mod cpu;
 mod error;
 mod import;
 pub mod model;

@@ -4,8 +4,6 @@
 //! accumulate margins in f64 and apply the model's link, so their only
 //! rounding is the final conversion to f32.
 
-use rayon::prelude::*;
-
 use crate::model::{LinearModel, Link, Model, ModelBody, Node, Tree, TreeEnsemble, ZERO_THRESHOLD};
 
 /// Scores `rows` rows: `features[j][r]` is feature `j` (in the model's order)
@@ -29,26 +27,8 @@ pub fn score_parallel(
     out: &mut [&mut [f32]],
     chunk_rows: usize,
 ) {
-    let rows = check_shapes(model, features, out);
-    assert!(chunk_rows > 0, "chunk_rows must be positive");
-    // Transpose per-output columns into per-chunk sets of disjoint slices.
-    let chunks = rows.div_ceil(chunk_rows);
-    let mut per_chunk: Vec<Vec<&mut [f32]>> =
-        (0..chunks).map(|_| Vec::with_capacity(out.len())).collect();
-    for column in out.iter_mut() {
-        for (c, part) in column.chunks_mut(chunk_rows).enumerate() {
-            per_chunk[c].push(part);
-        }
-    }
-    per_chunk
-        .into_par_iter()
-        .enumerate()
-        .for_each(|(c, mut part)| {
-            let start = c * chunk_rows;
-            let end = (start + chunk_rows).min(rows);
-            let cols: Vec<&[f32]> = features.iter().map(|f| &f[start..end]).collect();
-            score(model, &cols, &mut part);
-        });
+    check_shapes(model, features, out);
+    crate::cpu::for_each_chunk(features, out, chunk_rows, |f, o| score(model, f, o));
 }
 
 fn check_shapes(model: &Model, features: &[&[f32]], out: &[&mut [f32]]) -> usize {
@@ -153,7 +133,7 @@ fn in_bitset(bits: &[u32], c: u32) -> bool {
 }
 
 /// Applies the link to one row's margins and stores the outputs.
-fn write_outputs(link: Link, margins: &mut [f64], r: usize, out: &mut [&mut [f32]]) {
+pub(crate) fn write_outputs(link: Link, margins: &mut [f64], r: usize, out: &mut [&mut [f32]]) {
     match link {
         Link::Identity => {
             for (k, m) in margins.iter().enumerate() {

@@ -1,15 +1,17 @@
 //! The batch job: score every row of an input file into an output file.
 //!
 //! Input and output share the daemon's path through the code: an ingest file
-//! source, a [`FeatureBinding`] checked before the first row, the scorers, a
-//! file sink. Batch and stream therefore give identical scores.
+//! source, a [`FeatureBinding`] checked before the first row, the fast CPU
+//! scorer ([`CpuScorer`], compiled once per job), a file sink. Batch and
+//! stream therefore give identical scores.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use arrow_array::Float32Array;
 use roo_ingest::{FileFormat, FileSource, IngestError};
-use roo_kernels::{reference, BindError, FeatureBinding, Model};
+use roo_kernels::cpu::CpuScorer;
+use roo_kernels::{BindError, FeatureBinding, Model};
 use thiserror::Error;
 
 use crate::sink::{FileSink, SinkError};
@@ -79,6 +81,7 @@ pub fn score_file(job: &BatchJob) -> Result<JobReport, JobError> {
             threads: job.threads,
             message: e.to_string(),
         })?;
+    let scorer = CpuScorer::new(job.model);
     let mut sink = FileSink::create(
         &job.output,
         job.output_format,
@@ -105,7 +108,7 @@ pub fn score_file(job: &BatchJob) -> Result<JobReport, JobError> {
         let mut scores = vec![vec![0f32; rows]; outputs];
         {
             let mut out: Vec<&mut [f32]> = scores.iter_mut().map(Vec::as_mut_slice).collect();
-            pool.install(|| reference::score_parallel(job.model, &features, &mut out, CHUNK_ROWS));
+            pool.install(|| scorer.score_parallel(&features, &mut out, CHUNK_ROWS));
         }
         report.scoring += score_started.elapsed();
         let scored = binding

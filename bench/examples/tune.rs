@@ -1,0 +1,105 @@
+// Scratch timing of roo's kernels alone on the cached benchmark models (no peers).
+use roo_kernels::cpu::CpuScorer;
+use roo_kernels::load_model;
+use std::time::Instant;
+fn main() {
+    if std::env::var("LINEAR").is_ok() {
+        linear_isas();
+    }
+    if std::env::var("PAR").is_ok() {
+        parallel();
+        return;
+    }
+    let bytes = std::fs::read("bench/.cache/rows.f32").unwrap();
+    let v: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let rows = v.len() / 30;
+    let cols: Vec<&[f32]> = v.chunks(rows).collect();
+    for (f, trees) in [
+        ("xgb_500x8.json", 500.0),
+        ("xgb_100x6.json", 100.0),
+        ("lgb_500x255.txt", 500.0),
+    ] {
+        let m = load_model(format!("bench/.cache/{f}")).unwrap();
+        let s = CpuScorer::new(&m);
+        let mut out = vec![0f32; rows];
+        let mut best = f64::INFINITY;
+        for _ in 0..4 {
+            let t = Instant::now();
+            s.score(&cols, &mut [&mut out[..]]);
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        println!(
+            "{f:<18} {:.3} ns/row·tree",
+            best / rows as f64 * 1e9 / trees
+        );
+    }
+}
+
+#[allow(dead_code)]
+fn linear_isas() {
+    use roo_kernels::cpu::Isa;
+    let text = std::fs::read_to_string("bench/.cache/logistic.json").unwrap();
+    let m = if std::env::var("IDENTITY").is_ok() {
+        roo_kernels::model_from_bytes(text.replace("\"logistic\"", "\"linear\"").as_bytes(), "x")
+            .unwrap()
+    } else {
+        load_model("bench/.cache/logistic.json").unwrap()
+    };
+    let block: Vec<Vec<f32>> = (0..30)
+        .map(|j| {
+            (0..4096)
+                .map(|r| ((r * 31 + j * 7) % 97) as f32 * 0.01)
+                .collect()
+        })
+        .collect();
+    let cols: Vec<&[f32]> = block.iter().map(Vec::as_slice).collect();
+    let mut out = vec![0f32; 4096];
+    for isa in Isa::all().into_iter().filter(|i| i.available()) {
+        let s = CpuScorer::with_isa(&m, isa);
+        let mut best = f64::INFINITY;
+        for _ in 0..3 {
+            let t = Instant::now();
+            for _ in 0..5000 {
+                s.score(&cols, &mut [&mut out[..]]);
+            }
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        println!(
+            "logistic {:<10} {:.0} M rows/s in cache",
+            isa.name(),
+            4096.0 * 5000.0 / best / 1e6
+        );
+    }
+}
+
+#[allow(dead_code)]
+fn parallel() {
+    let bytes = std::fs::read("bench/.cache/rows.f32").unwrap();
+    let v: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let rows = v.len() / 30;
+    let cols: Vec<&[f32]> = v.chunks(rows).collect();
+    let m = load_model("bench/.cache/xgb_100x6.json").unwrap();
+    let s = CpuScorer::new(&m);
+    let mut out = vec![0f32; rows];
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        for chunk in [1024, 4096, 12500, 50000] {
+            let mut best = f64::INFINITY;
+            for _ in 0..5 {
+                let t = Instant::now();
+                pool.install(|| s.score_parallel(&cols, &mut [&mut out[..]], chunk));
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            println!("threads {threads} chunk {chunk:>6}: {:.2} ms", best * 1e3);
+        }
+    }
+}

@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""Benchmark peers: trains the benchmark models and times the libraries' own predict.
+
+    peers.py prepare --dir DIR --rows N   train models (once) and write N evaluation rows
+    peers.py time --dir DIR               time each library on those rows, one thread, JSON out
+
+Models (trained on the synthetic 30-feature card-transaction set, cardgen.py):
+    xgb_500x8.json     XGBoost, 500 trees, max_depth 8
+    xgb_100x6.json     XGBoost, 100 trees, max_depth 6
+    lgb_500x255.txt    LightGBM, 500 trees, num_leaves 255
+    logistic.json      scikit-learn LogisticRegression, as roo linear JSON
+
+Evaluation rows go to DIR/rows.f32: float32, column-major (30 columns of N),
+NaNs included, the bytes roo reads too.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cardgen import FEATURES, card_transactions  # noqa: E402
+
+TRAIN_ROWS = 60_000
+
+
+def prepare(d, rows):
+    os.makedirs(d, exist_ok=True)
+    X, y = None, None
+
+    def train_set():
+        nonlocal X, y
+        if X is None:
+            X, y = card_transactions(TRAIN_ROWS, seed=1)
+        return X, y
+
+    import xgboost as xgb
+
+    for name, trees, depth in (("xgb_500x8", 500, 8), ("xgb_100x6", 100, 6)):
+        path = os.path.join(d, f"{name}.json")
+        if not os.path.exists(path):
+            X, y = train_set()
+            t = time.time()
+            dm = xgb.DMatrix(X, label=y, feature_names=FEATURES, missing=np.nan)
+            params = {"objective": "binary:logistic", "max_depth": depth, "eta": 0.05, "seed": 0,
+                      "tree_method": "hist", "min_child_weight": 0, "gamma": 0, "lambda": 0.1}
+            xgb.train(params, dm, trees).save_model(path)
+            print(f"trained {name} in {time.time() - t:.0f}s", file=sys.stderr)
+    path = os.path.join(d, "lgb_500x255.txt")
+    if not os.path.exists(path):
+        import lightgbm as lgb
+
+        X, y = train_set()
+        t = time.time()
+        ds = lgb.Dataset(X, label=y, feature_name=FEATURES)
+        params = {"objective": "binary", "num_leaves": 255, "learning_rate": 0.05, "verbose": -1,
+                  "min_data_in_leaf": 5, "min_sum_hessian_in_leaf": 0, "seed": 0}
+        lgb.train(params, ds, 500).save_model(path)
+        print(f"trained lgb_500x255 in {time.time() - t:.0f}s", file=sys.stderr)
+    path = os.path.join(d, "logistic.json")
+    if not os.path.exists(path):
+        from sklearn.linear_model import LogisticRegression
+
+        X, y = train_set()
+        Xc = np.nan_to_num(X, nan=0.0)
+        mu, sd = Xc.mean(axis=0), Xc.std(axis=0) + 1e-6
+        lr = LogisticRegression(max_iter=500).fit((Xc - mu) / sd, y)
+        # Fold the standardisation into the weights: the model reads raw features.
+        w = lr.coef_[0] / sd
+        b = float(lr.intercept_[0] - (lr.coef_[0] * mu / sd).sum())
+        json.dump({"kind": "logistic", "features": FEATURES, "weights": w.tolist(), "bias": b},
+                  open(path, "w"))
+    data = os.path.join(d, "rows.f32")
+    meta = os.path.join(d, "rows.json")
+    if not os.path.exists(meta) or json.load(open(meta))["rows"] != rows:
+        Xe, _ = card_transactions(rows, seed=99)
+        np.asfortranarray(Xe).T.astype(np.float32).tofile(data)  # column-major
+        json.dump({"rows": rows, "features": FEATURES}, open(meta, "w"))
+
+
+def load_rows(d):
+    meta = json.load(open(os.path.join(d, "rows.json")))
+    cols = np.fromfile(os.path.join(d, "rows.f32"), dtype=np.float32)
+    return np.ascontiguousarray(cols.reshape(len(meta["features"]), meta["rows"]).T)
+
+
+def best_of(fn, repeats):
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def timings(d, repeats):
+    X = load_rows(d)
+    n = X.shape[0]
+    out = {"rows": n, "peers": {}}
+
+    def record(peer, model, seconds, version):
+        out["peers"].setdefault(peer, {})[model] = {"ns_per_row": seconds / n * 1e9, "version": version}
+
+    import xgboost as xgb
+
+    for name in ("xgb_500x8", "xgb_100x6"):
+        bst = xgb.Booster(model_file=os.path.join(d, f"{name}.json"))
+        bst.set_param({"nthread": 1})
+        bst.inplace_predict(X[:100])
+        record("xgboost.inplace_predict", name, best_of(lambda: bst.inplace_predict(X), repeats), xgb.__version__)
+    import lightgbm as lgb
+
+    bst = lgb.Booster(model_file=os.path.join(d, "lgb_500x255.txt"))
+    bst.predict(X[:100], num_threads=1)
+    record("lightgbm.predict", "lgb_500x255", best_of(lambda: bst.predict(X, num_threads=1), repeats), lgb.__version__)
+
+    m = json.load(open(os.path.join(d, "logistic.json")))
+    w = np.asarray(m["weights"], dtype=np.float32)
+    b = np.float32(m["bias"])
+    Xz = np.nan_to_num(X)
+    record("numpy float32 (X @ w, sigmoid)", "logistic",
+           best_of(lambda: 1 / (1 + np.exp(-(Xz @ w + b))), repeats), np.__version__)
+    try:
+        from threadpoolctl import threadpool_info
+        out["blas"] = [i.get("internal_api") for i in threadpool_info()]
+    except ImportError:
+        pass
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["prepare", "time"])
+    ap.add_argument("--dir", required=True)
+    ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    if args.command == "prepare":
+        prepare(args.dir, args.rows)
+    else:
+        # One thread for every library: the comparison is per core.
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = "1"
+        print(json.dumps(timings(args.dir, args.repeats)))
+
+
+if __name__ == "__main__":
+    main()

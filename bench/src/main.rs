@@ -1,0 +1,269 @@
+//! `roo-bench`: measures roo beside the libraries a team would otherwise use.
+//!
+//! `roo-bench kernels` trains (once, cached) the benchmark models with the
+//! real libraries, times the libraries' own predict on one thread through
+//! `bench/python/peers.py`, then times roo's CPU scorers on the same model
+//! files and rows, on one core and on every core, and prints the ratios.
+//! Every figure in one table comes from the same run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use roo_kernels::cpu::CpuScorer;
+use roo_kernels::{load_model, Model, ModelBody};
+
+#[derive(Parser)]
+#[command(name = "roo-bench", about = "roo's throughput benchmark suite")]
+struct Cli {
+    #[command(subcommand)]
+    command: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// CPU scoring kernels vs XGBoost, LightGBM and numpy on one core.
+    Kernels {
+        /// Evaluation rows.
+        #[arg(long, default_value_t = 100_000)]
+        rows: usize,
+        /// Timed runs per measurement; the best is reported.
+        #[arg(long, default_value_t = 7)]
+        repeats: usize,
+        /// Python with xgboost, lightgbm, scikit-learn (bench/python/requirements.txt).
+        #[arg(long, default_value = "python3")]
+        python: String,
+        /// Where trained models and rows are cached.
+        #[arg(long, default_value = "bench/.cache")]
+        cache: PathBuf,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Bench::Kernels {
+            rows,
+            repeats,
+            python,
+            cache,
+        } => kernels(rows, repeats, &python, &cache),
+    }
+}
+
+fn peers_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("python/peers.py")
+}
+
+fn run_python(python: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(python)
+        .arg(peers_script())
+        .args(args)
+        // One thread for every library; and unset this machine's OpenBLAS
+        // core-type override, which slows a current numpy (env notes).
+        .env("OMP_NUM_THREADS", "1")
+        .env("OPENBLAS_NUM_THREADS", "1")
+        .env("MKL_NUM_THREADS", "1")
+        .env_remove("OPENBLAS_CORETYPE")
+        .env_remove("OPENBLAS_L2_SIZE")
+        .output()
+        .with_context(|| format!("running {python} {}", peers_script().display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} {:?} failed: {}",
+            peers_script().display(),
+            args,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// Column-major f32 rows written by peers.py.
+fn load_rows(cache: &Path, features: usize) -> Result<Vec<Vec<f32>>> {
+    let bytes = std::fs::read(cache.join("rows.f32"))?;
+    let values: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let rows = values.len() / features;
+    Ok(values.chunks(rows).map(<[f32]>::to_vec).collect())
+}
+
+/// Best wall time of `repeats` runs, in seconds.
+fn best_of(repeats: usize, mut f: impl FnMut()) -> f64 {
+    (0..repeats)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+struct Timing {
+    one_core_s: f64,
+    all_cores_s: f64,
+}
+
+/// One core and all cores, alternating run by run so that the shared
+/// machine's load falls on both alike; the best of each is kept.
+fn time_scorer(
+    scorer: &CpuScorer,
+    columns: &[&[f32]],
+    outputs: usize,
+    repeats: usize,
+    cores: usize,
+) -> Timing {
+    let rows = columns[0].len();
+    let mut out = vec![vec![0f32; rows]; outputs];
+    let mut slices: Vec<&mut [f32]> = out.iter_mut().map(Vec::as_mut_slice).collect();
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let all = rayon::ThreadPoolBuilder::new()
+        .num_threads(cores)
+        .build()
+        .unwrap();
+    scorer.score(columns, &mut slices); // warm caches and pages
+    let chunk = 4096;
+    let mut timing = Timing {
+        one_core_s: f64::INFINITY,
+        all_cores_s: f64::INFINITY,
+    };
+    for _ in 0..repeats {
+        timing.one_core_s = timing.one_core_s.min(best_of(1, || {
+            one.install(|| scorer.score(columns, &mut slices))
+        }));
+        timing.all_cores_s = timing.all_cores_s.min(best_of(1, || {
+            all.install(|| scorer.score_parallel(columns, &mut slices, chunk))
+        }));
+    }
+    timing
+}
+
+fn trees_of(model: &Model) -> usize {
+    match &model.body {
+        ModelBody::Trees(t) => t.trees.len(),
+        ModelBody::Linear(_) => 1,
+    }
+}
+
+fn kernels(rows: usize, repeats: usize, python: &str, cache: &Path) -> Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cache_str = cache.to_str().context("cache path is not UTF-8")?;
+    run_python(
+        python,
+        &["prepare", "--dir", cache_str, "--rows", &rows.to_string()],
+    )?;
+    let peers: serde_json::Value = serde_json::from_str(&run_python(
+        python,
+        &[
+            "time",
+            "--dir",
+            cache_str,
+            "--repeats",
+            &repeats.to_string(),
+        ],
+    )?)?;
+    let columns = load_rows(cache, 30)?;
+    let features: Vec<&[f32]> = columns.iter().map(Vec::as_slice).collect();
+    let isa = roo_kernels::cpu::Isa::detect();
+    println!(
+        "roo-bench kernels: {rows} rows of 30 features, best of {repeats}, isa {}, {cores} cores",
+        isa.name()
+    );
+    println!(
+        "{:<12} {:>12} {:>14} {:>10} {:<34} {:>14} {:>8} {:>12} {:>8}",
+        "model",
+        "roo ns/row",
+        "ns/row·tree",
+        "Mrows/s",
+        "peer (1 thread)",
+        "peer ns/row",
+        "roo x",
+        "roo 2c ns/row",
+        "2c/1c"
+    );
+    let cases = [
+        ("xgb_500x8", "xgb_500x8.json", "xgboost.inplace_predict"),
+        ("xgb_100x6", "xgb_100x6.json", "xgboost.inplace_predict"),
+        ("lgb_500x255", "lgb_500x255.txt", "lightgbm.predict"),
+        (
+            "logistic",
+            "logistic.json",
+            "numpy float32 (X @ w, sigmoid)",
+        ),
+    ];
+    for (name, file, peer) in cases {
+        let model = load_model(cache.join(file))?;
+        let scorer = CpuScorer::new(&model);
+        let t = time_scorer(&scorer, &features, model.n_outputs(), repeats, cores);
+        let ns_row = t.one_core_s / rows as f64 * 1e9;
+        let peer_ns = peers["peers"][peer][name]["ns_per_row"]
+            .as_f64()
+            .unwrap_or(f64::NAN);
+        let layouts = scorer
+            .tree_layouts()
+            .map(|(p, c)| format!(" [{p} perfect, {c} compact]"))
+            .unwrap_or_default();
+        println!(
+            "{:<12} {:>12.2} {:>14.3} {:>10.1} {:<34} {:>14.2} {:>8.2} {:>12.2} {:>8.2}{}",
+            name,
+            ns_row,
+            ns_row / trees_of(&model) as f64,
+            rows as f64 / t.one_core_s / 1e6,
+            peer,
+            peer_ns,
+            peer_ns / ns_row,
+            t.all_cores_s / rows as f64 * 1e9,
+            t.one_core_s / t.all_cores_s,
+            layouts
+        );
+    }
+    logistic_limits(cache, repeats)?;
+    Ok(())
+}
+
+/// Logistic regression with its data in cache, and streamed from DRAM.
+fn logistic_limits(cache: &Path, repeats: usize) -> Result<()> {
+    let model = load_model(cache.join("logistic.json"))?;
+    let scorer = CpuScorer::new(&model);
+    // In cache: 4096 rows (480 KiB of features, in L2) scored over and over.
+    let block: Vec<Vec<f32>> = (0..30)
+        .map(|j| {
+            (0..4096)
+                .map(|r| ((r * 31 + j * 7) % 97) as f32 * 0.01)
+                .collect()
+        })
+        .collect();
+    let cols: Vec<&[f32]> = block.iter().map(Vec::as_slice).collect();
+    let mut out = vec![0f32; 4096];
+    let passes = 20_000;
+    let s = best_of(repeats, || {
+        for _ in 0..passes {
+            scorer.score(&cols, &mut [&mut out[..]]);
+        }
+    });
+    let in_cache = (4096 * passes) as f64 / s;
+    // From DRAM: 8M rows, ~1 GB of features, scored once per run.
+    let rows = 8 << 20;
+    let big: Vec<Vec<f32>> = block
+        .iter()
+        .map(|c| c.iter().cycle().take(rows).copied().collect())
+        .collect();
+    let cols: Vec<&[f32]> = big.iter().map(Vec::as_slice).collect();
+    let mut out = vec![0f32; rows];
+    let s = best_of(repeats, || scorer.score(&cols, &mut [&mut out[..]]));
+    let dram = rows as f64 / s;
+    println!(
+        "logistic 30 features, 1 core: {:.0} M rows/s in cache (4096-row batch in L2); {:.1} M rows/s from DRAM ({:.2} GB/s of features)",
+        in_cache / 1e6,
+        dram / 1e6,
+        dram * 120.0 / 1e9
+    );
+    Ok(())
+}

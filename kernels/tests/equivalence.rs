@@ -1,0 +1,304 @@
+//! Every fast CPU scorer equals the reference scorer on any valid input.
+//!
+//! Tolerances, per family:
+//! - trees: 1e-6 absolute. The fast kernel sums the same leaves in the same
+//!   order in f64, but stores leaves as f32 (to keep a 500-tree forest in
+//!   L2); each leaf moves by at most 2^-24 of itself, and the fixtures' leaves
+//!   are below 1, so a margin moves by < trees × 6e-8 before the link.
+//! - linear: 1e-5 × (1 + Σ|w·x|). The fast kernel accumulates in f32 with
+//!   FMAs and uses a polynomial exp (≤ 3 ulp); the reference uses f64.
+//!
+//! NaN must come out where the reference puts NaN, and nowhere else.
+
+use std::path::Path;
+
+use proptest::prelude::*;
+use roo_kernels::cpu::{CpuScorer, Isa};
+use roo_kernels::model::{Node, Tree, TreeEnsemble};
+use roo_kernels::{load_model, reference, Link, Model, ModelBody, ModelFormat, ModelVersion};
+
+const BATCH_SIZES: [usize; 5] = [0, 1, 7, 4097, 100_003];
+
+fn golden_models() -> Vec<(String, Model)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    manifest["fixtures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| {
+            let file = f["model"].as_str().unwrap();
+            seen.insert(file.to_string())
+                .then(|| (file.to_string(), load_model(dir.join(file)).unwrap()))
+        })
+        .collect()
+}
+
+/// A forest of random numeric trees of depth 14: too deep for the perfect
+/// layout, so it exercises the compact one without categorical splits.
+fn deep_forest(seed: u64) -> Model {
+    let mut rng = Rng(seed);
+    let mut trees = Vec::new();
+    for t in 0..12 {
+        let mut nodes = Vec::new();
+        // Breadth-first: node i's children are appended as they are created.
+        let mut frontier = vec![(0usize, 0usize)];
+        nodes.push(Node::Leaf { value: 0.0 });
+        while let Some((i, depth)) = frontier.pop() {
+            if depth == 14 || (depth > 3 && rng.next().is_multiple_of(4)) {
+                nodes[i] = Node::Leaf {
+                    value: rng.unit() - 0.5,
+                };
+                continue;
+            }
+            let left = nodes.len() as u32;
+            nodes.push(Node::Leaf { value: 0.0 });
+            nodes.push(Node::Leaf { value: 0.0 });
+            nodes[i] = Node::Numeric {
+                feature: (rng.next() % 5) as u32,
+                threshold: (rng.unit() * 4.0 - 2.0) as f32,
+                missing_left: rng.next().is_multiple_of(2),
+                zero_is_missing: false,
+                left,
+                right: left + 1,
+            };
+            frontier.push((left as usize, depth + 1));
+            frontier.push((left as usize + 1, depth + 1));
+        }
+        // Renumber breadth-first as the importers do.
+        trees.push(bfs(Tree {
+            group: t % 2,
+            nodes,
+            category_bits: vec![],
+        }));
+    }
+    Model {
+        version: ModelVersion::of_bytes(b"deep"),
+        format: ModelFormat::XgboostJson,
+        feature_names: (0..5).map(|i| format!("f{i}")).collect(),
+        named_features: false,
+        body: ModelBody::Trees(TreeEnsemble {
+            trees,
+            n_groups: 2,
+            base_margin: vec![0.1, -0.2],
+            link: Link::Softmax,
+            objective: "multi:softprob".into(),
+        }),
+    }
+}
+
+fn bfs(tree: Tree) -> Tree {
+    let mut order = vec![0usize];
+    let mut new_index = vec![0u32; tree.nodes.len()];
+    let mut i = 0;
+    while i < order.len() {
+        if let Node::Numeric { left, right, .. } = tree.nodes[order[i]] {
+            for c in [left, right] {
+                new_index[c as usize] = order.len() as u32;
+                order.push(c as usize);
+            }
+        }
+        i += 1;
+    }
+    let nodes = order
+        .iter()
+        .map(|&o| match tree.nodes[o].clone() {
+            Node::Numeric {
+                feature,
+                threshold,
+                missing_left,
+                zero_is_missing,
+                left,
+                right,
+            } => Node::Numeric {
+                feature,
+                threshold,
+                missing_left,
+                zero_is_missing,
+                left: new_index[left as usize],
+                right: new_index[right as usize],
+            },
+            other => other,
+        })
+        .collect();
+    Tree { nodes, ..tree }
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Values a model's splits care about: its thresholds exactly and one ulp
+/// either side, plus the special values and ordinary numbers.
+fn interesting_values(model: &Model) -> Vec<f32> {
+    let mut v = vec![
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        0.0,
+        -0.0,
+        1e-36,
+        -1e-36,
+        1e-40, // denormal
+        f32::MIN_POSITIVE,
+        f32::MAX,
+        -f32::MAX,
+        1.0,
+        -1.0,
+        0.5,
+        3.0,
+        7.0,
+        11.0,
+        12.0,
+        33.0,
+        -0.5,
+        1e10,
+    ];
+    if let ModelBody::Trees(t) = &model.body {
+        for tree in &t.trees {
+            for node in &tree.nodes {
+                if let Node::Numeric { threshold, .. } = node {
+                    v.extend([*threshold, threshold.next_up(), threshold.next_down()]);
+                }
+            }
+        }
+    }
+    v
+}
+
+fn random_columns(model: &Model, rows: usize, seed: u64) -> Vec<Vec<f32>> {
+    let values = interesting_values(model);
+    let mut rng = Rng(seed | 1);
+    let finite_only = matches!(model.body, ModelBody::Linear(_));
+    (0..model.n_features())
+        .map(|_| {
+            (0..rows)
+                .map(|_| match rng.next() % 8 {
+                    // Linear models get moderate values: f32 and f64 overflow
+                    // at different magnitudes, which is not a disagreement.
+                    _ if finite_only => (rng.unit() * 20.0 - 10.0) as f32,
+                    0..=3 => values[(rng.next() % values.len() as u64) as usize],
+                    _ => (rng.unit() * 8.0 - 4.0) as f32,
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn score_with(
+    model: &Model,
+    columns: &[Vec<f32>],
+    rows: usize,
+    f: impl Fn(&[&[f32]], &mut [&mut [f32]]),
+) -> Vec<Vec<f32>> {
+    let features: Vec<&[f32]> = columns.iter().map(Vec::as_slice).collect();
+    let mut out = vec![vec![0f32; rows]; model.n_outputs()];
+    f(
+        &features,
+        &mut out.iter_mut().map(Vec::as_mut_slice).collect::<Vec<_>>(),
+    );
+    out
+}
+
+fn tolerance(model: &Model, columns: &[Vec<f32>], r: usize) -> f64 {
+    match &model.body {
+        ModelBody::Trees(_) => 1e-6,
+        ModelBody::Linear(m) => {
+            let n = model.n_features();
+            let max_abs: f64 = (0..m.bias.len())
+                .map(|k| {
+                    (0..n)
+                        .map(|j| (m.weights[k * n + j] * columns[j][r] as f64).abs())
+                        .sum::<f64>()
+                })
+                .fold(0.0, f64::max);
+            1e-5 * (1.0 + max_abs)
+        }
+    }
+}
+
+fn assert_equivalent(name: &str, model: &Model, rows: usize, seed: u64) {
+    let columns = random_columns(model, rows, seed);
+    let want = score_with(model, &columns, rows, |f, o| reference::score(model, f, o));
+    for isa in Isa::all().into_iter().filter(|i| i.available()) {
+        let scorer = CpuScorer::with_isa(model, isa);
+        let got = score_with(model, &columns, rows, |f, o| scorer.score(f, o));
+        let par = score_with(model, &columns, rows, |f, o| {
+            scorer.score_parallel(f, o, 1000)
+        });
+        assert_eq!(
+            got, par,
+            "{name} {isa:?}: parallel scoring differs from sequential"
+        );
+        for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+            for r in 0..rows {
+                let (g, w) = (g[r], w[r]);
+                let ok = if w.is_nan() {
+                    g.is_nan()
+                } else {
+                    (g as f64 - w as f64).abs() <= tolerance(model, &columns, r)
+                };
+                assert!(ok, "{name} {isa:?} rows={rows} output {k} row {r}: fast {g} reference {w}; inputs {:?}",
+                    columns.iter().map(|c| c[r]).collect::<Vec<_>>());
+            }
+        }
+    }
+}
+
+#[test]
+fn every_golden_model_on_every_batch_size() {
+    for (name, model) in golden_models() {
+        for (i, rows) in BATCH_SIZES.into_iter().enumerate() {
+            assert_equivalent(&name, &model, rows, 0x9e37_79b9 + i as u64);
+        }
+    }
+}
+
+#[test]
+fn deep_trees_use_the_compact_layout_and_agree() {
+    let model = deep_forest(42);
+    let scorer = CpuScorer::new(&model);
+    let (perfect, compact) = scorer.tree_layouts().unwrap();
+    assert!(compact > 0, "{perfect} perfect, {compact} compact");
+    for rows in BATCH_SIZES {
+        assert_equivalent("deep forest", &model, rows, rows as u64 + 7);
+    }
+}
+
+#[test]
+fn golden_models_exercise_both_tree_layouts() {
+    let (mut perfect, mut compact) = (0, 0);
+    for (_, model) in golden_models() {
+        if let Some((p, c)) = CpuScorer::new(&model).tree_layouts() {
+            perfect += p;
+            compact += c;
+        }
+    }
+    assert!(
+        perfect > 0 && compact > 0,
+        "{perfect} perfect, {compact} compact"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn random_inputs_agree_with_the_reference(model_index in 0usize..64, rows in 0usize..600, seed in any::<u64>()) {
+        let models = golden_models();
+        let (name, model) = &models[model_index % models.len()];
+        assert_equivalent(name, model, rows, seed);
+    }
+}
