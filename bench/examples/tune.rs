@@ -10,6 +10,14 @@ fn main() {
         parallel();
         return;
     }
+    if std::env::var("FMA").is_ok() {
+        fma_peak();
+        return;
+    }
+    if std::env::var("MLP").is_ok() {
+        mlp_isas();
+        return;
+    }
     let bytes = std::fs::read("bench/.cache/rows.f32").unwrap();
     let v: Vec<f32> = bytes
         .chunks_exact(4)
@@ -101,5 +109,74 @@ fn parallel() {
             }
             println!("threads {threads} chunk {chunk:>6}: {:.2} ms", best * 1e3);
         }
+    }
+}
+
+#[allow(dead_code)]
+fn mlp_isas() {
+    use roo_kernels::cpu::Isa;
+    let bytes = std::fs::read("bench/.cache/rows.f32").unwrap();
+    let v: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let rows = v.len() / 30;
+    let cols: Vec<&[f32]> = v.chunks(rows).collect();
+    let m = load_model("bench/.cache/mlp.onnx").unwrap();
+    let clean: Vec<f32> = v
+        .iter()
+        .map(|x| if x.is_nan() { 0.0 } else { *x })
+        .collect();
+    let clean_cols: Vec<&[f32]> = clean.chunks(rows).collect();
+    let cols = if std::env::var("CLEAN").is_ok() {
+        clean_cols
+    } else {
+        cols
+    };
+    let mut out = vec![0f32; rows];
+    for isa in Isa::all().into_iter().filter(|i| i.available()) {
+        let s = CpuScorer::with_isa(&m, isa);
+        let mut best = f64::INFINITY;
+        for _ in 0..3 {
+            let t = Instant::now();
+            s.score(&cols, &mut [&mut out[..]]);
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        println!(
+            "mlp {:<10} {:.1} ns/row",
+            isa.name(),
+            best / rows as f64 * 1e9
+        );
+    }
+}
+
+/// Peak 16-wide FMA throughput of one core: 8 and 16 independent chains.
+#[allow(dead_code)]
+fn fma_peak() {
+    #[target_feature(enable = "avx512f")]
+    unsafe fn run<const N: usize>(iters: usize) -> f32 {
+        use std::arch::x86_64::*;
+        let mut acc = [_mm512_set1_ps(1.0); N];
+        let m = _mm512_set1_ps(0.999_999);
+        let a = _mm512_set1_ps(1e-7);
+        for _ in 0..iters {
+            for v in acc.iter_mut() {
+                *v = _mm512_fmadd_ps(*v, m, a);
+            }
+        }
+        acc.iter().map(|v| _mm512_reduce_add_ps(*v)).sum()
+    }
+    let iters = 50_000_000;
+    for (n, f) in [
+        (8usize, run::<8> as unsafe fn(usize) -> f32),
+        (16, run::<16>),
+    ] {
+        let t = Instant::now();
+        let x = unsafe { f(iters) };
+        let s = t.elapsed().as_secs_f64();
+        println!(
+            "{n} chains: {:.2} G FMA-instructions/s (16-wide) [{x}]",
+            (iters * n) as f64 / s / 1e9
+        );
     }
 }

@@ -9,6 +9,8 @@ Models (trained on the synthetic 30-feature card-transaction set, cardgen.py):
     xgb_100x6.json     XGBoost, 100 trees, max_depth 6
     lgb_500x255.txt    LightGBM, 500 trees, num_leaves 255
     logistic.json      scikit-learn LogisticRegression, as roo linear JSON
+    mlp.onnx           scikit-learn MLPClassifier 30-64-32-1 (relu), via skl2onnx
+    *.onnx             ONNX conversions of each model (onnxmltools, skl2onnx) for ONNX Runtime
 
 Evaluation rows go to DIR/rows.f32: float32, column-major (30 columns of N),
 NaNs included, the bytes roo reads too.
@@ -73,12 +75,73 @@ def prepare(d, rows):
         b = float(lr.intercept_[0] - (lr.coef_[0] * mu / sd).sum())
         json.dump({"kind": "logistic", "features": FEATURES, "weights": w.tolist(), "bias": b},
                   open(path, "w"))
+    path = os.path.join(d, "mlp.onnx")
+    if not os.path.exists(path):
+        import warnings
+
+        from skl2onnx import to_onnx
+        from sklearn.neural_network import MLPClassifier
+
+        warnings.filterwarnings("ignore")
+        X, y = train_set()
+        Xc = np.nan_to_num(X, nan=0.0)
+        mu, sd = Xc.mean(axis=0), Xc.std(axis=0) + 1e-6
+        mlp = MLPClassifier(hidden_layer_sizes=(64, 32), max_iter=30, random_state=0).fit((Xc - mu) / sd, y)
+        # Fold the standardisation into the first layer: the model reads raw features.
+        W1 = mlp.coefs_[0]
+        mlp.intercepts_[0] = mlp.intercepts_[0] - (mu / sd) @ W1
+        mlp.coefs_[0] = W1 / sd[:, None]
+        with open(path, "wb") as f:
+            f.write(to_onnx(mlp, Xc[:1].astype(np.float32), options={"zipmap": False}).SerializeToString())
+        json.dump({"coefs": [c.tolist() for c in mlp.coefs_], "intercepts": [b.tolist() for b in mlp.intercepts_]},
+                  open(os.path.join(d, "mlp.json"), "w"))
+    convert_for_onnxruntime(d)
     data = os.path.join(d, "rows.f32")
     meta = os.path.join(d, "rows.json")
     if not os.path.exists(meta) or json.load(open(meta))["rows"] != rows:
         Xe, _ = card_transactions(rows, seed=99)
         np.asfortranarray(Xe).T.astype(np.float32).tofile(data)  # column-major
         json.dump({"rows": rows, "features": FEATURES}, open(meta, "w"))
+
+
+def convert_for_onnxruntime(d):
+    """The same models as ONNX files, for ONNX Runtime (roo reads the originals)."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    from onnxmltools import convert_lightgbm, convert_xgboost
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    types = [("input", FloatTensorType([None, len(FEATURES)]))]
+    for name in ("xgb_500x8", "xgb_100x6"):
+        out = os.path.join(d, f"{name}.onnx")
+        if not os.path.exists(out):
+            import xgboost as xgb
+
+            bst = xgb.Booster(model_file=os.path.join(d, f"{name}.json"))
+            bst.feature_names = None  # ONNX takes one unnamed tensor
+            with open(out, "wb") as f:
+                f.write(convert_xgboost(bst, initial_types=types).SerializeToString())
+    out = os.path.join(d, "lgb_500x255.onnx")
+    if not os.path.exists(out):
+        import lightgbm as lgb
+
+        bst = lgb.Booster(model_file=os.path.join(d, "lgb_500x255.txt"))
+        with open(out, "wb") as f:
+            f.write(convert_lightgbm(bst, initial_types=types, zipmap=False).SerializeToString())
+    out = os.path.join(d, "logistic.onnx")
+    if not os.path.exists(out):
+        from skl2onnx import to_onnx
+        from sklearn.linear_model import LogisticRegression
+
+        m = json.load(open(os.path.join(d, "logistic.json")))
+        lr = LogisticRegression()
+        lr.classes_ = np.array([0, 1])
+        lr.coef_ = np.array([m["weights"]])
+        lr.intercept_ = np.array([m["bias"]])
+        lr.n_features_in_ = len(FEATURES)
+        with open(out, "wb") as f:
+            f.write(to_onnx(lr, np.zeros((1, len(FEATURES)), dtype=np.float32), options={"zipmap": False}).SerializeToString())
 
 
 def load_rows(d):
@@ -123,6 +186,28 @@ def timings(d, repeats):
     Xz = np.nan_to_num(X)
     record("numpy float32 (X @ w, sigmoid)", "logistic",
            best_of(lambda: 1 / (1 + np.exp(-(Xz @ w + b))), repeats), np.__version__)
+    mlp = json.load(open(os.path.join(d, "mlp.json")))
+    W = [np.asarray(c, dtype=np.float32) for c in mlp["coefs"]]
+    B = [np.asarray(b, dtype=np.float32) for b in mlp["intercepts"]]
+
+    def numpy_mlp():
+        h = np.maximum(Xz @ W[0] + B[0], 0)
+        h = np.maximum(h @ W[1] + B[1], 0)
+        return 1 / (1 + np.exp(-(h @ W[2] + B[2])))
+
+    record("numpy float32 matmuls", "mlp_64x32", best_of(numpy_mlp, repeats), np.__version__)
+
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    for name, rows_in in (("xgb_500x8", X), ("xgb_100x6", X), ("lgb_500x255", X), ("logistic", Xz), ("mlp", Xz)):
+        sess = ort.InferenceSession(os.path.join(d, f"{name}.onnx"), opts, providers=["CPUExecutionProvider"])
+        feed = {sess.get_inputs()[0].name: rows_in}
+        sess.run(None, {sess.get_inputs()[0].name: rows_in[:100]})
+        record("onnxruntime", "mlp_64x32" if name == "mlp" else name,
+               best_of(lambda: sess.run(None, feed), repeats), ort.__version__)
     try:
         from threadpoolctl import threadpool_info
         out["blas"] = [i.get("internal_api") for i in threadpool_info()]

@@ -30,7 +30,7 @@ enum Bench {
         #[arg(long, default_value_t = 100_000)]
         rows: usize,
         /// Timed runs per measurement; the best is reported.
-        #[arg(long, default_value_t = 7)]
+        #[arg(long, default_value_t = 3)]
         repeats: usize,
         /// Python with xgboost, lightgbm, scikit-learn (bench/python/requirements.txt).
         #[arg(long, default_value = "python3")]
@@ -38,6 +38,10 @@ enum Bench {
         /// Where trained models and rows are cached.
         #[arg(long, default_value = "bench/.cache")]
         cache: PathBuf,
+        /// Rounds of {peers, roo}; each figure is the best over all rounds, so
+        /// both sides get the same chances at a quiet moment on a shared machine.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
 }
 
@@ -48,7 +52,8 @@ fn main() -> Result<()> {
             repeats,
             python,
             cache,
-        } => kernels(rows, repeats, &python, &cache),
+            rounds,
+        } => kernels(rows, repeats, rounds, &python, &cache),
     }
 }
 
@@ -145,80 +150,159 @@ fn time_scorer(
     timing
 }
 
+/// Trees in an ensemble; 1 for other models, so ns/row·tree reads as ns/row.
 fn trees_of(model: &Model) -> usize {
     match &model.body {
         ModelBody::Trees(t) => t.trees.len(),
-        ModelBody::Linear(_) => 1,
+        ModelBody::Linear(_) | ModelBody::Mlp(_) => 1,
     }
 }
 
-fn kernels(rows: usize, repeats: usize, python: &str, cache: &Path) -> Result<()> {
+struct Case {
+    name: &'static str,
+    file: &'static str,
+    peer: &'static str,
+}
+
+const CASES: [Case; 5] = [
+    Case {
+        name: "xgb_500x8",
+        file: "xgb_500x8.json",
+        peer: "xgboost.inplace_predict",
+    },
+    Case {
+        name: "xgb_100x6",
+        file: "xgb_100x6.json",
+        peer: "xgboost.inplace_predict",
+    },
+    Case {
+        name: "lgb_500x255",
+        file: "lgb_500x255.txt",
+        peer: "lightgbm.predict",
+    },
+    Case {
+        name: "logistic",
+        file: "logistic.json",
+        peer: "numpy float32 (X @ w, sigmoid)",
+    },
+    Case {
+        name: "mlp_64x32",
+        file: "mlp.onnx",
+        peer: "numpy float32 matmuls",
+    },
+];
+
+fn kernels(rows: usize, repeats: usize, rounds: usize, python: &str, cache: &Path) -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cache_str = cache.to_str().context("cache path is not UTF-8")?;
     run_python(
         python,
         &["prepare", "--dir", cache_str, "--rows", &rows.to_string()],
     )?;
-    let peers: serde_json::Value = serde_json::from_str(&run_python(
-        python,
-        &[
-            "time",
-            "--dir",
-            cache_str,
-            "--repeats",
-            &repeats.to_string(),
-        ],
-    )?)?;
     let columns = load_rows(cache, 30)?;
     let features: Vec<&[f32]> = columns.iter().map(Vec::as_slice).collect();
+    let models: Vec<(Model, CpuScorer)> = CASES
+        .iter()
+        .map(|c| {
+            let model = load_model(cache.join(c.file))?;
+            let scorer = CpuScorer::new(&model);
+            Ok((model, scorer))
+        })
+        .collect::<Result<_>>()?;
+    // Best over rounds: peer ns/row keyed by (peer, model), and roo's timings.
+    let mut peer_best: std::collections::HashMap<(String, String), f64> = Default::default();
+    let mut roo_best: Vec<Timing> = CASES
+        .iter()
+        .map(|_| Timing {
+            one_core_s: f64::INFINITY,
+            all_cores_s: f64::INFINITY,
+        })
+        .collect();
+    let mut versions = serde_json::Value::Null;
+    for round in 0..rounds {
+        eprintln!("round {}/{rounds}: peers", round + 1);
+        let peers: serde_json::Value = serde_json::from_str(&run_python(
+            python,
+            &[
+                "time",
+                "--dir",
+                cache_str,
+                "--repeats",
+                &repeats.to_string(),
+            ],
+        )?)?;
+        for (peer, models) in peers["peers"].as_object().into_iter().flatten() {
+            for (model, v) in models.as_object().into_iter().flatten() {
+                let ns = v["ns_per_row"].as_f64().unwrap_or(f64::NAN);
+                let best = peer_best
+                    .entry((peer.clone(), model.clone()))
+                    .or_insert(f64::INFINITY);
+                *best = best.min(ns);
+            }
+        }
+        versions = peers["peers"].clone();
+        eprintln!("round {}/{rounds}: roo", round + 1);
+        for ((model, scorer), best) in models.iter().zip(roo_best.iter_mut()) {
+            let t = time_scorer(scorer, &features, model.n_outputs(), repeats, cores);
+            best.one_core_s = best.one_core_s.min(t.one_core_s);
+            best.all_cores_s = best.all_cores_s.min(t.all_cores_s);
+        }
+    }
     let isa = roo_kernels::cpu::Isa::detect();
+    let version = |peer: &str, model: &str| {
+        versions[peer][model]["version"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string()
+    };
     println!(
-        "roo-bench kernels: {rows} rows of 30 features, best of {repeats}, isa {}, {cores} cores",
-        isa.name()
+        "roo-bench kernels: {rows} rows of 30 features, best of {rounds} rounds x {repeats} runs, isa {}, {cores} cores; \
+         peers on 1 thread: xgboost {}, lightgbm {}, numpy {}, onnxruntime {}",
+        isa.name(),
+        version("xgboost.inplace_predict", "xgb_500x8"),
+        version("lightgbm.predict", "lgb_500x255"),
+        version("numpy float32 matmuls", "mlp_64x32"),
+        version("onnxruntime", "xgb_500x8"),
     );
     println!(
-        "{:<12} {:>12} {:>14} {:>10} {:<34} {:>14} {:>8} {:>12} {:>8}",
+        "{:<12} {:>11} {:>12} {:>8} | {:<30} {:>11} {:>7} | {:>11} {:>7} | {:>11} {:>6}",
         "model",
         "roo ns/row",
         "ns/row·tree",
         "Mrows/s",
-        "peer (1 thread)",
+        "library peer (1 thread)",
         "peer ns/row",
         "roo x",
-        "roo 2c ns/row",
+        "ORT ns/row",
+        "roo x",
+        "roo 2c ns",
         "2c/1c"
     );
-    let cases = [
-        ("xgb_500x8", "xgb_500x8.json", "xgboost.inplace_predict"),
-        ("xgb_100x6", "xgb_100x6.json", "xgboost.inplace_predict"),
-        ("lgb_500x255", "lgb_500x255.txt", "lightgbm.predict"),
-        (
-            "logistic",
-            "logistic.json",
-            "numpy float32 (X @ w, sigmoid)",
-        ),
-    ];
-    for (name, file, peer) in cases {
-        let model = load_model(cache.join(file))?;
-        let scorer = CpuScorer::new(&model);
-        let t = time_scorer(&scorer, &features, model.n_outputs(), repeats, cores);
+    for ((case, (model, scorer)), t) in CASES.iter().zip(&models).zip(&roo_best) {
         let ns_row = t.one_core_s / rows as f64 * 1e9;
-        let peer_ns = peers["peers"][peer][name]["ns_per_row"]
-            .as_f64()
+        let peer_ns = peer_best
+            .get(&(case.peer.to_string(), case.name.to_string()))
+            .copied()
+            .unwrap_or(f64::NAN);
+        let ort_ns = peer_best
+            .get(&("onnxruntime".to_string(), case.name.to_string()))
+            .copied()
             .unwrap_or(f64::NAN);
         let layouts = scorer
             .tree_layouts()
-            .map(|(p, c)| format!(" [{p} perfect, {c} compact]"))
+            .map(|(p, c)| format!(" [{p} perfect, {c} compact trees]"))
             .unwrap_or_default();
         println!(
-            "{:<12} {:>12.2} {:>14.3} {:>10.1} {:<34} {:>14.2} {:>8.2} {:>12.2} {:>8.2}{}",
-            name,
+            "{:<12} {:>11.2} {:>12.3} {:>8.2} | {:<30} {:>11.2} {:>7.2} | {:>11.2} {:>7.2} | {:>11.2} {:>6.2}{}",
+            case.name,
             ns_row,
-            ns_row / trees_of(&model) as f64,
+            ns_row / trees_of(model) as f64,
             rows as f64 / t.one_core_s / 1e6,
-            peer,
+            case.peer,
             peer_ns,
             peer_ns / ns_row,
+            ort_ns,
+            ort_ns / ns_row,
             t.all_cores_s / rows as f64 * 1e9,
             t.one_core_s / t.all_cores_s,
             layouts

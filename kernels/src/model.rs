@@ -50,6 +50,7 @@ pub enum ModelFormat {
     XgboostUbjson,
     LightgbmText,
     LinearJson,
+    Onnx,
 }
 
 impl fmt::Display for ModelFormat {
@@ -59,6 +60,7 @@ impl fmt::Display for ModelFormat {
             Self::XgboostUbjson => "XGBoost UBJSON",
             Self::LightgbmText => "LightGBM text",
             Self::LinearJson => "roo linear JSON",
+            Self::Onnx => "ONNX",
         })
     }
 }
@@ -93,6 +95,33 @@ pub struct Model {
 pub enum ModelBody {
     Linear(LinearModel),
     Trees(TreeEnsemble),
+    Mlp(MlpModel),
+}
+
+/// A multilayer perceptron: dense layers, then the link on the last layer's outputs.
+#[derive(Clone, Debug)]
+pub struct MlpModel {
+    pub layers: Vec<DenseLayer>,
+    pub link: Link,
+}
+
+/// `y[o] = activation(bias[o] + Σ_i weights[o * inputs + i] * x[i])`.
+#[derive(Clone, Debug)]
+pub struct DenseLayer {
+    pub inputs: usize,
+    pub outputs: usize,
+    /// Row-major: one row of `inputs` weights per output.
+    pub weights: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub activation: Activation,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Identity,
+    Relu,
+    Tanh,
+    Sigmoid,
 }
 
 /// `margin[k] = bias[k] + Σ_j weights[k * n_features + j] * x[j]`, then `link`.
@@ -175,6 +204,10 @@ impl Model {
                 Link::ArgMax => 1,
                 _ => t.n_groups,
             },
+            ModelBody::Mlp(m) => match m.link {
+                Link::ArgMax => 1,
+                _ => m.layers.last().map_or(0, |l| l.outputs),
+            },
         }
     }
 
@@ -196,6 +229,31 @@ impl Model {
                     Link::Softmax | Link::ArgMax => "softmax",
                 };
                 ("linear", objective.to_string(), None)
+            }
+            ModelBody::Mlp(m) => {
+                let shape: Vec<String> = std::iter::once(self.n_features())
+                    .chain(m.layers.iter().map(|l| l.outputs))
+                    .map(|n| n.to_string())
+                    .collect();
+                let activations: Vec<String> = m
+                    .layers
+                    .iter()
+                    .map(|l| format!("{:?}", l.activation).to_lowercase())
+                    .collect();
+                let head = match m.link {
+                    Link::Identity => "identity",
+                    Link::Sigmoid { .. } => "sigmoid",
+                    Link::Softmax | Link::ArgMax => "softmax",
+                };
+                (
+                    "mlp",
+                    format!(
+                        "{} ({}), {head} head",
+                        shape.join("-"),
+                        activations.join(", ")
+                    ),
+                    None,
+                )
             }
             ModelBody::Trees(t) => {
                 let mut stats = TreeStats {

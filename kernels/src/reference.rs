@@ -4,7 +4,10 @@
 //! accumulate margins in f64 and apply the model's link, so their only
 //! rounding is the final conversion to f32.
 
-use crate::model::{LinearModel, Link, Model, ModelBody, Node, Tree, TreeEnsemble, ZERO_THRESHOLD};
+use crate::model::{
+    Activation, LinearModel, Link, MlpModel, Model, ModelBody, Node, Tree, TreeEnsemble,
+    ZERO_THRESHOLD,
+};
 
 /// Scores `rows` rows: `features[j][r]` is feature `j` (in the model's order)
 /// of row `r`; `out[k][r]` receives output `k` of row `r`.
@@ -17,6 +20,7 @@ pub fn score(model: &Model, features: &[&[f32]], out: &mut [&mut [f32]]) {
     match &model.body {
         ModelBody::Linear(m) => linear(m, features, rows, out),
         ModelBody::Trees(t) => trees(t, features, rows, out),
+        ModelBody::Mlp(m) => mlp(m, features, rows, out),
     }
 }
 
@@ -68,6 +72,49 @@ fn linear(m: &LinearModel, features: &[&[f32]], rows: usize, out: &mut [&mut [f3
                     .sum::<f64>();
         }
         write_outputs(m.link, &mut margins, r, out);
+    }
+}
+
+fn mlp(m: &MlpModel, features: &[&[f32]], rows: usize, out: &mut [&mut [f32]]) {
+    let width = m
+        .layers
+        .iter()
+        .map(|l| l.outputs)
+        .max()
+        .unwrap_or(0)
+        .max(features.len());
+    let (mut x, mut y) = (vec![0f64; width], vec![0f64; width]);
+    for r in 0..rows {
+        for (j, f) in features.iter().enumerate() {
+            x[j] = f[r] as f64;
+        }
+        for layer in &m.layers {
+            let rows = layer.weights.chunks_exact(layer.inputs);
+            for ((y, w), b) in y.iter_mut().zip(rows).zip(&layer.bias) {
+                let sum = *b as f64 + w.iter().zip(&x).map(|(w, x)| *w as f64 * x).sum::<f64>();
+                *y = activate(layer.activation, sum);
+            }
+            std::mem::swap(&mut x, &mut y);
+        }
+        let outputs = m.layers.last().map_or(0, |l| l.outputs);
+        write_outputs(m.link, &mut x[..outputs], r, out);
+    }
+}
+
+/// One unit's activation, in f64.
+pub fn activate(activation: Activation, v: f64) -> f64 {
+    match activation {
+        Activation::Identity => v,
+        // NaN stays NaN: an MLP has no missing-value rule (`f64::max` would hide it).
+        Activation::Relu => {
+            if v.is_nan() {
+                v
+            } else {
+                v.max(0.0)
+            }
+        }
+        Activation::Tanh => v.tanh(),
+        Activation::Sigmoid => 1.0 / (1.0 + (-v).exp()),
     }
 }
 

@@ -180,3 +180,38 @@ fn versions_are_content_hashes() {
     assert_ne!(a.version, c.version, "different bytes, different version");
     assert_eq!(a.version.to_string().len(), "sha256:".len() + 64);
 }
+
+#[test]
+fn onnx_operators_outside_the_supported_set_are_listed() {
+    let onnx = read("onnx_skl_mlp_binary.onnx");
+    // Rename every "Relu" (node names and the op_type) to an operator roo lacks.
+    let mut patched = onnx.clone();
+    let hits: Vec<usize> = onnx
+        .windows(4)
+        .enumerate()
+        .filter(|(_, w)| *w == b"Relu")
+        .map(|(i, _)| i)
+        .collect();
+    assert!(!hits.is_empty(), "the MLP has a Relu");
+    for at in hits {
+        patched[at..at + 4].copy_from_slice(b"Gelu");
+    }
+    let err = error_of(&patched);
+    assert!(
+        err.starts_with("reading model m: graph: operators roo cannot score: Gelu; the graph uses Add, ArgMax, \
+                         ArrayFeatureExtractor, Cast, Concat, Gelu, MatMul, Reshape, Sigmoid, Sub. Supported:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn onnx_models_bind_by_position_and_describe_themselves() {
+    let m = model_from_bytes(&read("onnx_skl_mlp_multiclass.onnx"), "m").unwrap();
+    assert!(!m.named_features);
+    assert_eq!(m.n_features(), 8);
+    assert_eq!(m.n_outputs(), 3);
+    assert_eq!(
+        m.summary().objective,
+        "8-16-8-3 (tanh, tanh, identity), softmax head"
+    );
+}

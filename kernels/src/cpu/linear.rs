@@ -10,7 +10,7 @@ use crate::model::{LinearModel, Link};
 
 /// Rows per block: the output block (4 KiB per output) stays in L1 while
 /// the feature columns stream past it.
-const BLOCK_ROWS: usize = 1024;
+pub(crate) const BLOCK_ROWS: usize = 1024;
 
 pub(crate) struct LinearKernel {
     n_features: usize,
@@ -42,7 +42,7 @@ fn linear_body<const FMA: bool>(k: &LinearKernel, features: &[&[f32]], out: &mut
     let rows = out[0].len();
     let n = k.n_features;
     let margins = k.bias.len();
-    // Link scratch; the data plane allocates nothing per call beyond these.
+    // Link scratch: on the stack, nothing allocated per call.
     let mut max = [0f32; BLOCK_ROWS];
     let mut sum = [0f32; BLOCK_ROWS];
     let mut start = 0;
@@ -58,42 +58,56 @@ fn linear_body<const FMA: bool>(k: &LinearKernel, features: &[&[f32]], out: &mut
                 }
             }
         }
-        let len = end - start;
-        match k.link {
-            Link::Identity => {}
-            Link::Sigmoid { scale } => {
-                let scale = scale as f32;
-                for a in &mut out[0][start..end] {
-                    *a = sigmoid_f32::<FMA>(*a, scale);
-                }
-            }
-            Link::Softmax => {
-                let (max, sum) = (&mut max[..len], &mut sum[..len]);
-                max.fill(f32::NEG_INFINITY);
-                sum.fill(0.0);
-                for column in out.iter() {
-                    for (m, a) in max.iter_mut().zip(&column[start..end]) {
-                        *m = m.max(*a);
-                    }
-                }
-                for column in out.iter_mut() {
-                    for ((a, m), s) in column[start..end]
-                        .iter_mut()
-                        .zip(max.iter())
-                        .zip(sum.iter_mut())
-                    {
-                        *a = exp_f32::<FMA>(*a - *m);
-                        *s += *a;
-                    }
-                }
-                for column in out.iter_mut() {
-                    for (a, s) in column[start..end].iter_mut().zip(sum.iter()) {
-                        *a /= *s;
-                    }
-                }
-            }
-            Link::ArgMax => unreachable!("linear models have no argmax link"),
-        }
+        apply_link::<FMA>(k.link, out, start, end, &mut max, &mut sum);
         start = end;
+    }
+}
+
+/// Applies `link` in place to rows `start..end` of the margin columns `out`
+/// (at most `BLOCK_ROWS` rows; `max` and `sum` are scratch of that size).
+#[inline(always)]
+pub(crate) fn apply_link<const FMA: bool>(
+    link: Link,
+    out: &mut [&mut [f32]],
+    start: usize,
+    end: usize,
+    max: &mut [f32; BLOCK_ROWS],
+    sum: &mut [f32; BLOCK_ROWS],
+) {
+    let len = end - start;
+    match link {
+        Link::Identity => {}
+        Link::Sigmoid { scale } => {
+            let scale = scale as f32;
+            for a in &mut out[0][start..end] {
+                *a = sigmoid_f32::<FMA>(*a, scale);
+            }
+        }
+        Link::Softmax => {
+            let (max, sum) = (&mut max[..len], &mut sum[..len]);
+            max.fill(f32::NEG_INFINITY);
+            sum.fill(0.0);
+            for column in out.iter() {
+                for (m, a) in max.iter_mut().zip(&column[start..end]) {
+                    *m = m.max(*a);
+                }
+            }
+            for column in out.iter_mut() {
+                for ((a, m), s) in column[start..end]
+                    .iter_mut()
+                    .zip(max.iter())
+                    .zip(sum.iter_mut())
+                {
+                    *a = exp_f32::<FMA>(*a - *m);
+                    *s += *a;
+                }
+            }
+            for column in out.iter_mut() {
+                for (a, s) in column[start..end].iter_mut().zip(sum.iter()) {
+                    *a /= *s;
+                }
+            }
+        }
+        Link::ArgMax => unreachable!("argmax models are trees; the tree kernel applies their link"),
     }
 }

@@ -610,7 +610,9 @@ fn walk_perfect(
 ) {
     let internal = nodes.len();
     debug_assert_eq!(leaves.len(), internal + 1);
-    debug_assert!(acc.len().is_multiple_of(LANES) && acc.len() <= BLOCK_ROWS && starts.len() == acc.len());
+    debug_assert!(
+        acc.len().is_multiple_of(LANES) && acc.len() <= BLOCK_ROWS && starts.len() == acc.len()
+    );
     for r in (0..acc.len()).step_by(LANES) {
         let mut idx = [0usize; LANES];
         for (i, s) in idx.iter_mut().zip(&starts[r..r + LANES]) {

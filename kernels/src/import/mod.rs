@@ -3,6 +3,8 @@
 mod json_path;
 mod lightgbm;
 mod linear;
+mod onnx;
+mod protobuf;
 mod ubjson;
 mod xgboost;
 
@@ -24,8 +26,8 @@ pub fn load_model(path: impl AsRef<Path>) -> Result<Model, ModelError> {
 
 /// Imports a model from its file's bytes; `origin` names it in errors.
 ///
-/// Recognises XGBoost JSON and UBJSON, LightGBM text and roo's linear JSON by
-/// their first bytes, whatever the file is called.
+/// Recognises XGBoost JSON and UBJSON, LightGBM text, ONNX and roo's linear
+/// JSON by their first bytes, whatever the file is called.
 pub fn model_from_bytes(bytes: &[u8], origin: &str) -> Result<Model, ModelError> {
     let version = ModelVersion::of_bytes(bytes);
     let model = match sniff(bytes) {
@@ -58,6 +60,7 @@ pub fn model_from_bytes(bytes: &[u8], origin: &str) -> Result<Model, ModelError>
         Sniffed::LightgbmText => std::str::from_utf8(bytes)
             .map_err(|e| Fault::new(format!("byte {}", e.valid_up_to()), "not UTF-8 text"))
             .and_then(|text| lightgbm::import(text, version)),
+        Sniffed::Onnx => onnx::import(bytes, version),
         Sniffed::Unknown => Err(Fault::new(
             "",
             if bytes.is_empty() {
@@ -65,7 +68,7 @@ pub fn model_from_bytes(bytes: &[u8], origin: &str) -> Result<Model, ModelError>
                  model or a roo linear-model JSON"
             } else {
                 "unrecognised format; expected an XGBoost JSON/UBJSON model (starting with '{'), \
-                 a LightGBM text model (starting with 'tree') or a roo linear-model JSON"
+                 a LightGBM text model (starting with 'tree'), an ONNX model or a roo linear-model JSON"
             },
         )),
     };
@@ -76,6 +79,7 @@ enum Sniffed {
     Json,
     Ubjson,
     LightgbmText,
+    Onnx,
     Unknown,
 }
 
@@ -91,6 +95,8 @@ fn sniff(bytes: &[u8]) -> Sniffed {
         [b'{', b'i' | b'U' | b'I' | b'l' | b'L' | b'$' | b'#', ..] => Sniffed::Ubjson,
         [b'{', ..] => Sniffed::Json,
         _ if rest.starts_with(b"tree") => Sniffed::LightgbmText,
+        // ONNX's ModelProto opens with ir_version: field 1, varint (0x08).
+        [0x08, ..] if start == 0 => Sniffed::Onnx,
         _ => Sniffed::Unknown,
     }
 }

@@ -8,9 +8,10 @@ Run it once per library environment; each run adds or replaces its own
 entries in manifest.json:
 
     python make_fixtures.py --xgboost          # in a venv with xgboost 2.x
-    python make_fixtures.py --xgboost --lightgbm --sklearn --example
+    python make_fixtures.py --xgboost --lightgbm --sklearn --onnx --example
                                                # in a venv with xgboost 3.x,
-                                               # lightgbm, scikit-learn
+                                               # lightgbm, scikit-learn, onnx,
+                                               # onnxruntime, skl2onnx, onnxmltools
 
 Every feature matrix is cast to float32 *before* the libraries predict, and
 written to CSV with 9 significant digits (which round-trips float32), so the
@@ -259,6 +260,86 @@ def sklearn_fixtures(m):
           mlr.predict_proba(Xte.astype(np.float64)), "LogisticRegression, 3 classes (multinomial)")
 
 
+def onnx_fixtures(m):
+    """ONNX files from the real converters, checked against onnxruntime's outputs."""
+    import warnings
+
+    import onnxruntime as ort
+    import xgboost as xgb
+    import lightgbm as lgb
+    from onnxmltools import convert_lightgbm, convert_xgboost
+    from onnxmltools.convert.common.data_types import FloatTensorType
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+    from sklearn.neural_network import MLPClassifier, MLPRegressor
+
+    warnings.filterwarnings("ignore")
+    ver = f"onnxruntime {ort.__version__}"
+
+    def positional(task, complete):
+        # ONNX models take one unnamed tensor: features bind by position, so
+        # these data files have no id column.
+        Xtr, ytr, Xte, _ = data(task)
+        if complete:
+            Xtr, Xte = np.nan_to_num(Xtr, nan=0.0), np.nan_to_num(Xte, nan=0.0)
+        fname = f"data_{task}_{'complete_' if complete else ''}positional.csv"
+        write_csv(os.path.join(HERE, fname), NAMES, Xte)
+        return Xtr, ytr, Xte, fname
+
+    def save(name, onx, Xte, fname, note, column=None):
+        path = os.path.join(HERE, f"{name}.onnx")
+        with open(path, "wb") as f:
+            f.write(onx.SerializeToString())
+        sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        outputs = {o.name: v for o, v in zip(sess.get_outputs(), sess.run(None, {sess.get_inputs()[0].name: Xte}))}
+        pred = outputs.get("probabilities", outputs.get("variable"))
+        pred = np.asarray(pred, dtype=np.float64)
+        if column is not None:
+            pred = pred[:, column]
+        m.add(name, "onnx", ver, f"{name}.onnx", fname, pred.reshape(len(Xte), -1), note)
+
+    opts = {"zipmap": False}
+    Xtr, ytr, Xte, fname = positional("binary", True)
+    clf = LogisticRegression(max_iter=1000).fit(Xtr, ytr)
+    save("onnx_skl_logistic", to_onnx(clf, Xtr[:1], options=opts), Xte, fname,
+         "skl2onnx LogisticRegression (LinearClassifier, LOGISTIC)", column=1)
+    mlp = MLPClassifier(hidden_layer_sizes=(16,), max_iter=300, random_state=0).fit(Xtr, ytr)
+    save("onnx_skl_mlp_binary", to_onnx(mlp, Xtr[:1], options=opts), Xte, fname,
+         "skl2onnx MLPClassifier relu 8-16-1, sigmoid head", column=1)
+
+    Xtr, ytr, Xte, fname = positional("multiclass", True)
+    clf = LogisticRegression(max_iter=2000).fit(Xtr, ytr)
+    save("onnx_skl_softmax", to_onnx(clf, Xtr[:1], options=opts), Xte, fname,
+         "skl2onnx LogisticRegression 3 classes (LinearClassifier SOFTMAX + Normalizer)")
+    mlp = MLPClassifier(hidden_layer_sizes=(16, 8), activation="tanh", max_iter=300, random_state=0).fit(Xtr, ytr)
+    save("onnx_skl_mlp_multiclass", to_onnx(mlp, Xtr[:1], options=opts), Xte, fname,
+         "skl2onnx MLPClassifier tanh 8-16-8-3, softmax head")
+
+    Xtr, ytr, Xte, fname = positional("regression", True)
+    reg = LinearRegression().fit(Xtr, ytr)
+    save("onnx_skl_linear", to_onnx(reg, Xtr[:1]), Xte, fname, "skl2onnx LinearRegression (LinearRegressor)")
+    mlp = MLPRegressor(hidden_layer_sizes=(12,), activation="logistic", max_iter=500, random_state=0).fit(Xtr, ytr)
+    save("onnx_skl_mlp_regression", to_onnx(mlp, Xtr[:1]), Xte, fname,
+         "skl2onnx MLPRegressor logistic 8-12-1")
+
+    types = [("input", FloatTensorType([None, N_FEATURES]))]
+    Xtr, ytr, Xte, fname = positional("binary", False)
+    xc = xgb.XGBClassifier(n_estimators=20, max_depth=4, random_state=0).fit(Xtr, ytr)
+    save("onnx_xgb_binary", convert_xgboost(xc, initial_types=types), Xte, fname,
+         "onnxmltools XGBClassifier (TreeEnsembleClassifier, BRANCH_LT), NaNs", column=1)
+    Xtr, ytr, Xte, fname = positional("regression", False)
+    xr = xgb.XGBRegressor(n_estimators=20, max_depth=4, random_state=0).fit(Xtr, ytr)
+    save("onnx_xgb_regression", convert_xgboost(xr, initial_types=types), Xte, fname,
+         "onnxmltools XGBRegressor (TreeEnsembleRegressor), NaNs")
+    lr = lgb.LGBMRegressor(n_estimators=20, num_leaves=15, verbose=-1, random_state=0).fit(Xtr, ytr)
+    save("onnx_lgb_regression", convert_lightgbm(lr, initial_types=types), Xte, fname,
+         "onnxmltools LGBMRegressor (TreeEnsembleRegressor, BRANCH_LEQ), NaNs")
+    Xtr, ytr, Xte, fname = positional("multiclass", False)
+    lc = lgb.LGBMClassifier(n_estimators=10, num_leaves=15, verbose=-1, random_state=0).fit(Xtr, ytr)
+    save("onnx_lgb_multiclass", convert_lightgbm(lc, initial_types=types, zipmap=False), Xte, fname,
+         "onnxmltools LGBMClassifier 3 classes (TreeEnsembleClassifier SOFTMAX), NaNs")
+
+
 def example():
     """examples/fraud: a fraud model and a day's worth of sample transactions."""
     import xgboost as xgb
@@ -282,6 +363,7 @@ def main():
     ap.add_argument("--xgboost", action="store_true")
     ap.add_argument("--lightgbm", action="store_true")
     ap.add_argument("--sklearn", action="store_true")
+    ap.add_argument("--onnx", action="store_true")
     ap.add_argument("--example", action="store_true")
     args = ap.parse_args()
     m = Manifest()
@@ -291,6 +373,8 @@ def main():
         lightgbm_fixtures(m)
     if args.sklearn:
         sklearn_fixtures(m)
+    if args.onnx:
+        onnx_fixtures(m)
     m.save()
     if args.example:
         example()
