@@ -37,7 +37,6 @@ const _: () = assert!(BLOCK_ROWS.is_multiple_of(WALK_MULTIPLE));
 const MISSING_LEFT: u32 = 1 << 31;
 const ZERO_IS_MISSING: u32 = 1 << 30;
 const CATEGORICAL: u32 = 1 << 29;
-const LEAF: u32 = 1 << 28;
 const OFFSET_MASK: u32 = (1 << 28) - 1;
 
 /// A perfect-layout node: children of `i` are `2i + 1` and `2i + 2`; go
@@ -54,7 +53,9 @@ struct PerfectNode {
 /// A compact-layout node: go to `left` when `block[column] < threshold`, else
 /// to `left + 1` (the importers store trees breadth-first, so siblings are
 /// adjacent). A leaf has threshold -inf and `left` one below itself, so it
-/// steps to itself: a finished row can take extra steps harmlessly.
+/// steps to itself: a finished row can take extra steps harmlessly. Flags
+/// (in `column`'s high bits) appear only on categorical and zero-as-missing
+/// nodes; plain nodes' `column` is the bare offset.
 #[derive(Clone, Copy)]
 #[repr(C)]
 struct CompactNode {
@@ -396,7 +397,7 @@ impl TreeKernel {
                 Node::Leaf { value } => (
                     CompactNode {
                         threshold: f32::NEG_INFINITY,
-                        column: LEAF,
+                        column: 0,
                         left: (base + i).wrapping_sub(1),
                     },
                     value as f32,
@@ -412,7 +413,13 @@ impl TreeKernel {
                     CompactNode {
                         threshold,
                         column: column(feature, missing_left)
-                            | flags(missing_left, zero_is_missing),
+                            | if zero_is_missing {
+                                flags(missing_left, true)
+                            } else {
+                                // Plain nodes carry no flags: the copy of the
+                                // feature they read already routes NaN.
+                                0
+                            },
                         left: base + adjacent(left, right),
                     },
                     0.0,
@@ -545,7 +552,8 @@ impl TreeKernel {
             // SAFETY: `idx` is a node of this kernel: a root, a head exit, or a
             // child, and `build_tree` checked every child index of the model.
             let node = unsafe { *nodes.get_unchecked(idx as usize) };
-            let at = (node.column & OFFSET_MASK) as usize + row;
+            let column = if ZERO || CAT { node.column & OFFSET_MASK } else { node.column };
+            let at = column as usize + row;
             debug_assert!(at < block.len());
             // SAFETY: columns are below (2F - 1) * BLOCK_ROWS + 1 and
             // `row < BLOCK_ROWS`, so `at < 2F * BLOCK_ROWS == block.len()`.
@@ -573,7 +581,9 @@ impl TreeKernel {
                 // which needs no loads, is slower: the copy spills the lanes.)
                 if steps >= tree.leaf_depth_min
                     && steps.is_multiple_of(CHECK_EVERY)
-                    && idx.iter().all(|&i| nodes[i as usize].column & LEAF != 0)
+                    // A leaf is the one node whose `left` is one below itself
+                    // (children always follow their parent breadth-first).
+                    && idx.iter().all(|&i| nodes[i as usize].left.wrapping_add(1) == i)
                 {
                     break;
                 }
