@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use roo_ingest::FileFormat;
 use roo_kernels::{load_model, ModelSummary};
 use roo_scheduler::{score_file, BatchJob};
@@ -27,29 +27,7 @@ struct Cli {
 enum Command {
     /// Score every row of a file: the output holds the input columns plus
     /// `score` (or `score_0` … `score_{k-1}` for multiclass probabilities).
-    Score {
-        /// XGBoost JSON/UBJSON, LightGBM text, or roo linear-model JSON.
-        #[arg(long)]
-        model: PathBuf,
-        /// CSV with a header, Parquet, or Arrow IPC.
-        #[arg(long)]
-        input: PathBuf,
-        /// Parquet, Arrow IPC or CSV; written whole or not at all.
-        #[arg(long)]
-        output: PathBuf,
-        /// Input format when the extension does not say: csv, parquet, arrow.
-        #[arg(long)]
-        input_format: Option<String>,
-        /// Output format when the extension does not say: csv, parquet, arrow.
-        #[arg(long)]
-        output_format: Option<String>,
-        /// Scoring threads (0: one per core).
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
-        /// Rows read, scored and written per batch.
-        #[arg(long, default_value_t = roo_ingest::BATCH_ROWS_DEFAULT)]
-        batch_rows: usize,
-    },
+    Score(ScoreArgs),
     /// Describe a model: family, objective, trees, depth, features, version.
     Inspect {
         #[arg(long)]
@@ -63,23 +41,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Score {
-            model,
-            input,
-            output,
-            input_format,
-            output_format,
-            threads,
-            batch_rows,
-        } => score(ScoreArgs {
-            model,
-            input,
-            output,
-            input_format,
-            output_format,
-            threads,
-            batch_rows,
-        }),
+        Command::Score(args) => score(args),
         Command::Inspect { model, json } => inspect(&model, json),
     };
     match result {
@@ -91,13 +53,28 @@ fn main() -> ExitCode {
     }
 }
 
+#[derive(Args)]
 struct ScoreArgs {
+    /// XGBoost JSON/UBJSON, LightGBM text, ONNX, or roo linear-model JSON.
+    #[arg(long)]
     model: PathBuf,
+    /// CSV with a header, Parquet, or Arrow IPC.
+    #[arg(long)]
     input: PathBuf,
+    /// Parquet, Arrow IPC or CSV; written whole or not at all.
+    #[arg(long)]
     output: PathBuf,
+    /// Input format when the extension does not say: csv, parquet, arrow.
+    #[arg(long)]
     input_format: Option<String>,
+    /// Output format when the extension does not say: csv, parquet, arrow.
+    #[arg(long)]
     output_format: Option<String>,
+    /// Scoring threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Rows read, scored and written per batch.
+    #[arg(long, default_value_t = roo_ingest::BATCH_ROWS_DEFAULT)]
     batch_rows: usize,
 }
 

@@ -1,4 +1,7 @@
-// Scratch timing of roo's kernels alone on the cached benchmark models (no peers).
+//! Scratch timing of roo's kernels alone on the cached benchmark models (no
+//! peers), for tuning: `cargo run --release -p roo-bench --example tune`,
+//! with `LINEAR=1`, `PAR=1`, `MLP=1` or `FMA=1` (this core's peak FMA rate)
+//! for the other measurements.
 use roo_kernels::cpu::CpuScorer;
 use roo_kernels::load_model;
 use std::time::Instant;
@@ -18,13 +21,9 @@ fn main() {
         mlp_isas();
         return;
     }
-    let bytes = std::fs::read("bench/.cache/rows.f32").unwrap();
-    let v: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    let rows = v.len() / 30;
-    let cols: Vec<&[f32]> = v.chunks(rows).collect();
+    let data = roo_bench::load_rows(std::path::Path::new("bench/.cache"), 30).unwrap();
+    let rows = data[0].len();
+    let cols: Vec<&[f32]> = data.iter().map(Vec::as_slice).collect();
     for (f, trees) in [
         ("xgb_500x8.json", 500.0),
         ("xgb_100x6.json", 100.0),
@@ -85,13 +84,9 @@ fn linear_isas() {
 
 #[allow(dead_code)]
 fn parallel() {
-    let bytes = std::fs::read("bench/.cache/rows.f32").unwrap();
-    let v: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    let rows = v.len() / 30;
-    let cols: Vec<&[f32]> = v.chunks(rows).collect();
+    let data = roo_bench::load_rows(std::path::Path::new("bench/.cache"), 30).unwrap();
+    let rows = data[0].len();
+    let cols: Vec<&[f32]> = data.iter().map(Vec::as_slice).collect();
     let m = load_model("bench/.cache/xgb_100x6.json").unwrap();
     let s = CpuScorer::new(&m);
     let mut out = vec![0f32; rows];
@@ -115,19 +110,19 @@ fn parallel() {
 #[allow(dead_code)]
 fn mlp_isas() {
     use roo_kernels::cpu::Isa;
-    let bytes = std::fs::read("bench/.cache/rows.f32").unwrap();
-    let v: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    let rows = v.len() / 30;
-    let cols: Vec<&[f32]> = v.chunks(rows).collect();
+    let data = roo_bench::load_rows(std::path::Path::new("bench/.cache"), 30).unwrap();
+    let rows = data[0].len();
+    let cols: Vec<&[f32]> = data.iter().map(Vec::as_slice).collect();
     let m = load_model("bench/.cache/mlp.onnx").unwrap();
-    let clean: Vec<f32> = v
+    let clean: Vec<Vec<f32>> = data
         .iter()
-        .map(|x| if x.is_nan() { 0.0 } else { *x })
+        .map(|c| {
+            c.iter()
+                .map(|x| if x.is_nan() { 0.0 } else { *x })
+                .collect()
+        })
         .collect();
-    let clean_cols: Vec<&[f32]> = clean.chunks(rows).collect();
+    let clean_cols: Vec<&[f32]> = clean.iter().map(Vec::as_slice).collect();
     let cols = if std::env::var("CLEAN").is_ok() {
         clean_cols
     } else {

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use roo_bench::load_rows;
 use roo_kernels::cpu::CpuScorer;
 use roo_kernels::{load_model, Model, ModelBody};
 
@@ -84,17 +85,6 @@ fn run_python(python: &str, args: &[&str]) -> Result<String> {
     }
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
     Ok(String::from_utf8(out.stdout)?)
-}
-
-/// Column-major f32 rows written by peers.py.
-fn load_rows(cache: &Path, features: usize) -> Result<Vec<Vec<f32>>> {
-    let bytes = std::fs::read(cache.join("rows.f32"))?;
-    let values: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    let rows = values.len() / features;
-    Ok(values.chunks(rows).map(<[f32]>::to_vec).collect())
 }
 
 /// Best wall time of `repeats` runs, in seconds.

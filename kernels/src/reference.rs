@@ -36,26 +36,7 @@ pub fn score_parallel(
 }
 
 fn check_shapes(model: &Model, features: &[&[f32]], out: &[&mut [f32]]) -> usize {
-    assert_eq!(
-        features.len(),
-        model.n_features(),
-        "one column per model feature"
-    );
-    assert_eq!(
-        out.len(),
-        model.n_outputs(),
-        "one output column per model output"
-    );
-    let rows = out.first().map_or(0, |c| c.len());
-    assert!(
-        features.iter().all(|f| f.len() == rows),
-        "feature columns must have one value per row"
-    );
-    assert!(
-        out.iter().all(|o| o.len() == rows),
-        "output columns must have one slot per row"
-    );
-    rows
+    crate::cpu::check_shapes(model.n_features(), model.n_outputs(), features, out)
 }
 
 fn linear(m: &LinearModel, features: &[&[f32]], rows: usize, out: &mut [&mut [f32]]) {

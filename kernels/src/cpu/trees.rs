@@ -552,7 +552,11 @@ impl TreeKernel {
             // SAFETY: `idx` is a node of this kernel: a root, a head exit, or a
             // child, and `build_tree` checked every child index of the model.
             let node = unsafe { *nodes.get_unchecked(idx as usize) };
-            let column = if ZERO || CAT { node.column & OFFSET_MASK } else { node.column };
+            let column = if ZERO || CAT {
+                node.column & OFFSET_MASK
+            } else {
+                node.column
+            };
             let at = column as usize + row;
             debug_assert!(at < block.len());
             // SAFETY: columns are below (2F - 1) * BLOCK_ROWS + 1 and
