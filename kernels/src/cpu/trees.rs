@@ -81,6 +81,7 @@ enum Layout {
 /// row for 4 levels, with no gather and no dependent load chain. The walk in
 /// the tree's own layout continues from `exit`.
 #[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // read by the AVX-512 walk only
 struct Head {
     levels: u32,
     threshold: [f32; HEAD_NODES],
