@@ -215,3 +215,21 @@ fn onnx_models_bind_by_position_and_describe_themselves() {
         "8-16-8-3 (tanh, tanh, identity), softmax head"
     );
 }
+
+#[test]
+fn oversized_model_files_are_refused_before_they_are_read() {
+    let dir = std::env::temp_dir().join(format!("roo-oversized-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("huge.json");
+    // A sparse file: its length is past the bound, its blocks are never written.
+    let file = std::fs::File::create(&path).unwrap();
+    file.set_len(roo_kernels::MODEL_FILE_BYTES_MAX + 1).unwrap();
+    let err = roo_kernels::load_model(&path).unwrap_err().to_string();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        err.contains(
+            "the file is 1073741825 bytes; roo reads model files of at most 1073741824 bytes"
+        ),
+        "{err}"
+    );
+}

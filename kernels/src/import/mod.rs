@@ -13,14 +13,28 @@ use std::path::Path;
 use crate::error::{Fault, ModelError, Result};
 use crate::model::{Model, ModelVersion, Node, Tree};
 
+/// The largest model file roo reads (its bytes are held in memory while the
+/// model is imported). Real ensembles of thousands of deep trees stay well
+/// below it.
+pub const MODEL_FILE_BYTES_MAX: u64 = 1 << 30;
+
 /// Loads a model file, recognising its format from its content.
 pub fn load_model(path: impl AsRef<Path>) -> Result<Model, ModelError> {
     let path = path.as_ref();
     let origin = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+    let io = |source| ModelError::Io {
         origin: origin.clone(),
         source,
-    })?;
+    };
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    if len > MODEL_FILE_BYTES_MAX {
+        return Err(Fault::new(
+            "",
+            format!("the file is {len} bytes; roo reads model files of at most {MODEL_FILE_BYTES_MAX} bytes"),
+        )
+        .into_error(&origin));
+    }
+    let bytes = std::fs::read(path).map_err(io)?;
     model_from_bytes(&bytes, &origin)
 }
 
