@@ -340,6 +340,61 @@ def onnx_fixtures(m):
          "onnxmltools LGBMClassifier 3 classes (TreeEnsembleClassifier SOFTMAX), NaNs")
 
 
+def onnx_branch_modes(m):
+    """A hand-built TreeEnsembleRegressor using every supported branch mode,
+    on a column with exact ties at the thresholds (x3: multiples of 0.5) and
+    on NaN columns (x1, x4) with both missing_value_tracks_true settings."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    # Each tree: root (node 0) splits, nodes 1 and 2 are leaves.
+    splits = [  # (mode, feature, threshold, missing_tracks_true)
+        ("BRANCH_GT", 3, 0.5, 0),
+        ("BRANCH_GTE", 3, 0.5, 1),
+        ("BRANCH_LT", 3, -1.0, 0),
+        ("BRANCH_LEQ", 3, -1.0, 1),
+        ("BRANCH_GT", 1, 0.0, 1),
+        ("BRANCH_GTE", 4, 0.25, 0),
+        ("BRANCH_LEQ", 1, 0.5, 0),
+        ("BRANCH_LT", 4, -0.5, 1),
+    ]
+    a = {k: [] for k in ("treeids", "nodeids", "featureids", "values", "modes", "true", "false", "tracks")}
+    t_ids, t_nodes, t_weights = [], [], []
+    for t, (mode, f, thr, tracks) in enumerate(splits):
+        for node, (md, ff, vv, tr, yes, no) in enumerate([(mode, f, thr, tracks, 1, 2), ("LEAF", 0, 0.0, 0, 0, 0), ("LEAF", 0, 0.0, 0, 0, 0)]):
+            a["treeids"].append(t); a["nodeids"].append(node); a["featureids"].append(ff)
+            a["values"].append(vv); a["modes"].append(md); a["true"].append(yes); a["false"].append(no)
+            a["tracks"].append(tr)
+        for leaf, w in ((1, 1.0 + t), (2, -0.5 * (t + 1))):
+            t_ids.append(t); t_nodes.append(leaf); t_weights.append(w)
+    node = helper.make_node(
+        "TreeEnsembleRegressor", ["input"], ["variable"], domain="ai.onnx.ml", n_targets=1,
+        nodes_treeids=a["treeids"], nodes_nodeids=a["nodeids"], nodes_featureids=a["featureids"],
+        nodes_values=a["values"], nodes_modes=a["modes"], nodes_truenodeids=a["true"],
+        nodes_falsenodeids=a["false"], nodes_missing_value_tracks_true=a["tracks"],
+        target_treeids=t_ids, target_nodeids=t_nodes, target_ids=[0] * len(t_ids), target_weights=t_weights,
+        base_values=[0.25], post_transform="NONE")
+    graph = helper.make_graph(
+        [node], "branch_modes",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, N_FEATURES])],
+        [helper.make_tensor_value_info("variable", TensorProto.FLOAT, [None, 1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    name = "onnx_branch_modes"
+    path = os.path.join(HERE, f"{name}.onnx")
+    with open(path, "wb") as f:
+        f.write(model.SerializeToString())
+    Xte = np.loadtxt(os.path.join(HERE, "data_regression_positional.csv"), delimiter=",", skiprows=1,
+                     dtype=np.float32, converters=lambda v: float(v) if v else np.nan)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    pred = sess.run(None, {"input": Xte})[0]
+    m.add(name, "onnx", f"onnxruntime {ort.__version__}", f"{name}.onnx", "data_regression_positional.csv",
+          np.asarray(pred, dtype=np.float64).reshape(len(Xte), -1),
+          "hand-built TreeEnsembleRegressor: BRANCH_GT/GTE/LT/LEQ on exact ties and on NaN, both missing rules")
+
+
 def example():
     """examples/fraud: a fraud model and a day's worth of sample transactions."""
     import xgboost as xgb
@@ -375,6 +430,7 @@ def main():
         sklearn_fixtures(m)
     if args.onnx:
         onnx_fixtures(m)
+        onnx_branch_modes(m)
     m.save()
     if args.example:
         example()
