@@ -92,9 +92,23 @@ fn format_for(path: &Path, given: Option<&str>, role: &str) -> Result<FileFormat
     }
 }
 
+/// Upper bounds on the knobs: a batch is held in memory whole, and each
+/// thread is a real OS thread.
+const BATCH_ROWS_MAX: usize = 1 << 24;
+const THREADS_MAX: usize = 1024;
+
 fn score(args: ScoreArgs) -> Result<()> {
-    if args.batch_rows == 0 {
-        bail!("--batch-rows 0: expected at least 1");
+    if !(1..=BATCH_ROWS_MAX).contains(&args.batch_rows) {
+        bail!(
+            "--batch-rows {}: expected 1 to {BATCH_ROWS_MAX}",
+            args.batch_rows
+        );
+    }
+    if args.threads > THREADS_MAX {
+        bail!(
+            "--threads {}: expected 0 (one per core) to {THREADS_MAX}",
+            args.threads
+        );
     }
     let input_format = format_for(&args.input, args.input_format.as_deref(), "input")?;
     let output_format = format_for(&args.output, args.output_format.as_deref(), "output")?;

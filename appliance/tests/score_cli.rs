@@ -387,3 +387,43 @@ fn inspect_describes_the_model() {
     );
     assert_eq!(doc["features"].as_array().unwrap().len(), 8);
 }
+
+#[test]
+fn batch_rows_and_threads_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("o.csv");
+    let (model, input) = (golden("lgb_binary.txt"), golden("data_binary.csv"));
+    let base = [
+        "score",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ];
+    for (flag, value, expected) in [
+        (
+            "--batch-rows",
+            "0",
+            "--batch-rows 0: expected 1 to 16777216",
+        ),
+        (
+            "--batch-rows",
+            "10000000000",
+            "--batch-rows 10000000000: expected 1 to 16777216",
+        ),
+        (
+            "--threads",
+            "100000",
+            "--threads 100000: expected 0 (one per core) to 1024",
+        ),
+    ] {
+        let mut args = base.to_vec();
+        args.extend([flag, value]);
+        let run = roo(&args);
+        assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
+        assert!(stderr(&run).contains(expected), "{}", stderr(&run));
+        assert!(!output.exists());
+    }
+}

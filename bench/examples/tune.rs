@@ -1,14 +1,11 @@
 //! Scratch timing of roo's kernels alone on the cached benchmark models (no
 //! peers), for tuning: `cargo run --release -p roo-bench --example tune`,
-//! with `LINEAR=1`, `PAR=1`, `MLP=1` or `FMA=1` (this core's peak FMA rate)
-//! for the other measurements.
+//! with `PAR=1`, `MLP=1` or `FMA=1` (this core's peak FMA rate)
+//! for the other measurements (`roo-bench kernels` times the logistic model).
 use roo_kernels::cpu::CpuScorer;
 use roo_kernels::load_model;
 use std::time::Instant;
 fn main() {
-    if std::env::var("LINEAR").is_ok() {
-        linear_isas();
-    }
     if std::env::var("PAR").is_ok() {
         parallel();
         return;
@@ -41,43 +38,6 @@ fn main() {
         println!(
             "{f:<18} {:.3} ns/row·tree",
             best / rows as f64 * 1e9 / trees
-        );
-    }
-}
-
-#[allow(dead_code)]
-fn linear_isas() {
-    use roo_kernels::cpu::Isa;
-    let text = std::fs::read_to_string("bench/.cache/logistic.json").unwrap();
-    let m = if std::env::var("IDENTITY").is_ok() {
-        roo_kernels::model_from_bytes(text.replace("\"logistic\"", "\"linear\"").as_bytes(), "x")
-            .unwrap()
-    } else {
-        load_model("bench/.cache/logistic.json").unwrap()
-    };
-    let block: Vec<Vec<f32>> = (0..30)
-        .map(|j| {
-            (0..4096)
-                .map(|r| ((r * 31 + j * 7) % 97) as f32 * 0.01)
-                .collect()
-        })
-        .collect();
-    let cols: Vec<&[f32]> = block.iter().map(Vec::as_slice).collect();
-    let mut out = vec![0f32; 4096];
-    for isa in Isa::all().into_iter().filter(|i| i.available()) {
-        let s = CpuScorer::with_isa(&m, isa);
-        let mut best = f64::INFINITY;
-        for _ in 0..3 {
-            let t = Instant::now();
-            for _ in 0..5000 {
-                s.score(&cols, &mut [&mut out[..]]);
-            }
-            best = best.min(t.elapsed().as_secs_f64());
-        }
-        println!(
-            "logistic {:<10} {:.0} M rows/s in cache",
-            isa.name(),
-            4096.0 * 5000.0 / best / 1e6
         );
     }
 }

@@ -149,6 +149,41 @@ fn fill_block(features: &[&[f32]], start: usize, end: usize, block: &mut [f32]) 
     }
 }
 
+/// Walks the top `levels` levels of `tree` as a perfect tree, breadth-first
+/// positions (children of `pos` at `2pos + 1`, `2pos + 2`). A leaf above the
+/// bottom fills its whole subtree: the positions under it are padding, and
+/// either side reaches the leaf. `split(pos, node)` sees each real split and
+/// returns false to abandon the walk; `bottom(slot, ir)` sees each of the
+/// 2^levels bottom positions with the IR node there. Returns false if abandoned.
+fn walk_padded(
+    tree: &Tree,
+    levels: usize,
+    mut split: impl FnMut(usize, &Node) -> bool,
+    mut bottom: impl FnMut(usize, usize),
+) -> bool {
+    let internal = (1usize << levels) - 1;
+    let mut stack = vec![(0usize, 0usize)];
+    while let Some((ir, pos)) = stack.pop() {
+        if pos >= internal {
+            bottom(pos - internal, ir);
+            continue;
+        }
+        let node = &tree.nodes[ir];
+        let (left, right) = match node {
+            Node::Leaf { .. } => (ir, ir),
+            Node::Numeric { left, right, .. } | Node::Categorical { left, right, .. } => {
+                if !split(pos, node) {
+                    return false;
+                }
+                (*left as usize, *right as usize)
+            }
+        };
+        stack.push((left, 2 * pos + 1));
+        stack.push((right, 2 * pos + 2));
+    }
+    true
+}
+
 /// The head of `tree` (see [`Head`]), or `None` when its top levels hold a
 /// node the head cannot evaluate (categorical, zero-as-missing, a -inf threshold).
 fn build_head(tree: &Tree, depth: usize, layout: Layout) -> Option<Head> {
@@ -156,46 +191,38 @@ fn build_head(tree: &Tree, depth: usize, layout: Layout) -> Option<Head> {
     if levels == 0 {
         return None;
     }
-    let internal = (1usize << levels) - 1;
     let mut head = Head {
         levels: levels as u32,
         threshold: [0.0; HEAD_NODES],
         column: [0; HEAD_NODES],
         exit: [0; HEAD_NODES + 1],
     };
-    let mut stack = vec![(0usize, 0usize)];
-    while let Some((ir, pos)) = stack.pop() {
-        if pos >= internal {
-            head.exit[pos - internal] = match layout {
-                // The perfect layout pads exactly as the head does: same positions.
-                Layout::Perfect { .. } => pos as u32,
-                Layout::Compact { nodes } => nodes + ir as u32,
-            };
-            continue;
-        }
-        match tree.nodes[ir] {
-            // A leaf above the bottom: both sides of a padding node reach it.
-            Node::Leaf { .. } => {
-                stack.push((ir, 2 * pos + 1));
-                stack.push((ir, 2 * pos + 2));
-            }
+    let supported = walk_padded(
+        tree,
+        levels,
+        |pos, node| match *node {
             Node::Numeric {
                 feature,
                 threshold,
                 missing_left,
                 zero_is_missing: false,
-                left,
-                right,
+                ..
             } if threshold != f32::NEG_INFINITY => {
                 head.threshold[pos] = threshold;
                 head.column[pos] = column(feature, missing_left);
-                stack.push((left as usize, 2 * pos + 1));
-                stack.push((right as usize, 2 * pos + 2));
+                true
             }
-            _ => return None,
-        }
-    }
-    Some(head)
+            _ => false,
+        },
+        |slot, ir| {
+            head.exit[slot] = match layout {
+                // The perfect layout pads exactly as the head does: same positions.
+                Layout::Perfect { .. } => (slot + (1 << levels) - 1) as u32,
+                Layout::Compact { nodes } => nodes + ir as u32,
+            };
+        },
+    );
+    supported.then_some(head)
 }
 
 /// For 16-row groups of `block`, the node each row reaches after `head`.
@@ -342,46 +369,38 @@ impl TreeKernel {
         self.perfect_nodes
             .resize(nodes + internal, PerfectNode::default());
         self.perfect_leaves.resize(leaves + internal + 1, 0.0);
-        // (IR node, position in the perfect tree); a leaf above the bottom
-        // level fills its whole subtree, so either direction reaches it.
-        let mut stack = vec![(0usize, 0usize)];
-        while let Some((ir, pos)) = stack.pop() {
-            if pos >= internal {
-                let Node::Leaf { value } = tree.nodes[ir] else {
-                    unreachable!("a split at depth {depth} in a tree of depth {depth}")
-                };
-                self.perfect_leaves[leaves + pos - internal] = value as f32;
-                continue;
-            }
-            match tree.nodes[ir] {
-                Node::Leaf { .. } => {
-                    stack.push((ir, 2 * pos + 1));
-                    stack.push((ir, 2 * pos + 2));
-                }
-                Node::Numeric {
+        let (perfect_nodes, perfect_leaves) = (&mut self.perfect_nodes, &mut self.perfect_leaves);
+        walk_padded(
+            tree,
+            depth,
+            |pos, node| {
+                let Node::Numeric {
                     feature,
                     threshold,
                     missing_left,
                     zero_is_missing,
-                    left,
-                    right,
-                } => {
-                    debug_assert!(
-                        !zero_is_missing,
-                        "zero-as-missing trees use the compact layout"
-                    );
-                    self.perfect_nodes[nodes + pos] = PerfectNode {
-                        threshold,
-                        column: column(feature, missing_left),
-                    };
-                    stack.push((left as usize, 2 * pos + 1));
-                    stack.push((right as usize, 2 * pos + 2));
-                }
-                Node::Categorical { .. } => {
+                    ..
+                } = *node
+                else {
                     unreachable!("categorical trees use the compact layout")
-                }
-            }
-        }
+                };
+                debug_assert!(
+                    !zero_is_missing,
+                    "zero-as-missing trees use the compact layout"
+                );
+                perfect_nodes[nodes + pos] = PerfectNode {
+                    threshold,
+                    column: column(feature, missing_left),
+                };
+                true
+            },
+            |slot, ir| {
+                let Node::Leaf { value } = tree.nodes[ir] else {
+                    unreachable!("a split at depth {depth} in a tree of depth {depth}")
+                };
+                perfect_leaves[leaves + slot] = value as f32;
+            },
+        );
         Layout::Perfect {
             nodes: nodes as u32,
             leaves: leaves as u32,
