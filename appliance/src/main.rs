@@ -40,6 +40,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging();
     let result = match cli.command {
         Command::Score(args) => score(args),
         Command::Inspect { model, json } => inspect(&model, json),
@@ -53,18 +54,34 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs to stderr at the level in `ROO_LOG` (error, warn, info, debug,
+/// trace; default info).
+fn init_logging() {
+    let level = std::env::var("ROO_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing::Level>().ok())
+        .unwrap_or(tracing::Level::INFO);
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
 #[derive(Args)]
 struct ScoreArgs {
     /// XGBoost JSON/UBJSON, LightGBM text, ONNX, or roo linear-model JSON.
     #[arg(long)]
     model: PathBuf,
-    /// CSV with a header, Parquet, or Arrow IPC.
+    /// CSV with a header, NDJSON, raw little-endian f32 rows (`.f32`, one
+    /// column per model feature), Parquet, or Arrow IPC (file or stream).
     #[arg(long)]
     input: PathBuf,
     /// Parquet, Arrow IPC or CSV; written whole or not at all.
     #[arg(long)]
     output: PathBuf,
-    /// Input format when the extension does not say: csv, parquet, arrow.
+    /// Input format when the extension does not say: csv, ndjson, f32, parquet, arrow.
     #[arg(long)]
     input_format: Option<String>,
     /// Output format when the extension does not say: csv, parquet, arrow.
@@ -76,6 +93,15 @@ struct ScoreArgs {
     /// Rows read, scored and written per batch.
     #[arg(long, default_value_t = roo_ingest::BATCH_ROWS_DEFAULT)]
     batch_rows: usize,
+    /// Where records that cannot be read go, as NDJSON (default: the
+    /// output path with `.deadletters.ndjson` appended). Created only when
+    /// there are any.
+    #[arg(long)]
+    dead_letters: Option<PathBuf>,
+    /// Read text inputs through io_uring when the kernel allows (auto), or
+    /// with plain reads (off).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "off"])]
+    io_uring: String,
 }
 
 fn format_for(path: &Path, given: Option<&str>, role: &str) -> Result<FileFormat> {
@@ -84,8 +110,8 @@ fn format_for(path: &Path, given: Option<&str>, role: &str) -> Result<FileFormat
             .with_context(|| format!("--{role}-format {name:?}: expected csv, parquet or arrow")),
         None => FileFormat::from_path(path).with_context(|| {
             format!(
-                "{role} {}: cannot tell the format from the extension; expected .csv, .parquet or \
-                 .arrow, or say --{role}-format",
+                "{role} {}: cannot tell the format from the extension; expected .csv, .ndjson, \
+                 .f32, .parquet or .arrow, or say --{role}-format",
                 path.display()
             )
         }),
@@ -112,6 +138,11 @@ fn score(args: ScoreArgs) -> Result<()> {
     }
     let input_format = format_for(&args.input, args.input_format.as_deref(), "input")?;
     let output_format = format_for(&args.output, args.output_format.as_deref(), "output")?;
+    let dead_letters = args.dead_letters.clone().unwrap_or_else(|| {
+        let mut name = args.output.clone().into_os_string();
+        name.push(".deadletters.ndjson");
+        PathBuf::from(name)
+    });
     let model = load_model(&args.model)?;
     let report = score_file(&BatchJob {
         model: &model,
@@ -121,6 +152,15 @@ fn score(args: ScoreArgs) -> Result<()> {
         output_format,
         batch_rows: args.batch_rows,
         threads: args.threads,
+        dead_letters: dead_letters.clone(),
+        read: roo_ingest::ReadOptions {
+            io_uring: if args.io_uring == "off" {
+                roo_ingest::IoUringMode::Off
+            } else {
+                roo_ingest::IoUringMode::Auto
+            },
+            ..Default::default()
+        },
     })?;
     let secs = report.elapsed.as_secs_f64();
     eprintln!(
@@ -134,6 +174,13 @@ fn score(args: ScoreArgs) -> Result<()> {
         report.scoring.as_secs_f64() * 1e3,
         args.output.display()
     );
+    if report.dead_letters > 0 {
+        eprintln!(
+            "roo: {} records could not be read; they are in {}",
+            report.dead_letters,
+            dead_letters.display()
+        );
+    }
     Ok(())
 }
 

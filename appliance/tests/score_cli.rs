@@ -35,7 +35,7 @@ fn read_all(path: &Path) -> Vec<RecordBatch> {
         .unwrap()
         .batches(1 << 16)
         .unwrap()
-        .map(Result::unwrap)
+        .map(|b| b.unwrap().batch)
         .collect()
 }
 
@@ -45,7 +45,7 @@ fn convert(csv: &Path, to: &Path) {
     let mut sink =
         FileSink::create(to, FileFormat::from_path(to).unwrap(), source.schema()).unwrap();
     for batch in source.batches(97).unwrap() {
-        sink.write(&batch.unwrap()).unwrap();
+        sink.write(&batch.unwrap().batch).unwrap();
     }
     sink.finish().unwrap();
 }
@@ -210,7 +210,6 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 fn bad_inputs_get_clear_errors_and_leave_no_output() {
     let dir = tempfile::tempdir().unwrap();
     let model = golden("lgb_binary.txt");
-    let header = "id,x0,x1,x2,x3,x4,x5,x6,x7\n";
 
     let missing = write(
         dir.path(),
@@ -221,28 +220,6 @@ fn bad_inputs_get_clear_errors_and_leave_no_output() {
     assert!(
         err.contains("does not fit model")
             && err.contains("the model needs feature 'x3' but the input has no such column"),
-        "{err}"
-    );
-
-    let text = write(
-        dir.path(),
-        "text.csv",
-        &format!("{header}r0,1,2,3,4,5,6,7,8\nr1,1,2,3,4,5,6,7,8\nr2,1,2,abc,4,5,6,7,8\n"),
-    );
-    let err = score_fails(&model, &text, "o.parquet");
-    assert!(
-        err.contains("text.csv: line 4, column 'x2': \"abc\" is not a number"),
-        "{err}"
-    );
-
-    let ragged = write(
-        dir.path(),
-        "ragged.csv",
-        &format!("{header}r0,1,2,3,4,5,6,7,8\nr1,1,2,3\n"),
-    );
-    let err = score_fails(&model, &ragged, "o.arrow");
-    assert!(
-        err.contains("ragged.csv: line 3: 4 fields; expected 9"),
         "{err}"
     );
 
@@ -291,7 +268,7 @@ fn bad_inputs_get_clear_errors_and_leave_no_output() {
     let err = score_fails(&model, &good, "o.xlsx");
     assert!(
         err.contains(
-            "cannot tell the format from the extension; expected .csv, .parquet or .arrow"
+            "cannot tell the format from the extension; expected .csv, .ndjson, .f32, .parquet or .arrow"
         ),
         "{err}"
     );
@@ -306,6 +283,158 @@ fn bad_inputs_get_clear_errors_and_leave_no_output() {
         err.contains("the input already has a column named 'score'"),
         "{err}"
     );
+}
+
+/// Scores `input` into `dir/name`; returns the output's scores and stderr.
+fn score_ok(
+    model: &Path,
+    input: &Path,
+    dir: &Path,
+    name: &str,
+    extra: &[&str],
+) -> (Vec<f32>, String) {
+    let output = dir.join(name);
+    let mut args = vec![
+        "score",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let run = roo(&args);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let batches = read_all(&output);
+    let scores = batches
+        .iter()
+        .flat_map(|b| as_f32(b.column_by_name("score").unwrap()))
+        .collect();
+    (scores, stderr(&run))
+}
+
+#[test]
+fn bad_rows_go_to_dead_letters_and_the_rows_around_them_are_scored() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = golden("lgb_binary.txt");
+    let header = "id,x0,x1,x2,x3,x4,x5,x6,x7\n";
+    let good = [
+        "r0,1,2,3,4,5,6,7,8",
+        "r1,0.5,,3,-4,5e-1,6,7,8",
+        "r3,1,2,3,4,5,6,7,9",
+    ];
+    let clean = write(
+        dir.path(),
+        "clean.csv",
+        &format!("{header}{}\n", good.join("\n")),
+    );
+    let (expected, _) = score_ok(&model, &clean, dir.path(), "clean.parquet", &[]);
+    assert_eq!(expected.len(), 3);
+
+    let dirty_text = format!(
+        "{header}{}\nr2,1,2,abc,4,5,6,7,8\nr2b,1,2,3\n{}\nr2c,1,2,3,4,5,6,7,8,9\n{}",
+        good[0], good[1], good[2]
+    );
+    let dirty = write(dir.path(), "dirty.csv", &dirty_text);
+    let (scores, err) = score_ok(&model, &dirty, dir.path(), "dirty.parquet", &[]);
+    assert_eq!(scores, expected, "the good rows score as they do alone");
+    assert!(err.contains("3 records could not be read"), "{err}");
+    let letters: Vec<serde_json::Value> =
+        std::fs::read_to_string(dir.path().join("dirty.parquet.deadletters.ndjson"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    assert_eq!(letters.len(), 3);
+    let offset_of = |needle: &str| dirty_text.find(needle).unwrap() as u64;
+    assert_eq!(letters[0]["line"], 3);
+    assert_eq!(letters[0]["offset"], offset_of("r2,"));
+    assert_eq!(letters[0]["raw"], "r2,1,2,abc,4,5,6,7,8");
+    assert_eq!(letters[0]["reason"], "column 'x2': \"abc\" is not a number");
+    assert!(letters[0]["source"]
+        .as_str()
+        .unwrap()
+        .ends_with("dirty.csv"));
+    assert_eq!(letters[1]["line"], 4);
+    assert_eq!(letters[1]["reason"], "4 fields; expected 9, one per column");
+    assert_eq!(letters[2]["line"], 6);
+    assert_eq!(letters[2]["offset"], offset_of("r2c"));
+    assert_eq!(
+        letters[2]["reason"],
+        "more than 9 fields; expected 9, one per column"
+    );
+
+    // A chosen dead-letter path; no file at all when every row is good.
+    let chosen = dir.path().join("bad.ndjson");
+    let (_, err) = score_ok(
+        &model,
+        &dirty,
+        dir.path(),
+        "d2.csv",
+        &["--dead-letters", chosen.to_str().unwrap()],
+    );
+    assert!(err.contains(chosen.to_str().unwrap()), "{err}");
+    assert_eq!(std::fs::read_to_string(&chosen).unwrap().lines().count(), 3);
+    assert!(!dir.path().join("clean.parquet.deadletters.ndjson").exists());
+}
+
+#[test]
+fn ndjson_and_raw_f32_inputs_score_like_csv_and_io_uring_matches_plain_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = golden("lgb_binary.txt");
+    let csv = golden("data_binary.csv");
+    let (expected, err) = score_ok(&model, &csv, dir.path(), "a.parquet", &[]);
+    assert!(err.contains("io_uring READ_FIXED"), "{err}");
+    let (plain, err) = score_ok(
+        &model,
+        &csv,
+        dir.path(),
+        "b.parquet",
+        &["--io-uring", "off"],
+    );
+    assert!(
+        err.contains("plain reads (io_uring is off in the configuration)"),
+        "{err}"
+    );
+    assert_eq!(plain, expected);
+
+    // The same rows as NDJSON (numbers, nulls for empty cells) and as raw f32.
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = text.lines();
+    let names: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let mut ndjson = String::new();
+    let mut raw = Vec::new();
+    for line in lines {
+        let fields: Vec<&str> = line.split(',').collect();
+        let members: Vec<String> = names
+            .iter()
+            .zip(&fields)
+            .map(|(n, f)| match f.parse::<f64>() {
+                Ok(_) => format!("\"{n}\": {f}"),
+                Err(_) if f.is_empty() => format!("\"{n}\": null"),
+                Err(_) => format!("\"{n}\": \"{f}\""),
+            })
+            .collect();
+        ndjson.push_str(&format!("{{{}}}\n", members.join(", ")));
+        for (n, f) in names.iter().zip(&fields) {
+            if n.starts_with('x') {
+                let v: f32 = if f.is_empty() {
+                    f32::NAN
+                } else {
+                    f.parse().unwrap()
+                };
+                raw.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+    let nd = write(dir.path(), "rows.ndjson", &ndjson);
+    let (scores, _) = score_ok(&model, &nd, dir.path(), "c.parquet", &[]);
+    assert_eq!(scores, expected);
+    let raw_path = dir.path().join("rows.f32");
+    std::fs::write(&raw_path, &raw).unwrap();
+    let (scores, _) = score_ok(&model, &raw_path, dir.path(), "d.parquet", &[]);
+    assert_eq!(scores, expected);
 }
 
 #[test]

@@ -1,19 +1,31 @@
-//! File sources: CSV, Parquet and Arrow IPC (file and stream formats).
+//! File sources: CSV, NDJSON and raw f32 rows through the io_uring reader
+//! and the one-pass parsers; Arrow IPC (file and stream) mapped zero-copy;
+//! Parquet through the parquet crate.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use arrow_array::RecordBatch;
-use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
+use crate::framer::{BatchLimits, Framer, StreamFormat};
+use crate::ipc::MappedIpc;
+use crate::parse::csv::CsvHeader;
+use crate::read::{read_file, ReadOptions, ReadPath};
+use crate::record::IngestBatch;
 use crate::IngestError;
 
-/// A file format roo reads and writes.
+/// A file format roo reads (and, for CSV, Parquet and Arrow IPC, writes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileFormat {
     Csv,
+    /// One JSON object per line.
+    Ndjson,
+    /// Rows of little-endian f32, columns named by the caller.
+    RawF32,
     Parquet,
     /// Arrow IPC: the file format when reading (the stream format is
     /// recognised too), the file format when writing.
@@ -21,16 +33,19 @@ pub enum FileFormat {
 }
 
 impl FileFormat {
-    /// From a file's extension: `.csv`, `.parquet`/`.pq`, `.arrow`/`.ipc`/`.feather`/`.arrows`.
+    /// From a file's extension: `.csv`, `.ndjson`/`.jsonl`, `.f32`,
+    /// `.parquet`/`.pq`, `.arrow`/`.ipc`/`.feather`/`.arrows`.
     pub fn from_path(path: &Path) -> Option<Self> {
         let ext = path.extension()?.to_str()?.to_ascii_lowercase();
         Self::from_name(&ext)
     }
 
-    /// From a name as given on a command line: `csv`, `parquet`, `arrow` (or an extension).
+    /// From a name as given on a command line (or an extension).
     pub fn from_name(name: &str) -> Option<Self> {
         match name.to_ascii_lowercase().as_str() {
             "csv" => Some(Self::Csv),
+            "ndjson" | "jsonl" => Some(Self::Ndjson),
+            "f32" | "raw" => Some(Self::RawF32),
             "parquet" | "pq" => Some(Self::Parquet),
             "arrow" | "ipc" | "feather" | "arrows" => Some(Self::ArrowIpc),
             _ => None,
@@ -38,20 +53,27 @@ impl FileFormat {
     }
 }
 
+/// Bytes read from the front of a text file to find its columns and their
+/// types.
+const SAMPLE_BYTES_MAX: usize = 1 << 20;
+/// Rows of that sample used to infer the types of columns not parsed as f32.
+const SAMPLE_ROWS_MAX: usize = 1024;
+
 /// An open input file: its schema is known before any batch is read.
 pub struct FileSource {
     path: PathBuf,
     format: FileFormat,
     schema: SchemaRef,
+    read: ReadOptions,
 }
 
-/// Rows per batch when the caller does not say.
-pub const BATCH_ROWS_DEFAULT: usize = 65_536;
-
 impl FileSource {
-    /// Opens `path` and reads its schema. For CSV the schema is inferred from
-    /// the header and the whole file (a pass over it), so a column's type
-    /// cannot change under a later row.
+    /// Opens `path` and finds its schema. For CSV the header names the
+    /// columns; for NDJSON the keys of the first lines do. Column types are
+    /// inferred from the first 1,024 rows (Int64, Float64, Boolean, else
+    /// Utf8), except those the caller parses as f32
+    /// ([`FileSource::parse_as_f32`]); a later value that does not fit its
+    /// column's type sends its row to the dead letters.
     pub fn open(path: impl AsRef<Path>, format: FileFormat) -> Result<Self, IngestError> {
         let path = path.as_ref().to_path_buf();
         let shown = path.display().to_string();
@@ -59,36 +81,100 @@ impl FileSource {
             path: shown.clone(),
             source,
         };
-        let mut file = File::open(&path).map_err(io)?;
+        let format_error = |message: String| IngestError::Format {
+            path: shown.clone(),
+            message,
+        };
+        let file = File::open(&path).map_err(io)?;
         let schema = match format {
-            FileFormat::Csv => {
-                if file.metadata().map_err(io)?.len() == 0 {
-                    return Err(IngestError::Format {
-                        path: shown,
-                        message: "the file is empty; expected a header line naming the columns"
-                            .into(),
-                    });
+            FileFormat::Csv | FileFormat::Ndjson => {
+                let mut sample = Vec::with_capacity(
+                    SAMPLE_BYTES_MAX.min(file.metadata().map_err(io)?.len() as usize),
+                );
+                (&file)
+                    .take(SAMPLE_BYTES_MAX as u64)
+                    .read_to_end(&mut sample)
+                    .map_err(io)?;
+                let at_end = sample.len() < SAMPLE_BYTES_MAX;
+                if sample.iter().all(|c| c.is_ascii_whitespace()) {
+                    return Err(format_error(match format {
+                        FileFormat::Csv => {
+                            "the file is empty; expected a header line naming the columns".into()
+                        }
+                        _ => "the file is empty; expected JSON objects, one per line".into(),
+                    }));
                 }
-                let (schema, _) = arrow_csv::reader::Format::default()
-                    .with_header(true)
-                    .infer_schema(BufReader::new(&mut file), None)
-                    .map_err(|e| csv_error(&shown, e, None))?;
-                check_header(&shown, &schema)?;
-                Arc::new(schema)
+                let (names, inferred) = if format == FileFormat::Csv {
+                    crate::parse::csv::sample(&sample, b',', SAMPLE_ROWS_MAX, at_end).ok_or_else(
+                        || {
+                            format_error(format!(
+                                "the header line is longer than {} bytes",
+                                SAMPLE_BYTES_MAX
+                            ))
+                        },
+                    )?
+                } else {
+                    let (names, inferred) = crate::parse::ndjson::sample(&sample, SAMPLE_ROWS_MAX);
+                    if names.is_empty() {
+                        return Err(format_error(
+                            "no JSON object with keys in the first lines; expected one object per line".into(),
+                        ));
+                    }
+                    (names, inferred)
+                };
+                check_names(&shown, &names)?;
+                let types: Vec<DataType> = inferred.iter().map(|i| i.data_type()).collect();
+                crate::parse::columns::schema_of(&names, &types)
+            }
+            FileFormat::RawF32 => {
+                return Err(format_error(
+                    "raw f32 rows carry no column names; open them with FileSource::open_raw"
+                        .into(),
+                ))
             }
             FileFormat::Parquet => {
                 parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                    .map_err(|e| format_error(&shown, e))?
+                    .map_err(|e| format_error(e.to_string()))?
                     .schema()
                     .clone()
             }
-            FileFormat::ArrowIpc => ipc_reader(&shown, file)?.schema(),
+            FileFormat::ArrowIpc => MappedIpc::open(&file).map_err(format_error)?.schema(),
         };
         Ok(Self {
             path,
             format,
             schema,
+            read: ReadOptions::default(),
         })
+    }
+
+    /// Opens a file of raw little-endian f32 rows with these column names.
+    pub fn open_raw(path: impl AsRef<Path>, columns: &[String]) -> Result<Self, IngestError> {
+        let path = path.as_ref().to_path_buf();
+        let shown = path.display().to_string();
+        File::open(&path).map_err(|source| IngestError::Io {
+            path: shown.clone(),
+            source,
+        })?;
+        check_names(&shown, columns)?;
+        let schema = Arc::new(Schema::new(
+            columns
+                .iter()
+                .map(|n| Field::new(n, DataType::Float32, true))
+                .collect::<Vec<_>>(),
+        ));
+        Ok(Self {
+            path,
+            format: FileFormat::RawF32,
+            schema,
+            read: ReadOptions::default(),
+        })
+    }
+
+    /// How CSV, NDJSON and raw files are read (io_uring or plain).
+    pub fn with_read_options(mut self, read: ReadOptions) -> Self {
+        self.read = read;
+        self
     }
 
     pub fn schema(&self) -> SchemaRef {
@@ -99,11 +185,11 @@ impl FileSource {
         self.format
     }
 
-    /// Parse these CSV columns straight to Float32 (an empty field is a
-    /// null), so a non-numeric cell is an error naming its line and column.
-    /// Other formats keep their stored types.
+    /// Parse these CSV or NDJSON columns as Float32 (an empty field is a
+    /// null), so a non-numeric cell is a dead letter naming its line and
+    /// column. Other formats keep their stored types.
     pub fn parse_as_f32(&mut self, columns: &[usize]) {
-        if self.format != FileFormat::Csv {
+        if !matches!(self.format, FileFormat::Csv | FileFormat::Ndjson) {
             return;
         }
         let fields: Vec<Field> = self
@@ -122,168 +208,200 @@ impl FileSource {
         self.schema = Arc::new(Schema::new(fields));
     }
 
-    /// The file's rows in batches of at most `batch_rows`.
-    pub fn batches(
-        self,
-        batch_rows: usize,
-    ) -> Result<Box<dyn Iterator<Item = Result<RecordBatch, IngestError>> + Send>, IngestError>
-    {
+    /// The file's records in batches of at most `batch_rows` records. Text
+    /// and raw files are read and parsed on a thread of their own, at most
+    /// two batches ahead of the consumer.
+    pub fn batches(self, batch_rows: usize) -> Result<FileBatches, IngestError> {
         assert!(batch_rows > 0, "batch_rows must be positive");
-        let shown = self.path.display().to_string();
+        let shown: Arc<str> = Arc::from(self.path.display().to_string());
+        let format_error = |message: String| IngestError::Format {
+            path: shown.to_string(),
+            message,
+        };
         let file = File::open(&self.path).map_err(|source| IngestError::Io {
-            path: shown.clone(),
-            source,
-        })?;
-        Ok(match self.format {
-            FileFormat::Csv => {
-                let schema = self.schema.clone();
-                let reader = arrow_csv::ReaderBuilder::new(self.schema.clone())
-                    .with_header(true)
-                    .with_batch_size(batch_rows)
-                    .build(file)
-                    .map_err(|e| csv_error(&shown, e, None))?;
-                Box::new(reader.map(move |b| b.map_err(|e| csv_error(&shown, e, Some(&schema)))))
-            }
-            FileFormat::Parquet => {
-                let reader =
-                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                        .map_err(|e| format_error(&shown, e))?
-                        .with_batch_size(batch_rows)
-                        .build()
-                        .map_err(|e| format_error(&shown, e))?;
-                Box::new(reader.map(move |b| b.map_err(|e| format_error(&shown, e))))
-            }
-            FileFormat::ArrowIpc => {
-                let reader = ipc_reader(&shown, file)?;
-                Box::new(reader.map(move |b| b.map_err(|e| format_error(&shown, e))))
-            }
-        })
-    }
-}
-
-type IpcBatches = Box<dyn RecordBatchIter>;
-
-trait RecordBatchIter: Iterator<Item = Result<RecordBatch, ArrowError>> + Send {
-    fn schema(&self) -> SchemaRef;
-}
-
-impl<R: Read + Seek + Send> RecordBatchIter for arrow_ipc::reader::FileReader<R> {
-    fn schema(&self) -> SchemaRef {
-        arrow_ipc::reader::FileReader::schema(self)
-    }
-}
-
-impl<R: Read + Send> RecordBatchIter for arrow_ipc::reader::StreamReader<R> {
-    fn schema(&self) -> SchemaRef {
-        arrow_ipc::reader::StreamReader::schema(self)
-    }
-}
-
-/// The IPC file format (magic `ARROW1` at the start), else the stream format.
-fn ipc_reader(shown: &str, mut file: File) -> Result<IpcBatches, IngestError> {
-    let mut magic = [0u8; 6];
-    let n = file.read(&mut magic).map_err(|source| IngestError::Io {
-        path: shown.to_string(),
-        source,
-    })?;
-    file.seek(SeekFrom::Start(0))
-        .map_err(|source| IngestError::Io {
             path: shown.to_string(),
             source,
         })?;
-    if n == 0 {
-        return Err(IngestError::Format {
-            path: shown.into(),
-            message: "the file is empty; expected an Arrow IPC file or stream".into(),
-        });
-    }
-    if &magic[..n] == b"ARROW1" {
-        let reader = arrow_ipc::reader::FileReader::try_new(BufReader::new(file), None)
-            .map_err(|e| format_error(shown, e))?;
-        Ok(Box::new(reader))
-    } else {
-        let reader = arrow_ipc::reader::StreamReader::try_new(BufReader::new(file), None)
-            .map_err(|e| format_error(shown, e))?;
-        Ok(Box::new(reader))
+        let ready_made = |iter: Box<dyn Iterator<Item = Result<RecordBatch, String>> + Send>| {
+            let mut rows = 0u64;
+            let mut seq = 0u64;
+            let shown = shown.clone();
+            let iter = iter.flat_map(move |b| -> Vec<Result<IngestBatch, IngestError>> {
+                match b {
+                    Err(message) => vec![Err(IngestError::Format {
+                        path: shown.to_string(),
+                        message,
+                    })],
+                    Ok(batch) => (0..batch.num_rows().div_ceil(batch_rows).max(1))
+                        .map(|i| {
+                            let start = i * batch_rows;
+                            let len = batch_rows.min(batch.num_rows() - start);
+                            let part = batch.slice(start, len);
+                            let out = IngestBatch {
+                                source: shown.clone(),
+                                seq,
+                                offsets: rows..rows + len as u64,
+                                ingest_time: SystemTime::now(),
+                                batch: part,
+                                dead_letters: Vec::new(),
+                            };
+                            seq += 1;
+                            rows += len as u64;
+                            Ok(out)
+                        })
+                        .collect(),
+                }
+            });
+            FileBatches {
+                inner: Inner::Ready(Box::new(iter)),
+                read_path: None,
+            }
+        };
+        match self.format {
+            FileFormat::Parquet => {
+                let reader =
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                        .map_err(|e| format_error(e.to_string()))?
+                        .with_batch_size(batch_rows)
+                        .build()
+                        .map_err(|e| format_error(e.to_string()))?;
+                Ok(ready_made(Box::new(
+                    reader.map(|b| b.map_err(|e| e.to_string())),
+                )))
+            }
+            FileFormat::ArrowIpc => {
+                let ipc = MappedIpc::open(&file).map_err(format_error)?;
+                Ok(ready_made(ipc.into_batches()))
+            }
+            FileFormat::Csv | FileFormat::Ndjson | FileFormat::RawF32 => {
+                let format = match self.format {
+                    FileFormat::Csv => StreamFormat::Csv {
+                        header: CsvHeader::Skip,
+                        delimiter: b',',
+                    },
+                    FileFormat::Ndjson => StreamFormat::Ndjson,
+                    _ => StreamFormat::RawF32,
+                };
+                let limits = BatchLimits {
+                    max_rows: batch_rows,
+                    ..BatchLimits::default()
+                };
+                let framer =
+                    Framer::new(shown.clone(), &format, Some(self.schema.clone()), limits)?;
+                Ok(spawn_reader(file, shown, framer, self.read))
+            }
+        }
     }
 }
 
-fn check_header(shown: &str, schema: &Schema) -> Result<(), IngestError> {
+enum Message {
+    Batch(IngestBatch),
+    Done(Result<ReadPath, IngestError>),
+}
+
+enum Inner {
+    Ready(Box<dyn Iterator<Item = Result<IngestBatch, IngestError>> + Send>),
+    Thread {
+        receiver: crossbeam_channel::Receiver<Message>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    },
+}
+
+/// Batches of a file, in order. For text and raw files, [`FileBatches::read_path`]
+/// says how the file was read once the last batch is out.
+pub struct FileBatches {
+    inner: Inner,
+    read_path: Option<ReadPath>,
+}
+
+impl FileBatches {
+    pub fn read_path(&self) -> Option<&ReadPath> {
+        self.read_path.as_ref()
+    }
+}
+
+impl Iterator for FileBatches {
+    type Item = Result<IngestBatch, IngestError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match &mut self.inner {
+            Inner::Ready(iter) => iter.next(),
+            Inner::Thread { receiver, thread } => match receiver.recv() {
+                Ok(Message::Batch(b)) => Some(Ok(b)),
+                Ok(Message::Done(result)) => {
+                    if let Some(t) = thread.take() {
+                        let _ = t.join();
+                    }
+                    match result {
+                        Ok(path) => {
+                            self.read_path = Some(path);
+                            None
+                        }
+                        Err(e) => Some(Err(e)),
+                    }
+                }
+                Err(_) => None,
+            },
+        }
+    }
+}
+
+impl Drop for FileBatches {
+    fn drop(&mut self) {
+        if let Inner::Thread { receiver, thread } = &mut self.inner {
+            // Unblock the reader (its sends fail once the receiver is gone).
+            let receiver = std::mem::replace(receiver, crossbeam_channel::never());
+            drop(receiver);
+            if let Some(t) = thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// Batches a reader thread may run ahead of its consumer.
+const BATCHES_AHEAD: usize = 2;
+
+fn spawn_reader(file: File, shown: Arc<str>, mut framer: Framer, read: ReadOptions) -> FileBatches {
+    let (sender, receiver) = crossbeam_channel::bounded(BATCHES_AHEAD);
+    let thread = std::thread::Builder::new()
+        .name("roo-read".into())
+        .spawn(move || {
+            let mut sink = |b: IngestBatch| sender.send(Message::Batch(b)).is_ok();
+            let result = read_file(&file, &shown, 0, &read, &mut |piece| {
+                framer.push(piece, &mut sink);
+                !framer.stopped()
+            });
+            if result.is_ok() && !framer.stopped() {
+                framer.finish(true, &mut sink);
+            }
+            let _ = sender.send(Message::Done(result));
+        })
+        .expect("spawning a reader thread");
+    FileBatches {
+        inner: Inner::Thread {
+            receiver,
+            thread: Some(thread),
+        },
+        read_path: None,
+    }
+}
+
+fn check_names(shown: &str, names: &[String]) -> Result<(), IngestError> {
     let mut seen = std::collections::HashSet::new();
-    for (i, f) in schema.fields().iter().enumerate() {
-        if f.name().is_empty() {
+    for (i, name) in names.iter().enumerate() {
+        if name.is_empty() {
             return Err(IngestError::Format {
                 path: shown.into(),
-                message: format!("header column {} has no name", i + 1),
+                message: format!("column {} has no name", i + 1),
             });
         }
-        if !seen.insert(f.name()) {
+        if !seen.insert(name) {
             return Err(IngestError::Format {
                 path: shown.into(),
-                message: format!("the header names column '{}' twice", f.name()),
+                message: format!("column '{name}' is named twice"),
             });
         }
     }
     Ok(())
-}
-
-fn format_error(shown: &str, e: impl std::fmt::Display) -> IngestError {
-    IngestError::Format {
-        path: shown.into(),
-        message: e.to_string(),
-    }
-}
-
-/// arrow-csv says `Error while parsing value 'x' as type 'Float32' for column 3
-/// at line 7. Row data: ...`; roo says which file, line and column by name,
-/// and what it expected.
-fn csv_error(shown: &str, e: ArrowError, schema: Option<&Schema>) -> IngestError {
-    let text = e.to_string();
-    let parsed = (|| {
-        let value = between(&text, "parsing value '", "' as type")?;
-        let data_type = between(&text, "as type '", "'")?;
-        let column: usize = between(&text, "for column ", " ")?.parse().ok()?;
-        let line: u64 = between(&text, "at line ", ".")?.parse().ok()?;
-        let name = schema?.fields().get(column)?.name().clone();
-        Some((value.to_string(), data_type.to_string(), name, line))
-    })();
-    match parsed {
-        Some((value, data_type, column, line)) => {
-            let expected = match data_type.as_str() {
-                "Float32" | "Float64" => "a number (an empty field is a missing value)".to_string(),
-                other => format!("a value of the column's type, {other}"),
-            };
-            IngestError::Field {
-                path: shown.into(),
-                // arrow-csv counts lines after the header from 1; people count
-                // file lines from 1 with the header as line 1.
-                line: line + 1,
-                column,
-                message: format!("{value:?} is not {expected}"),
-            }
-        }
-        None => {
-            // `Encountered unequal lengths ... Expected 9 records, found 8 records at line 3`
-            let ragged = (|| {
-                let expected: usize = between(&text, "Expected ", " records")?.parse().ok()?;
-                let found: usize = between(&text, "found ", " records")?.parse().ok()?;
-                let line: u64 = text[text.find("at line ")? + 8..].trim().parse().ok()?;
-                Some(format!(
-                    "line {line}: {found} fields; expected {expected}, one per header column"
-                ))
-            })();
-            let message = ragged.unwrap_or_else(|| {
-                text.trim_start_matches("Csv error: ")
-                    .trim_start_matches("Parser error: ")
-                    .to_string()
-            });
-            format_error(shown, message)
-        }
-    }
-}
-
-fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
-    let from = text.find(start)? + start.len();
-    let len = text[from..].find(end)?;
-    Some(&text[from..from + len])
 }

@@ -1,14 +1,32 @@
-//! roo-ingest: turns event sources into Arrow record batches.
+//! roo-ingest: turns event sources into Arrow micro-batches.
 //!
-//! Today: files (CSV with a header, Parquet, Arrow IPC file and stream) read
-//! into batches of a bounded number of rows. The io_uring file and socket
-//! sources, the one-pass parsers and the micro-batcher arrive here next.
+//! Sources: files (CSV, NDJSON and raw f32 rows read through io_uring with
+//! registered buffers, or plain reads where io_uring is refused; Arrow IPC
+//! mapped zero-copy; Parquet) and TCP (io_uring multishot accept and recv
+//! on a provided buffer ring; CSV, NDJSON, raw f32 and Arrow IPC stream
+//! framings). Parsers write straight from the receive buffer into Arrow
+//! builders; the micro-batcher ([`Framer`]) closes batches at `max_rows` or
+//! `linger`; bad records become [`DeadLetter`]s and the rows around them
+//! are kept.
 //!
 //! This crate knows nothing of models: a caller that needs some columns
 //! parsed as numbers names them ([`FileSource::parse_as_f32`]).
 
 mod error;
 mod file;
+mod framer;
+mod ipc;
+pub mod parse;
+mod read;
+mod record;
+mod tcp;
 
 pub use error::IngestError;
-pub use file::{FileFormat, FileSource, BATCH_ROWS_DEFAULT};
+pub use file::{FileBatches, FileFormat, FileSource};
+pub use framer::{
+    BatchLimits, BatchSink, Framer, StreamFormat, BATCH_ROWS_DEFAULT, RECORD_BYTES_MAX_DEFAULT,
+};
+pub use parse::csv::CsvHeader;
+pub use read::{read_file, IoUringMode, ReadOptions, ReadPath};
+pub use record::{DeadLetter, IngestBatch, DEAD_LETTER_RAW_BYTES_MAX};
+pub use tcp::{TcpSource, TcpSourceConfig};

@@ -14,7 +14,7 @@ use roo_kernels::cpu::CpuScorer;
 use roo_kernels::{BindError, FeatureBinding, Model};
 use thiserror::Error;
 
-use crate::sink::{FileSink, SinkError};
+use crate::sink::{DeadLetterSink, FileSink, SinkError};
 
 /// Rows each rayon task scores: large enough to amortise the task, small
 /// enough to balance 2–64 cores on a 64k-row batch.
@@ -29,6 +29,10 @@ pub struct BatchJob<'a> {
     pub batch_rows: usize,
     /// Scoring threads; 0 means one per core.
     pub threads: usize,
+    /// Where records that cannot be read go (created only if there are any).
+    pub dead_letters: PathBuf,
+    /// How text files are read.
+    pub read: roo_ingest::ReadOptions,
 }
 
 #[derive(Debug, Clone)]
@@ -37,6 +41,10 @@ pub struct JobReport {
     pub batches: u64,
     pub elapsed: Duration,
     pub scoring: Duration,
+    /// Records refused and written to the dead-letter file.
+    pub dead_letters: u64,
+    /// How the input was read, for text and raw inputs.
+    pub read_path: Option<roo_ingest::ReadPath>,
 }
 
 #[derive(Debug, Error)]
@@ -67,7 +75,11 @@ pub fn score_file(job: &BatchJob) -> Result<JobReport, JobError> {
         model: job.model.version.short(),
         source,
     };
-    let mut source = FileSource::open(&job.input, job.input_format)?;
+    let mut source = match job.input_format {
+        FileFormat::RawF32 => FileSource::open_raw(&job.input, &job.model.feature_names)?,
+        format => FileSource::open(&job.input, format)?,
+    }
+    .with_read_options(job.read.clone());
     let columns =
         FeatureBinding::feature_columns(job.model, &source.schema()).map_err(bind_error)?;
     source.parse_as_f32(&columns);
@@ -92,10 +104,16 @@ pub fn score_file(job: &BatchJob) -> Result<JobReport, JobError> {
         batches: 0,
         elapsed: Duration::ZERO,
         scoring: Duration::ZERO,
+        dead_letters: 0,
+        read_path: None,
     };
+    let mut dead_letters = DeadLetterSink::new(&job.dead_letters);
     let outputs = job.model.n_outputs();
-    for batch in source.batches(job.batch_rows)? {
-        let batch = batch?;
+    let mut batches = source.batches(job.batch_rows)?;
+    for ingested in batches.by_ref() {
+        let ingested = ingested?;
+        dead_letters.write(&ingested.dead_letters)?;
+        let batch = ingested.batch;
         let rows = batch.num_rows();
         let score_started = Instant::now();
         let arrays = binding
@@ -121,7 +139,9 @@ pub fn score_file(job: &BatchJob) -> Result<JobReport, JobError> {
         report.rows += rows as u64;
         report.batches += 1;
     }
+    report.read_path = batches.read_path().cloned();
     sink.finish()?;
+    report.dead_letters = dead_letters.finish()?;
     report.elapsed = started.elapsed();
     Ok(report)
 }

@@ -11,4 +11,4 @@ mod batch_job;
 mod sink;
 
 pub use batch_job::{score_file, BatchJob, JobError, JobReport};
-pub use sink::{FileSink, SinkError};
+pub use sink::{DeadLetterSink, FileSink, SinkError};

@@ -57,6 +57,12 @@ impl FileSink {
             })?;
         let partial = path.with_file_name(format!(".{name}.partial"));
         let shown = path.display().to_string();
+        if matches!(format, FileFormat::Ndjson | FileFormat::RawF32) {
+            return Err(SinkError::Encode {
+                path: shown,
+                message: format!("{format:?} is an input format; write csv, parquet or arrow"),
+            });
+        }
         let file = File::create(&partial).map_err(|source| SinkError::Io {
             path: shown.clone(),
             source,
@@ -84,6 +90,7 @@ impl FileSink {
                 arrow_ipc::writer::FileWriter::try_new(BufWriter::new(file), &schema)
                     .map_err(|e| encode(&e))?,
             ),
+            FileFormat::Ndjson | FileFormat::RawF32 => unreachable!("refused above"),
         };
         Ok(Self {
             path,
@@ -146,6 +153,90 @@ impl FileSink {
 }
 
 impl Drop for FileSink {
+    fn drop(&mut self) {
+        if self.writer.take().is_some() {
+            let _ = std::fs::remove_file(&self.partial);
+        }
+    }
+}
+
+/// Dead letters as NDJSON, one object per refused record:
+/// `{"source", "offset", "line", "reason", "raw", "raw_bytes"}` (`raw` is
+/// the record's first bytes as text, invalid UTF-8 replaced). Created at
+/// the first letter; like [`FileSink`], written to a partial file and
+/// renamed into place by `finish`.
+pub struct DeadLetterSink {
+    path: PathBuf,
+    partial: PathBuf,
+    writer: Option<BufWriter<File>>,
+    letters: u64,
+}
+
+impl DeadLetterSink {
+    pub fn new(path: impl AsRef<Path>) -> Self {
+        let path = path.as_ref().to_path_buf();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let partial = path.with_file_name(format!(".{name}.partial"));
+        Self {
+            path,
+            partial,
+            writer: None,
+            letters: 0,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn write(&mut self, letters: &[roo_ingest::DeadLetter]) -> Result<(), SinkError> {
+        use std::io::Write;
+        if letters.is_empty() {
+            return Ok(());
+        }
+        let io = |source| SinkError::Io {
+            path: self.path.display().to_string(),
+            source,
+        };
+        if self.writer.is_none() {
+            self.writer = Some(BufWriter::new(File::create(&self.partial).map_err(io)?));
+        }
+        let writer = self.writer.as_mut().expect("created");
+        for d in letters {
+            let line = serde_json::json!({
+                "source": &*d.source,
+                "offset": d.offset,
+                "line": d.line,
+                "reason": d.reason,
+                "raw": String::from_utf8_lossy(&d.raw),
+                "raw_bytes": d.raw_len,
+            });
+            serde_json::to_writer(&mut *writer, &line).map_err(|e| io(e.into()))?;
+            writer.write_all(b"\n").map_err(io)?;
+        }
+        self.letters += letters.len() as u64;
+        Ok(())
+    }
+
+    /// Renames the file into place if any letter was written; returns the count.
+    pub fn finish(mut self) -> Result<u64, SinkError> {
+        let io = |source| SinkError::Io {
+            path: self.path.display().to_string(),
+            source,
+        };
+        if let Some(writer) = self.writer.take() {
+            let file = writer.into_inner().map_err(|e| io(e.into_error()))?;
+            file.sync_all().map_err(io)?;
+            std::fs::rename(&self.partial, &self.path).map_err(io)?;
+        }
+        Ok(self.letters)
+    }
+}
+
+impl Drop for DeadLetterSink {
     fn drop(&mut self) {
         if self.writer.take().is_some() {
             let _ = std::fs::remove_file(&self.partial);

@@ -1,0 +1,597 @@
+//! The micro-batcher: cuts a byte stream into records, parses them into
+//! batches, and closes a batch at `max_rows` records or when its oldest
+//! event has waited `linger`, whichever comes first.
+//!
+//! Bytes arrive in whatever pieces the reader got (a file buffer, one TCP
+//! receive). Whole records are parsed straight from the piece; the fragment
+//! of a record cut by the piece's end is carried — only that fragment is
+//! copied — and completed from the next piece. A record longer than
+//! `record_bytes_max` becomes a dead letter and the stream resumes at the
+//! next line.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use arrow_array::RecordBatch;
+use arrow_ipc::reader::StreamDecoder;
+use arrow_schema::SchemaRef;
+
+use crate::parse::columns::check_schema;
+use crate::parse::csv::{CsvHeader, CsvParser};
+use crate::parse::ndjson::NdjsonParser;
+use crate::parse::raw::RawF32Parser;
+use crate::parse::{DeadLetters, RecordParser};
+use crate::record::IngestBatch;
+use crate::IngestError;
+
+/// How a byte stream is cut into records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamFormat {
+    /// Newline-delimited CSV.
+    Csv { header: CsvHeader, delimiter: u8 },
+    /// One JSON object per line.
+    Ndjson,
+    /// Rows of little-endian f32, one value per schema column.
+    RawF32,
+    /// The Arrow IPC stream format (schema message, then batches).
+    ArrowIpc,
+}
+
+impl StreamFormat {
+    /// CSV with a header line that must name the schema's columns.
+    pub fn csv() -> Self {
+        Self::Csv {
+            header: CsvHeader::Check,
+            delimiter: b',',
+        }
+    }
+}
+
+/// Batch bounds shared by every source.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchLimits {
+    /// Records (rows and dead letters) that close a batch.
+    pub max_rows: usize,
+    /// The longest the oldest event of an open batch waits.
+    pub linger: Duration,
+    /// The longest record accepted, in bytes.
+    pub record_bytes_max: usize,
+}
+
+/// Rows per batch when the caller does not say.
+pub const BATCH_ROWS_DEFAULT: usize = 65_536;
+/// Record length bound when the caller does not say.
+pub const RECORD_BYTES_MAX_DEFAULT: usize = 1 << 20;
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        Self {
+            max_rows: BATCH_ROWS_DEFAULT,
+            linger: Duration::from_millis(5),
+            record_bytes_max: RECORD_BYTES_MAX_DEFAULT,
+        }
+    }
+}
+
+/// Where batches go. Returning `false` asks the source to stop reading.
+pub trait BatchSink {
+    fn batch(&mut self, batch: IngestBatch) -> bool;
+}
+
+impl<F: FnMut(IngestBatch) -> bool> BatchSink for F {
+    fn batch(&mut self, batch: IngestBatch) -> bool {
+        self(batch)
+    }
+}
+
+enum Body {
+    Records {
+        parser: Box<dyn RecordParser>,
+        /// Bytes to append to a carried fragment before parsing it again.
+        row_bytes: Option<usize>,
+    },
+    Ipc {
+        decoder: StreamDecoder,
+        expected: Option<SchemaRef>,
+        pending: Vec<RecordBatch>,
+        pending_rows: usize,
+    },
+}
+
+/// One stream's micro-batcher (a file, a TCP connection).
+pub struct Framer {
+    source: Arc<str>,
+    body: Body,
+    limits: BatchLimits,
+    dead: DeadLetters,
+    carry: Vec<u8>,
+    /// Stream offset of the first byte not yet parsed (`carry[0]` if any).
+    parsed_to: u64,
+    batch_start: u64,
+    records: usize,
+    opened: Option<(Instant, SystemTime)>,
+    seq: u64,
+    skipping_to_line_end: bool,
+    failed: bool,
+    stopped: bool,
+}
+
+impl Framer {
+    /// A framer for `format`. Text and raw formats need `schema` (all
+    /// Float32 for raw); Arrow IPC checks incoming batches against it when
+    /// given.
+    pub fn new(
+        source: Arc<str>,
+        format: &StreamFormat,
+        schema: Option<SchemaRef>,
+        limits: BatchLimits,
+    ) -> Result<Self, IngestError> {
+        assert!(limits.max_rows > 0, "max_rows must be positive");
+        let format_error = |message: String| IngestError::Format {
+            path: source.to_string(),
+            message,
+        };
+        let need_schema = || {
+            schema.clone().ok_or_else(|| {
+                format_error(format!("{format:?} needs a schema naming the columns"))
+            })
+        };
+        let capacity = limits.max_rows.min(BATCH_ROWS_DEFAULT);
+        let body = match format {
+            StreamFormat::ArrowIpc => Body::Ipc {
+                decoder: StreamDecoder::new(),
+                expected: schema.clone(),
+                pending: Vec::new(),
+                pending_rows: 0,
+            },
+            StreamFormat::Csv { header, delimiter } => {
+                let schema = need_schema()?;
+                check_schema(&schema).map_err(format_error)?;
+                if schema.fields().is_empty() {
+                    return Err(format_error("the schema has no columns".into()));
+                }
+                if matches!(delimiter, b'"' | b'\n' | b'\r') {
+                    return Err(format_error(format!(
+                        "delimiter {:?}: expected a character other than a quote or line end",
+                        *delimiter as char
+                    )));
+                }
+                Body::Records {
+                    parser: Box::new(CsvParser::new(
+                        schema,
+                        header.clone(),
+                        *delimiter,
+                        capacity,
+                        limits.record_bytes_max,
+                    )),
+                    row_bytes: None,
+                }
+            }
+            StreamFormat::Ndjson => {
+                let schema = need_schema()?;
+                check_schema(&schema).map_err(format_error)?;
+                Body::Records {
+                    parser: Box::new(NdjsonParser::new(schema, capacity, limits.record_bytes_max)),
+                    row_bytes: None,
+                }
+            }
+            StreamFormat::RawF32 => {
+                let schema = need_schema()?;
+                if schema.fields().is_empty()
+                    || schema
+                        .fields()
+                        .iter()
+                        .any(|f| f.data_type() != &arrow_schema::DataType::Float32)
+                {
+                    return Err(format_error(
+                        "raw f32 rows need a schema of one or more Float32 columns".into(),
+                    ));
+                }
+                let parser = RawF32Parser::new(schema, capacity);
+                let row_bytes = parser.row_bytes();
+                Body::Records {
+                    parser: Box::new(parser),
+                    row_bytes: Some(row_bytes),
+                }
+            }
+        };
+        let mut limits = limits;
+        if let Body::Records {
+            row_bytes: Some(r), ..
+        } = &body
+        {
+            limits.record_bytes_max = limits.record_bytes_max.max(*r);
+        }
+        Ok(Self {
+            dead: DeadLetters::new(source.clone()),
+            source,
+            body,
+            limits,
+            carry: Vec::new(),
+            parsed_to: 0,
+            batch_start: 0,
+            records: 0,
+            opened: None,
+            seq: 0,
+            skipping_to_line_end: false,
+            failed: false,
+            stopped: false,
+        })
+    }
+
+    /// The stream cannot be read further (the reason is a dead letter).
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// The sink asked to stop.
+    pub fn stopped(&self) -> bool {
+        self.stopped
+    }
+
+    pub fn source(&self) -> &Arc<str> {
+        &self.source
+    }
+
+    /// Bytes taken so far (the stream offset of the next byte).
+    pub fn offset(&self) -> u64 {
+        self.parsed_to + self.carry.len() as u64
+    }
+
+    /// Feeds the next piece of the stream.
+    pub fn push(&mut self, data: &[u8], sink: &mut dyn BatchSink) {
+        if self.failed || self.stopped {
+            self.parsed_to += data.len() as u64;
+            return;
+        }
+        if self.opened.is_none() && !data.is_empty() {
+            self.opened = Some((Instant::now(), SystemTime::now()));
+        }
+        if matches!(self.body, Body::Ipc { .. }) {
+            self.push_ipc(data, sink);
+            return;
+        }
+        let mut rest = data;
+        if self.skipping_to_line_end {
+            rest = self.skip_line(rest);
+        }
+        while !self.carry.is_empty() && !rest.is_empty() {
+            let take = match &self.body {
+                Body::Records {
+                    row_bytes: Some(r), ..
+                } => (r - self.carry.len() % r).min(rest.len()),
+                _ => memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1),
+            };
+            self.carry.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            self.parse_carry(false, sink);
+            if self.failed || self.stopped {
+                self.parsed_to += rest.len() as u64;
+                return;
+            }
+            if self.carry.len() > self.limits.record_bytes_max {
+                self.refuse_oversized_carry();
+                rest = self.skip_line(rest);
+                self.close_if_full(sink);
+            }
+        }
+        while !rest.is_empty() {
+            let Body::Records { parser, .. } = &mut self.body else {
+                unreachable!()
+            };
+            let room = self.limits.max_rows - self.records;
+            let parsed = parser.parse(rest, self.parsed_to, room, false, &mut self.dead);
+            self.records += parsed.records;
+            self.parsed_to += parsed.consumed as u64;
+            rest = &rest[parsed.consumed..];
+            if parsed.fatal {
+                self.fail(sink);
+                self.parsed_to += rest.len() as u64;
+                return;
+            }
+            if self.records >= self.limits.max_rows {
+                self.emit(sink);
+                if self.stopped {
+                    self.parsed_to += rest.len() as u64;
+                    return;
+                }
+                continue;
+            }
+            break;
+        }
+        self.carry.extend_from_slice(rest);
+        if self.carry.len() > self.limits.record_bytes_max {
+            self.refuse_oversized_carry();
+            self.close_if_full(sink);
+        }
+    }
+
+    /// The carried fragment outgrew `record_bytes_max`: it becomes a dead
+    /// letter and the stream resumes after the next line end.
+    fn refuse_oversized_carry(&mut self) {
+        let reason = crate::parse::csv::oversized(self.limits.record_bytes_max);
+        let line = self.line();
+        self.dead.push(self.parsed_to, line, &self.carry, reason);
+        self.records += 1;
+        self.parsed_to += self.carry.len() as u64;
+        self.carry.clear();
+        self.skipping_to_line_end = true;
+    }
+
+    fn line(&self) -> Option<u64> {
+        match &self.body {
+            Body::Records { parser, .. } => parser.line(),
+            Body::Ipc { .. } => None,
+        }
+    }
+
+    fn skip_line<'d>(&mut self, data: &'d [u8]) -> &'d [u8] {
+        match memchr::memchr(b'\n', data) {
+            Some(i) => {
+                self.skipping_to_line_end = false;
+                self.parsed_to += i as u64 + 1;
+                &data[i + 1..]
+            }
+            None => {
+                self.parsed_to += data.len() as u64;
+                &[]
+            }
+        }
+    }
+
+    fn parse_carry(&mut self, at_end: bool, sink: &mut dyn BatchSink) {
+        loop {
+            let Body::Records { parser, .. } = &mut self.body else {
+                unreachable!()
+            };
+            let room = self.limits.max_rows - self.records;
+            let parsed = parser.parse(&self.carry, self.parsed_to, room, at_end, &mut self.dead);
+            self.records += parsed.records;
+            self.parsed_to += parsed.consumed as u64;
+            self.carry.drain(..parsed.consumed);
+            if parsed.fatal {
+                self.fail(sink);
+                return;
+            }
+            if self.records >= self.limits.max_rows {
+                self.emit(sink);
+                if !self.carry.is_empty() && !self.stopped {
+                    continue;
+                }
+            }
+            return;
+        }
+    }
+
+    fn close_if_full(&mut self, sink: &mut dyn BatchSink) {
+        if self.records >= self.limits.max_rows {
+            self.emit(sink);
+        }
+    }
+
+    fn fail(&mut self, sink: &mut dyn BatchSink) {
+        self.failed = true;
+        self.carry.clear();
+        self.emit(sink);
+    }
+
+    /// Closes the open batch if its oldest event has waited `linger`;
+    /// returns when the open batch will be due, if one is open.
+    pub fn poll(&mut self, now: Instant, sink: &mut dyn BatchSink) -> Option<Instant> {
+        let (opened, _) = self.opened?;
+        let due = opened + self.limits.linger;
+        let has_records = self.records > 0
+            || matches!(&self.body, Body::Ipc { pending_rows, .. } if *pending_rows > 0);
+        if !has_records {
+            return None;
+        }
+        if now >= due {
+            self.emit(sink);
+            return None;
+        }
+        Some(due)
+    }
+
+    /// The stream ended. With `end_ends_record` (files) the last record
+    /// needs no line end; otherwise (a connection that closed) a fragment
+    /// left over is a dead letter. Emits the open batch.
+    pub fn finish(&mut self, end_ends_record: bool, sink: &mut dyn BatchSink) {
+        if self.failed || self.stopped {
+            return;
+        }
+        match &mut self.body {
+            Body::Records { .. } => {
+                if !self.carry.is_empty() {
+                    if end_ends_record {
+                        self.parse_carry(true, sink);
+                    }
+                    if !self.carry.is_empty() {
+                        let line = self.line();
+                        let reason = format!(
+                            "the stream ended inside a record ({} bytes, no line end)",
+                            self.carry.len()
+                        );
+                        self.dead.push(self.parsed_to, line, &self.carry, reason);
+                        self.records += 1;
+                        self.parsed_to += self.carry.len() as u64;
+                        self.carry.clear();
+                    }
+                }
+            }
+            Body::Ipc { decoder, .. } => {
+                if let Err(e) = decoder.finish() {
+                    let reason = format!("the stream ended inside an Arrow IPC message: {e}");
+                    self.dead.push(self.parsed_to, None, &[], reason);
+                    self.records += 1;
+                }
+            }
+        }
+        self.emit(sink);
+    }
+
+    /// Hands on the open batch now (a source stopping); a fragment carried
+    /// is kept, not acknowledged: the batch's offsets end before it.
+    pub fn flush(&mut self, sink: &mut dyn BatchSink) {
+        if !self.failed && !self.stopped {
+            self.emit(sink);
+        }
+    }
+
+    fn emit(&mut self, sink: &mut dyn BatchSink) {
+        let batch = match &mut self.body {
+            Body::Records { parser, .. } => parser.take_batch(),
+            Body::Ipc {
+                pending,
+                pending_rows,
+                decoder,
+                expected,
+            } => {
+                let schema = expected
+                    .clone()
+                    .or_else(|| decoder.schema())
+                    .or_else(|| pending.first().map(|b| b.schema()));
+                *pending_rows = 0;
+                let parts = std::mem::take(pending);
+                match schema {
+                    Some(_) if parts.len() == 1 => parts.into_iter().next().expect("one part"),
+                    Some(schema) => arrow_select::concat::concat_batches(&schema, &parts)
+                        .expect("pending batches were checked against one schema"),
+                    None => RecordBatch::new_empty(Arc::new(arrow_schema::Schema::empty())),
+                }
+            }
+        };
+        if batch.num_rows() == 0 && self.dead.letters.is_empty() {
+            self.records = 0;
+            self.opened = None;
+            return;
+        }
+        let (_, ingest_time) = self.opened.unwrap_or((Instant::now(), SystemTime::now()));
+        let out = IngestBatch {
+            source: self.source.clone(),
+            seq: self.seq,
+            offsets: self.batch_start..self.parsed_to,
+            ingest_time,
+            batch,
+            dead_letters: std::mem::take(&mut self.dead.letters),
+        };
+        self.seq += 1;
+        self.batch_start = self.parsed_to;
+        self.records = 0;
+        self.opened = if self.carry.is_empty() {
+            None
+        } else {
+            Some((Instant::now(), SystemTime::now()))
+        };
+        if !sink.batch(out) {
+            self.stopped = true;
+        }
+    }
+
+    fn push_ipc(&mut self, data: &[u8], sink: &mut dyn BatchSink) {
+        let mut buffer = arrow_buffer::Buffer::from(data.to_vec());
+        while !buffer.is_empty() {
+            let Body::Ipc {
+                decoder, expected, ..
+            } = &mut self.body
+            else {
+                unreachable!()
+            };
+            let before = buffer.len();
+            let decoded = crate::ipc::guarded(|| decoder.decode(&mut buffer));
+            self.parsed_to += (before - buffer.len()) as u64;
+            let batch = match decoded {
+                Ok(Some(batch)) => batch,
+                Ok(None) if before == buffer.len() => break,
+                Ok(None) => continue,
+                Err(e) => {
+                    let reason = format!("a malformed Arrow IPC stream: {}", ipc_reason(&e));
+                    let rest = buffer.as_slice().to_vec();
+                    self.dead.push(self.parsed_to, None, &rest, reason);
+                    self.records += 1;
+                    self.parsed_to += rest.len() as u64;
+                    self.fail(sink);
+                    return;
+                }
+            };
+            // The stream's first message fixes its schema; when the caller
+            // expects one, each batch must supply it (extra columns dropped).
+            let batch = match expected {
+                None => batch,
+                Some(expected) => match check_ipc_schema(expected, &batch) {
+                    Ok(()) => batch
+                        .project(&project_indices(expected, &batch))
+                        .expect("checked"),
+                    Err(reason) => {
+                        self.dead.push(self.parsed_to, None, &[], reason);
+                        self.records += 1;
+                        self.close_if_full(sink);
+                        continue;
+                    }
+                },
+            };
+            let mut offset = 0;
+            while offset < batch.num_rows() && !self.stopped {
+                let Body::Ipc {
+                    pending,
+                    pending_rows,
+                    ..
+                } = &mut self.body
+                else {
+                    unreachable!()
+                };
+                let take = (self.limits.max_rows - self.records).min(batch.num_rows() - offset);
+                pending.push(batch.slice(offset, take));
+                *pending_rows += take;
+                self.records += take;
+                offset += take;
+                self.close_if_full(sink);
+            }
+            if self.stopped {
+                return;
+            }
+        }
+    }
+}
+
+fn ipc_reason(e: &str) -> String {
+    e.trim_start_matches("Ipc error: ")
+        .trim_start_matches("Parser error: ")
+        .to_string()
+}
+
+fn project_indices(expected: &arrow_schema::Schema, batch: &RecordBatch) -> Vec<usize> {
+    expected
+        .fields()
+        .iter()
+        .map(|f| batch.schema().index_of(f.name()).expect("checked"))
+        .collect()
+}
+
+/// A batch fits when it has every expected column with the expected type
+/// (extra columns are dropped).
+fn check_ipc_schema(expected: &arrow_schema::Schema, batch: &RecordBatch) -> Result<(), String> {
+    let schema = batch.schema();
+    for f in expected.fields() {
+        match schema.field_with_name(f.name()) {
+            Err(_) => {
+                return Err(format!(
+                    "a batch of {} rows without column '{}'; it has {:?}",
+                    batch.num_rows(),
+                    f.name(),
+                    schema.fields().iter().map(|f| f.name()).collect::<Vec<_>>()
+                ))
+            }
+            Ok(got) if got.data_type() != f.data_type() => {
+                return Err(format!(
+                    "a batch of {} rows whose column '{}' is {}; expected {}",
+                    batch.num_rows(),
+                    f.name(),
+                    got.data_type(),
+                    f.data_type()
+                ))
+            }
+            Ok(_) => {}
+        }
+    }
+    Ok(())
+}

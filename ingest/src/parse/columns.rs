@@ -1,0 +1,338 @@
+//! Column builders the parsers write into: plain vectors reserved once per
+//! batch, turned into Arrow arrays without a copy when the batch closes.
+//!
+//! A row is all or nothing: a parser appends a row's fields one by one and,
+//! when a later field fails, truncates every column back to the last good
+//! row, so a bad record never leaves half a row behind.
+
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, BooleanArray, Float32Array, Float64Array, Int64Array, StringArray};
+use arrow_buffer::{BooleanBufferBuilder, NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+
+use super::number::{parse_bool, parse_f32, parse_f64, parse_i64};
+
+/// Bytes of string data one column may hold in one batch (Arrow's i32
+/// offsets allow 2 GiB; the bound leaves room and keeps batches sane).
+pub const STRING_BYTES_PER_BATCH_MAX: usize = 1 << 30;
+
+enum Values {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    I64(Vec<i64>),
+    Bool(BooleanBufferBuilder),
+    Utf8 { offsets: Vec<i32>, data: Vec<u8> },
+}
+
+/// One column being built.
+pub(crate) struct Column {
+    values: Values,
+    /// Created at the first null; until then every row is valid.
+    nulls: Option<BooleanBufferBuilder>,
+    len: usize,
+}
+
+/// The column types the text parsers produce.
+pub(crate) fn supported(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Float32
+            | DataType::Float64
+            | DataType::Int64
+            | DataType::Boolean
+            | DataType::Utf8
+    )
+}
+
+/// Names a value the column expected, for dead-letter reasons.
+pub(crate) fn expected(data_type: &DataType) -> &'static str {
+    match data_type {
+        DataType::Float32 | DataType::Float64 => "a number",
+        DataType::Int64 => "an integer",
+        DataType::Boolean => "true or false",
+        _ => "text",
+    }
+}
+
+impl Column {
+    fn new(data_type: &DataType, capacity: usize) -> Self {
+        let values = match data_type {
+            DataType::Float32 => Values::F32(Vec::with_capacity(capacity)),
+            DataType::Float64 => Values::F64(Vec::with_capacity(capacity)),
+            DataType::Int64 => Values::I64(Vec::with_capacity(capacity)),
+            DataType::Boolean => Values::Bool(BooleanBufferBuilder::new(capacity)),
+            DataType::Utf8 => {
+                let mut offsets = Vec::with_capacity(capacity + 1);
+                offsets.push(0);
+                Values::Utf8 {
+                    offsets,
+                    data: Vec::new(),
+                }
+            }
+            other => unreachable!("checked by supported(): {other}"),
+        };
+        Self {
+            values,
+            nulls: None,
+            len: 0,
+        }
+    }
+
+    #[inline]
+    fn mark_valid(&mut self) {
+        if let Some(nulls) = &mut self.nulls {
+            nulls.append(true);
+        }
+        self.len += 1;
+    }
+
+    /// Appends a null (a missing value: NaN to a scorer).
+    pub fn push_null(&mut self) {
+        let len = self.len;
+        let nulls = self.nulls.get_or_insert_with(|| {
+            let mut b = BooleanBufferBuilder::new(len.max(64));
+            b.append_n(len, true);
+            b
+        });
+        nulls.append(false);
+        match &mut self.values {
+            Values::F32(v) => v.push(0.0),
+            Values::F64(v) => v.push(0.0),
+            Values::I64(v) => v.push(0),
+            Values::Bool(v) => v.append(false),
+            Values::Utf8 { offsets, data } => offsets.push(data.len() as i32),
+        }
+        self.len += 1;
+    }
+
+    /// Appends a float32 value directly (raw binary rows, JSON numbers).
+    #[inline]
+    pub fn push_f32_value(&mut self, value: f32) -> bool {
+        match &mut self.values {
+            Values::F32(v) => v.push(value),
+            Values::F64(v) => v.push(value as f64),
+            _ => return false,
+        }
+        self.mark_valid();
+        true
+    }
+
+    /// Appends a field's text, parsed to the column's type. An empty field
+    /// is a null. On failure nothing is appended and the reason names what
+    /// was expected.
+    #[inline]
+    pub fn push_text(&mut self, text: &[u8]) -> Result<(), &'static str> {
+        if text.is_empty() {
+            self.push_null();
+            return Ok(());
+        }
+        match &mut self.values {
+            Values::F32(v) => v.push(parse_f32(text).ok_or("is not a number")?),
+            Values::F64(v) => v.push(parse_f64(text).ok_or("is not a number")?),
+            Values::I64(v) => v.push(parse_i64(text).ok_or("is not an integer")?),
+            Values::Bool(v) => v.append(parse_bool(text).ok_or("is not true or false")?),
+            Values::Utf8 { offsets, data } => {
+                if std::str::from_utf8(text).is_err() {
+                    return Err("is not valid UTF-8");
+                }
+                if data.len() + text.len() > STRING_BYTES_PER_BATCH_MAX {
+                    return Err("would overflow the batch's string space; lower max_rows");
+                }
+                data.extend_from_slice(text);
+                offsets.push(data.len() as i32);
+            }
+        }
+        self.mark_valid();
+        Ok(())
+    }
+
+    /// Appends a JSON boolean.
+    pub fn push_bool_value(&mut self, value: bool) -> Result<(), &'static str> {
+        match &mut self.values {
+            Values::Bool(v) => v.append(value),
+            Values::Utf8 { .. } => {
+                return self.push_text(if value { b"true" } else { b"false" });
+            }
+            _ => return Err("is a boolean"),
+        }
+        self.mark_valid();
+        Ok(())
+    }
+
+    fn truncate(&mut self, rows: usize) {
+        if rows >= self.len {
+            return;
+        }
+        match &mut self.values {
+            Values::F32(v) => v.truncate(rows),
+            Values::F64(v) => v.truncate(rows),
+            Values::I64(v) => v.truncate(rows),
+            Values::Bool(v) => v.truncate(rows),
+            Values::Utf8 { offsets, data } => {
+                offsets.truncate(rows + 1);
+                data.truncate(offsets[rows] as usize);
+            }
+        }
+        if let Some(n) = &mut self.nulls {
+            n.truncate(rows);
+        }
+        self.len = rows;
+    }
+
+    fn finish(&mut self, capacity: usize) -> ArrayRef {
+        let nulls = self
+            .nulls
+            .take()
+            .map(|mut n| NullBuffer::new(n.finish()))
+            .filter(|n| n.null_count() > 0);
+        self.len = 0;
+        match &mut self.values {
+            Values::F32(v) => Arc::new(Float32Array::new(
+                ScalarBuffer::from(std::mem::replace(v, Vec::with_capacity(capacity))),
+                nulls,
+            )),
+            Values::F64(v) => Arc::new(Float64Array::new(
+                ScalarBuffer::from(std::mem::replace(v, Vec::with_capacity(capacity))),
+                nulls,
+            )),
+            Values::I64(v) => Arc::new(Int64Array::new(
+                ScalarBuffer::from(std::mem::replace(v, Vec::with_capacity(capacity))),
+                nulls,
+            )),
+            Values::Bool(v) => Arc::new(BooleanArray::new(v.finish(), nulls)),
+            Values::Utf8 { offsets, data } => {
+                let mut fresh = Vec::with_capacity(capacity + 1);
+                fresh.push(0);
+                let offsets = std::mem::replace(offsets, fresh);
+                let data = std::mem::take(data);
+                // Every pushed field was checked as UTF-8 and offsets only
+                // grow, so `new`'s validation holds.
+                Arc::new(StringArray::new(
+                    OffsetBuffer::new(ScalarBuffer::from(offsets)),
+                    data.into(),
+                    nulls,
+                ))
+            }
+        }
+    }
+}
+
+/// The columns of one batch being built, all the same length.
+pub(crate) struct Columns {
+    pub schema: SchemaRef,
+    pub columns: Vec<Column>,
+    pub rows: usize,
+    capacity: usize,
+}
+
+impl Columns {
+    /// `schema` must hold only [`supported`] types (checked by the caller,
+    /// which names the offending column).
+    pub fn new(schema: SchemaRef, capacity: usize) -> Self {
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| Column::new(f.data_type(), capacity))
+            .collect();
+        Self {
+            schema,
+            columns,
+            rows: 0,
+            capacity,
+        }
+    }
+
+    /// Rolls every column back to the last committed row.
+    pub fn abandon_row(&mut self) {
+        let rows = self.rows;
+        for c in &mut self.columns {
+            c.truncate(rows);
+        }
+    }
+
+    /// Commits the row just appended (every column has one more value).
+    #[inline]
+    pub fn commit_row(&mut self) {
+        self.rows += 1;
+        debug_assert!(self.columns.iter().all(|c| c.len == self.rows));
+    }
+
+    /// Hands out the built batch and starts a fresh one.
+    pub fn take_batch(&mut self) -> arrow_array::RecordBatch {
+        let arrays: Vec<ArrayRef> = self
+            .columns
+            .iter_mut()
+            .map(|c| c.finish(self.capacity))
+            .collect();
+        let rows = self.rows;
+        self.rows = 0;
+        arrow_array::RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            arrays,
+            &arrow_array::RecordBatchOptions::new().with_row_count(Some(rows)),
+        )
+        .expect("columns are built to the schema, all of one length")
+    }
+}
+
+/// Checks a caller's schema against what the text parsers can build.
+pub(crate) fn check_schema(schema: &Schema) -> Result<(), String> {
+    for f in schema.fields() {
+        if !supported(f.data_type()) {
+            return Err(format!(
+                "column '{}' has type {}; the parsers build Float32, Float64, Int64, Boolean or Utf8",
+                f.name(),
+                f.data_type()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A schema of `names`, Float32 for those in `float32`, else `inferred`.
+pub(crate) fn schema_of(names: &[String], types: &[DataType]) -> SchemaRef {
+    Arc::new(Schema::new(
+        names
+            .iter()
+            .zip(types)
+            .map(|(n, t)| Field::new(n, t.clone(), true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// Type inference over sample values of one column: the narrowest of
+/// Int64, Float64, Boolean, else Utf8. Empty fields say nothing.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Inferred {
+    seen: bool,
+    not_int: bool,
+    not_float: bool,
+    not_bool: bool,
+}
+
+impl Inferred {
+    pub fn observe(&mut self, text: &[u8]) {
+        if text.is_empty() {
+            return;
+        }
+        self.seen = true;
+        self.not_int |= parse_i64(text).is_none();
+        self.not_float |= parse_f64(text).is_none();
+        self.not_bool |= parse_bool(text).is_none();
+    }
+
+    pub fn data_type(&self) -> DataType {
+        if !self.seen {
+            DataType::Utf8
+        } else if !self.not_int {
+            DataType::Int64
+        } else if !self.not_float {
+            DataType::Float64
+        } else if !self.not_bool {
+            DataType::Boolean
+        } else {
+            DataType::Utf8
+        }
+    }
+}

@@ -1,0 +1,413 @@
+//! CSV: RFC 4180 quoting, `\n` or `\r\n` line ends, a header or none.
+//!
+//! The hot path reads unquoted fields straight from the receive buffer into
+//! the column builders; quoted fields are unescaped into one reused scratch
+//! buffer. A row whose field count or values do not fit the schema becomes
+//! a dead letter naming the line, the column and what was expected.
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+
+use super::columns::{Columns, Inferred};
+use super::{show, DeadLetters, Parsed, RecordParser};
+
+/// What the first line of a stream is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CsvHeader {
+    /// No header: fields bind to the schema's columns by position.
+    Absent,
+    /// A header already read and checked by the caller: skipped.
+    Skip,
+    /// A header that must name the schema's columns, in order; any other
+    /// header ends the stream (its rows would bind to the wrong columns).
+    Check,
+}
+
+pub(crate) struct CsvParser {
+    columns: Columns,
+    delimiter: u8,
+    header_pending: bool,
+    check_header: bool,
+    line: u64,
+    scratch: Vec<u8>,
+    record_bytes_max: usize,
+}
+
+enum Row {
+    /// Parsed; the next record starts at `.0`, `.1` lines on.
+    Done(usize, u64),
+    /// The record runs past the end of the data.
+    Incomplete,
+    Bad(String),
+}
+
+/// A record split into unescaped fields (slow path: headers, samples, the
+/// extent of a bad row). `None` when the record runs past the data.
+pub(crate) struct Record {
+    pub fields: Vec<Vec<u8>>,
+    /// Offset of the next record.
+    pub next: usize,
+    /// End of this record's bytes, before its line end.
+    pub end: usize,
+    pub lines: u64,
+    pub unterminated_quote: bool,
+}
+
+pub(crate) fn split_record(
+    data: &[u8],
+    start: usize,
+    delimiter: u8,
+    at_end: bool,
+) -> Option<Record> {
+    let mut fields = Vec::new();
+    let mut field = Vec::new();
+    let mut lines = 1;
+    let mut p = start;
+    let mut in_quotes = false;
+    let mut field_start = true;
+    while p < data.len() {
+        let c = data[p];
+        if in_quotes {
+            if c == b'"' {
+                if data.get(p + 1) == Some(&b'"') {
+                    field.push(b'"');
+                    p += 2;
+                    continue;
+                }
+                if p + 1 == data.len() && !at_end {
+                    return None;
+                }
+                in_quotes = false;
+            } else {
+                lines += (c == b'\n') as u64;
+                field.push(c);
+            }
+            p += 1;
+            continue;
+        }
+        match c {
+            b'"' if field_start => in_quotes = true,
+            b'\n' => {
+                fields.push(field);
+                return Some(Record {
+                    fields,
+                    next: p + 1,
+                    end: p,
+                    lines,
+                    unterminated_quote: false,
+                });
+            }
+            b'\r' if data.get(p + 1) == Some(&b'\n') => {
+                fields.push(field);
+                return Some(Record {
+                    fields,
+                    next: p + 2,
+                    end: p,
+                    lines,
+                    unterminated_quote: false,
+                });
+            }
+            b'\r' if p + 1 == data.len() && !at_end => return None,
+            c if c == delimiter => {
+                fields.push(std::mem::take(&mut field));
+                field_start = true;
+                p += 1;
+                continue;
+            }
+            c => field.push(c),
+        }
+        field_start = false;
+        p += 1;
+    }
+    if !at_end {
+        return None;
+    }
+    fields.push(field);
+    Some(Record {
+        fields,
+        next: data.len(),
+        end: data.len(),
+        lines,
+        unterminated_quote: in_quotes,
+    })
+}
+
+impl CsvParser {
+    /// `schema` holds only supported types (checked by the caller).
+    pub fn new(
+        schema: SchemaRef,
+        header: CsvHeader,
+        delimiter: u8,
+        capacity: usize,
+        record_bytes_max: usize,
+    ) -> Self {
+        Self {
+            columns: Columns::new(schema, capacity),
+            delimiter,
+            header_pending: header != CsvHeader::Absent,
+            check_header: header == CsvHeader::Check,
+            line: 1,
+            scratch: Vec::new(),
+            record_bytes_max,
+        }
+    }
+
+    #[inline]
+    fn parse_row(&mut self, data: &[u8], start: usize, at_end: bool) -> Row {
+        let delimiter = self.delimiter;
+        let n = self.columns.columns.len();
+        let mut p = start;
+        let mut lines = 1;
+        for j in 0..n {
+            let quoted = data.get(p) == Some(&b'"');
+            let end;
+            if quoted {
+                self.scratch.clear();
+                let mut q = p + 1;
+                loop {
+                    let Some(k) = data[q..].iter().position(|&c| c == b'"').map(|k| q + k) else {
+                        return if at_end {
+                            Row::Bad(format!(
+                                "column '{}': a quoted field is never closed",
+                                self.columns.schema.field(j).name()
+                            ))
+                        } else {
+                            Row::Incomplete
+                        };
+                    };
+                    lines += data[q..k].iter().filter(|&&c| c == b'\n').count() as u64;
+                    self.scratch.extend_from_slice(&data[q..k]);
+                    match data.get(k + 1) {
+                        Some(b'"') => {
+                            self.scratch.push(b'"');
+                            q = k + 2;
+                        }
+                        None if !at_end => return Row::Incomplete,
+                        _ => {
+                            end = k + 1;
+                            break;
+                        }
+                    }
+                }
+                let column = &mut self.columns.columns[j];
+                if let Err(why) = column.push_text(&self.scratch) {
+                    return Row::Bad(format!(
+                        "column '{}': {} {why}",
+                        self.columns.schema.field(j).name(),
+                        show(&self.scratch)
+                    ));
+                }
+            } else {
+                let mut e = p;
+                while e < data.len() {
+                    let c = data[e];
+                    if c == delimiter || c == b'\n' || c == b'\r' {
+                        break;
+                    }
+                    e += 1;
+                }
+                if e == data.len() && !at_end {
+                    return Row::Incomplete;
+                }
+                end = e;
+                let field = &data[p..e];
+                if let Err(why) = self.columns.columns[j].push_text(field) {
+                    return Row::Bad(format!(
+                        "column '{}': {} {why}",
+                        self.columns.schema.field(j).name(),
+                        show(field)
+                    ));
+                }
+            }
+            // `end` is the field's terminator.
+            match data.get(end) {
+                Some(&c) if c == delimiter => {
+                    if j + 1 == n {
+                        return Row::Bad(format!(
+                            "more than {n} fields; expected {n}, one per column"
+                        ));
+                    }
+                    p = end + 1;
+                }
+                Some(b'\n') | Some(b'\r') | None if j + 1 < n => {
+                    return Row::Bad(format!("{} fields; expected {n}, one per column", j + 1));
+                }
+                Some(b'\n') => return Row::Done(end + 1, lines),
+                Some(b'\r') => {
+                    return match data.get(end + 1) {
+                        Some(b'\n') => Row::Done(end + 2, lines),
+                        None if !at_end => Row::Incomplete,
+                        _ => Row::Done(end + 1, lines),
+                    }
+                }
+                None => return Row::Done(end, lines),
+                Some(_) => {
+                    return Row::Bad(format!(
+                        "column '{}': text after the closing quote",
+                        self.columns.schema.field(j).name()
+                    ))
+                }
+            }
+        }
+        unreachable!("a schema has at least one column")
+    }
+
+    fn parse_header(&mut self, record: &Record) -> Result<(), String> {
+        if !self.check_header {
+            return Ok(());
+        }
+        let names: Vec<String> = record
+            .fields
+            .iter()
+            .map(|f| String::from_utf8_lossy(f).into_owned())
+            .collect();
+        let expected: Vec<&String> = self
+            .columns
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name())
+            .collect();
+        if names.iter().collect::<Vec<_>>() != expected {
+            return Err(format!(
+                "the header names columns {names:?}; expected {expected:?}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl RecordParser for CsvParser {
+    fn parse(
+        &mut self,
+        data: &[u8],
+        offset: u64,
+        records_max: usize,
+        at_end: bool,
+        dead: &mut DeadLetters,
+    ) -> Parsed {
+        let mut p = 0;
+        let mut records = 0;
+        while records < records_max && p < data.len() {
+            if self.header_pending {
+                let Some(record) = split_record(data, p, self.delimiter, at_end) else {
+                    break;
+                };
+                if let Err(reason) = self.parse_header(&record) {
+                    dead.push(offset + p as u64, Some(self.line), &data[p..], reason);
+                    return Parsed {
+                        consumed: data.len(),
+                        records: records + 1,
+                        fatal: true,
+                    };
+                }
+                self.header_pending = false;
+                self.line += record.lines;
+                p = record.next;
+                continue;
+            }
+            match data[p] {
+                b'\n' => {
+                    p += 1;
+                    self.line += 1;
+                    continue;
+                }
+                b'\r' if data.get(p + 1) == Some(&b'\n') => {
+                    p += 2;
+                    self.line += 1;
+                    continue;
+                }
+                _ => {}
+            }
+            let row = match self.parse_row(data, p, at_end) {
+                Row::Done(next, _) if next - p > self.record_bytes_max => {
+                    Row::Bad(oversized(self.record_bytes_max))
+                }
+                row => row,
+            };
+            match row {
+                Row::Done(next, lines) => {
+                    self.columns.commit_row();
+                    records += 1;
+                    p = next;
+                    self.line += lines;
+                }
+                Row::Incomplete => {
+                    self.columns.abandon_row();
+                    break;
+                }
+                Row::Bad(reason) => {
+                    self.columns.abandon_row();
+                    let Some(record) = split_record(data, p, self.delimiter, at_end) else {
+                        break;
+                    };
+                    let reason = if record.unterminated_quote {
+                        "a quoted field is never closed".to_string()
+                    } else {
+                        reason
+                    };
+                    dead.push(
+                        offset + p as u64,
+                        Some(self.line),
+                        &data[p..record.end],
+                        reason,
+                    );
+                    records += 1;
+                    p = record.next;
+                    self.line += record.lines;
+                }
+            }
+        }
+        Parsed {
+            consumed: p,
+            records,
+            fatal: false,
+        }
+    }
+
+    fn take_batch(&mut self) -> RecordBatch {
+        self.columns.take_batch()
+    }
+
+    fn line(&self) -> Option<u64> {
+        Some(self.line)
+    }
+}
+
+/// The reason given for a record over the length bound.
+pub(crate) fn oversized(record_bytes_max: usize) -> String {
+    format!("a record longer than {record_bytes_max} bytes (the record_bytes_max bound)")
+}
+
+/// Reads a header and up to `rows_max` sample rows from the front of a
+/// stream: the column names, and each column's type by inference.
+pub(crate) fn sample(
+    data: &[u8],
+    delimiter: u8,
+    rows_max: usize,
+    at_end: bool,
+) -> Option<(Vec<String>, Vec<Inferred>)> {
+    let header = split_record(data, 0, delimiter, at_end)?;
+    let names: Vec<String> = header
+        .fields
+        .iter()
+        .map(|f| String::from_utf8_lossy(f).into_owned())
+        .collect();
+    let mut inferred = vec![Inferred::default(); names.len()];
+    let mut p = header.next;
+    for _ in 0..rows_max {
+        if p == data.len() {
+            break;
+        }
+        let Some(record) = split_record(data, p, delimiter, at_end) else {
+            break;
+        };
+        if record.fields.len() == names.len() {
+            for (i, f) in inferred.iter_mut().zip(&record.fields) {
+                i.observe(f);
+            }
+        }
+        p = record.next;
+    }
+    Some((names, inferred))
+}

@@ -1,0 +1,93 @@
+//! One-pass parsers from received bytes into Arrow column builders.
+//!
+//! Each parser reads whole records from the front of a byte slice straight
+//! into [`columns::Columns`] (no per-row allocation), reports how many bytes
+//! it consumed, and stops at the first incomplete record so the caller
+//! ([`crate::framer::Framer`]) can carry the fragment to the next buffer.
+//! Bad records become dead letters; the rows around them are kept.
+
+pub(crate) mod columns;
+pub(crate) mod csv;
+pub(crate) mod ndjson;
+pub mod number;
+pub(crate) mod raw;
+
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+
+use crate::record::{DeadLetter, DEAD_LETTER_RAW_BYTES_MAX};
+
+/// How far a parse call got.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Parsed {
+    /// Bytes consumed from the front of the slice: whole records only.
+    pub consumed: usize,
+    /// Records taken (rows and dead letters).
+    pub records: usize,
+    /// The stream cannot be read further (a header that names other
+    /// columns, a corrupt IPC message); the reason is in the dead letters.
+    pub fatal: bool,
+}
+
+/// Dead letters found while parsing, with the source they belong to.
+pub(crate) struct DeadLetters {
+    pub source: Arc<str>,
+    pub letters: Vec<DeadLetter>,
+}
+
+impl DeadLetters {
+    pub fn new(source: Arc<str>) -> Self {
+        Self {
+            source,
+            letters: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, offset: u64, line: Option<u64>, raw: &[u8], reason: String) {
+        let kept = raw.len().min(DEAD_LETTER_RAW_BYTES_MAX);
+        self.letters.push(DeadLetter {
+            source: self.source.clone(),
+            offset,
+            line,
+            raw: raw[..kept].to_vec(),
+            raw_len: raw.len() as u64,
+            reason,
+        });
+    }
+}
+
+/// A parser of one record format.
+pub(crate) trait RecordParser: Send {
+    /// Parses whole records from the front of `data` (whose first byte is at
+    /// stream offset `offset`), taking at most `records_max` records. Stops
+    /// early at an incomplete record unless `at_end`, when the end of `data`
+    /// ends the last record.
+    fn parse(
+        &mut self,
+        data: &[u8],
+        offset: u64,
+        records_max: usize,
+        at_end: bool,
+        dead: &mut DeadLetters,
+    ) -> Parsed;
+
+    /// The rows built so far as a batch; the parser starts a fresh one.
+    fn take_batch(&mut self) -> RecordBatch;
+
+    /// Line number (1-based) of the next record, for line-based formats.
+    fn line(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// Shows a field in a reason: quoted, cut to a readable length.
+pub(crate) fn show(field: &[u8]) -> String {
+    const SHOWN_MAX: usize = 64;
+    let text = String::from_utf8_lossy(&field[..field.len().min(SHOWN_MAX)]);
+    if field.len() > SHOWN_MAX {
+        format!("{text:?}…")
+    } else {
+        format!("{text:?}")
+    }
+}
