@@ -65,6 +65,7 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_max_level(level)
         .with_target(false)
+        .without_time()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }

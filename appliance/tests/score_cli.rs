@@ -385,7 +385,16 @@ fn ndjson_and_raw_f32_inputs_score_like_csv_and_io_uring_matches_plain_reads() {
     let model = golden("lgb_binary.txt");
     let csv = golden("data_binary.csv");
     let (expected, err) = score_ok(&model, &csv, dir.path(), "a.parquet", &[]);
-    assert!(err.contains("io_uring READ_FIXED"), "{err}");
+    match roo_ingest::io_uring_probe() {
+        Ok(()) => assert!(err.contains("io_uring READ_FIXED"), "{err}"),
+        Err(why) if std::env::var_os("ROO_REQUIRE_IO_URING").is_some() => {
+            panic!("io_uring is required here (ROO_REQUIRE_IO_URING) but unavailable: {why}")
+        }
+        Err(why) => {
+            eprintln!("SKIPPED the io_uring check: io_uring unavailable: {why}");
+            assert!(err.contains("plain reads (io_uring setup failed"), "{err}");
+        }
+    }
     let (plain, err) = score_ok(
         &model,
         &csv,

@@ -6,6 +6,8 @@
 //! files and rows, on one core and on every core, and prints the ratios.
 //! Every figure in one table comes from the same run.
 
+mod ingest;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -44,6 +46,19 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// Sources and parsers on one core vs a plain read, arrow-csv and pyarrow.
+    Ingest {
+        /// Rows of the generated data (id + 30 float columns).
+        #[arg(long, default_value_t = 400_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Python with pyarrow (bench/python/requirements.txt).
+        #[arg(long, default_value = "python3")]
+        python: String,
+        #[arg(long, default_value = "bench/.cache")]
+        cache: PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
@@ -55,16 +70,32 @@ fn main() -> Result<()> {
             cache,
             rounds,
         } => kernels(rows, repeats, rounds, &python, &cache),
+        Bench::Ingest {
+            rows,
+            repeats,
+            python,
+            cache,
+        } => ingest::run(rows, repeats, &python, &cache),
     }
 }
 
-fn peers_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("python/peers.py")
+/// A script in bench/python/.
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(name)
 }
 
+/// Runs `python peers.py ARGS`.
 fn run_python(python: &str, args: &[&str]) -> Result<String> {
+    run_script(python, "peers.py", args)
+}
+
+/// Runs `python bench/python/NAME ARGS` with every library on one thread;
+/// returns its stdout.
+fn run_script(python: &str, name: &str, args: &[&str]) -> Result<String> {
     let out = Command::new(python)
-        .arg(peers_script())
+        .arg(script(name))
         .args(args)
         // One thread for every library; and unset this machine's OpenBLAS
         // core-type override, which slows a current numpy (env notes).
@@ -74,11 +105,11 @@ fn run_python(python: &str, args: &[&str]) -> Result<String> {
         .env_remove("OPENBLAS_CORETYPE")
         .env_remove("OPENBLAS_L2_SIZE")
         .output()
-        .with_context(|| format!("running {python} {}", peers_script().display()))?;
+        .with_context(|| format!("running {python} {}", script(name).display()))?;
     if !out.status.success() {
         bail!(
             "{} {:?} failed: {}",
-            peers_script().display(),
+            script(name).display(),
             args,
             String::from_utf8_lossy(&out.stderr)
         );

@@ -27,6 +27,6 @@ pub use framer::{
     BatchLimits, BatchSink, Framer, StreamFormat, BATCH_ROWS_DEFAULT, RECORD_BYTES_MAX_DEFAULT,
 };
 pub use parse::csv::CsvHeader;
-pub use read::{read_file, IoUringMode, ReadOptions, ReadPath};
+pub use read::{io_uring_probe, read_file, IoUringMode, ReadOptions, ReadPath};
 pub use record::{DeadLetter, IngestBatch, DEAD_LETTER_RAW_BYTES_MAX};
-pub use tcp::{TcpSource, TcpSourceConfig};
+pub use tcp::{TcpReport, TcpSource, TcpSourceConfig};

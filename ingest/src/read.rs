@@ -140,6 +140,15 @@ pub(crate) fn fit_to_memlock(
     Some((depth.max(QUEUE_DEPTH_MIN), bytes))
 }
 
+/// Whether this process may use io_uring with a registered buffer (the
+/// kernel may lack it, a seccomp profile or sysctl may refuse it); the
+/// error says why not.
+pub fn io_uring_probe() -> Result<(), String> {
+    UringReader::new(QUEUE_DEPTH_MIN, 4096)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
 /// Reads `file` from byte `start` to its end, in order, handing each piece
 /// to `consume` (which returns `false` to stop early).
 pub fn read_file(

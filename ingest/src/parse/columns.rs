@@ -8,7 +8,9 @@
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, BooleanArray, Float32Array, Float64Array, Int64Array, StringArray};
-use arrow_buffer::{BooleanBufferBuilder, NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow_buffer::{
+    BooleanBuffer, BooleanBufferBuilder, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer,
+};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use super::number::{parse_bool, parse_f32, parse_f64, parse_i64};
@@ -28,8 +30,10 @@ enum Values {
 /// One column being built.
 pub(crate) struct Column {
     values: Values,
-    /// Created at the first null; until then every row is valid.
-    nulls: Option<BooleanBufferBuilder>,
+    /// One bit per row, set when the row's value is valid; handed to
+    /// Arrow only if some row is null.
+    valid: Vec<u64>,
+    null_count: usize,
     len: usize,
 }
 
@@ -74,28 +78,24 @@ impl Column {
         };
         Self {
             values,
-            nulls: None,
+            valid: vec![0; capacity / 64 + 1],
+            null_count: 0,
             len: 0,
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn mark_valid(&mut self) {
-        if let Some(nulls) = &mut self.nulls {
-            nulls.append(true);
+        let word = self.len / 64;
+        if word >= self.valid.len() {
+            self.valid.resize(word + 1, 0);
         }
+        self.valid[word] |= 1 << (self.len % 64);
         self.len += 1;
     }
 
     /// Appends a null (a missing value: NaN to a scorer).
     pub fn push_null(&mut self) {
-        let len = self.len;
-        let nulls = self.nulls.get_or_insert_with(|| {
-            let mut b = BooleanBufferBuilder::new(len.max(64));
-            b.append_n(len, true);
-            b
-        });
-        nulls.append(false);
         match &mut self.values {
             Values::F32(v) => v.push(0.0),
             Values::F64(v) => v.push(0.0),
@@ -103,11 +103,21 @@ impl Column {
             Values::Bool(v) => v.append(false),
             Values::Utf8 { offsets, data } => offsets.push(data.len() as i32),
         }
+        let word = self.len / 64;
+        if word >= self.valid.len() {
+            self.valid.resize(word + 1, 0);
+        }
+        self.null_count += 1;
         self.len += 1;
     }
 
+    #[inline(always)]
+    pub fn is_f32(&self) -> bool {
+        matches!(self.values, Values::F32(_))
+    }
+
     /// Appends a float32 value directly (raw binary rows, JSON numbers).
-    #[inline]
+    #[inline(always)]
     pub fn push_f32_value(&mut self, value: f32) -> bool {
         match &mut self.values {
             Values::F32(v) => v.push(value),
@@ -174,19 +184,27 @@ impl Column {
                 data.truncate(offsets[rows] as usize);
             }
         }
-        if let Some(n) = &mut self.nulls {
-            n.truncate(rows);
+        for row in rows..self.len {
+            let bit = 1u64 << (row % 64);
+            if self.valid[row / 64] & bit == 0 {
+                self.null_count -= 1;
+            }
+            self.valid[row / 64] &= !bit;
         }
         self.len = rows;
     }
 
     fn finish(&mut self, capacity: usize) -> ArrayRef {
-        let nulls = self
-            .nulls
-            .take()
-            .map(|mut n| NullBuffer::new(n.finish()))
-            .filter(|n| n.null_count() > 0);
+        let words = self.len.div_ceil(64);
+        let fresh = vec![0u64; capacity / 64 + 1];
+        let valid = std::mem::replace(&mut self.valid, fresh);
+        let nulls = (self.null_count > 0).then(|| {
+            let mut valid = valid;
+            valid.truncate(words);
+            NullBuffer::new(BooleanBuffer::new(Buffer::from_vec(valid), 0, self.len))
+        });
         self.len = 0;
+        self.null_count = 0;
         match &mut self.values {
             Values::F32(v) => Arc::new(Float32Array::new(
                 ScalarBuffer::from(std::mem::replace(v, Vec::with_capacity(capacity))),

@@ -9,6 +9,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 
 use super::columns::{Columns, Inferred};
+use super::number::parse_f32_prefix;
 use super::{show, DeadLetters, Parsed, RecordParser};
 
 /// What the first line of a stream is.
@@ -31,6 +32,53 @@ pub(crate) struct CsvParser {
     line: u64,
     scratch: Vec<u8>,
     record_bytes_max: usize,
+    /// Positions of delimiters, line ends, quotes and CRs in the slice being
+    /// parsed, found ahead of the rows in windows (stage one); rows whose
+    /// fields all end where they should are parsed from it (stage two).
+    separators: Vec<u32>,
+    indexed_to: usize,
+}
+
+/// Bytes of a slice indexed at a time, ahead of the rows parsed from it.
+const INDEX_WINDOW: usize = 64 << 10;
+
+/// Appends to `out` the position of every delimiter, `\n`, `"` and `\r` in
+/// `data[from..to]`.
+fn index_separators(data: &[u8], from: usize, to: usize, delimiter: u8, out: &mut Vec<u32>) {
+    out.reserve(to - from);
+    let mut i = from;
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is part of x86_64; loads read data[i..i + 16] with
+        // i + 16 <= to <= data.len().
+        unsafe {
+            let d = _mm_set1_epi8(delimiter as i8);
+            let nl = _mm_set1_epi8(b'\n' as i8);
+            let q = _mm_set1_epi8(b'"' as i8);
+            let cr = _mm_set1_epi8(b'\r' as i8);
+            while i + 16 <= to {
+                let v = _mm_loadu_si128(data.as_ptr().add(i) as *const __m128i);
+                let hits = _mm_or_si128(
+                    _mm_or_si128(_mm_cmpeq_epi8(v, d), _mm_cmpeq_epi8(v, nl)),
+                    _mm_or_si128(_mm_cmpeq_epi8(v, q), _mm_cmpeq_epi8(v, cr)),
+                );
+                let mut mask = _mm_movemask_epi8(hits) as u32;
+                while mask != 0 {
+                    out.push(i as u32 + mask.trailing_zeros());
+                    mask &= mask - 1;
+                }
+                i += 16;
+            }
+        }
+    }
+    while i < to {
+        let c = data[i];
+        if c == delimiter || c == b'\n' || c == b'"' || c == b'\r' {
+            out.push(i as u32);
+        }
+        i += 1;
+    }
 }
 
 enum Row {
@@ -149,7 +197,72 @@ impl CsvParser {
             line: 1,
             scratch: Vec::new(),
             record_bytes_max,
+            separators: Vec::new(),
+            indexed_to: 0,
         }
+    }
+
+    /// Stage two: parses rows from `p` while every field ends at the
+    /// separator the index says it should (a delimiter, then `\n` after the
+    /// last). Stops at the first row that needs the careful path (quotes,
+    /// CRs, wrong field counts, bad values, a blank line) or runs past the
+    /// data; returns where it stopped and the rows parsed.
+    fn indexed_rows(&mut self, data: &[u8], mut p: usize, rows_max: usize) -> (usize, usize) {
+        let n = self.columns.columns.len();
+        let mut k = self.separators.partition_point(|&s| (s as usize) < p);
+        let mut rows = 0;
+        while rows < rows_max {
+            if k + n > self.separators.len() {
+                if self.indexed_to == data.len() {
+                    break;
+                }
+                let to = (self.indexed_to + INDEX_WINDOW).min(data.len());
+                index_separators(
+                    data,
+                    self.indexed_to,
+                    to,
+                    self.delimiter,
+                    &mut self.separators,
+                );
+                self.indexed_to = to;
+                k = self.separators.partition_point(|&s| (s as usize) < p);
+                continue;
+            }
+            let mut start = p;
+            let mut ok = true;
+            for j in 0..n {
+                let end = self.separators[k + j] as usize;
+                let expected = if j + 1 == n { b'\n' } else { self.delimiter };
+                if data[end] != expected {
+                    ok = false;
+                    break;
+                }
+                let column = &mut self.columns.columns[j];
+                let parsed = column.is_f32()
+                    && match parse_f32_prefix(data, start) {
+                        Some((v, e)) if e == end => {
+                            column.push_f32_value(v);
+                            true
+                        }
+                        _ => false,
+                    };
+                if !parsed && column.push_text(&data[start..end]).is_err() {
+                    ok = false;
+                    break;
+                }
+                start = end + 1;
+            }
+            if !ok || start - p > self.record_bytes_max {
+                self.columns.abandon_row();
+                break;
+            }
+            self.columns.commit_row();
+            rows += 1;
+            self.line += 1;
+            k += n;
+            p = start;
+        }
+        (p, rows)
     }
 
     #[inline]
@@ -159,45 +272,27 @@ impl CsvParser {
         let mut p = start;
         let mut lines = 1;
         for j in 0..n {
-            let quoted = data.get(p) == Some(&b'"');
-            let end;
-            if quoted {
-                self.scratch.clear();
-                let mut q = p + 1;
-                loop {
-                    let Some(k) = data[q..].iter().position(|&c| c == b'"').map(|k| q + k) else {
-                        return if at_end {
-                            Row::Bad(format!(
-                                "column '{}': a quoted field is never closed",
-                                self.columns.schema.field(j).name()
-                            ))
-                        } else {
-                            Row::Incomplete
-                        };
-                    };
-                    lines += data[q..k].iter().filter(|&&c| c == b'\n').count() as u64;
-                    self.scratch.extend_from_slice(&data[q..k]);
-                    match data.get(k + 1) {
-                        Some(b'"') => {
-                            self.scratch.push(b'"');
-                            q = k + 2;
-                        }
-                        None if !at_end => return Row::Incomplete,
-                        _ => {
-                            end = k + 1;
-                            break;
-                        }
+            let end = 'field: {
+                if data.get(p) == Some(&b'"') {
+                    match self.quoted_field(data, p, j, at_end, &mut lines) {
+                        Ok(end) => break 'field end,
+                        Err(row) => return row,
                     }
                 }
                 let column = &mut self.columns.columns[j];
-                if let Err(why) = column.push_text(&self.scratch) {
-                    return Row::Bad(format!(
-                        "column '{}': {} {why}",
-                        self.columns.schema.field(j).name(),
-                        show(&self.scratch)
-                    ));
+                // Hot path: a number straight from the buffer, no second scan.
+                if column.is_f32() {
+                    if let Some((v, e)) = parse_f32_prefix(data, p) {
+                        let terminated = match data.get(e) {
+                            Some(&c) => c == delimiter || c == b'\n' || c == b'\r',
+                            None => at_end,
+                        };
+                        if terminated {
+                            column.push_f32_value(v);
+                            break 'field e;
+                        }
+                    }
                 }
-            } else {
                 let mut e = p;
                 while e < data.len() {
                     let c = data[e];
@@ -209,16 +304,16 @@ impl CsvParser {
                 if e == data.len() && !at_end {
                     return Row::Incomplete;
                 }
-                end = e;
                 let field = &data[p..e];
-                if let Err(why) = self.columns.columns[j].push_text(field) {
+                if let Err(why) = column.push_text(field) {
                     return Row::Bad(format!(
                         "column '{}': {} {why}",
                         self.columns.schema.field(j).name(),
                         show(field)
                     ));
                 }
-            }
+                e
+            };
             // `end` is the field's terminator.
             match data.get(end) {
                 Some(&c) if c == delimiter => {
@@ -250,6 +345,52 @@ impl CsvParser {
             }
         }
         unreachable!("a schema has at least one column")
+    }
+
+    /// A quoted field at `p`: unescaped into the scratch buffer and pushed.
+    /// Returns the offset after the closing quote.
+    #[cold]
+    fn quoted_field(
+        &mut self,
+        data: &[u8],
+        p: usize,
+        j: usize,
+        at_end: bool,
+        lines: &mut u64,
+    ) -> Result<usize, Row> {
+        self.scratch.clear();
+        let mut q = p + 1;
+        loop {
+            let Some(k) = memchr::memchr(b'"', &data[q..]).map(|k| q + k) else {
+                return Err(if at_end {
+                    Row::Bad(format!(
+                        "column '{}': a quoted field is never closed",
+                        self.columns.schema.field(j).name()
+                    ))
+                } else {
+                    Row::Incomplete
+                });
+            };
+            *lines += memchr::memchr_iter(b'\n', &data[q..k]).count() as u64;
+            self.scratch.extend_from_slice(&data[q..k]);
+            match data.get(k + 1) {
+                Some(b'"') => {
+                    self.scratch.push(b'"');
+                    q = k + 2;
+                }
+                None if !at_end => return Err(Row::Incomplete),
+                _ => {
+                    if let Err(why) = self.columns.columns[j].push_text(&self.scratch) {
+                        return Err(Row::Bad(format!(
+                            "column '{}': {} {why}",
+                            self.columns.schema.field(j).name(),
+                            show(&self.scratch)
+                        )));
+                    }
+                    return Ok(k + 1);
+                }
+            }
+        }
     }
 
     fn parse_header(&mut self, record: &Record) -> Result<(), String> {
@@ -288,7 +429,17 @@ impl RecordParser for CsvParser {
     ) -> Parsed {
         let mut p = 0;
         let mut records = 0;
+        self.separators.clear();
+        self.indexed_to = 0;
         while records < records_max && p < data.len() {
+            if !self.header_pending {
+                let (next, rows) = self.indexed_rows(data, p, records_max - records);
+                records += rows;
+                p = next;
+                if records == records_max || p == data.len() {
+                    break;
+                }
+            }
             if self.header_pending {
                 let Some(record) = split_record(data, p, self.delimiter, at_end) else {
                     break;

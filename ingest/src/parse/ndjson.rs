@@ -311,6 +311,18 @@ impl NdjsonParser {
             }
             _ => {
                 let start = cur.p;
+                if column.is_f32() {
+                    if let Some((v, end)) = super::number::parse_f32_prefix(cur.data, start) {
+                        if matches!(
+                            cur.data.get(end),
+                            None | Some(b',' | b'}' | b' ' | b'\t' | b'\r')
+                        ) {
+                            column.push_f32_value(v);
+                            cur.p = end;
+                            return Ok(());
+                        }
+                    }
+                }
                 while cur.p < cur.data.len()
                     && matches!(
                         cur.data[cur.p],
