@@ -1,10 +1,14 @@
 //! `roo`: the appliance's command line.
 //!
-//! `roo score` scores a file with a model; `roo inspect` describes a model.
-//! (The daemon, `roo serve`, arrives with the pipeline runtime.)
+//! `roo score` scores a file with a model; `roo serve` runs the daemon on a
+//! config file (`roo check-config` validates one); `roo inspect` describes
+//! a model.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+mod config;
+mod serve;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -28,6 +32,18 @@ enum Command {
     /// Score every row of a file: the output holds the input columns plus
     /// `score` (or `score_0` … `score_{k-1}` for multiclass probabilities).
     Score(ScoreArgs),
+    /// Run the pipelines of a config file until SIGTERM or SIGINT (SIGHUP
+    /// reloads the models).
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Check a config file: parse it, load every model and bind it to its
+    /// source's columns. Starts nothing.
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Describe a model: family, objective, trees, depth, features, version.
     Inspect {
         #[arg(long)]
@@ -44,6 +60,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Score(args) => score(args),
         Command::Inspect { model, json } => inspect(&model, json),
+        Command::Serve { config } => serve::serve(&config),
+        Command::CheckConfig { config } => serve::check_config(&config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,7 +8,15 @@
 //! This crate knows nothing of Flight, HTTP or the config file format.
 
 mod batch_job;
+pub mod generator;
+pub mod metrics;
+mod pipeline;
 mod sink;
 
 pub use batch_job::{score_file, BatchJob, JobError, JobReport};
+pub use metrics::PipelineMetrics;
+pub use pipeline::{
+    check_spec, queue_batches_for, Device, Pipeline, PipelineCounts, PipelineError, PipelineSpec,
+    SinkSpec, SourceSpec,
+};
 pub use sink::{DeadLetterSink, FileSink, SinkError};

@@ -1,0 +1,583 @@
+//! `roo serve` end to end: the real daemon on real files and sockets, real
+//! signals. Counts are checked (events in = scored out + dead letters).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, Int32Type, Int64Type};
+use arrow_array::{Array, RecordBatch};
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/fraud")
+        .join(name)
+}
+
+fn roo() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_roo"))
+}
+
+/// A running daemon whose stderr lines are collected on a thread.
+struct Daemon {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Daemon {
+    fn start(config: &Path, stdout: Stdio) -> Self {
+        let mut child = roo()
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .env("ROO_LOG", "info")
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a stderr line containing `needle`; returns it.
+    fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line with {needle:?}; saw:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Waits for exit; returns (status code, every stderr line).
+    fn finish(mut self) -> (Option<i32>, Vec<String>) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not exit:\n{}",
+                self.seen.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            self.seen.push(line);
+        }
+        (status.code(), self.seen)
+    }
+}
+
+/// `N events in, M scored, D dead letters` from the final report.
+fn final_counts(lines: &[String], pipeline: &str) -> (u64, u64, u64) {
+    let line = lines
+        .iter()
+        .find(|l| l.contains(&format!("pipeline {pipeline}: ")) && l.contains("events in"))
+        .unwrap_or_else(|| panic!("no final counts for {pipeline}:\n{}", lines.join("\n")));
+    let numbers: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect();
+    (numbers[0], numbers[1], numbers[2])
+}
+
+/// Every batch of every Arrow IPC file in `dir`, in file order.
+fn read_ipc_dir(dir: &Path) -> Vec<RecordBatch> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(
+        files
+            .iter()
+            .all(|f| !f.file_name().unwrap().to_string_lossy().starts_with('.')),
+        "a partial file was left: {files:?}"
+    );
+    files
+        .iter()
+        .flat_map(|f| {
+            arrow_ipc::reader::FileReader::try_new(std::fs::File::open(f).unwrap(), None)
+                .unwrap()
+                .map(Result::unwrap)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn versions(batch: &RecordBatch) -> Vec<String> {
+    let column = batch.column_by_name("model_version").unwrap();
+    let dict = column.as_dictionary::<Int32Type>();
+    let values = dict.values().as_string::<i32>();
+    dict.keys()
+        .iter()
+        .map(|k| values.value(k.unwrap() as usize).to_string())
+        .collect()
+}
+
+#[test]
+fn a_file_pipeline_scores_like_roo_score_and_exits_when_its_source_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    // The bundled sample with two bad rows in it.
+    let text = std::fs::read_to_string(example("transactions.csv")).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.insert(100, "bad1,not-a-number");
+    lines.insert(1500, "bad2,1,2,3");
+    let input = dir.path().join("in.csv");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let config = dir.path().join("roo.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[pipeline]]\nname = \"f\"\nmodel = {:?}\nmax_rows = 300\n\n[pipeline.source]\nkind = \"file\"\npath = \"in.csv\"\n\n\
+             [[pipeline.sink]]\nkind = \"files\"\ndir = \"out\"\nformat = \"arrow\"\n\n[pipeline.dead_letters]\ndir = \"dead\"\n",
+            example("model.json")
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&config, Stdio::null());
+    let (code, lines) = daemon.finish();
+    assert_eq!(code, Some(0), "{}", lines.join("\n"));
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("every pipeline has stopped")));
+    let (events_in, out, dead) = final_counts(&lines, "f");
+    assert_eq!((events_in, out, dead), (2002, 2000, 2));
+
+    let batches = read_ipc_dir(&dir.path().join("out"));
+    let scored: Vec<f32> = batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name("score")
+                .unwrap()
+                .as_primitive::<Float32Type>()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    // The same scores `roo score` gives on the clean file.
+    let reference = dir.path().join("ref.arrow");
+    let run = roo()
+        .args([
+            "score",
+            "--model",
+            example("model.json").to_str().unwrap(),
+            "--input",
+        ])
+        .arg(example("transactions.csv"))
+        .arg("--output")
+        .arg(&reference)
+        .output()
+        .unwrap();
+    assert!(run.status.success());
+    let expected: Vec<f32> =
+        arrow_ipc::reader::FileReader::try_new(std::fs::File::open(&reference).unwrap(), None)
+            .unwrap()
+            .flat_map(|b| {
+                b.unwrap()
+                    .column_by_name("score")
+                    .unwrap()
+                    .as_primitive::<Float32Type>()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+    assert_eq!(scored, expected);
+    assert!(batches.iter().all(|b| b.num_rows() <= 300));
+    let v = versions(&batches[0]);
+    assert!(v[0].starts_with("sha256:ca3ab6d164c1"), "{v:?}");
+    let dead_files: Vec<_> = std::fs::read_dir(dir.path().join("dead"))
+        .unwrap()
+        .collect();
+    let dead_text: String = dead_files
+        .into_iter()
+        .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(dead_text.lines().count(), 2);
+    assert!(
+        dead_text.contains("\"raw\":\"bad1,not-a-number\""),
+        "{dead_text}"
+    );
+}
+
+fn tcp_config(dir: &Path, sink: &str, memory_mb: u64) -> PathBuf {
+    let header = std::fs::read_to_string(example("transactions.csv"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let columns: Vec<String> = header
+        .split(',')
+        .map(|c| {
+            if c == "txn_id" {
+                "\"txn_id:int64\"".to_string()
+            } else {
+                format!("{c:?}")
+            }
+        })
+        .collect();
+    let config = dir.join("roo.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nmemory_mb = {memory_mb}\nmetrics = \"127.0.0.1:0\"\n\n[[pipeline]]\nname = \"t\"\nmodel = {:?}\nmax_rows = 512\nlinger_ms = 2\n\n\
+             [pipeline.source]\nkind = \"tcp\"\nlisten = \"127.0.0.1:0\"\nformat = \"csv\"\ncolumns = [{}]\n\n{sink}",
+            example("model.json"),
+            columns.join(", ")
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// A CSV row of the sample's shape with `txn_id` = `client * 1e9 + i`.
+fn rows_for(client: u64) -> impl Iterator<Item = String> {
+    let text = std::fs::read_to_string(example("transactions.csv")).unwrap();
+    let body: Vec<String> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split_once(',').unwrap().1.to_string())
+        .collect();
+    (0u64..).map(move |i| {
+        format!(
+            "{},{}\n",
+            client * 1_000_000_000 + i,
+            body[i as usize % body.len()]
+        )
+    })
+}
+
+#[test]
+fn sigterm_mid_stream_loses_nothing_that_was_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tcp_config(
+        dir.path(),
+        "[[pipeline.sink]]\nkind = \"files\"\ndir = \"out\"\nformat = \"arrow\"\nrotate_secs = 1\n",
+        64,
+    );
+    let mut daemon = Daemon::start(&config, Stdio::null());
+    let line = daemon.wait_for("listening on tcp://");
+    let addr = line.rsplit("tcp://").next().unwrap().trim().to_string();
+    let header = std::fs::read_to_string(example("transactions.csv"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let clients: Vec<_> = (1..=3u64)
+        .map(|c| {
+            let (addr, header, stop, sent) =
+                (addr.clone(), header.clone(), stop.clone(), sent.clone());
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(&addr).unwrap();
+                s.write_all(format!("{header}\n").as_bytes()).unwrap();
+                let mut chunk = String::new();
+                for row in rows_for(c) {
+                    chunk.push_str(&row);
+                    if chunk.len() > 16 << 10 {
+                        if stop.load(Ordering::Relaxed) || s.write_all(chunk.as_bytes()).is_err() {
+                            return;
+                        }
+                        sent.fetch_add(chunk.matches('\n').count() as u64, Ordering::Relaxed);
+                        chunk.clear();
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    daemon.signal(libc::SIGTERM);
+    let (code, lines) = daemon.finish();
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    assert_eq!(code, Some(0), "{}", lines.join("\n"));
+    let (events_in, out, dead) = final_counts(&lines, "t");
+    assert!(events_in > 10_000, "{events_in} events read");
+    assert_eq!(events_in, out + dead);
+    assert_eq!(dead, 0);
+    let batches = read_ipc_dir(&dir.path().join("out"));
+    let ids: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name("txn_id")
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    assert_eq!(ids.len() as u64, out, "every scored row is in the files");
+    // Per connection, the rows read are exactly a prefix of the rows sent:
+    // in order, no gap, no duplicate.
+    for c in 1..=3i64 {
+        let mine: Vec<i64> = ids
+            .iter()
+            .filter(|&&i| i / 1_000_000_000 == c)
+            .map(|i| i % 1_000_000_000)
+            .collect();
+        assert_eq!(
+            mine,
+            (0..mine.len() as i64).collect::<Vec<_>>(),
+            "client {c}"
+        );
+    }
+    assert!(batches
+        .iter()
+        .all(|b| b.column_by_name("score").unwrap().null_count() == 0));
+}
+
+#[test]
+fn sighup_swaps_the_model_between_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.json");
+    let original = std::fs::read(example("model.json")).unwrap();
+    std::fs::write(&model, &original).unwrap();
+    let config = dir.path().join("roo.toml");
+    std::fs::write(
+        &config,
+        "[[pipeline]]\nname = \"g\"\nmodel = \"model.json\"\nmax_rows = 1000\nlinger_ms = 10\n\n\
+         [pipeline.source]\nkind = \"generator\"\nrate = 20000\n\n\
+         [[pipeline.sink]]\nkind = \"files\"\ndir = \"out\"\nformat = \"arrow\"\nrotate_secs = 1\n",
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(&config, Stdio::null());
+    daemon.wait_for("pipeline g: model");
+    std::thread::sleep(Duration::from_millis(800));
+    // Same trees, another file: a new version.
+    let mut changed = original.clone();
+    changed.extend_from_slice(b"\n");
+    std::fs::write(&model, &changed).unwrap();
+    daemon.signal(libc::SIGHUP);
+    let swapped = daemon.wait_for("now scoring with");
+    std::thread::sleep(Duration::from_millis(800));
+    daemon.signal(libc::SIGINT);
+    let (code, lines) = daemon.finish();
+    assert_eq!(code, Some(0), "{}", lines.join("\n"));
+    let batches = read_ipc_dir(&dir.path().join("out"));
+    let mut sequence: Vec<String> = Vec::new();
+    for b in &batches {
+        let v = versions(b);
+        assert!(v.iter().all(|x| *x == v[0]), "one version per batch");
+        if sequence.last() != Some(&v[0]) {
+            sequence.push(v[0].clone());
+        }
+    }
+    assert_eq!(sequence.len(), 2, "old, then new: {sequence:?}");
+    assert!(swapped.ends_with(&sequence[1]), "{swapped}");
+    let ids: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name("txn_id")
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        (0..ids.len() as i64).collect::<Vec<_>>(),
+        "no event lost or repeated across the swap"
+    );
+}
+
+/// One pipeline-summed counter from the daemon's /metrics.
+fn metric(url: &str, name: &str) -> u64 {
+    let (host, path) = url.split_once('/').unwrap();
+    let mut s = TcpStream::connect(host).unwrap();
+    write!(s, "GET /{path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_slow_sink_pushes_back_on_the_sender_with_memory_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tcp_config(dir.path(), "[[pipeline.sink]]\nkind = \"stdout\"\n", 8);
+    let mut daemon = Daemon::start(&config, Stdio::piped());
+    let line = daemon.wait_for("listening on tcp://");
+    let metrics = daemon
+        .wait_for("metrics on http://")
+        .rsplit("http://")
+        .next()
+        .unwrap()
+        .trim()
+        .to_string();
+    let addr = line.rsplit("tcp://").next().unwrap().trim().to_string();
+    let header = std::fs::read_to_string(example("transactions.csv"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let total_rows = 400_000u64;
+    let sent = Arc::new(AtomicU64::new(0));
+    let progress = sent.clone();
+    let client = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.write_all(format!("{header}\n").as_bytes()).unwrap();
+        let mut chunk = String::new();
+        for row in rows_for(1).take(total_rows as usize) {
+            chunk.push_str(&row);
+            if chunk.len() > 64 << 10 {
+                s.write_all(chunk.as_bytes()).unwrap();
+                progress.fetch_add(chunk.matches('\n').count() as u64, Ordering::Relaxed);
+                chunk.clear();
+            }
+        }
+        s.write_all(chunk.as_bytes()).unwrap();
+        progress.fetch_add(chunk.matches('\n').count() as u64, Ordering::Relaxed);
+    });
+    // Nobody reads stdout: the pipe fills, the sink blocks, and so on back
+    // to the socket.
+    std::thread::sleep(Duration::from_secs(3));
+    let stalled = sent.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(1));
+    let rss = rss_kib(daemon.child.id());
+    assert_eq!(
+        sent.load(Ordering::Relaxed),
+        stalled,
+        "the sender is blocked"
+    );
+    assert!(stalled < total_rows, "sent {stalled} of {total_rows}");
+    assert!(rss < 400 * 1024, "RSS {rss} KiB");
+    // Now read: everything arrives.
+    let mut stdout = daemon.child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        stdout.read_to_string(&mut text).unwrap();
+        text
+    });
+    client.join().unwrap();
+    // Everything sent is read and scored before the stop.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(&metrics, "roo_events_out_total") < total_rows {
+        assert!(
+            Instant::now() < deadline,
+            "not drained: {}",
+            metric(&metrics, "roo_events_out_total")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    daemon.signal(libc::SIGTERM);
+    let (code, lines) = daemon.finish();
+    let text = reader.join().unwrap();
+    assert_eq!(code, Some(0), "{}", lines.join("\n"));
+    let (events_in, out, _) = final_counts(&lines, "t");
+    let rows = text.lines().filter(|l| !l.starts_with("txn_id")).count() as u64;
+    assert_eq!(rows, out);
+    assert_eq!(events_in, total_rows, "{}", lines.join("\n"));
+    assert_eq!(out, total_rows);
+}
+
+fn check_config(text: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(example("model.json"), dir.path().join("model.json")).unwrap();
+    let path = dir.path().join("roo.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = roo()
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn bad_configs_name_the_line_and_the_field() {
+    let good = "[[pipeline]]\nname = \"g\"\nmodel = \"model.json\"\n\n[pipeline.source]\nkind = \"generator\"\n";
+    let err = check_config(&good.replace("model = ", "modle = \"x\"\nmodel = "));
+    assert!(
+        err.contains("line 3") && err.contains("unknown field `modle`"),
+        "{err}"
+    );
+    let err = check_config(&format!("{good}\n[pipeline.sink]\n"));
+    assert!(err.contains("roo.toml"), "{err}");
+    let err = check_config(&good.replace(
+        "model = \"model.json\"",
+        "model = \"model.json\"\nmax_rows = 0",
+    ));
+    assert!(
+        err.contains("line 4") && err.contains("0 is out of range; expected 1 to 16777216"),
+        "{err}"
+    );
+    let err = check_config(&good.replace("kind = \"generator\"", "kind = \"kafka\""));
+    assert!(
+        err.contains("line 6") && err.contains("unknown variant `kafka`"),
+        "{err}"
+    );
+    let err = check_config(&good.replace("model.json", "missing.json"));
+    assert!(
+        err.contains("pipeline g") && err.contains("missing.json"),
+        "{err}"
+    );
+    let err = check_config(&good.replace(
+        "model = \"model.json\"",
+        "model = \"model.json\"\ndevice = \"gpu\"",
+    ));
+    assert!(err.contains("no GPU scorer yet"), "{err}");
+    let err = check_config(&good.replace(
+        "kind = \"generator\"",
+        "kind = \"tcp\"\nlisten = \"127.0.0.1:0\"\nformat = \"csv\"\ncolumns = [\"amount\"]",
+    ));
+    assert!(
+        err.contains("does not fit the pipeline's input") && err.contains("amount_log"),
+        "{err}"
+    );
+    let err = check_config(&format!("{good}\n{}", good));
+    assert!(err.contains("two pipelines are named \"g\""), "{err}");
+}

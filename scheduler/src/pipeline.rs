@@ -1,0 +1,976 @@
+//! The pipeline runtime: source → micro-batches → score → sinks, each stage
+//! on its own thread, joined by bounded crossbeam channels.
+//!
+//! Backpressure, not drops: when a sink is slow its channel fills, the score
+//! stage blocks on it, the ingest channel fills, and the source stops
+//! reading (a TCP source stops handing receive buffers back, so the kernel's
+//! windows close on the senders). Order: one score stage per pipeline takes
+//! batches in order and each sink writes them in order, so per-source order
+//! holds at the sinks. Offsets are acknowledged only once every sink holds
+//! the batch durably (a file closed and renamed into place, stdout flushed).
+//!
+//! Models swap atomically between batches ([`Pipeline::reload`]); every
+//! output row carries the version of the model that scored it in a
+//! `model_version` column.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use arrow_array::types::Int32Type;
+use arrow_array::{ArrayRef, DictionaryArray, Float32Array, Int32Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use roo_ingest::{
+    BatchLimits, DeadLetter, FileFormat, FileSource, IngestBatch, ReadOptions, TcpSource,
+    TcpSourceConfig,
+};
+use roo_kernels::cpu::CpuScorer;
+use roo_kernels::{load_model, FeatureBinding, Model};
+use thiserror::Error;
+
+use crate::generator::{card_schema, CardGenerator};
+use crate::metrics::PipelineMetrics;
+use crate::sink::{DeadLetterSink, FileSink};
+
+/// Where a pipeline's events come from.
+#[derive(Clone, Debug)]
+pub enum SourceSpec {
+    /// A file, read once to its end.
+    File { path: PathBuf, format: FileFormat },
+    /// A TCP listener; its schema names the record columns.
+    Tcp(TcpSourceConfig),
+    /// Synthetic card transactions: `rate_per_s` events a second (0: as
+    /// fast as the pipeline takes them), `events` in all (0: no end).
+    Generator {
+        rate_per_s: u64,
+        events: u64,
+        seed: u64,
+    },
+}
+
+/// Where scored rows go.
+#[derive(Clone, Debug)]
+pub enum SinkSpec {
+    /// Files `DIR/PREFIX-NNNNNN.EXT`, each written whole or not at all,
+    /// closed when it holds `rotate_bytes` of Arrow data or has been open
+    /// `rotate`.
+    Files {
+        dir: PathBuf,
+        prefix: String,
+        format: FileFormat,
+        rotate_bytes: u64,
+        rotate: Duration,
+    },
+    /// CSV on standard output (a header, then rows), flushed per batch.
+    Stdout,
+}
+
+/// Which scorer runs a pipeline's batches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Gpu,
+    /// The cheaper device per batch, by the cost model.
+    Auto,
+}
+
+/// Everything a pipeline needs to run.
+#[derive(Clone, Debug)]
+pub struct PipelineSpec {
+    pub name: String,
+    pub source: SourceSpec,
+    pub limits: BatchLimits,
+    pub model: PathBuf,
+    pub device: Device,
+    pub sinks: Vec<SinkSpec>,
+    /// A directory for dead-letter files (NDJSON); `None`: counted and logged only.
+    pub dead_letters: Option<PathBuf>,
+    /// Batches each channel holds (the memory bound).
+    pub queue_batches: usize,
+    pub read: ReadOptions,
+}
+
+#[derive(Debug, Error)]
+pub enum PipelineError {
+    #[error("pipeline {pipeline}: {message}")]
+    Setup { pipeline: String, message: String },
+    #[error("pipeline {pipeline}: {message}")]
+    Failed { pipeline: String, message: String },
+}
+
+/// Batches a channel may hold for a memory budget: two channels per
+/// pipeline, each batch `max_rows` rows of `columns` 8-byte values.
+pub fn queue_batches_for(
+    memory_bytes: u64,
+    pipelines: usize,
+    max_rows: usize,
+    columns: usize,
+) -> usize {
+    let batch_bytes = (max_rows as u64) * (columns as u64 + 2) * 8;
+    let per_queue = memory_bytes / (2 * pipelines.max(1) as u64);
+    (per_queue / batch_bytes.max(1)).clamp(1, 64) as usize
+}
+
+/// A model ready to score one input schema.
+struct LoadedModel {
+    model: Model,
+    scorer: CpuScorer,
+    binding: FeatureBinding,
+    version: String,
+    output_schema: SchemaRef,
+}
+
+impl LoadedModel {
+    fn load(path: &Path, input: &Schema) -> Result<Self, String> {
+        let model = load_model(path).map_err(|e| e.to_string())?;
+        let binding = FeatureBinding::new(&model, input).map_err(|e| {
+            format!(
+                "model {} does not fit the pipeline's input: {e}",
+                path.display()
+            )
+        })?;
+        let mut fields: Vec<Field> = binding
+            .output_schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        if fields.iter().any(|f| f.name() == "model_version") {
+            return Err("the input already has a column named 'model_version'".into());
+        }
+        fields.push(Field::new(
+            "model_version",
+            DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+            false,
+        ));
+        let version = model.version.to_string();
+        let metadata = binding.output_schema().metadata().clone();
+        Ok(Self {
+            scorer: CpuScorer::new(&model),
+            binding,
+            version,
+            // The version in the schema metadata too: a file sink starts a
+            // new file when it changes, so each file names one model.
+            output_schema: Arc::new(Schema::new_with_metadata(fields, metadata)),
+            model,
+        })
+    }
+
+    fn score(&self, batch: &RecordBatch, pool: &rayon::ThreadPool) -> Result<RecordBatch, String> {
+        let rows = batch.num_rows();
+        let arrays = self
+            .binding
+            .feature_arrays(batch)
+            .map_err(|e| e.to_string())?;
+        let features: Vec<&[f32]> = arrays.iter().map(|a| a.values().as_ref()).collect();
+        let mut scores = vec![vec![0f32; rows]; self.model.n_outputs()];
+        {
+            let mut out: Vec<&mut [f32]> = scores.iter_mut().map(Vec::as_mut_slice).collect();
+            pool.install(|| self.scorer.score_parallel(&features, &mut out, 4096));
+        }
+        let scored = self
+            .binding
+            .with_scores(batch, scores.into_iter().map(Float32Array::from).collect())
+            .map_err(|e| e.to_string())?;
+        let version: ArrayRef = Arc::new(DictionaryArray::<Int32Type>::new(
+            Int32Array::from(vec![0; rows]),
+            Arc::new(StringArray::from(vec![self.version.as_str()])),
+        ));
+        let mut columns = scored.columns().to_vec();
+        columns.push(version);
+        RecordBatch::try_new(self.output_schema.clone(), columns).map_err(|e| e.to_string())
+    }
+}
+
+/// The input schema (known before the first event), the opened file for a
+/// file source, and the model bound to that schema.
+fn resolve(spec: &PipelineSpec) -> Result<(SchemaRef, Option<FileSource>, LoadedModel), String> {
+    let (input_schema, file) = match &spec.source {
+        SourceSpec::File { path, format } => {
+            let model = load_model(&spec.model).map_err(|e| e.to_string())?;
+            let mut source = match format {
+                FileFormat::RawF32 => FileSource::open_raw(path, &model.feature_names),
+                f => FileSource::open(path, *f),
+            }
+            .map_err(|e| e.to_string())?
+            .with_read_options(spec.read.clone());
+            let columns =
+                FeatureBinding::feature_columns(&model, &source.schema()).map_err(|e| {
+                    format!(
+                        "input {} does not fit model {}: {e}",
+                        path.display(),
+                        spec.model.display()
+                    )
+                })?;
+            source.parse_as_f32(&columns);
+            (source.schema(), Some(source))
+        }
+        SourceSpec::Tcp(c) => (
+            c.schema.clone().ok_or("a TCP source needs its columns")?,
+            None,
+        ),
+        SourceSpec::Generator { .. } => (card_schema(), None),
+    };
+    let loaded = LoadedModel::load(&spec.model, &input_schema)?;
+    Ok((input_schema, file, loaded))
+}
+
+/// Checks a spec without starting it: the model loads and fits the input
+/// schema, the sinks can be created. Returns the model's version.
+pub fn check_spec(spec: &PipelineSpec) -> Result<String, PipelineError> {
+    let setup = |message: String| PipelineError::Setup {
+        pipeline: spec.name.clone(),
+        message,
+    };
+    if spec.device == Device::Gpu {
+        return Err(setup(
+            "device = \"gpu\": this build has no GPU scorer yet; use \"cpu\" or \"auto\"".into(),
+        ));
+    }
+    let (_, _, loaded) = resolve(spec).map_err(setup)?;
+    Ok(loaded.version)
+}
+
+/// Per-row CPU cost, calibrated when a model loads and updated from every
+/// batch (an exponentially weighted mean). With a GPU scorer present, its
+/// curve sits beside this one and each batch goes to the cheaper.
+struct CostModel {
+    cpu_ns_per_row: f64,
+}
+
+impl CostModel {
+    /// Times the scorer on 4096 rows of zeros (the scorer's cost does not
+    /// depend on the values much; the online mean corrects it).
+    fn calibrate(loaded: &LoadedModel, pool: &rayon::ThreadPool) -> Self {
+        const ROWS: usize = 4096;
+        let columns = vec![vec![0f32; ROWS]; loaded.model.n_features()];
+        let features: Vec<&[f32]> = columns.iter().map(Vec::as_slice).collect();
+        let mut scores = vec![vec![0f32; ROWS]; loaded.model.n_outputs()];
+        let mut out: Vec<&mut [f32]> = scores.iter_mut().map(Vec::as_mut_slice).collect();
+        let started = Instant::now();
+        pool.install(|| loaded.scorer.score_parallel(&features, &mut out, 4096));
+        Self {
+            cpu_ns_per_row: started.elapsed().as_nanos() as f64 / ROWS as f64,
+        }
+    }
+
+    fn observe(&mut self, rows: usize, elapsed: Duration) {
+        if rows > 0 {
+            let sample = elapsed.as_nanos() as f64 / rows as f64;
+            self.cpu_ns_per_row = 0.9 * self.cpu_ns_per_row + 0.1 * sample;
+        }
+    }
+}
+
+struct ScoredBatch {
+    source: Arc<str>,
+    seq: u64,
+    offset_end: u64,
+    ingest_time: SystemTime,
+    batch: Option<RecordBatch>,
+    dead_letters: Vec<DeadLetter>,
+}
+
+/// A running pipeline.
+pub struct Pipeline {
+    name: String,
+    metrics: Arc<PipelineMetrics>,
+    model: Arc<RwLock<Arc<LoadedModel>>>,
+    model_path: PathBuf,
+    input_schema: SchemaRef,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<Result<(), String>>>,
+    tcp_addr: Option<std::net::SocketAddr>,
+}
+
+/// What a pipeline did, once stopped.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PipelineCounts {
+    pub events_in: u64,
+    pub events_out: u64,
+    pub events_dead: u64,
+    pub batches: u64,
+}
+
+impl Pipeline {
+    /// Checks the spec (model loads and fits the input schema) and starts
+    /// the stages. Nothing is read until the model is bound.
+    pub fn start(spec: PipelineSpec, pool: Arc<rayon::ThreadPool>) -> Result<Self, PipelineError> {
+        let setup = |message: String| PipelineError::Setup {
+            pipeline: spec.name.clone(),
+            message,
+        };
+        if spec.device == Device::Gpu {
+            return Err(setup(
+                "device = \"gpu\": this build has no GPU scorer yet; use \"cpu\" or \"auto\""
+                    .into(),
+            ));
+        }
+        assert!(spec.queue_batches > 0 && spec.limits.max_rows > 0);
+        let (input_schema, file, loaded) = resolve(&spec).map_err(setup)?;
+        let loaded = Arc::new(loaded);
+        let metrics = Arc::new(PipelineMetrics::default());
+        let cost = CostModel::calibrate(&loaded, &pool);
+        metrics
+            .cpu_ns_per_row_estimate
+            .store(cost.cpu_ns_per_row as u64, Ordering::Relaxed);
+        tracing::info!(
+            "pipeline {}: model {} ({}), {:.0} ns per row on the CPU at load",
+            spec.name,
+            spec.model.display(),
+            loaded.version,
+            cost.cpu_ns_per_row
+        );
+        let mut sinks = Vec::new();
+        for s in &spec.sinks {
+            sinks.push(OutputSink::open(s).map_err(setup)?);
+        }
+        let dead = match &spec.dead_letters {
+            Some(dir) => Some(DeadLetterFiles::open(dir).map_err(setup)?),
+            None => None,
+        };
+
+        let model = Arc::new(RwLock::new(loaded));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ingest_tx, ingest_rx) = bounded::<IngestBatch>(spec.queue_batches);
+        let (scored_tx, scored_rx) = bounded::<ScoredBatch>(spec.queue_batches);
+        let mut threads = Vec::new();
+        let spawn = |name: String, f: Box<dyn FnOnce() -> Result<(), String> + Send>| {
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(f)
+                .map_err(|e| setup(e.to_string()))
+        };
+
+        let sink_metrics = metrics.clone();
+        threads.push(spawn(
+            format!("roo-sink-{}", spec.name),
+            Box::new(move || run_sinks(scored_rx, sinks, dead, &sink_metrics)),
+        )?);
+
+        let score_metrics = metrics.clone();
+        let score_model = model.clone();
+        let score_pool = pool.clone();
+        let ingest_rx_len = ingest_rx.clone();
+        threads.push(spawn(
+            format!("roo-score-{}", spec.name),
+            Box::new(move || {
+                run_scorer(
+                    ingest_rx,
+                    scored_tx,
+                    &score_model,
+                    &score_pool,
+                    cost,
+                    &score_metrics,
+                );
+                drop(ingest_rx_len);
+                Ok(())
+            }),
+        )?);
+
+        let mut tcp_addr = None;
+        let source_metrics = metrics.clone();
+        let source_stop = stop.clone();
+        match spec.source.clone() {
+            SourceSpec::File { .. } => {
+                let source = file.expect("opened above");
+                let max_rows = spec.limits.max_rows;
+                threads.push(spawn(
+                    format!("roo-src-{}", spec.name),
+                    Box::new(move || {
+                        let batches = source.batches(max_rows).map_err(|e| e.to_string())?;
+                        for b in batches {
+                            let b = b.map_err(|e| e.to_string())?;
+                            PipelineMetrics::add(&source_metrics.events_in, b.records() as u64);
+                            if source_stop.load(Ordering::Acquire) || ingest_tx.send(b).is_err() {
+                                break;
+                            }
+                        }
+                        Ok(())
+                    }),
+                )?);
+            }
+            SourceSpec::Generator {
+                rate_per_s,
+                events,
+                seed,
+            } => {
+                let limits = spec.limits;
+                threads.push(spawn(
+                    format!("roo-src-{}", spec.name),
+                    Box::new(move || {
+                        run_generator(
+                            rate_per_s,
+                            events,
+                            seed,
+                            limits,
+                            &source_stop,
+                            &ingest_tx,
+                            &source_metrics,
+                        );
+                        Ok(())
+                    }),
+                )?);
+            }
+            SourceSpec::Tcp(config) => {
+                let tx = ingest_tx.clone();
+                let m = source_metrics.clone();
+                let tcp = TcpSource::start(
+                    config,
+                    Box::new(move |b: IngestBatch| {
+                        PipelineMetrics::add(&m.events_in, b.records() as u64);
+                        tx.send(b).is_ok()
+                    }),
+                )
+                .map_err(|e| setup(e.to_string()))?;
+                tcp_addr = Some(tcp.local_addr());
+                tracing::info!(
+                    "pipeline {}: listening on tcp://{}",
+                    spec.name,
+                    tcp.local_addr()
+                );
+                threads.push(spawn(
+                    format!("roo-src-{}", spec.name),
+                    Box::new(move || {
+                        while !source_stop.load(Ordering::Acquire) {
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                        let report = tcp.stop().map_err(|e| e.to_string())?;
+                        tracing::info!("tcp source stopped: {report:?}");
+                        drop(ingest_tx);
+                        Ok(())
+                    }),
+                )?);
+            }
+        }
+        Ok(Self {
+            name: spec.name,
+            metrics,
+            model,
+            model_path: spec.model,
+            input_schema,
+            stop,
+            threads,
+            tcp_addr,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn metrics(&self) -> &Arc<PipelineMetrics> {
+        &self.metrics
+    }
+
+    /// The bound address of a TCP source.
+    pub fn tcp_addr(&self) -> Option<std::net::SocketAddr> {
+        self.tcp_addr
+    }
+
+    /// The version of the model scoring now.
+    pub fn model_version(&self) -> String {
+        self.model.read().expect("not poisoned").version.clone()
+    }
+
+    /// Loads the model file again and swaps it in between two batches. A
+    /// model that fails to load or to fit the input is refused and the
+    /// current one keeps scoring.
+    pub fn reload(&self) -> Result<String, PipelineError> {
+        match LoadedModel::load(&self.model_path, &self.input_schema) {
+            Ok(loaded) => {
+                let version = loaded.version.clone();
+                *self.model.write().expect("not poisoned") = Arc::new(loaded);
+                PipelineMetrics::add(&self.metrics.model_reloads, 1);
+                Ok(version)
+            }
+            Err(message) => {
+                PipelineMetrics::add(&self.metrics.model_reload_failures, 1);
+                Err(PipelineError::Failed {
+                    pipeline: self.name.clone(),
+                    message,
+                })
+            }
+        }
+    }
+
+    /// Asks the source to stop reading; the stages drain behind it.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    /// Every stage has exited (the source ended, or stop, and the queues drained).
+    pub fn finished(&self) -> bool {
+        self.threads.iter().all(|t| t.is_finished())
+    }
+
+    /// Waits for the stages to drain and exit.
+    pub fn join(self) -> Result<PipelineCounts, PipelineError> {
+        let mut failure = None;
+        for t in self.threads {
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(message)) => failure = failure.or(Some(message)),
+                Err(_) => failure = failure.or(Some("a stage panicked".to_string())),
+            }
+        }
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let counts = PipelineCounts {
+            events_in: get(&self.metrics.events_in),
+            events_out: get(&self.metrics.events_out),
+            events_dead: get(&self.metrics.events_dead),
+            batches: get(&self.metrics.batches),
+        };
+        match failure {
+            Some(message) => Err(PipelineError::Failed {
+                pipeline: self.name,
+                message,
+            }),
+            None => Ok(counts),
+        }
+    }
+}
+
+fn run_generator(
+    rate_per_s: u64,
+    events: u64,
+    seed: u64,
+    limits: BatchLimits,
+    stop: &AtomicBool,
+    tx: &Sender<IngestBatch>,
+    metrics: &PipelineMetrics,
+) {
+    let mut generator = CardGenerator::new(seed);
+    let source: Arc<str> = Arc::from("generator");
+    let started = Instant::now();
+    let mut produced = 0u64;
+    let mut seq = 0;
+    // At a set rate, a batch is what arrives in one linger period.
+    let per_batch = if rate_per_s == 0 {
+        limits.max_rows as u64
+    } else {
+        ((rate_per_s as f64 * limits.linger.as_secs_f64()).ceil() as u64)
+            .clamp(1, limits.max_rows as u64)
+    };
+    while !stop.load(Ordering::Acquire) && (events == 0 || produced < events) {
+        let rows = if events == 0 {
+            per_batch
+        } else {
+            per_batch.min(events - produced)
+        };
+        if rate_per_s > 0 {
+            let due =
+                started + Duration::from_secs_f64((produced + rows) as f64 / rate_per_s as f64);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep((due - now).min(Duration::from_millis(50)));
+                if Instant::now() < due {
+                    continue;
+                }
+            }
+        }
+        let batch = generator.batch(rows as usize);
+        let b = IngestBatch {
+            source: source.clone(),
+            seq,
+            offsets: produced..produced + rows,
+            ingest_time: SystemTime::now(),
+            batch,
+            dead_letters: Vec::new(),
+        };
+        seq += 1;
+        produced += rows;
+        PipelineMetrics::add(&metrics.events_in, rows);
+        if tx.send(b).is_err() {
+            return;
+        }
+    }
+}
+
+fn run_scorer(
+    rx: Receiver<IngestBatch>,
+    tx: Sender<ScoredBatch>,
+    model: &RwLock<Arc<LoadedModel>>,
+    pool: &rayon::ThreadPool,
+    mut cost: CostModel,
+    metrics: &PipelineMetrics,
+) {
+    for b in rx.iter() {
+        metrics
+            .queue_ingested
+            .store(rx.len() as u64, Ordering::Relaxed);
+        let waited = SystemTime::now()
+            .duration_since(b.ingest_time)
+            .unwrap_or_default();
+        metrics
+            .wait_us
+            .record(waited.as_micros() as u64, b.batch.num_rows() as u64);
+        // The model for this whole batch: a swap lands between batches.
+        let loaded = model.read().expect("not poisoned").clone();
+        let rows = b.batch.num_rows();
+        let mut dead_letters = b.dead_letters;
+        let batch = if rows == 0 {
+            None
+        } else {
+            let started = Instant::now();
+            let scored = loaded.score(&b.batch, pool);
+            let elapsed = started.elapsed();
+            cost.observe(rows, elapsed);
+            metrics
+                .cpu_ns_per_row_estimate
+                .store(cost.cpu_ns_per_row as u64, Ordering::Relaxed);
+            metrics.score_us.record(
+                (elapsed.as_micros() as u64 / rows as u64).max(1),
+                rows as u64,
+            );
+            PipelineMetrics::add(&metrics.batches_cpu, 1);
+            match scored {
+                Ok(batch) => Some(batch),
+                Err(reason) => {
+                    // A batch that cannot be scored is data, not a crash.
+                    dead_letters.push(DeadLetter {
+                        source: b.source.clone(),
+                        offset: b.offsets.start,
+                        line: None,
+                        raw: Vec::new(),
+                        raw_len: 0,
+                        reason: format!("a batch of {rows} rows could not be scored: {reason}"),
+                    });
+                    None
+                }
+            }
+        };
+        PipelineMetrics::add(&metrics.batches, 1);
+        let out = ScoredBatch {
+            source: b.source,
+            seq: b.seq,
+            offset_end: b.offsets.end,
+            ingest_time: b.ingest_time,
+            batch,
+            dead_letters,
+        };
+        if tx.send(out).is_err() {
+            return;
+        }
+        metrics
+            .queue_scored
+            .store(tx.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Rotating files or stdout.
+enum OutputSink {
+    Files(Box<RotatingFiles>),
+    Stdout(Option<Box<arrow_csv::Writer<std::io::Stdout>>>),
+}
+
+impl OutputSink {
+    fn open(spec: &SinkSpec) -> Result<Self, String> {
+        Ok(match spec {
+            SinkSpec::Files {
+                dir,
+                prefix,
+                format,
+                rotate_bytes,
+                rotate,
+            } => {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+                let extension = match format {
+                    FileFormat::Parquet => "parquet",
+                    FileFormat::ArrowIpc => "arrow",
+                    FileFormat::Csv => "csv",
+                    other => {
+                        return Err(format!(
+                            "a file sink writes parquet, arrow or csv, not {other:?}"
+                        ))
+                    }
+                };
+                let next_index = next_free_index(dir, prefix, extension);
+                OutputSink::Files(Box::new(RotatingFiles {
+                    dir: dir.clone(),
+                    prefix: prefix.clone(),
+                    extension,
+                    format: *format,
+                    rotate_bytes: *rotate_bytes,
+                    rotate: *rotate,
+                    current: None,
+                    next_index,
+                }))
+            }
+            SinkSpec::Stdout => OutputSink::Stdout(None),
+        })
+    }
+
+    /// Writes a batch; returns true when every row written so far is durable.
+    fn write(&mut self, batch: &RecordBatch) -> Result<bool, String> {
+        match self {
+            OutputSink::Files(f) => f.write(batch),
+            OutputSink::Stdout(w) => {
+                use std::io::Write;
+                let writer = w.get_or_insert_with(|| {
+                    Box::new(
+                        arrow_csv::WriterBuilder::new()
+                            .with_header(true)
+                            .build(std::io::stdout()),
+                    )
+                });
+                writer
+                    .write(batch)
+                    .map_err(|e| format!("writing stdout: {e}"))?;
+                std::io::stdout()
+                    .flush()
+                    .map_err(|e| format!("writing stdout: {e}"))?;
+                Ok(true)
+            }
+        }
+    }
+
+    fn tick(&mut self) -> Result<bool, String> {
+        match self {
+            OutputSink::Files(f) => f.tick(),
+            OutputSink::Stdout(_) => Ok(false),
+        }
+    }
+
+    fn close(&mut self) -> Result<(), String> {
+        match self {
+            OutputSink::Files(f) => f.close().map(drop),
+            OutputSink::Stdout(_) => Ok(()),
+        }
+    }
+}
+
+/// The first index after every `PREFIX-NNNNNN.EXT` already in `dir`, so a
+/// restart never overwrites a finished file.
+fn next_free_index(dir: &Path, prefix: &str, extension: &str) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let rest = name.strip_prefix(prefix)?.strip_prefix('-')?;
+            let digits = rest.strip_suffix(extension)?.strip_suffix('.')?;
+            digits.parse::<u64>().ok()
+        })
+        .max()
+        .map_or(0, |i| i + 1)
+}
+
+struct OpenFile {
+    sink: FileSink,
+    opened: Instant,
+    bytes: u64,
+    schema: SchemaRef,
+}
+
+struct RotatingFiles {
+    dir: PathBuf,
+    prefix: String,
+    extension: &'static str,
+    format: FileFormat,
+    rotate_bytes: u64,
+    rotate: Duration,
+    current: Option<OpenFile>,
+    next_index: u64,
+}
+
+impl RotatingFiles {
+    /// Writes a batch; true when that closed the file (every row written
+    /// so far is durable).
+    fn write(&mut self, batch: &RecordBatch) -> Result<bool, String> {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|c| c.schema != batch.schema())
+        {
+            // A new model with other outputs: a new file. The rows before
+            // are durable, but this batch is not yet, so acks wait.
+            self.close()?;
+        }
+        if self.current.is_none() {
+            let path = self.dir.join(format!(
+                "{}-{:06}.{}",
+                self.prefix, self.next_index, self.extension
+            ));
+            self.next_index += 1;
+            let sink =
+                FileSink::create(&path, self.format, batch.schema()).map_err(|e| e.to_string())?;
+            self.current = Some(OpenFile {
+                sink,
+                opened: Instant::now(),
+                bytes: 0,
+                schema: batch.schema(),
+            });
+        }
+        let current = self.current.as_mut().expect("opened");
+        current.sink.write(batch).map_err(|e| e.to_string())?;
+        current.bytes += batch.get_array_memory_size() as u64;
+        if current.bytes >= self.rotate_bytes {
+            return self.close();
+        }
+        Ok(false)
+    }
+
+    fn tick(&mut self) -> Result<bool, String> {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|c| c.opened.elapsed() >= self.rotate)
+        {
+            return self.close();
+        }
+        Ok(false)
+    }
+
+    /// Closes the open file (renamed into place); true if one was closed.
+    fn close(&mut self) -> Result<bool, String> {
+        match self.current.take() {
+            Some(c) => {
+                c.sink.finish().map_err(|e| e.to_string())?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
+
+/// Dead letters in `DIR/dead-NNNNNN.ndjson`, a new file per flush period.
+struct DeadLetterFiles {
+    dir: PathBuf,
+    current: Option<DeadLetterSink>,
+    next_index: u64,
+}
+
+impl DeadLetterFiles {
+    fn open(dir: &Path) -> Result<Self, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            current: None,
+            next_index: next_free_index(dir, "dead", "ndjson"),
+        })
+    }
+
+    fn write(&mut self, letters: &[DeadLetter]) -> Result<(), String> {
+        if letters.is_empty() {
+            return Ok(());
+        }
+        if self.current.is_none() {
+            let path = self.dir.join(format!("dead-{:06}.ndjson", self.next_index));
+            self.next_index += 1;
+            self.current = Some(DeadLetterSink::new(path));
+        }
+        self.current
+            .as_mut()
+            .expect("opened")
+            .write(letters)
+            .map_err(|e| e.to_string())
+    }
+
+    fn close(&mut self) -> Result<(), String> {
+        if let Some(c) = self.current.take() {
+            c.finish().map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// How often an idle sink stage checks its files' age.
+const SINK_TICK: Duration = Duration::from_millis(200);
+
+fn run_sinks(
+    rx: Receiver<ScoredBatch>,
+    mut sinks: Vec<OutputSink>,
+    mut dead: Option<DeadLetterFiles>,
+    metrics: &PipelineMetrics,
+) -> Result<(), String> {
+    // Offsets written but not yet durable in every sink, oldest first.
+    let mut pending: Vec<u64> = Vec::new();
+    let mut durable_in = vec![false; sinks.len()];
+    let mut last_seq: std::collections::HashMap<Arc<str>, u64> = std::collections::HashMap::new();
+    let fail = |e: String| e;
+    let ack = |pending: &mut Vec<u64>,
+               durable_in: &mut Vec<bool>,
+               dead: &mut Option<DeadLetterFiles>|
+     -> Result<(), String> {
+        if durable_in.iter().all(|d| *d) {
+            if let Some(d) = dead {
+                d.close()?;
+            }
+            if let Some(&last) = pending.last() {
+                metrics.acked_offset.store(last, Ordering::Relaxed);
+                PipelineMetrics::add(&metrics.acks, 1);
+            }
+            pending.clear();
+            durable_in.iter_mut().for_each(|d| *d = false);
+        }
+        Ok(())
+    };
+    loop {
+        let b = match rx.recv_timeout(SINK_TICK) {
+            Ok(b) => b,
+            Err(RecvTimeoutError::Timeout) => {
+                for (s, d) in sinks.iter_mut().zip(durable_in.iter_mut()) {
+                    *d |= s.tick().map_err(fail)?;
+                }
+                if !pending.is_empty() {
+                    ack(&mut pending, &mut durable_in, &mut dead).map_err(fail)?;
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let started = Instant::now();
+        let rows = b.batch.as_ref().map_or(0, RecordBatch::num_rows) as u64;
+        if let Some(batch) = &b.batch {
+            for (s, d) in sinks.iter_mut().zip(durable_in.iter_mut()) {
+                *d |= s.write(batch).map_err(fail)?;
+            }
+        }
+        if let Some(d) = &mut dead {
+            d.write(&b.dead_letters).map_err(fail)?;
+        }
+        for letter in b.dead_letters.iter().take(3) {
+            tracing::debug!("dead letter: {letter}");
+        }
+        // Per-source order holds by construction (one scorer, FIFO
+        // channels); check it, since acks depend on it.
+        let last = last_seq.entry(b.source.clone()).or_insert(b.seq);
+        if b.seq < *last {
+            return Err(fail(format!(
+                "{}: batch {} after batch {}",
+                b.source, b.seq, last
+            )));
+        }
+        *last = b.seq;
+        pending.push(b.offset_end);
+        PipelineMetrics::add(&metrics.events_out, rows);
+        PipelineMetrics::add(&metrics.events_dead, b.dead_letters.len() as u64);
+        metrics
+            .sink_us
+            .record(started.elapsed().as_micros() as u64, 1);
+        let latency = SystemTime::now()
+            .duration_since(b.ingest_time)
+            .unwrap_or_default();
+        metrics
+            .end_to_end_us
+            .record(latency.as_micros() as u64, rows.max(1));
+        if sinks.is_empty() || durable_in.iter().all(|d| *d) {
+            ack(&mut pending, &mut durable_in, &mut dead).map_err(fail)?;
+        }
+    }
+    for s in &mut sinks {
+        s.close().map_err(fail)?;
+    }
+    durable_in.iter_mut().for_each(|d| *d = true);
+    ack(&mut pending, &mut durable_in, &mut dead).map_err(fail)?;
+    if let Some(d) = &mut dead {
+        d.close().map_err(fail)?;
+    }
+    Ok(())
+}
