@@ -7,6 +7,7 @@
 //! Every figure in one table comes from the same run.
 
 mod ingest;
+mod pipeline;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -46,6 +47,20 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// The daemon end to end: file -> score -> file, TCP -> score -> file at
+    /// peak and at 50% and 80% of it (build roo first: cargo build --release -p roo-appliance).
+    Pipeline {
+        #[arg(long, default_value_t = 500_000)]
+        rows: usize,
+        /// Seconds per TCP phase.
+        #[arg(long, default_value_t = 6.0)]
+        seconds: f64,
+        /// The file sink's format: parquet, arrow or csv.
+        #[arg(long, default_value = "parquet")]
+        sink: String,
+        #[arg(long, default_value = "bench/.cache")]
+        cache: PathBuf,
+    },
     /// Sources and parsers on one core vs a plain read, arrow-csv and pyarrow.
     Ingest {
         /// Rows of the generated data (id + 30 float columns).
@@ -76,6 +91,12 @@ fn main() -> Result<()> {
             python,
             cache,
         } => ingest::run(rows, repeats, &python, &cache),
+        Bench::Pipeline {
+            rows,
+            seconds,
+            sink,
+            cache,
+        } => pipeline::run(rows, seconds, &sink, &cache),
     }
 }
 

@@ -114,6 +114,9 @@ pub fn queue_batches_for(
     (per_queue / batch_bytes.max(1)).clamp(1, 64) as usize
 }
 
+/// Rows per rayon task when a batch is split across cores.
+const SCORE_CHUNK_ROWS: usize = 4096;
+
 /// A model ready to score one input schema.
 struct LoadedModel {
     model: Model,
@@ -169,7 +172,16 @@ impl LoadedModel {
         let mut scores = vec![vec![0f32; rows]; self.model.n_outputs()];
         {
             let mut out: Vec<&mut [f32]> = scores.iter_mut().map(Vec::as_mut_slice).collect();
-            pool.install(|| self.scorer.score_parallel(&features, &mut out, 4096));
+            if rows <= SCORE_CHUNK_ROWS {
+                // One chunk: score here rather than wake a pool thread (a
+                // thread hop costs more than it saves on a small batch).
+                self.scorer.score(&features, &mut out);
+            } else {
+                pool.install(|| {
+                    self.scorer
+                        .score_parallel(&features, &mut out, SCORE_CHUNK_ROWS)
+                });
+            }
         }
         let scored = self
             .binding
@@ -661,10 +673,15 @@ fn run_scorer(
     }
 }
 
-/// Rotating files or stdout.
+/// Rotating files or stdout. Batches are numbered 1, 2, … in the order the
+/// sink stage takes them; a sink reports the highest number it holds
+/// durably, and offsets are acknowledged up to the lowest over all sinks.
 enum OutputSink {
     Files(Box<RotatingFiles>),
-    Stdout(Option<Box<arrow_csv::Writer<std::io::Stdout>>>),
+    Stdout {
+        writer: Option<Box<arrow_csv::Writer<std::io::Stdout>>>,
+        written: u64,
+    },
 }
 
 impl OutputSink {
@@ -690,56 +707,64 @@ impl OutputSink {
                     }
                 };
                 let next_index = next_free_index(dir, prefix, extension);
-                OutputSink::Files(Box::new(RotatingFiles {
-                    dir: dir.clone(),
-                    prefix: prefix.clone(),
+                OutputSink::Files(Box::new(RotatingFiles::new(
+                    dir.clone(),
+                    prefix.clone(),
                     extension,
-                    format: *format,
-                    rotate_bytes: *rotate_bytes,
-                    rotate: *rotate,
-                    current: None,
+                    *format,
+                    *rotate_bytes,
+                    *rotate,
                     next_index,
-                }))
+                )?))
             }
-            SinkSpec::Stdout => OutputSink::Stdout(None),
+            SinkSpec::Stdout => OutputSink::Stdout {
+                writer: None,
+                written: 0,
+            },
         })
     }
 
-    /// Writes a batch; returns true when every row written so far is durable.
-    fn write(&mut self, batch: &RecordBatch) -> Result<bool, String> {
+    fn write(&mut self, batch: &RecordBatch, number: u64) -> Result<(), String> {
         match self {
-            OutputSink::Files(f) => f.write(batch),
-            OutputSink::Stdout(w) => {
+            OutputSink::Files(f) => f.write(batch, number),
+            OutputSink::Stdout { writer, written } => {
                 use std::io::Write;
-                let writer = w.get_or_insert_with(|| {
+                let w = writer.get_or_insert_with(|| {
                     Box::new(
                         arrow_csv::WriterBuilder::new()
                             .with_header(true)
                             .build(std::io::stdout()),
                     )
                 });
-                writer
-                    .write(batch)
-                    .map_err(|e| format!("writing stdout: {e}"))?;
+                w.write(batch).map_err(|e| format!("writing stdout: {e}"))?;
                 std::io::stdout()
                     .flush()
                     .map_err(|e| format!("writing stdout: {e}"))?;
-                Ok(true)
+                *written = number;
+                Ok(())
             }
         }
     }
 
-    fn tick(&mut self) -> Result<bool, String> {
+    fn tick(&mut self) -> Result<(), String> {
         match self {
             OutputSink::Files(f) => f.tick(),
-            OutputSink::Stdout(_) => Ok(false),
+            OutputSink::Stdout { .. } => Ok(()),
+        }
+    }
+
+    /// The highest batch number this sink holds durably.
+    fn durable_through(&mut self) -> Result<u64, String> {
+        match self {
+            OutputSink::Files(f) => f.durable_through(),
+            OutputSink::Stdout { written, .. } => Ok(*written),
         }
     }
 
     fn close(&mut self) -> Result<(), String> {
         match self {
-            OutputSink::Files(f) => f.close().map(drop),
-            OutputSink::Stdout(_) => Ok(()),
+            OutputSink::Files(f) => f.close(),
+            OutputSink::Stdout { .. } => Ok(()),
         }
     }
 }
@@ -766,8 +791,16 @@ struct OpenFile {
     opened: Instant,
     bytes: u64,
     schema: SchemaRef,
+    last_batch: u64,
 }
 
+/// Files closed at a bound of that many are queued for their closer thread
+/// at most; past it the sink waits (fsync is the bottleneck then).
+const CLOSES_IN_FLIGHT_MAX: usize = 2;
+
+/// Files `DIR/PREFIX-NNNNNN.EXT`. Closing a file (flush, fsync, rename)
+/// runs on a closer thread so the sink keeps writing the next file; the
+/// batches of a file become durable when its close completes.
 struct RotatingFiles {
     dir: PathBuf,
     prefix: String,
@@ -777,20 +810,64 @@ struct RotatingFiles {
     rotate: Duration,
     current: Option<OpenFile>,
     next_index: u64,
+    to_closer: Option<Sender<(FileSink, u64)>>,
+    closed: Receiver<Result<u64, String>>,
+    closer: Option<JoinHandle<()>>,
+    closes_in_flight: usize,
+    written: u64,
+    durable: u64,
 }
 
 impl RotatingFiles {
-    /// Writes a batch; true when that closed the file (every row written
-    /// so far is durable).
-    fn write(&mut self, batch: &RecordBatch) -> Result<bool, String> {
+    fn new(
+        dir: PathBuf,
+        prefix: String,
+        extension: &'static str,
+        format: FileFormat,
+        rotate_bytes: u64,
+        rotate: Duration,
+        next_index: u64,
+    ) -> Result<Self, String> {
+        let (to_closer, closing) = bounded::<(FileSink, u64)>(CLOSES_IN_FLIGHT_MAX);
+        let (report, closed) = bounded::<Result<u64, String>>(CLOSES_IN_FLIGHT_MAX + 1);
+        let closer = std::thread::Builder::new()
+            .name("roo-close".into())
+            .spawn(move || {
+                for (sink, last_batch) in closing.iter() {
+                    let result = sink.finish().map(|_| last_batch).map_err(|e| e.to_string());
+                    if report.send(result).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            dir,
+            prefix,
+            extension,
+            format,
+            rotate_bytes,
+            rotate,
+            current: None,
+            next_index,
+            to_closer: Some(to_closer),
+            closed,
+            closer: Some(closer),
+            closes_in_flight: 0,
+            written: 0,
+            durable: 0,
+        })
+    }
+
+    fn write(&mut self, batch: &RecordBatch, number: u64) -> Result<(), String> {
         if self
             .current
             .as_ref()
             .is_some_and(|c| c.schema != batch.schema())
         {
-            // A new model with other outputs: a new file. The rows before
-            // are durable, but this batch is not yet, so acks wait.
-            self.close()?;
+            // A model with other outputs or another version: a new file,
+            // so each file names one model.
+            self.close_current()?;
         }
         if self.current.is_none() {
             let path = self.dir.join(format!(
@@ -805,37 +882,61 @@ impl RotatingFiles {
                 opened: Instant::now(),
                 bytes: 0,
                 schema: batch.schema(),
+                last_batch: 0,
             });
         }
         let current = self.current.as_mut().expect("opened");
         current.sink.write(batch).map_err(|e| e.to_string())?;
         current.bytes += batch.get_array_memory_size() as u64;
+        current.last_batch = number;
+        self.written = number;
         if current.bytes >= self.rotate_bytes {
-            return self.close();
+            self.close_current()?;
         }
-        Ok(false)
+        Ok(())
     }
 
-    fn tick(&mut self) -> Result<bool, String> {
+    fn tick(&mut self) -> Result<(), String> {
         if self
             .current
             .as_ref()
             .is_some_and(|c| c.opened.elapsed() >= self.rotate)
         {
-            return self.close();
+            self.close_current()?;
         }
-        Ok(false)
+        Ok(())
     }
 
-    /// Closes the open file (renamed into place); true if one was closed.
-    fn close(&mut self) -> Result<bool, String> {
-        match self.current.take() {
-            Some(c) => {
-                c.sink.finish().map_err(|e| e.to_string())?;
-                Ok(true)
-            }
-            None => Ok(false),
+    fn close_current(&mut self) -> Result<(), String> {
+        if let Some(c) = self.current.take() {
+            let to_closer = self.to_closer.as_ref().expect("open until close");
+            to_closer
+                .send((c.sink, c.last_batch))
+                .map_err(|_| "the file closer stopped".to_string())?;
+            self.closes_in_flight += 1;
         }
+        Ok(())
+    }
+
+    fn durable_through(&mut self) -> Result<u64, String> {
+        while let Ok(result) = self.closed.try_recv() {
+            self.durable = self.durable.max(result?);
+            self.closes_in_flight -= 1;
+        }
+        if self.current.is_none() && self.closes_in_flight == 0 {
+            self.durable = self.written;
+        }
+        Ok(self.durable)
+    }
+
+    /// Closes the open file and waits for every close to finish.
+    fn close(&mut self) -> Result<(), String> {
+        self.close_current()?;
+        self.to_closer = None;
+        if let Some(t) = self.closer.take() {
+            let _ = t.join();
+        }
+        self.durable_through().map(drop)
     }
 }
 
@@ -889,25 +990,30 @@ fn run_sinks(
     mut dead: Option<DeadLetterFiles>,
     metrics: &PipelineMetrics,
 ) -> Result<(), String> {
-    // Offsets written but not yet durable in every sink, oldest first.
-    let mut pending: Vec<u64> = Vec::new();
-    let mut durable_in = vec![false; sinks.len()];
+    // (batch number, source offset it ends at), written but not yet
+    // durable in every sink, oldest first.
+    let mut pending: std::collections::VecDeque<(u64, u64)> = std::collections::VecDeque::new();
+    let mut number = 0u64;
     let mut last_seq: std::collections::HashMap<Arc<str>, u64> = std::collections::HashMap::new();
-    let fail = |e: String| e;
-    let ack = |pending: &mut Vec<u64>,
-               durable_in: &mut Vec<bool>,
-               dead: &mut Option<DeadLetterFiles>|
+    let ack = |pending: &mut std::collections::VecDeque<(u64, u64)>,
+               sinks: &mut Vec<OutputSink>,
+               dead: &mut Option<DeadLetterFiles>,
+               number: u64|
      -> Result<(), String> {
-        if durable_in.iter().all(|d| *d) {
+        let mut through = number;
+        for s in sinks.iter_mut() {
+            through = through.min(s.durable_through()?);
+        }
+        let mut acked = None;
+        while pending.front().is_some_and(|(n, _)| *n <= through) {
+            acked = pending.pop_front().map(|(_, offset)| offset);
+        }
+        if let Some(offset) = acked {
             if let Some(d) = dead {
                 d.close()?;
             }
-            if let Some(&last) = pending.last() {
-                metrics.acked_offset.store(last, Ordering::Relaxed);
-                PipelineMetrics::add(&metrics.acks, 1);
-            }
-            pending.clear();
-            durable_in.iter_mut().for_each(|d| *d = false);
+            metrics.acked_offset.store(offset, Ordering::Relaxed);
+            PipelineMetrics::add(&metrics.acks, 1);
         }
         Ok(())
     };
@@ -915,25 +1021,24 @@ fn run_sinks(
         let b = match rx.recv_timeout(SINK_TICK) {
             Ok(b) => b,
             Err(RecvTimeoutError::Timeout) => {
-                for (s, d) in sinks.iter_mut().zip(durable_in.iter_mut()) {
-                    *d |= s.tick().map_err(fail)?;
+                for s in &mut sinks {
+                    s.tick()?;
                 }
-                if !pending.is_empty() {
-                    ack(&mut pending, &mut durable_in, &mut dead).map_err(fail)?;
-                }
+                ack(&mut pending, &mut sinks, &mut dead, number)?;
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => break,
         };
         let started = Instant::now();
+        number += 1;
         let rows = b.batch.as_ref().map_or(0, RecordBatch::num_rows) as u64;
         if let Some(batch) = &b.batch {
-            for (s, d) in sinks.iter_mut().zip(durable_in.iter_mut()) {
-                *d |= s.write(batch).map_err(fail)?;
+            for s in &mut sinks {
+                s.write(batch, number)?;
             }
         }
         if let Some(d) = &mut dead {
-            d.write(&b.dead_letters).map_err(fail)?;
+            d.write(&b.dead_letters)?;
         }
         for letter in b.dead_letters.iter().take(3) {
             tracing::debug!("dead letter: {letter}");
@@ -942,13 +1047,13 @@ fn run_sinks(
         // channels); check it, since acks depend on it.
         let last = last_seq.entry(b.source.clone()).or_insert(b.seq);
         if b.seq < *last {
-            return Err(fail(format!(
+            return Err(format!(
                 "{}: batch {} after batch {}",
                 b.source, b.seq, last
-            )));
+            ));
         }
         *last = b.seq;
-        pending.push(b.offset_end);
+        pending.push_back((number, b.offset_end));
         PipelineMetrics::add(&metrics.events_out, rows);
         PipelineMetrics::add(&metrics.events_dead, b.dead_letters.len() as u64);
         metrics
@@ -960,17 +1065,116 @@ fn run_sinks(
         metrics
             .end_to_end_us
             .record(latency.as_micros() as u64, rows.max(1));
-        if sinks.is_empty() || durable_in.iter().all(|d| *d) {
-            ack(&mut pending, &mut durable_in, &mut dead).map_err(fail)?;
-        }
+        ack(&mut pending, &mut sinks, &mut dead, number)?;
     }
     for s in &mut sinks {
-        s.close().map_err(fail)?;
+        s.close()?;
     }
-    durable_in.iter_mut().for_each(|d| *d = true);
-    ack(&mut pending, &mut durable_in, &mut dead).map_err(fail)?;
+    ack(&mut pending, &mut sinks, &mut dead, number)?;
     if let Some(d) = &mut dead {
-        d.close().map_err(fail)?;
+        d.close()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queues_are_sized_from_the_memory_budget() {
+        // 256 MiB over 2 pipelines × 2 queues, 4096 rows × 33 × 8 bytes a batch.
+        assert_eq!(queue_batches_for(256 << 20, 2, 4096, 31), 62);
+        assert_eq!(
+            queue_batches_for(1 << 20, 1, 65536, 31),
+            1,
+            "at least one batch"
+        );
+        assert_eq!(queue_batches_for(1 << 40, 1, 16, 1), 64, "at most 64");
+    }
+
+    #[test]
+    fn rotating_files_close_on_a_thread_and_report_durability_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("part-000007.arrow"), b"older run").unwrap();
+        let spec = SinkSpec::Files {
+            dir: dir.path().to_path_buf(),
+            prefix: "part".into(),
+            format: FileFormat::ArrowIpc,
+            rotate_bytes: 1,
+            rotate: Duration::from_secs(3600),
+        };
+        let mut sink = OutputSink::open(&spec).unwrap();
+        let mut generator = CardGenerator::new(3);
+        for n in 1..=3 {
+            sink.write(&generator.batch(100), n).unwrap();
+        }
+        sink.close().unwrap();
+        assert_eq!(sink.durable_through().unwrap(), 3);
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        // A restart never overwrites: numbering continues after the last file.
+        assert_eq!(
+            names,
+            [
+                "part-000007.arrow",
+                "part-000008.arrow",
+                "part-000009.arrow",
+                "part-000010.arrow"
+            ]
+        );
+        let rows: usize = [
+            "part-000008.arrow",
+            "part-000009.arrow",
+            "part-000010.arrow",
+        ]
+        .iter()
+        .map(|n| {
+            arrow_ipc::reader::FileReader::try_new(
+                std::fs::File::open(dir.path().join(n)).unwrap(),
+                None,
+            )
+            .unwrap()
+            .map(|b| b.unwrap().num_rows())
+            .sum::<usize>()
+        })
+        .sum();
+        assert_eq!(rows, 300);
+    }
+
+    #[test]
+    fn an_open_file_is_not_durable_until_it_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = SinkSpec::Files {
+            dir: dir.path().to_path_buf(),
+            prefix: "p".into(),
+            format: FileFormat::Parquet,
+            rotate_bytes: u64::MAX,
+            rotate: Duration::from_millis(50),
+        };
+        let mut sink = OutputSink::open(&spec).unwrap();
+        sink.write(&CardGenerator::new(1).batch(10), 1).unwrap();
+        assert_eq!(sink.durable_through().unwrap(), 0);
+        std::thread::sleep(Duration::from_millis(60));
+        sink.tick().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sink.durable_through().unwrap() < 1 {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(dir.path().join("p-000000.parquet").exists());
+    }
+
+    #[test]
+    fn the_generator_is_deterministic_and_fits_the_card_schema() {
+        let a = CardGenerator::new(9).batch(1000);
+        let b = CardGenerator::new(9).batch(1000);
+        assert_eq!(a, b);
+        assert_eq!(a.schema(), card_schema());
+        let amount = a.column(1).as_any().downcast_ref::<Float32Array>().unwrap();
+        assert!(amount.values().iter().all(|v| *v > 0.0));
+    }
 }

@@ -78,9 +78,22 @@ impl FileSink {
                     .build(BufWriter::new(file)),
             ),
             FileFormat::Parquet => {
-                let props = parquet::file::properties::WriterProperties::builder()
+                // Dictionary encoding pays off on low-cardinality columns
+                // (the model version) and is wasted work on measurements;
+                // row groups of 128k rows keep each flush short.
+                let mut props = parquet::file::properties::WriterProperties::builder()
                     .set_compression(parquet::basic::Compression::SNAPPY)
-                    .build();
+                    .set_max_row_group_row_count(Some(128 * 1024))
+                    .set_dictionary_enabled(false);
+                for f in schema.fields() {
+                    if matches!(
+                        f.data_type(),
+                        arrow_schema::DataType::Dictionary(..) | arrow_schema::DataType::Utf8
+                    ) {
+                        props = props.set_column_dictionary_enabled(f.name().as_str().into(), true);
+                    }
+                }
+                let props = props.build();
                 Writer::Parquet(Box::new(
                     parquet::arrow::ArrowWriter::try_new(file, schema.clone(), Some(props))
                         .map_err(|e| encode(&e))?,

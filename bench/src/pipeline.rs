@@ -1,0 +1,359 @@
+//! `roo-bench pipeline`: the daemon end to end, as a separate process:
+//! file → score → file, and TCP → score → file at full speed and at 50% and
+//! 80% of it, with the bundled model. Events/s, CPU-ns per event (the roo
+//! process's own CPU time over events) and latency from ingest to sink
+//! (the daemon's end-to-end histogram).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use roo_scheduler::generator::{CardGenerator, CARD_FEATURES};
+
+fn roo_binary() -> Result<PathBuf> {
+    let path = std::env::current_exe()?.with_file_name("roo");
+    if !path.exists() {
+        bail!(
+            "{} not found; build it first: cargo build --release -p roo-appliance",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Card transactions as CSV: a header, then `rows` rows.
+fn card_csv(rows: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rows * 260);
+    out.extend_from_slice(b"txn_id,");
+    out.extend_from_slice(CARD_FEATURES.join(",").as_bytes());
+    out.push(b'\n');
+    let mut generator = CardGenerator::new(7);
+    let mut done = 0;
+    while done < rows {
+        let n = (rows - done).min(65536);
+        let batch = generator.batch(n);
+        let ids = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow_array::Int64Array>()
+            .expect("ids");
+        let columns: Vec<&arrow_array::Float32Array> = (1..batch.num_columns())
+            .map(|j| batch.column(j).as_any().downcast_ref().expect("f32"))
+            .collect();
+        for i in 0..n {
+            write!(out, "{}", ids.value(i)).expect("vec");
+            for c in &columns {
+                let v = c.value(i);
+                if v.is_nan() {
+                    out.push(b',');
+                } else {
+                    write!(out, ",{v}").expect("vec");
+                }
+            }
+            out.push(b'\n');
+        }
+        done += n;
+    }
+    out
+}
+
+struct Daemon {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Daemon {
+    fn start(config: &Path) -> Result<Self> {
+        let mut child = Command::new(roo_binary()?)
+            .args(["serve", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stderr = child.stderr.take().context("stderr")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Ok(Self { child, lines })
+    }
+
+    fn wait_for(&self, needle: &str) -> Result<String> {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(60))
+                .context("daemon silent")?;
+            if line.contains(needle) {
+                return Ok(line);
+            }
+        }
+    }
+
+    /// CPU seconds used so far (utime + stime from /proc).
+    fn cpu_s(&self) -> Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .context("stat")?
+            .split_whitespace()
+            .collect();
+        let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+        // SAFETY: sysconf with a valid name.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        Ok(ticks as f64 / hz)
+    }
+
+    fn stop(mut self) -> Result<()> {
+        // SAFETY: kill(2) on our child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait()?;
+        if !status.success() {
+            bail!("the daemon exited with {status}");
+        }
+        Ok(())
+    }
+}
+
+fn metrics_text(addr: &str) -> Result<String> {
+    let mut s = TcpStream::connect(addr)?;
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    Ok(text)
+}
+
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn write_config(
+    dir: &Path,
+    model: &Path,
+    source: &str,
+    extra_server: &str,
+    sink: &str,
+) -> Result<PathBuf> {
+    let config = dir.join("roo.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nmemory_mb = 256\n{extra_server}\n[[pipeline]]\nname = \"bench\"\nmodel = {model:?}\nmax_rows = 4096\nlinger_ms = 2\n\n\
+             [pipeline.source]\n{source}\n\n[[pipeline.sink]]\nkind = \"files\"\ndir = \"out\"\nformat = \"{sink}\"\nrotate_mb = 256\nrotate_secs = 30\n"
+        ),
+    )?;
+    let _ = std::fs::remove_dir_all(dir.join("out"));
+    Ok(config)
+}
+
+struct TcpPhase {
+    offered: Option<f64>,
+    events_per_s: f64,
+    cpu_ns_per_event: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    /// p99 of each stage: queue wait, score (per row, µs), sink write.
+    stages_ms: [f64; 3],
+}
+
+/// Sends the CSV body over `connections` connections, flat out or paced
+/// at `rate` rows/s (open loop: a schedule, not a reply, decides when the
+/// next rows go), for `seconds`.
+fn tcp_phase(
+    dir: &Path,
+    model: &Path,
+    sink: &str,
+    body: &[u8],
+    header: &[u8],
+    rate: Option<f64>,
+    seconds: f64,
+) -> Result<TcpPhase> {
+    let columns: Vec<String> = std::iter::once("\"txn_id:int64\"".to_string())
+        .chain(CARD_FEATURES.iter().map(|f| format!("{f:?}")))
+        .collect();
+    let source = format!(
+        "kind = \"tcp\"\nlisten = \"127.0.0.1:0\"\nformat = \"csv\"\ncolumns = [{}]",
+        columns.join(", ")
+    );
+    let config = write_config(dir, model, &source, "metrics = \"127.0.0.1:0\"", sink)?;
+    let daemon = Daemon::start(&config)?;
+    let addr = daemon
+        .wait_for("listening on tcp://")?
+        .rsplit("tcp://")
+        .next()
+        .context("addr")?
+        .trim()
+        .to_string();
+    let metrics = daemon.wait_for("metrics on http://")?;
+    let metrics = metrics
+        .rsplit("http://")
+        .next()
+        .context("addr")?
+        .trim()
+        .trim_end_matches("/metrics")
+        .to_string();
+    // Rows cut at line ends, in chunks of about 1 ms of the offered rate.
+    let lines: Vec<usize> = body
+        .iter()
+        .enumerate()
+        .filter(|(_, &c)| c == b'\n')
+        .map(|(i, _)| i + 1)
+        .collect();
+    let rows_per_chunk = rate.map_or(2048, |r| ((r / 1000.0).ceil() as usize).max(1));
+    let mut s = TcpStream::connect(&addr)?;
+    s.set_nodelay(true)?;
+    s.write_all(header)?;
+    let started = Instant::now();
+    let cpu0 = daemon.cpu_s()?;
+    let out0 = metric(&metrics_text(&metrics)?, "roo_events_out_total");
+    let mut sent = 0usize;
+    let mut line = 0usize;
+    while started.elapsed().as_secs_f64() < seconds {
+        if let Some(r) = rate {
+            let due = started + Duration::from_secs_f64(sent as f64 / r);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+        }
+        let from = if line == 0 { 0 } else { lines[line - 1] };
+        let to_line = (line + rows_per_chunk).min(lines.len());
+        s.write_all(&body[from..lines[to_line - 1]])?;
+        sent += to_line - line;
+        line = if to_line == lines.len() { 0 } else { to_line };
+    }
+    // Let the pipeline finish what was sent, then read the figures.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut text = metrics_text(&metrics)?;
+    while metric(&text, "roo_events_out_total") - out0 < sent as f64 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        text = metrics_text(&metrics)?;
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = daemon.cpu_s()? - cpu0;
+    let out = metric(&text, "roo_events_out_total") - out0;
+    let q = |quantile: &str| {
+        metric(&text, &format!("roo_latency_seconds{{pipeline=\"bench\",stage=\"end_to_end\",quantile=\"{quantile}\"}}")) * 1e3
+    };
+    let phase = TcpPhase {
+        offered: rate,
+        events_per_s: out / wall,
+        cpu_ns_per_event: cpu * 1e9 / out.max(1.0),
+        p50_ms: q("0.5"),
+        p99_ms: q("0.99"),
+        p999_ms: q("0.999"),
+        stages_ms: ["wait", "score", "sink"].map(|stage| {
+            metric(
+                &text,
+                &format!(
+                    "roo_latency_seconds{{pipeline=\"bench\",stage=\"{stage}\",quantile=\"0.99\"}}"
+                ),
+            ) * 1e3
+        }),
+    };
+    drop(s);
+    daemon.stop()?;
+    Ok(phase)
+}
+
+pub fn run(rows: usize, seconds: f64, sink: &str, cache: &Path) -> Result<()> {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/fraud/model.json")
+        .canonicalize()?;
+    let dir = cache.join("pipeline");
+    std::fs::create_dir_all(&dir)?;
+    let csv = card_csv(rows);
+    let header_end = csv.iter().position(|&c| c == b'\n').context("header")? + 1;
+    let input = dir.join("cards.csv");
+    std::fs::write(&input, &csv)?;
+    println!(
+        "pipeline: the bundled model (XGBoost, 40 trees, depth 5), {rows} card transactions ({:.0} MB of CSV), \
+         roo serve as its own process, batches of up to 4096 rows, linger 2 ms, {sink} file sink",
+        csv.len() as f64 / 1e6
+    );
+
+    // File → score → file: the daemon exits when the file is done.
+    let input = input.canonicalize()?;
+    let config = write_config(
+        &dir,
+        &model,
+        &format!("kind = \"file\"\npath = {input:?}"),
+        "",
+        sink,
+    )?;
+    let started = Instant::now();
+    let mut child = Command::new(roo_binary()?)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our child, writing its status and rusage.
+    unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    let _ = child.try_wait();
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        bail!("roo serve on the file pipeline failed (status {status}); run it by hand: roo serve --config {}", config.display());
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = usage.ru_utime.tv_sec as f64
+        + usage.ru_utime.tv_usec as f64 / 1e6
+        + usage.ru_stime.tv_sec as f64
+        + usage.ru_stime.tv_usec as f64 / 1e6;
+    println!(
+        "  file -> score -> file   {:>10.0} events/s  {:>7.0} CPU-ns/event  ({rows} rows in {wall:.2} s wall, {cpu:.2} s CPU, process start to exit)",
+        rows as f64 / wall,
+        cpu * 1e9 / rows as f64
+    );
+
+    let body = &csv[header_end..];
+    let header = &csv[..header_end];
+    let peak = tcp_phase(&dir, &model, sink, body, header, None, seconds)?;
+    let mut phases = vec![peak];
+    for share in [0.5, 0.8] {
+        let rate = phases[0].events_per_s * share;
+        phases.push(tcp_phase(
+            &dir,
+            &model,
+            sink,
+            body,
+            header,
+            Some(rate),
+            seconds,
+        )?);
+    }
+    println!(
+        "  {:<24} {:>12} {:>12} {:>13} {:>9} {:>9} {:>9}   p99 of: queue wait / score per row / sink write",
+        "tcp -> score -> file", "offered/s", "events/s", "CPU-ns/event", "p50 ms", "p99 ms", "p999 ms"
+    );
+    for (name, p) in ["flat out (peak)", "50% of peak", "80% of peak"]
+        .iter()
+        .zip(&phases)
+    {
+        println!(
+            "  {name:<24} {:>12} {:>12.0} {:>13.0} {:>9.2} {:>9.2} {:>9.2}   {:.2} ms / {:.3} ms / {:.2} ms",
+            p.offered.map_or("-".to_string(), |r| format!("{r:.0}")),
+            p.events_per_s,
+            p.cpu_ns_per_event,
+            p.p50_ms,
+            p.p99_ms,
+            p.p999_ms,
+            p.stages_ms[0],
+            p.stages_ms[1],
+            p.stages_ms[2]
+        );
+    }
+    println!("  latency: from the batch's oldest event read off the socket to its rows written to the sink (the daemon's histogram)");
+    Ok(())
+}
