@@ -134,6 +134,20 @@ fn read_ipc_dir(dir: &Path) -> Vec<RecordBatch> {
         .collect()
 }
 
+/// The `txn_id` column of every batch, in order.
+fn txn_ids(batches: &[RecordBatch]) -> Vec<i64> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name("txn_id")
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .values()
+                .to_vec()
+        })
+        .collect()
+}
+
 fn versions(batch: &RecordBatch) -> Vec<String> {
     let column = batch.column_by_name("model_version").unwrap();
     let dict = column.as_dictionary::<Int32Type>();
@@ -330,16 +344,7 @@ fn sigterm_mid_stream_loses_nothing_that_was_read() {
     assert_eq!(events_in, out + dead);
     assert_eq!(dead, 0);
     let batches = read_ipc_dir(&dir.path().join("out"));
-    let ids: Vec<i64> = batches
-        .iter()
-        .flat_map(|b| {
-            b.column_by_name("txn_id")
-                .unwrap()
-                .as_primitive::<Int64Type>()
-                .values()
-                .to_vec()
-        })
-        .collect();
+    let ids = txn_ids(&batches);
     assert_eq!(ids.len() as u64, out, "every scored row is in the files");
     // Per connection, the rows read are exactly a prefix of the rows sent:
     // in order, no gap, no duplicate.
@@ -398,16 +403,7 @@ fn sighup_swaps_the_model_between_batches() {
     }
     assert_eq!(sequence.len(), 2, "old, then new: {sequence:?}");
     assert!(swapped.ends_with(&sequence[1]), "{swapped}");
-    let ids: Vec<i64> = batches
-        .iter()
-        .flat_map(|b| {
-            b.column_by_name("txn_id")
-                .unwrap()
-                .as_primitive::<Int64Type>()
-                .values()
-                .to_vec()
-        })
-        .collect();
+    let ids = txn_ids(&batches);
     assert_eq!(
         ids,
         (0..ids.len() as i64).collect::<Vec<_>>(),

@@ -41,18 +41,6 @@ fn digits8(s: &[u8], at: usize) -> (u64, usize) {
     (v, n)
 }
 
-const POW10_U64: [u64; 9] = [
-    1,
-    10,
-    100,
-    1_000,
-    10_000,
-    100_000,
-    1_000_000,
-    10_000_000,
-    100_000_000,
-];
-
 /// Digits from `s[*p..]` into `mantissa`; returns how many. `None` when the
 /// mantissa would pass 18 digits (the slow path takes those).
 #[inline(always)]
@@ -85,23 +73,29 @@ fn digits(s: &[u8], p: &mut usize, mantissa: &mut u64) -> Option<usize> {
     }
 }
 
+/// An optional `-` or `+` at `s[*p]`: true for `-`; moves past it.
+#[inline(always)]
+fn sign(s: &[u8], p: &mut usize) -> bool {
+    match s.get(*p) {
+        Some(b'-') => {
+            *p += 1;
+            true
+        }
+        Some(b'+') => {
+            *p += 1;
+            false
+        }
+        _ => false,
+    }
+}
+
 /// A plain decimal at the front of `s[start..]` (`-12.5`, `3e-4`): sign,
 /// mantissa, power of ten and where it ends. `None` when there is no digit
 /// or more than 18 significant digits.
 #[inline(always)]
 fn decompose_prefix(s: &[u8], start: usize) -> Option<(bool, u64, i32, usize)> {
     let mut p = start;
-    let negative = match s.get(p) {
-        Some(b'-') => {
-            p += 1;
-            true
-        }
-        Some(b'+') => {
-            p += 1;
-            false
-        }
-        _ => false,
-    };
+    let negative = sign(s, &mut p);
     let mut mantissa: u64 = 0;
     let mut count = digits(s, &mut p, &mut mantissa)?;
     let mut exponent: i32 = 0;
@@ -117,17 +111,7 @@ fn decompose_prefix(s: &[u8], start: usize) -> Option<(bool, u64, i32, usize)> {
     if let Some(&e) = s.get(p) {
         if e | 0x20 == b'e' {
             let mut q = p + 1;
-            let negative_exponent = match s.get(q) {
-                Some(b'-') => {
-                    q += 1;
-                    true
-                }
-                Some(b'+') => {
-                    q += 1;
-                    false
-                }
-                _ => false,
-            };
+            let negative_exponent = sign(s, &mut q);
             let first = q;
             let mut e: i32 = 0;
             while q < s.len() && s[q].is_ascii_digit() && q - first < 4 {
@@ -144,7 +128,8 @@ fn decompose_prefix(s: &[u8], start: usize) -> Option<(bool, u64, i32, usize)> {
     Some((negative, mantissa, exponent, p))
 }
 
-const POW10_U64_16: [u64; 17] = [
+/// Powers of ten up to 10^16, exact in u64.
+const POW10_U64: [u64; 17] = [
     1,
     10,
     100,
@@ -188,7 +173,7 @@ pub fn parse_f32_prefix(s: &[u8], start: usize) -> Option<(f32, usize)> {
     let (v2, n2) = digits8(s, q + 8);
     let second = if n1 == 8 { n2 } else { 0 };
     let frac_digits = if has_fraction { n1 + second } else { 0 };
-    let frac_value = v1 * POW10_U64_16[second] + if n1 == 8 { v2 } else { 0 };
+    let frac_value = v1 * POW10_U64[second] + if n1 == 8 { v2 } else { 0 };
     let frac_value = if has_fraction { frac_value } else { 0 };
     let end = if has_fraction { q + frac_digits } else { p };
     let total = int_digits + frac_digits;
@@ -202,7 +187,7 @@ pub fn parse_f32_prefix(s: &[u8], start: usize) -> Option<(f32, usize)> {
     {
         return parse_f32_prefix_general(s, start);
     }
-    let mantissa = int_value * POW10_U64_16[frac_digits] + frac_value;
+    let mantissa = int_value * POW10_U64[frac_digits] + frac_value;
     if mantissa > 1 << 53 {
         return parse_f32_prefix_general(s, start);
     }
