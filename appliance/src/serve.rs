@@ -210,6 +210,12 @@ pub fn serve(path: &Path) -> Result<()> {
             Err(_) => {}
         }
         let guard = pipelines.lock().expect("not poisoned");
+        if let Some(p) = guard.iter().find(|p| p.failed()) {
+            // A daemon with a broken pipeline is not healthy: drain the
+            // others and exit non-zero, for the supervisor to see.
+            tracing::error!("pipeline {} failed; stopping every pipeline", p.name());
+            break;
+        }
         if guard.iter().all(Pipeline::finished) {
             tracing::info!("every pipeline has stopped (its source ended, or it failed)");
             break;

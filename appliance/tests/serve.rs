@@ -577,3 +577,32 @@ fn bad_configs_name_the_line_and_the_field() {
     let err = check_config(&format!("{good}\n{}", good));
     assert!(err.contains("two pipelines are named \"g\""), "{err}");
 }
+
+#[test]
+fn a_sink_that_cannot_write_stops_the_daemon_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("roo.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[pipeline]]\nname = \"g\"\nmodel = {:?}\n\n[pipeline.source]\nkind = \"generator\"\nrate = 2000\n\n\
+             [[pipeline.sink]]\nkind = \"files\"\ndir = \"out\"\nformat = \"arrow\"\nrotate_secs = 1\n",
+            example("model.json")
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(&config, Stdio::null());
+    daemon.wait_for("pipeline g: model");
+    // The sink's directory becomes a file: the next file cannot be renamed into place.
+    let out = dir.path().join("out");
+    std::fs::remove_dir_all(&out).unwrap();
+    std::fs::write(&out, b"in the way").unwrap();
+    let (code, lines) = daemon.finish();
+    assert_eq!(code, Some(1), "{}", lines.join("\n"));
+    let all = lines.join("\n");
+    assert!(
+        all.contains("pipeline g failed; stopping every pipeline"),
+        "{all}"
+    );
+    assert!(all.contains("Not a directory"), "{all}");
+}

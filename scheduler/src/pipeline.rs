@@ -296,6 +296,7 @@ pub struct Pipeline {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<Result<(), String>>>,
     tcp_addr: Option<std::net::SocketAddr>,
+    failed: Arc<AtomicBool>,
 }
 
 /// What a pipeline did, once stopped.
@@ -350,10 +351,19 @@ impl Pipeline {
         let (ingest_tx, ingest_rx) = bounded::<IngestBatch>(spec.queue_batches);
         let (scored_tx, scored_rx) = bounded::<ScoredBatch>(spec.queue_batches);
         let mut threads = Vec::new();
+        let failed = Arc::new(AtomicBool::new(false));
         let spawn = |name: String, f: Box<dyn FnOnce() -> Result<(), String> + Send>| {
+            let failed = failed.clone();
             std::thread::Builder::new()
                 .name(name)
-                .spawn(f)
+                .spawn(move || {
+                    let result = f();
+                    if let Err(e) = &result {
+                        tracing::error!("{e}");
+                        failed.store(true, Ordering::Release);
+                    }
+                    result
+                })
                 .map_err(|e| setup(e.to_string()))
         };
 
@@ -467,7 +477,14 @@ impl Pipeline {
             stop,
             threads,
             tcp_addr,
+            failed,
         })
+    }
+
+    /// A stage failed (a sink could not write, a file could not be read);
+    /// the pipeline has stopped or is stopping. `join` says why.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
     }
 
     pub fn name(&self) -> &str {
@@ -890,7 +907,7 @@ impl RotatingFiles {
         current.bytes += batch.get_array_memory_size() as u64;
         current.last_batch = number;
         self.written = number;
-        if current.bytes >= self.rotate_bytes {
+        if current.bytes >= self.rotate_bytes || current.opened.elapsed() >= self.rotate {
             self.close_current()?;
         }
         Ok(())
