@@ -242,8 +242,18 @@ pub fn serve(path: &Path) -> Result<()> {
         eprintln!();
     }
     if let Some(signal) = stop_signal {
-        tracing::info!("signal {signal}: stopping sources, draining every queue");
+        tracing::info!("signal {signal}: stopping sources, draining every queue (a second signal exits at once)");
     }
+    // A drain can wait on a sink that never frees (a stdout nobody reads):
+    // a second SIGTERM/SIGINT gives up on it.
+    std::thread::Builder::new().name("roo-signals-2".into()).spawn(move || {
+        while let Ok(signal) = signals.recv() {
+            if let Signal::Stop(signal) = signal {
+                eprintln!("roo: signal {signal} again: exiting without draining; unacknowledged events are not in the sinks");
+                std::process::exit(130);
+            }
+        }
+    })?;
     let running = std::mem::take(&mut *pipelines.lock().expect("not poisoned"));
     for p in &running {
         p.stop();

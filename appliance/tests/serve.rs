@@ -606,3 +606,38 @@ fn a_sink_that_cannot_write_stops_the_daemon_with_the_reason() {
     );
     assert!(all.contains("Not a directory"), "{all}");
 }
+
+#[test]
+fn a_second_sigterm_gives_up_a_drain_that_cannot_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tcp_config(dir.path(), "[[pipeline.sink]]\nkind = \"stdout\"\n", 8);
+    // stdout is a pipe nobody reads: the drain can never finish.
+    let mut daemon = Daemon::start(&config, Stdio::piped());
+    let line = daemon.wait_for("listening on tcp://");
+    let addr = line.rsplit("tcp://").next().unwrap().trim().to_string();
+    let header = std::fs::read_to_string(example("transactions.csv"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let client = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        let _ = s.write_all(format!("{header}\n").as_bytes());
+        let rows: String = rows_for(1).take(200_000).collect();
+        let _ = s.write_all(rows.as_bytes());
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    daemon.signal(libc::SIGTERM);
+    daemon.wait_for("a second signal exits at once");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "the drain is blocked on stdout"
+    );
+    daemon.signal(libc::SIGTERM);
+    let (code, lines) = daemon.finish();
+    assert_eq!(code, Some(130), "{}", lines.join("\n"));
+    assert!(lines.iter().any(|l| l.contains("exiting without draining")));
+    drop(client);
+}

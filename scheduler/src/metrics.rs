@@ -70,9 +70,19 @@ pub struct PipelineMetrics {
     pub sink_us: Latency,
     /// From the batch's oldest event's ingest to its rows in every sink.
     pub end_to_end_us: Latency,
+    /// The same since the last [`PipelineMetrics::take_recent_p99_us`]: for
+    /// a live view of now rather than since start.
+    pub recent_end_to_end_us: Latency,
 }
 
 impl PipelineMetrics {
+    /// p99 end-to-end latency since the last call, in microseconds; resets.
+    pub fn take_recent_p99_us(&self) -> u64 {
+        let (_, p99, _, _) = self.recent_end_to_end_us.quantiles();
+        self.recent_end_to_end_us.reset();
+        p99
+    }
+
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
