@@ -229,7 +229,7 @@ pub fn serve(path: &Path) -> Result<()> {
             let secs = last.0.elapsed().as_secs_f64();
             let p99 = guard
                 .iter()
-                .map(|p| p.metrics().end_to_end_us.quantiles().1)
+                .map(|p| p.metrics().take_recent_p99_us())
                 .max()
                 .unwrap_or(0);
             let rate = (out - last.1) as f64 / secs;

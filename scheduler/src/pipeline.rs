@@ -1082,6 +1082,9 @@ fn run_sinks(
         metrics
             .end_to_end_us
             .record(latency.as_micros() as u64, rows.max(1));
+        metrics
+            .recent_end_to_end_us
+            .record(latency.as_micros() as u64, rows.max(1));
         ack(&mut pending, &mut sinks, &mut dead, number)?;
     }
     for s in &mut sinks {
