@@ -25,6 +25,9 @@ pub(crate) struct NdjsonParser {
 
 struct Cursor<'a> {
     data: &'a [u8],
+    /// `data` and whatever follows it in the receive buffer: numbers are
+    /// parsed with 8-byte loads that may look past the line's end.
+    tail: &'a [u8],
     p: usize,
 }
 
@@ -213,9 +216,13 @@ impl NdjsonParser {
         self.names.iter().position(|n| n == key)
     }
 
-    fn parse_line(&mut self, line: &[u8]) -> Result<(), String> {
+    fn parse_line(&mut self, line: &[u8], tail: &[u8]) -> Result<(), String> {
         self.row_stamp += 1;
-        let mut cur = Cursor { data: line, p: 0 };
+        let mut cur = Cursor {
+            data: line,
+            tail,
+            p: 0,
+        };
         cur.expect(b'{', "'{' (each line must be one JSON object)")?;
         let mut scratch = std::mem::take(&mut self.scratch);
         let result = self.parse_members(&mut cur, &mut scratch);
@@ -247,16 +254,17 @@ impl NdjsonParser {
             cur.expect(b'"', "a key in quotes")?;
             let key = cur.string(scratch)?;
             let column = self.column_of(key.bytes(), guess);
-            let key_shown = show(key.bytes());
+            if let Some(j) = column {
+                if self.stamp[j] == self.row_stamp {
+                    return Err(format!("key {} appears twice", show(key.bytes())));
+                }
+            }
             cur.expect(b':', "':' after a key")?;
             cur.ws();
             match column {
                 None => cur.skip_value(scratch)?,
                 Some(j) => {
                     guess = j + 1;
-                    if self.stamp[j] == self.row_stamp {
-                        return Err(format!("key {key_shown} appears twice"));
-                    }
                     self.stamp[j] = self.row_stamp;
                     self.value(cur, j, scratch)?;
                 }
@@ -279,11 +287,18 @@ impl NdjsonParser {
     }
 
     fn value(&mut self, cur: &mut Cursor, j: usize, scratch: &mut Vec<u8>) -> Result<(), String> {
-        let name = self.columns.schema.field(j).name();
-        let data_type = self.columns.schema.field(j).data_type().clone();
-        let column = &mut self.columns.columns[j];
-        let misfit =
-            |what: &str| format!("column '{name}': {what}; expected {}", expected(&data_type));
+        let Columns {
+            schema, columns, ..
+        } = &mut self.columns;
+        let field = schema.field(j);
+        let name = field.name();
+        let column = &mut columns[j];
+        let misfit = |what: &str| {
+            format!(
+                "column '{name}': {what}; expected {}",
+                expected(field.data_type())
+            )
+        };
         match cur
             .peek()
             .ok_or_else(|| misfit("the line ends before the value"))?
@@ -312,11 +327,13 @@ impl NdjsonParser {
             _ => {
                 let start = cur.p;
                 if column.is_f32() {
-                    if let Some((v, end)) = super::number::parse_f32_prefix(cur.data, start) {
-                        if matches!(
-                            cur.data.get(end),
-                            None | Some(b',' | b'}' | b' ' | b'\t' | b'\r')
-                        ) {
+                    if let Some((v, end)) = super::number::parse_f32_prefix(cur.tail, start) {
+                        if end <= cur.data.len()
+                            && matches!(
+                                cur.data.get(end),
+                                None | Some(b',' | b'}' | b' ' | b'\t' | b'\r')
+                            )
+                        {
                             column.push_f32_value(v);
                             cur.p = end;
                             return Ok(());
@@ -374,7 +391,7 @@ impl RecordParser for NdjsonParser {
             let parsed = if next - p > self.record_bytes_max {
                 Err(super::csv::oversized(self.record_bytes_max))
             } else {
-                self.parse_line(line_trimmed)
+                self.parse_line(line_trimmed, &data[p..])
             };
             match parsed {
                 Ok(()) => self.columns.commit_row(),
@@ -410,7 +427,11 @@ pub(crate) fn sample(data: &[u8], rows_max: usize) -> (Vec<String>, Vec<Inferred
     let mut inferred: Vec<Inferred> = Vec::new();
     let mut scratch = Vec::new();
     for line in data.split(|&c| c == b'\n').take(rows_max) {
-        let mut cur = Cursor { data: line, p: 0 };
+        let mut cur = Cursor {
+            data: line,
+            tail: line,
+            p: 0,
+        };
         if cur.expect(b'{', "").is_err() {
             continue;
         }
