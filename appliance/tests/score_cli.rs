@@ -174,11 +174,9 @@ fn outputs_keep_input_columns_and_name_the_model_version() {
     );
 }
 
-/// Runs `roo score` expecting failure: returns stderr, and checks no output appeared.
-fn score_fails(model: &Path, input: &Path, output_name: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let output = dir.path().join(output_name);
-    let run = roo(&[
+/// `roo score --model M --input IN --output OUT EXTRA…`.
+fn roo_score(model: &Path, input: &Path, output: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
         "score",
         "--model",
         model.to_str().unwrap(),
@@ -186,7 +184,16 @@ fn score_fails(model: &Path, input: &Path, output_name: &str) -> String {
         input.to_str().unwrap(),
         "--output",
         output.to_str().unwrap(),
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    roo(&args)
+}
+
+/// Runs `roo score` expecting failure: returns stderr, and checks no output appeared.
+fn score_fails(model: &Path, input: &Path, output_name: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join(output_name);
+    let run = roo_score(model, input, &output, &[]);
     assert_eq!(
         run.status.code(),
         Some(1),
@@ -294,17 +301,7 @@ fn score_ok(
     extra: &[&str],
 ) -> (Vec<f32>, String) {
     let output = dir.join(name);
-    let mut args = vec![
-        "score",
-        "--model",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let run = roo(&args);
+    let run = roo_score(model, input, &output, extra);
     assert!(run.status.success(), "{}", stderr(&run));
     let batches = read_all(&output);
     let scores = batches

@@ -70,6 +70,14 @@ impl Daemon {
         }
     }
 
+    /// Waits for a line `… PREFIX ADDRESS`; returns the address.
+    fn address(&mut self, prefix: &str) -> String {
+        let line = self.wait_for(prefix);
+        line[line.find(prefix).unwrap() + prefix.len()..]
+            .trim()
+            .to_string()
+    }
+
     fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, signal) };
@@ -243,13 +251,18 @@ fn a_file_pipeline_scores_like_roo_score_and_exits_when_its_source_ends() {
     );
 }
 
-fn tcp_config(dir: &Path, sink: &str, memory_mb: u64) -> PathBuf {
-    let header = std::fs::read_to_string(example("transactions.csv"))
+/// The bundled sample's CSV header line.
+fn sample_header() -> String {
+    std::fs::read_to_string(example("transactions.csv"))
         .unwrap()
         .lines()
         .next()
         .unwrap()
-        .to_string();
+        .to_string()
+}
+
+fn tcp_config(dir: &Path, sink: &str, memory_mb: u64) -> PathBuf {
+    let header = sample_header();
     let columns: Vec<String> = header
         .split(',')
         .map(|c| {
@@ -300,14 +313,8 @@ fn sigterm_mid_stream_loses_nothing_that_was_read() {
         64,
     );
     let mut daemon = Daemon::start(&config, Stdio::null());
-    let line = daemon.wait_for("listening on tcp://");
-    let addr = line.rsplit("tcp://").next().unwrap().trim().to_string();
-    let header = std::fs::read_to_string(example("transactions.csv"))
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .to_string();
+    let addr = daemon.address("listening on tcp://");
+    let header = sample_header();
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
     let clients: Vec<_> = (1..=3u64)
@@ -440,21 +447,9 @@ fn a_slow_sink_pushes_back_on_the_sender_with_memory_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let config = tcp_config(dir.path(), "[[pipeline.sink]]\nkind = \"stdout\"\n", 8);
     let mut daemon = Daemon::start(&config, Stdio::piped());
-    let line = daemon.wait_for("listening on tcp://");
-    let metrics = daemon
-        .wait_for("metrics on http://")
-        .rsplit("http://")
-        .next()
-        .unwrap()
-        .trim()
-        .to_string();
-    let addr = line.rsplit("tcp://").next().unwrap().trim().to_string();
-    let header = std::fs::read_to_string(example("transactions.csv"))
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .to_string();
+    let addr = daemon.address("listening on tcp://");
+    let metrics = daemon.address("metrics on http://");
+    let header = sample_header();
     let total_rows = 400_000u64;
     let sent = Arc::new(AtomicU64::new(0));
     let progress = sent.clone();
@@ -613,14 +608,8 @@ fn a_second_sigterm_gives_up_a_drain_that_cannot_finish() {
     let config = tcp_config(dir.path(), "[[pipeline.sink]]\nkind = \"stdout\"\n", 8);
     // stdout is a pipe nobody reads: the drain can never finish.
     let mut daemon = Daemon::start(&config, Stdio::piped());
-    let line = daemon.wait_for("listening on tcp://");
-    let addr = line.rsplit("tcp://").next().unwrap().trim().to_string();
-    let header = std::fs::read_to_string(example("transactions.csv"))
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .to_string();
+    let addr = daemon.address("listening on tcp://");
+    let header = sample_header();
     let client = std::thread::spawn(move || {
         let mut s = TcpStream::connect(&addr).unwrap();
         let _ = s.write_all(format!("{header}\n").as_bytes());

@@ -62,6 +62,10 @@ pub struct BatchLimits {
 pub const BATCH_ROWS_DEFAULT: usize = 65_536;
 /// Record length bound when the caller does not say.
 pub const RECORD_BYTES_MAX_DEFAULT: usize = 1 << 20;
+/// The longest Arrow IPC message a stream may send (counted as the bytes fed
+/// to the decoder between two record batches): a client cannot make a
+/// connection hold more while a message is assembled.
+pub const IPC_MESSAGE_BYTES_MAX: usize = 64 << 20;
 
 impl Default for BatchLimits {
     fn default() -> Self {
@@ -94,7 +98,9 @@ enum Body {
         decoder: StreamDecoder,
         expected: Option<SchemaRef>,
         pending: Vec<RecordBatch>,
-        pending_rows: usize,
+        /// Bytes fed to the decoder since it last returned a batch: the
+        /// size of the message being assembled, bounded.
+        message_bytes: usize,
     },
 }
 
@@ -142,7 +148,7 @@ impl Framer {
                 decoder: StreamDecoder::new(),
                 expected: schema.clone(),
                 pending: Vec::new(),
-                pending_rows: 0,
+                message_bytes: 0,
             },
             StreamFormat::Csv { header, delimiter } => {
                 let schema = need_schema()?;
@@ -231,11 +237,6 @@ impl Framer {
 
     pub fn source(&self) -> &Arc<str> {
         &self.source
-    }
-
-    /// Bytes taken so far (the stream offset of the next byte).
-    pub fn offset(&self) -> u64 {
-        self.parsed_to + self.carry.len() as u64
     }
 
     /// Feeds the next piece of the stream.
@@ -380,9 +381,7 @@ impl Framer {
     pub fn poll(&mut self, now: Instant, sink: &mut dyn BatchSink) -> Option<Instant> {
         let (opened, _) = self.opened?;
         let due = opened + self.limits.linger;
-        let has_records = self.records > 0
-            || matches!(&self.body, Body::Ipc { pending_rows, .. } if *pending_rows > 0);
-        if !has_records {
+        if self.records == 0 {
             return None;
         }
         if now >= due {
@@ -442,15 +441,14 @@ impl Framer {
             Body::Records { parser, .. } => parser.take_batch(),
             Body::Ipc {
                 pending,
-                pending_rows,
                 decoder,
                 expected,
+                ..
             } => {
                 let schema = expected
                     .clone()
                     .or_else(|| decoder.schema())
                     .or_else(|| pending.first().map(|b| b.schema()));
-                *pending_rows = 0;
                 let parts = std::mem::take(pending);
                 match schema {
                     Some(_) if parts.len() == 1 => parts.into_iter().next().expect("one part"),
@@ -491,24 +489,39 @@ impl Framer {
         let mut buffer = arrow_buffer::Buffer::from(data.to_vec());
         while !buffer.is_empty() {
             let Body::Ipc {
-                decoder, expected, ..
+                decoder,
+                expected,
+                message_bytes,
+                ..
             } = &mut self.body
             else {
                 unreachable!()
             };
             let before = buffer.len();
             let decoded = crate::ipc::guarded(|| decoder.decode(&mut buffer));
-            self.parsed_to += (before - buffer.len()) as u64;
+            let consumed = before - buffer.len();
+            self.parsed_to += consumed as u64;
+            *message_bytes += consumed;
+            let decoded = match decoded {
+                Ok(None) if *message_bytes > IPC_MESSAGE_BYTES_MAX => Err(format!(
+                    "a message longer than {IPC_MESSAGE_BYTES_MAX} bytes (the bound on one Arrow IPC message)"
+                )),
+                Ok(Some(batch)) => {
+                    *message_bytes = 0;
+                    Ok(Some(batch))
+                }
+                other => other,
+            };
             let batch = match decoded {
                 Ok(Some(batch)) => batch,
                 Ok(None) if before == buffer.len() => break,
                 Ok(None) => continue,
                 Err(e) => {
                     let reason = format!("a malformed Arrow IPC stream: {}", ipc_reason(&e));
-                    let rest = buffer.as_slice().to_vec();
-                    self.dead.push(self.parsed_to, None, &rest, reason);
+                    self.dead
+                        .push(self.parsed_to, None, buffer.as_slice(), reason);
                     self.records += 1;
-                    self.parsed_to += rest.len() as u64;
+                    self.parsed_to += buffer.len() as u64;
                     self.fail(sink);
                     return;
                 }
@@ -531,17 +544,11 @@ impl Framer {
             };
             let mut offset = 0;
             while offset < batch.num_rows() && !self.stopped {
-                let Body::Ipc {
-                    pending,
-                    pending_rows,
-                    ..
-                } = &mut self.body
-                else {
+                let Body::Ipc { pending, .. } = &mut self.body else {
                     unreachable!()
                 };
                 let take = (self.limits.max_rows - self.records).min(batch.num_rows() - offset);
                 pending.push(batch.slice(offset, take));
-                *pending_rows += take;
                 self.records += take;
                 offset += take;
                 self.close_if_full(sink);

@@ -24,7 +24,8 @@ mod tcp;
 pub use error::IngestError;
 pub use file::{FileBatches, FileFormat, FileSource};
 pub use framer::{
-    BatchLimits, BatchSink, Framer, StreamFormat, BATCH_ROWS_DEFAULT, RECORD_BYTES_MAX_DEFAULT,
+    BatchLimits, BatchSink, Framer, StreamFormat, BATCH_ROWS_DEFAULT, IPC_MESSAGE_BYTES_MAX,
+    RECORD_BYTES_MAX_DEFAULT,
 };
 pub use parse::csv::CsvHeader;
 pub use read::{io_uring_probe, read_file, IoUringMode, ReadOptions, ReadPath};

@@ -367,8 +367,8 @@ impl UringReader {
             let begin = slot.index as usize * self.bytes;
             if n == 0 {
                 // End of file (it may have shrunk); later reads see it too.
-                if slot.filled > 0 && !consume(&self.memory[begin..begin + slot.filled]) {
-                    return Ok(());
+                if slot.filled > 0 {
+                    consume(&self.memory[begin..begin + slot.filled]);
                 }
                 return Ok(());
             }

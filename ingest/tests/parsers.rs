@@ -586,3 +586,37 @@ proptest! {
         prop_assert!(got <= data.len() as u64);
     }
 }
+
+#[test]
+fn an_arrow_ipc_message_past_the_bound_ends_the_stream() {
+    // A valid schema, then a message that claims almost 4 GiB and keeps coming.
+    let mut data = ipc_stream(&[floats("a", &[1.0])]);
+    data.truncate(data.len() - 8); // drop the end-of-stream marker
+    data.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xf0, 0xff, 0xff, 0xff]);
+    let mut framer =
+        Framer::new(Arc::from("t"), &StreamFormat::ArrowIpc, None, limits(10)).unwrap();
+    let mut out = Vec::new();
+    let mut sink = |b: IngestBatch| {
+        out.push(b);
+        true
+    };
+    framer.push(&data, &mut sink);
+    let filler = vec![0u8; 1 << 20];
+    for _ in 0..(roo_ingest::IPC_MESSAGE_BYTES_MAX >> 20) + 2 {
+        framer.push(&filler, &mut sink);
+        if framer.failed() {
+            break;
+        }
+    }
+    assert!(
+        framer.failed(),
+        "the stream is refused, not buffered without end"
+    );
+    let dead: Vec<_> = out.iter().flat_map(|b| &b.dead_letters).collect();
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0].reason.contains("a message longer than"),
+        "{}",
+        dead[0].reason
+    );
+}

@@ -17,28 +17,15 @@ use arrow_array::RecordBatch;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use roo_ingest::{BatchLimits, IngestBatch, IoUringMode, StreamFormat, TcpSource, TcpSourceConfig};
 
+mod common;
+use common::io_uring_here;
+
 fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("client", DataType::Utf8, true),
         Field::new("i", DataType::Int64, true),
         Field::new("x", DataType::Float32, true),
     ]))
-}
-
-/// Whether the io_uring halves of these tests can run here. In CI
-/// (`ROO_REQUIRE_IO_URING=1`, set by .ci/run) io_uring must work; elsewhere
-/// a kernel or sandbox without it skips them, loudly.
-fn io_uring_here() -> bool {
-    match roo_ingest::io_uring_probe() {
-        Ok(()) => true,
-        Err(why) if std::env::var_os("ROO_REQUIRE_IO_URING").is_some() => {
-            panic!("io_uring is required here (ROO_REQUIRE_IO_URING) but unavailable: {why}")
-        }
-        Err(why) => {
-            eprintln!("SKIPPED the io_uring half of this test: io_uring unavailable: {why}");
-            false
-        }
-    }
 }
 
 fn config(

@@ -123,6 +123,8 @@ struct LoadedModel {
     scorer: CpuScorer,
     binding: FeatureBinding,
     version: String,
+    /// The dictionary of the `model_version` column, shared by every batch.
+    version_values: ArrayRef,
     output_schema: SchemaRef,
 }
 
@@ -154,6 +156,7 @@ impl LoadedModel {
         Ok(Self {
             scorer: CpuScorer::new(&model),
             binding,
+            version_values: Arc::new(StringArray::from(vec![version.as_str()])),
             version,
             // The version in the schema metadata too: a file sink starts a
             // new file when it changes, so each file names one model.
@@ -189,7 +192,7 @@ impl LoadedModel {
             .map_err(|e| e.to_string())?;
         let version: ArrayRef = Arc::new(DictionaryArray::<Int32Type>::new(
             Int32Array::from(vec![0; rows]),
-            Arc::new(StringArray::from(vec![self.version.as_str()])),
+            self.version_values.clone(),
         ));
         let mut columns = scored.columns().to_vec();
         columns.push(version);
@@ -376,7 +379,6 @@ impl Pipeline {
         let score_metrics = metrics.clone();
         let score_model = model.clone();
         let score_pool = pool.clone();
-        let ingest_rx_len = ingest_rx.clone();
         threads.push(spawn(
             format!("roo-score-{}", spec.name),
             Box::new(move || {
@@ -388,7 +390,6 @@ impl Pipeline {
                     cost,
                     &score_metrics,
                 );
-                drop(ingest_rx_len);
                 Ok(())
             }),
         )?);
@@ -998,6 +999,10 @@ impl DeadLetterFiles {
     }
 }
 
+/// Sources whose batch order the sink stage tracks at once (one per TCP
+/// connection); past it the table starts over.
+const SOURCES_ORDER_CHECKED_MAX: usize = 4096;
+
 /// How often an idle sink stage checks its files' age.
 const SINK_TICK: Duration = Duration::from_millis(200);
 
@@ -1062,6 +1067,10 @@ fn run_sinks(
         }
         // Per-source order holds by construction (one scorer, FIFO
         // channels); check it, since acks depend on it.
+        if last_seq.len() >= SOURCES_ORDER_CHECKED_MAX && !last_seq.contains_key(&b.source) {
+            // Connections come and go: forget the ended ones rather than grow.
+            last_seq.clear();
+        }
         let last = last_seq.entry(b.source.clone()).or_insert(b.seq);
         if b.seq < *last {
             return Err(format!(

@@ -48,14 +48,10 @@ impl FileSink {
         schema: SchemaRef,
     ) -> Result<Self, SinkError> {
         let path = path.as_ref().to_path_buf();
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| SinkError::Encode {
-                path: path.display().to_string(),
-                message: "the output path names no file".into(),
-            })?;
-        let partial = path.with_file_name(format!(".{name}.partial"));
+        let partial = partial_path(&path).ok_or_else(|| SinkError::Encode {
+            path: path.display().to_string(),
+            message: "the output path names no file".into(),
+        })?;
         let shown = path.display().to_string();
         if matches!(format, FileFormat::Ndjson | FileFormat::RawF32) {
             return Err(SinkError::Encode {
@@ -151,9 +147,7 @@ impl FileSink {
             path: self.path.display().to_string(),
             source,
         };
-        let file = file.map_err(io)?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&self.partial, &self.path).map_err(io)?;
+        publish(&file.map_err(io)?, &self.partial, &self.path).map_err(io)?;
         Ok(self.rows)
     }
 
@@ -173,6 +167,19 @@ impl Drop for FileSink {
     }
 }
 
+/// The hidden file a sink writes before it is complete: `.NAME.partial`
+/// beside `path`; `None` when the path names no file.
+fn partial_path(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?.to_string_lossy();
+    Some(path.with_file_name(format!(".{name}.partial")))
+}
+
+/// Makes a finished partial file durable and gives it its name.
+fn publish(file: &File, partial: &Path, path: &Path) -> std::io::Result<()> {
+    file.sync_all()?;
+    std::fs::rename(partial, path)
+}
+
 /// Dead letters as NDJSON, one object per refused record:
 /// `{"source", "offset", "line", "reason", "raw", "raw_bytes"}` (`raw` is
 /// the record's first bytes as text, invalid UTF-8 replaced). Created at
@@ -188,21 +195,13 @@ pub struct DeadLetterSink {
 impl DeadLetterSink {
     pub fn new(path: impl AsRef<Path>) -> Self {
         let path = path.as_ref().to_path_buf();
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let partial = path.with_file_name(format!(".{name}.partial"));
+        let partial = partial_path(&path).unwrap_or_else(|| path.with_extension("partial"));
         Self {
             path,
             partial,
             writer: None,
             letters: 0,
         }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     pub fn write(&mut self, letters: &[roo_ingest::DeadLetter]) -> Result<(), SinkError> {
@@ -242,8 +241,7 @@ impl DeadLetterSink {
         };
         if let Some(writer) = self.writer.take() {
             let file = writer.into_inner().map_err(|e| io(e.into_error()))?;
-            file.sync_all().map_err(io)?;
-            std::fs::rename(&self.partial, &self.path).map_err(io)?;
+            publish(&file, &self.partial, &self.path).map_err(io)?;
         }
         Ok(self.letters)
     }
