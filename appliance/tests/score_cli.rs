@@ -528,15 +528,6 @@ fn batch_rows_and_threads_are_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("o.csv");
     let (model, input) = (golden("lgb_binary.txt"), golden("data_binary.csv"));
-    let base = [
-        "score",
-        "--model",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-    ];
     for (flag, value, expected) in [
         (
             "--batch-rows",
@@ -554,9 +545,7 @@ fn batch_rows_and_threads_are_bounded() {
             "--threads 100000: expected 0 (one per core) to 1024",
         ),
     ] {
-        let mut args = base.to_vec();
-        args.extend([flag, value]);
-        let run = roo(&args);
+        let run = roo_score(&model, &input, &output, &[flag, value]);
         assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
         assert!(stderr(&run).contains(expected), "{}", stderr(&run));
         assert!(!output.exists());
