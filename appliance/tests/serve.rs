@@ -590,6 +590,15 @@ fn a_sink_that_cannot_write_stops_the_daemon_with_the_reason() {
     daemon.wait_for("pipeline g: model");
     // The sink's directory becomes a file: the next file cannot be renamed into place.
     let out = dir.path().join("out");
+    // The model line comes before the sinks are opened: wait for the directory.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !out.is_dir() {
+        assert!(
+            Instant::now() < deadline,
+            "the sink directory never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     std::fs::remove_dir_all(&out).unwrap();
     std::fs::write(&out, b"in the way").unwrap();
     let (code, lines) = daemon.finish();
