@@ -118,6 +118,10 @@ pub struct Framer {
     opened: Option<(Instant, SystemTime)>,
     seq: u64,
     skipping_to_line_end: bool,
+    /// Bytes of an oversized record were skipped after its dead letter was
+    /// handed on: the next batch must be emitted, rows or not, to
+    /// acknowledge them.
+    skipped_since_emit: bool,
     failed: bool,
     stopped: bool,
 }
@@ -220,6 +224,7 @@ impl Framer {
             opened: None,
             seq: 0,
             skipping_to_line_end: false,
+            skipped_since_emit: false,
             failed: false,
             stopped: false,
         })
@@ -327,6 +332,7 @@ impl Framer {
     }
 
     fn skip_line<'d>(&mut self, data: &'d [u8]) -> &'d [u8] {
+        self.skipped_since_emit |= !data.is_empty();
         match memchr::memchr(b'\n', data) {
             Some(i) => {
                 self.skipping_to_line_end = false;
@@ -458,7 +464,7 @@ impl Framer {
                 }
             }
         };
-        if batch.num_rows() == 0 && self.dead.letters.is_empty() {
+        if batch.num_rows() == 0 && self.dead.letters.is_empty() && !self.skipped_since_emit {
             self.records = 0;
             self.opened = None;
             return;
@@ -474,6 +480,7 @@ impl Framer {
         };
         self.seq += 1;
         self.batch_start = self.parsed_to;
+        self.skipped_since_emit = false;
         self.records = 0;
         self.opened = if self.carry.is_empty() {
             None

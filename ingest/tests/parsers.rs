@@ -249,6 +249,33 @@ fn a_fragment_at_close_and_an_oversized_record_are_dead_letters() {
     }
 }
 
+/// An oversized last record whose dead letter closed a full batch: the rest
+/// of it, skipped afterwards, is still acknowledged by a (row-less) batch,
+/// so the offsets reach the end of the stream. (Found by the property test.)
+#[test]
+fn the_skipped_tail_of_an_oversized_last_record_is_acknowledged() {
+    let s = schema(&[("a", DataType::Float32)]);
+    let small = BatchLimits {
+        record_bytes_max: 32,
+        ..limits(1)
+    };
+    let absent = StreamFormat::Csv {
+        header: CsvHeader::Absent,
+        delimiter: b',',
+    };
+    let data = format!("1\n{}", "x".repeat(100));
+    for piece in [1, 7, 21, 40] {
+        for end in [true, false] {
+            let batches = run(&absent, Some(s.clone()), small, data.as_bytes(), piece, end);
+            check_provenance_of(&batches, &data);
+            assert_eq!(batches.last().unwrap().offsets.end, data.len() as u64);
+            let dead: Vec<_> = batches.iter().flat_map(|b| &b.dead_letters).collect();
+            assert_eq!(dead.len(), 1, "piece {piece}");
+            assert_eq!(concat(&batches).num_rows(), 1, "piece {piece}");
+        }
+    }
+}
+
 #[test]
 fn ndjson_binds_keys_by_name() {
     let data = br#"{"id": "a", "amount": 1.5, "n": 7, "ok": true, "w": 0.5}
