@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::flight::{FlightSettings, Token};
 use anyhow::{bail, Context, Result};
 use arrow_schema::{DataType, Field, Schema};
 use roo_ingest::{
@@ -46,6 +47,8 @@ impl<'de, const MIN: u64, const MAX: u64> Deserialize<'de> for Bounded<MIN, MAX>
 pub struct Config {
     #[serde(default)]
     pub server: Server,
+    /// The Arrow Flight endpoint; none: no endpoint.
+    pub flight: Option<FlightConfig>,
     #[serde(rename = "pipeline")]
     pub pipelines: Vec<PipelineConfig>,
 }
@@ -75,6 +78,49 @@ impl Default for Server {
             threads: Bounded(0),
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlightConfig {
+    /// `host:port` (port 0: any free port, logged).
+    pub listen: String,
+    /// Clients present one of these; none: calls need no credentials.
+    #[serde(rename = "token", default)]
+    pub tokens: Vec<TokenConfig>,
+    /// PEM files: with both, the endpoint speaks TLS (grpc+tls://).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Where upload-model keeps model files; none: uploads are refused.
+    pub model_dir: Option<PathBuf>,
+    #[serde(default = "default_models_max")]
+    pub models_max: Bounded<1, 1024>,
+    /// The largest gRPC message taken or sent (a batch, a model upload).
+    #[serde(default = "default_message_mb")]
+    pub message_mb: Bounded<1, 2047>,
+    /// DoExchange, DoPut and DoGet streams open at once; more are refused
+    /// with RESOURCE_EXHAUSTED.
+    #[serde(default = "default_streams_max")]
+    pub streams_max: Bounded<1, 65_536>,
+}
+
+fn default_models_max() -> Bounded<1, 1024> {
+    Bounded(16)
+}
+fn default_message_mb() -> Bounded<1, 2047> {
+    Bounded(64)
+}
+fn default_streams_max() -> Bounded<1, 65_536> {
+    Bounded(256)
+}
+
+/// A bearer token: `secret`, or read from the environment variable `secret_env`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub name: String,
+    pub secret: Option<String>,
+    pub secret_env: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,6 +194,12 @@ pub enum SourceConfig {
         #[serde(default)]
         io_uring: UringName,
     },
+    /// Batches sent by Flight clients with DoPut.
+    Flight {
+        /// `name` (Float32) or `name:type`, as for tcp; default: the
+        /// model's features, Float32.
+        columns: Option<Vec<String>>,
+    },
     Generator {
         /// Events a second (0: as fast as the pipeline takes them).
         #[serde(default)]
@@ -201,6 +253,14 @@ fn default_rotate_secs() -> Bounded<1, 86_400> {
 #[serde(deny_unknown_fields)]
 pub struct DeadLettersConfig {
     pub dir: PathBuf,
+}
+
+fn resolve_in(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
 }
 
 /// Reads and parses `path`; the error names the file, line and field.
@@ -265,15 +325,75 @@ fn file_format(name: &str, what: &str) -> Result<FileFormat> {
 }
 
 impl Config {
+    /// The Flight endpoint's settings, paths resolved against `base`.
+    pub fn flight(&self, base: &Path) -> Result<Option<FlightSettings>> {
+        let Some(f) = &self.flight else {
+            if self
+                .pipelines
+                .iter()
+                .any(|p| matches!(p.source, SourceConfig::Flight { .. }))
+            {
+                bail!("a pipeline's source is kind = \"flight\" but there is no [flight] section to receive its batches");
+            }
+            return Ok(None);
+        };
+        let listen: SocketAddr = f.listen.parse().with_context(|| {
+            format!(
+                "flight: listen {:?}: expected host:port, e.g. 127.0.0.1:7312",
+                f.listen
+            )
+        })?;
+        let mut tokens = Vec::new();
+        for t in &f.tokens {
+            let secret = match (&t.secret, &t.secret_env) {
+                (Some(s), None) => s.clone(),
+                (None, Some(var)) => std::env::var(var).with_context(|| {
+                    format!(
+                        "flight: token {:?}: the environment variable {var} is not set",
+                        t.name
+                    )
+                })?,
+                _ => bail!(
+                    "flight: token {:?}: expected one of secret or secret_env",
+                    t.name
+                ),
+            };
+            if secret.len() < 16 || !secret.chars().all(|c| c.is_ascii_graphic()) {
+                bail!(
+                    "flight: token {:?}: the secret must be at least 16 printable ASCII characters without spaces",
+                    t.name
+                );
+            }
+            if t.name.is_empty() || t.name.contains(':') {
+                bail!(
+                    "flight: token name {:?}: expected a non-empty name without ':'",
+                    t.name
+                );
+            }
+            tokens.push(Token {
+                name: t.name.clone(),
+                secret,
+            });
+        }
+        let tls = match (&f.tls_cert, &f.tls_key) {
+            (Some(c), Some(k)) => Some((resolve_in(base, c), resolve_in(base, k))),
+            (None, None) => None,
+            _ => bail!("flight: TLS needs both tls_cert and tls_key"),
+        };
+        Ok(Some(FlightSettings {
+            listen,
+            tokens,
+            tls,
+            model_dir: f.model_dir.as_ref().map(|d| resolve_in(base, d)),
+            models_max: f.models_max.0 as usize,
+            message_bytes_max: (f.message_mb.0 as usize) << 20,
+            streams_max: f.streams_max.0 as usize,
+        }))
+    }
+
     /// The pipelines as the scheduler takes them, paths resolved against `base`.
     pub fn specs(&self, base: &Path) -> Result<Vec<PipelineSpec>> {
-        let resolve = |p: &Path| {
-            if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                base.join(p)
-            }
-        };
+        let resolve = |p: &Path| resolve_in(base, p);
         let memory = self.server.memory_mb.0 << 20;
         let mut specs = Vec::new();
         for p in &self.pipelines {
@@ -342,6 +462,31 @@ impl Config {
                     config.connections_max = connections_max.0 as usize;
                     config.io_uring = uring(*io_uring);
                     (SourceSpec::Tcp(config), n)
+                }
+                SourceConfig::Flight { columns } => {
+                    let fields = match columns {
+                        Some(columns) => columns
+                            .iter()
+                            .map(|c| column(c, name))
+                            .collect::<Result<Vec<_>>>()?,
+                        None => roo_kernels::load_model(resolve(&p.model))
+                            .with_context(|| {
+                                format!(
+                                    "pipeline {name}: the model names the flight source's columns"
+                                )
+                            })?
+                            .feature_names
+                            .iter()
+                            .map(|f| Field::new(f, DataType::Float32, true))
+                            .collect(),
+                    };
+                    let n = fields.len();
+                    (
+                        SourceSpec::Push {
+                            schema: Arc::new(Schema::new(fields)),
+                        },
+                        n,
+                    )
                 }
                 SourceConfig::Generator { rate, events, seed } => (
                     SourceSpec::Generator {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod config;
+mod flight;
 mod serve;
 
 use anyhow::{bail, Context, Result};

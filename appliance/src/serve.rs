@@ -1,6 +1,7 @@
-//! `roo serve`: runs the config's pipelines until SIGTERM/SIGINT (or until
-//! every source has ended), reloads models on SIGHUP, serves `/metrics`
-//! and `/healthz`, and keeps a status line on a terminal.
+//! `roo serve`: runs the config's pipelines until SIGTERM/SIGINT (or, with
+//! no Flight endpoint, until every source has ended), reloads models on
+//! SIGHUP, serves `/metrics`, `/healthz` and Arrow Flight, and keeps a
+//! status line on a terminal.
 
 use std::io::{IsTerminal, Read, Write};
 use std::net::TcpListener;
@@ -14,6 +15,7 @@ use roo_scheduler::metrics::process_cpu_ns;
 use roo_scheduler::{check_spec, Pipeline};
 
 use crate::config;
+use crate::flight::FlightServer;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Signal {
@@ -67,6 +69,14 @@ fn signals() -> Result<crossbeam_channel::Receiver<Signal>> {
 pub fn check_config(path: &Path) -> Result<()> {
     let config = config::read(path)?;
     let base = path.parent().unwrap_or(Path::new("."));
+    if let Some(f) = config.flight(base)? {
+        println!(
+            "flight: ok ({}, {} tokens{})",
+            f.listen,
+            f.tokens.len(),
+            if f.tls.is_some() { ", TLS" } else { "" }
+        );
+    }
     for spec in config.specs(base)? {
         let version = check_spec(&spec)?;
         println!(
@@ -154,6 +164,7 @@ pub fn serve(path: &Path) -> Result<()> {
     let config = config::read(path)?;
     let base = path.parent().unwrap_or(Path::new("."));
     let specs = config.specs(base)?;
+    let flight_settings = config.flight(base)?;
     let pool = Arc::new(
         rayon::ThreadPoolBuilder::new()
             .num_threads(config.server.threads.0 as usize)
@@ -178,6 +189,22 @@ pub fn serve(path: &Path) -> Result<()> {
         }
     }
     let pipelines = Arc::new(Mutex::new(running));
+    let flight = match flight_settings {
+        Some(settings) => match FlightServer::start(settings, pipelines.clone(), pool.clone()) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                let running = std::mem::take(&mut *pipelines.lock().expect("not poisoned"));
+                for p in &running {
+                    p.stop();
+                }
+                for p in running {
+                    let _ = p.join();
+                }
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     let stop_threads = Arc::new(AtomicBool::new(false));
     if let Some(addr) = &config.server.metrics {
         let listener =
@@ -216,7 +243,8 @@ pub fn serve(path: &Path) -> Result<()> {
             tracing::error!("pipeline {} failed; stopping every pipeline", p.name());
             break;
         }
-        if guard.iter().all(Pipeline::finished) {
+        // A Flight endpoint is a server: it runs until told to stop.
+        if flight.is_none() && guard.iter().all(Pipeline::finished) {
             tracing::info!("every pipeline has stopped (its source ended, or it failed)");
             break;
         }
@@ -257,6 +285,11 @@ pub fn serve(path: &Path) -> Result<()> {
     let running = std::mem::take(&mut *pipelines.lock().expect("not poisoned"));
     for p in &running {
         p.stop();
+    }
+    if let Some(f) = flight {
+        // Pushes into stopping pipelines are refused; exchanges and reads
+        // in progress get a few seconds to finish.
+        f.stop(Duration::from_secs(5));
     }
     let mut failed = None;
     for p in running {

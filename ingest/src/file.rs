@@ -51,6 +51,17 @@ impl FileFormat {
             _ => None,
         }
     }
+
+    /// The extension roo gives a file it writes in this format.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Csv => "csv",
+            Self::Ndjson => "ndjson",
+            Self::RawF32 => "f32",
+            Self::Parquet => "parquet",
+            Self::ArrowIpc => "arrow",
+        }
+    }
 }
 
 /// Bytes read from the front of a text file to find its columns and their

@@ -1,22 +1,24 @@
 //! roo-scheduler: runs models over streams of Arrow record batches and delivers the results.
 //!
-//! Today: the batch job behind `roo score` (file in, scores out, through the
-//! same binding and scorers the daemon will use) and file sinks that write to
-//! a partial file and rename it into place only once complete. The pipeline
-//! runtime (stages on bounded channels, device choice, per-key state) grows here.
+//! The batch job behind `roo score`, the pipeline runtime behind `roo serve`
+//! (stages on bounded channels, sinks that publish whole files, acks), and
+//! the models both score with (compiled once, bound per schema, a store of
+//! uploads).
 //!
 //! This crate knows nothing of Flight, HTTP or the config file format.
 
 mod batch_job;
 pub mod generator;
 pub mod metrics;
+pub mod models;
 mod pipeline;
 mod sink;
 
 pub use batch_job::{score_file, BatchJob, JobError, JobReport};
 pub use metrics::PipelineMetrics;
+pub use models::{BatchScorer, BoundModel, CompiledModel, ModelStore, StoredModel};
 pub use pipeline::{
-    check_spec, queue_batches_for, Device, Pipeline, PipelineCounts, PipelineError, PipelineSpec,
-    SinkSpec, SourceSpec,
+    check_push_schema, check_spec, queue_batches_for, Device, Pipeline, PipelineCounts,
+    PipelineError, PipelineSpec, PushError, Pusher, SinkSpec, SourceSpec,
 };
 pub use sink::{DeadLetterSink, FileSink, SinkError};

@@ -15,24 +15,23 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use arrow_array::types::Int32Type;
-use arrow_array::{ArrayRef, DictionaryArray, Float32Array, Int32Array, RecordBatch, StringArray};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 use roo_ingest::{
     BatchLimits, DeadLetter, FileFormat, FileSource, IngestBatch, ReadOptions, TcpSource,
     TcpSourceConfig,
 };
-use roo_kernels::cpu::CpuScorer;
-use roo_kernels::{load_model, FeatureBinding, Model};
+use roo_kernels::{load_model, FeatureBinding};
 use thiserror::Error;
 
 use crate::generator::{card_schema, CardGenerator};
 use crate::metrics::PipelineMetrics;
+use crate::models::{BatchScorer, BoundModel, CompiledModel, ModelCell};
 use crate::sink::{DeadLetterSink, FileSink};
 
 /// Where a pipeline's events come from.
@@ -49,6 +48,20 @@ pub enum SourceSpec {
         events: u64,
         seed: u64,
     },
+    /// Batches pushed by the embedding program ([`Pipeline::pusher`]: Flight
+    /// DoPut), each checked against `schema`. Runs until stopped.
+    Push { schema: SchemaRef },
+}
+
+impl SourceSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceSpec::File { .. } => "file",
+            SourceSpec::Tcp(_) => "tcp",
+            SourceSpec::Generator { .. } => "generator",
+            SourceSpec::Push { .. } => "push",
+        }
+    }
 }
 
 /// Where scored rows go.
@@ -114,95 +127,9 @@ pub fn queue_batches_for(
     (per_queue / batch_bytes.max(1)).clamp(1, 64) as usize
 }
 
-/// Rows per rayon task when a batch is split across cores.
-const SCORE_CHUNK_ROWS: usize = 4096;
-
-/// A model ready to score one input schema.
-struct LoadedModel {
-    model: Model,
-    scorer: CpuScorer,
-    binding: FeatureBinding,
-    version: String,
-    /// The dictionary of the `model_version` column, shared by every batch.
-    version_values: ArrayRef,
-    output_schema: SchemaRef,
-}
-
-impl LoadedModel {
-    fn load(path: &Path, input: &Schema) -> Result<Self, String> {
-        let model = load_model(path).map_err(|e| e.to_string())?;
-        let binding = FeatureBinding::new(&model, input).map_err(|e| {
-            format!(
-                "model {} does not fit the pipeline's input: {e}",
-                path.display()
-            )
-        })?;
-        let mut fields: Vec<Field> = binding
-            .output_schema()
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        if fields.iter().any(|f| f.name() == "model_version") {
-            return Err("the input already has a column named 'model_version'".into());
-        }
-        fields.push(Field::new(
-            "model_version",
-            DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
-            false,
-        ));
-        let version = model.version.to_string();
-        let metadata = binding.output_schema().metadata().clone();
-        Ok(Self {
-            scorer: CpuScorer::new(&model),
-            binding,
-            version_values: Arc::new(StringArray::from(vec![version.as_str()])),
-            version,
-            // The version in the schema metadata too: a file sink starts a
-            // new file when it changes, so each file names one model.
-            output_schema: Arc::new(Schema::new_with_metadata(fields, metadata)),
-            model,
-        })
-    }
-
-    fn score(&self, batch: &RecordBatch, pool: &rayon::ThreadPool) -> Result<RecordBatch, String> {
-        let rows = batch.num_rows();
-        let arrays = self
-            .binding
-            .feature_arrays(batch)
-            .map_err(|e| e.to_string())?;
-        let features: Vec<&[f32]> = arrays.iter().map(|a| a.values().as_ref()).collect();
-        let mut scores = vec![vec![0f32; rows]; self.model.n_outputs()];
-        {
-            let mut out: Vec<&mut [f32]> = scores.iter_mut().map(Vec::as_mut_slice).collect();
-            if rows <= SCORE_CHUNK_ROWS {
-                // One chunk: score here rather than wake a pool thread (a
-                // thread hop costs more than it saves on a small batch).
-                self.scorer.score(&features, &mut out);
-            } else {
-                pool.install(|| {
-                    self.scorer
-                        .score_parallel(&features, &mut out, SCORE_CHUNK_ROWS)
-                });
-            }
-        }
-        let scored = self
-            .binding
-            .with_scores(batch, scores.into_iter().map(Float32Array::from).collect())
-            .map_err(|e| e.to_string())?;
-        let version: ArrayRef = Arc::new(DictionaryArray::<Int32Type>::new(
-            Int32Array::from(vec![0; rows]),
-            self.version_values.clone(),
-        ));
-        let mut columns = scored.columns().to_vec();
-        columns.push(version);
-        RecordBatch::try_new(self.output_schema.clone(), columns).map_err(|e| e.to_string())
-    }
-}
-
 /// The input schema (known before the first event), the opened file for a
 /// file source, and the model bound to that schema.
-fn resolve(spec: &PipelineSpec) -> Result<(SchemaRef, Option<FileSource>, LoadedModel), String> {
+fn resolve(spec: &PipelineSpec) -> Result<(SchemaRef, Option<FileSource>, BoundModel), String> {
     let (input_schema, file) = match &spec.source {
         SourceSpec::File { path, format } => {
             let model = load_model(&spec.model).map_err(|e| e.to_string())?;
@@ -228,8 +155,9 @@ fn resolve(spec: &PipelineSpec) -> Result<(SchemaRef, Option<FileSource>, Loaded
             None,
         ),
         SourceSpec::Generator { .. } => (card_schema(), None),
+        SourceSpec::Push { schema } => (schema.clone(), None),
     };
-    let loaded = LoadedModel::load(&spec.model, &input_schema)?;
+    let loaded = BoundModel::bind(CompiledModel::load(&spec.model)?, &input_schema)?;
     Ok((input_schema, file, loaded))
 }
 
@@ -246,7 +174,7 @@ pub fn check_spec(spec: &PipelineSpec) -> Result<String, PipelineError> {
         ));
     }
     let (_, _, loaded) = resolve(spec).map_err(setup)?;
-    Ok(loaded.version)
+    Ok(loaded.version().to_string())
 }
 
 /// Per-row CPU cost, calibrated when a model loads and updated from every
@@ -259,14 +187,15 @@ struct CostModel {
 impl CostModel {
     /// Times the scorer on 4096 rows of zeros (the scorer's cost does not
     /// depend on the values much; the online mean corrects it).
-    fn calibrate(loaded: &LoadedModel, pool: &rayon::ThreadPool) -> Self {
+    fn calibrate(loaded: &BoundModel, pool: &rayon::ThreadPool) -> Self {
         const ROWS: usize = 4096;
-        let columns = vec![vec![0f32; ROWS]; loaded.model.n_features()];
+        let compiled = &loaded.compiled;
+        let columns = vec![vec![0f32; ROWS]; compiled.model.n_features()];
         let features: Vec<&[f32]> = columns.iter().map(Vec::as_slice).collect();
-        let mut scores = vec![vec![0f32; ROWS]; loaded.model.n_outputs()];
+        let mut scores = vec![vec![0f32; ROWS]; compiled.model.n_outputs()];
         let mut out: Vec<&mut [f32]> = scores.iter_mut().map(Vec::as_mut_slice).collect();
         let started = Instant::now();
-        pool.install(|| loaded.scorer.score_parallel(&features, &mut out, 4096));
+        pool.install(|| compiled.scorer.score_parallel(&features, &mut out, 4096));
         Self {
             cpu_ns_per_row: started.elapsed().as_nanos() as f64 / ROWS as f64,
         }
@@ -293,9 +222,16 @@ struct ScoredBatch {
 pub struct Pipeline {
     name: String,
     metrics: Arc<PipelineMetrics>,
-    model: Arc<RwLock<Arc<LoadedModel>>>,
-    model_path: PathBuf,
+    model: ModelCell,
+    /// The file a reload reads: the config's, or the last one activated.
+    model_path: Mutex<PathBuf>,
     input_schema: SchemaRef,
+    source_kind: &'static str,
+    sinks: Vec<SinkSpec>,
+    dead_letters: Option<PathBuf>,
+    pool: Arc<rayon::ThreadPool>,
+    /// A push source's way in; `None` once stopping.
+    push: Mutex<Option<Sender<IngestBatch>>>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<Result<(), String>>>,
     tcp_addr: Option<std::net::SocketAddr>,
@@ -337,7 +273,7 @@ impl Pipeline {
             "pipeline {}: model {} ({}), {:.0} ns per row on the CPU at load",
             spec.name,
             spec.model.display(),
-            loaded.version,
+            loaded.version(),
             cost.cpu_ns_per_row
         );
         let mut sinks = Vec::new();
@@ -395,6 +331,7 @@ impl Pipeline {
         )?);
 
         let mut tcp_addr = None;
+        let mut push = None;
         let source_metrics = metrics.clone();
         let source_stop = stop.clone();
         match spec.source.clone() {
@@ -468,13 +405,23 @@ impl Pipeline {
                     }),
                 )?);
             }
+            SourceSpec::Push { .. } => {
+                // The pipeline holds the sender; pushers hold clones for
+                // the length of their stream. `stop` drops the original.
+                push = Some(ingest_tx);
+            }
         }
         Ok(Self {
             name: spec.name,
             metrics,
             model,
-            model_path: spec.model,
+            model_path: Mutex::new(spec.model),
             input_schema,
+            source_kind: spec.source.kind(),
+            sinks: spec.sinks,
+            dead_letters: spec.dead_letters,
+            pool,
+            push: Mutex::new(push),
             stop,
             threads,
             tcp_addr,
@@ -503,16 +450,75 @@ impl Pipeline {
 
     /// The version of the model scoring now.
     pub fn model_version(&self) -> String {
-        self.model.read().expect("not poisoned").version.clone()
+        self.model().version().to_string()
+    }
+
+    /// The model scoring now, bound to the pipeline's input.
+    pub fn model(&self) -> Arc<BoundModel> {
+        self.model.read().expect("not poisoned").clone()
+    }
+
+    /// The file a reload reads.
+    pub fn model_path(&self) -> PathBuf {
+        self.model_path.lock().expect("not poisoned").clone()
+    }
+
+    pub fn input_schema(&self) -> &SchemaRef {
+        &self.input_schema
+    }
+
+    /// What the sinks receive: the input, the scores, `model_version`.
+    pub fn output_schema(&self) -> SchemaRef {
+        self.model().output_schema().clone()
+    }
+
+    /// "file", "tcp", "generator" or "push".
+    pub fn source_kind(&self) -> &'static str {
+        self.source_kind
+    }
+
+    pub fn sinks(&self) -> &[SinkSpec] {
+        &self.sinks
+    }
+
+    pub fn dead_letters_dir(&self) -> Option<&Path> {
+        self.dead_letters.as_deref()
+    }
+
+    /// A scorer with this pipeline's model for batches of any schema that
+    /// holds its features (a client's exchange): a hot swap applies from
+    /// its next batch. Its rows do not go to the pipeline's sinks.
+    pub fn scorer(&self) -> BatchScorer {
+        BatchScorer::of_pipeline(self.model.clone(), self.pool.clone())
     }
 
     /// Loads the model file again and swaps it in between two batches. A
     /// model that fails to load or to fit the input is refused and the
     /// current one keeps scoring.
     pub fn reload(&self) -> Result<String, PipelineError> {
-        match LoadedModel::load(&self.model_path, &self.input_schema) {
+        let path = self.model_path();
+        let loaded =
+            CompiledModel::load(&path).and_then(|c| BoundModel::bind(c, &self.input_schema));
+        self.swap(loaded)
+    }
+
+    /// Swaps in `model` (from `path`, which later reloads read) between two
+    /// batches; refused, with the current model scoring on, when it does
+    /// not fit the input.
+    pub fn activate(
+        &self,
+        model: Arc<CompiledModel>,
+        path: &Path,
+    ) -> Result<String, PipelineError> {
+        let version = self.swap(BoundModel::bind(model, &self.input_schema))?;
+        *self.model_path.lock().expect("not poisoned") = path.to_path_buf();
+        Ok(version)
+    }
+
+    fn swap(&self, loaded: Result<BoundModel, String>) -> Result<String, PipelineError> {
+        match loaded {
             Ok(loaded) => {
-                let version = loaded.version.clone();
+                let version = loaded.version().to_string();
                 *self.model.write().expect("not poisoned") = Arc::new(loaded);
                 PipelineMetrics::add(&self.metrics.model_reloads, 1);
                 Ok(version)
@@ -527,9 +533,37 @@ impl Pipeline {
         }
     }
 
+    /// A way to push batches into a pipeline whose source is `Push`; one
+    /// per client stream, named `source` (its batches are numbered and
+    /// their offsets are row counts).
+    pub fn pusher(&self, source: &str) -> Result<Pusher, PipelineError> {
+        let tx = self.push.lock().expect("not poisoned").clone();
+        let refuse = |message: String| PipelineError::Failed {
+            pipeline: self.name.clone(),
+            message,
+        };
+        if self.source_kind != "push" {
+            return Err(refuse(format!(
+                "its source is a {}; batches can be pushed only into a pipeline whose source is kind = \"flight\"",
+                self.source_kind
+            )));
+        }
+        let tx = tx.ok_or_else(|| refuse("it is stopping".into()))?;
+        Ok(Pusher {
+            tx,
+            schema: self.input_schema.clone(),
+            source: Arc::from(source),
+            seq: 0,
+            rows: 0,
+            stop: self.stop.clone(),
+            metrics: self.metrics.clone(),
+        })
+    }
+
     /// Asks the source to stop reading; the stages drain behind it.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Release);
+        self.push.lock().expect("not poisoned").take();
     }
 
     /// Every stage has exited (the source ended, or stop, and the queues drained).
@@ -620,10 +654,96 @@ fn run_generator(
     }
 }
 
+/// Why a push was refused.
+#[derive(Debug, Error)]
+pub enum PushError {
+    /// The batch does not match the pipeline's input; nothing was queued.
+    #[error("{0}")]
+    Schema(String),
+    /// The pipeline is stopping (or failed): it takes no more batches.
+    #[error("the pipeline is stopping")]
+    Stopping,
+}
+
+/// One client stream into a push pipeline. Dropping it ends the stream.
+pub struct Pusher {
+    tx: Sender<IngestBatch>,
+    schema: SchemaRef,
+    source: Arc<str>,
+    seq: u64,
+    rows: u64,
+    stop: Arc<AtomicBool>,
+    metrics: Arc<PipelineMetrics>,
+}
+
+impl Pusher {
+    /// Queues `batch` for scoring; blocks while the pipeline's queue is
+    /// full (backpressure on the client). Returns the rows accepted so far
+    /// on this stream.
+    pub fn push(&mut self, batch: RecordBatch) -> Result<u64, PushError> {
+        check_push_schema(&self.schema, &batch.schema()).map_err(PushError::Schema)?;
+        let rows = batch.num_rows() as u64;
+        let mut b = IngestBatch {
+            source: self.source.clone(),
+            seq: self.seq,
+            offsets: self.rows..self.rows + rows,
+            ingest_time: SystemTime::now(),
+            batch,
+            dead_letters: Vec::new(),
+        };
+        loop {
+            if self.stop.load(Ordering::Acquire) {
+                return Err(PushError::Stopping);
+            }
+            match self.tx.send_timeout(b, Duration::from_millis(50)) {
+                Ok(()) => break,
+                Err(SendTimeoutError::Timeout(back)) => b = back,
+                Err(SendTimeoutError::Disconnected(_)) => return Err(PushError::Stopping),
+            }
+        }
+        self.seq += 1;
+        self.rows += rows;
+        PipelineMetrics::add(&self.metrics.events_in, rows);
+        Ok(self.rows)
+    }
+
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+}
+
+/// A pushed batch must have the pipeline's columns, in order, with their
+/// types; a nullable column may receive a batch that declares it
+/// non-nullable, not the other way.
+pub fn check_push_schema(expected: &SchemaRef, got: &SchemaRef) -> Result<(), String> {
+    let names = |s: &SchemaRef| {
+        s.fields()
+            .iter()
+            .map(|f| format!("{}: {}", f.name(), f.data_type()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let fits = expected.fields().len() == got.fields().len()
+        && expected.fields().iter().zip(got.fields()).all(|(e, g)| {
+            e.name() == g.name()
+                && e.data_type() == g.data_type()
+                && (e.is_nullable() || !g.is_nullable())
+        });
+    if fits {
+        Ok(())
+    } else {
+        Err(format!(
+            "the batch's columns are [{}]; the pipeline takes [{}]",
+            names(got),
+            names(expected)
+        ))
+    }
+}
+
 fn run_scorer(
     rx: Receiver<IngestBatch>,
     tx: Sender<ScoredBatch>,
-    model: &RwLock<Arc<LoadedModel>>,
+    model: &RwLock<Arc<BoundModel>>,
     pool: &rayon::ThreadPool,
     mut cost: CostModel,
     metrics: &PipelineMetrics,
@@ -714,16 +834,15 @@ impl OutputSink {
             } => {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| format!("creating {}: {e}", dir.display()))?;
-                let extension = match format {
-                    FileFormat::Parquet => "parquet",
-                    FileFormat::ArrowIpc => "arrow",
-                    FileFormat::Csv => "csv",
-                    other => {
-                        return Err(format!(
-                            "a file sink writes parquet, arrow or csv, not {other:?}"
-                        ))
-                    }
-                };
+                if !matches!(
+                    format,
+                    FileFormat::Parquet | FileFormat::ArrowIpc | FileFormat::Csv
+                ) {
+                    return Err(format!(
+                        "a file sink writes parquet, arrow or csv, not {format:?}"
+                    ));
+                }
+                let extension = format.extension();
                 let next_index = next_free_index(dir, prefix, extension);
                 OutputSink::Files(Box::new(RotatingFiles::new(
                     dir.clone(),
@@ -1109,6 +1228,7 @@ fn run_sinks(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow_array::Float32Array;
 
     #[test]
     fn queues_are_sized_from_the_memory_budget() {

@@ -1,0 +1,311 @@
+//! The Arrow Flight endpoint end to end: a real `roo serve`, the real
+//! `pyarrow.flight` client (tests/python/flight_checks.py) and a hostile
+//! Rust client sending malformed IPC.
+//!
+//! The pyarrow tests need a Python with pyarrow and numpy: `ROO_PYTHON`
+//! (default `python3`). Without one they say loudly that they skipped;
+//! with `ROO_REQUIRE_PYARROW=1` (CI) they fail instead.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use arrow_flight::{FlightData, FlightDescriptor};
+use common::{example, Daemon};
+use futures::StreamExt;
+
+const SECRET: &str = "test-secret-0123456789";
+
+fn python() -> Option<String> {
+    let python = std::env::var("ROO_PYTHON").unwrap_or_else(|_| "python3".into());
+    let found = Command::new(&python)
+        .args(["-c", "import pyarrow.flight, numpy"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        return Some(python);
+    }
+    if std::env::var_os("ROO_REQUIRE_PYARROW").is_some() {
+        panic!("ROO_REQUIRE_PYARROW is set but {python} cannot import pyarrow.flight and numpy");
+    }
+    eprintln!(
+        "SKIPPED: {python} cannot import pyarrow.flight and numpy; set ROO_PYTHON to a Python that can"
+    );
+    None
+}
+
+/// A config with a Flight endpoint on a free port, pipeline "score" fed by
+/// DoPut, pipeline "bad" reading a CSV with one malformed row.
+fn config(dir: &Path, tls: Option<(&Path, &Path)>) -> PathBuf {
+    let header = std::fs::read_to_string(example("transactions.csv"))
+        .unwrap()
+        .lines()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let bad_row = header
+        .lines()
+        .nth(1)
+        .unwrap()
+        .replacen(",", ",not-a-number-", 2);
+    std::fs::write(dir.join("bad.csv"), format!("{header}\n{bad_row}\n")).unwrap();
+    let tls = match tls {
+        Some((cert, key)) => format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+        None => String::new(),
+    };
+    let text = format!(
+        r#"
+[flight]
+listen = "127.0.0.1:0"
+model_dir = "models"
+{tls}
+[[flight.token]]
+name = "tester"
+secret = "{SECRET}"
+
+[[pipeline]]
+name = "score"
+model = "{model}"
+[pipeline.source]
+kind = "flight"
+[[pipeline.sink]]
+kind = "files"
+dir = "out"
+format = "arrow"
+rotate_secs = 1
+
+[[pipeline]]
+name = "bad"
+model = "{model}"
+[pipeline.source]
+kind = "file"
+path = "bad.csv"
+[pipeline.dead_letters]
+dir = "dead"
+"#,
+        model = example("model.json").display()
+    );
+    let path = dir.join("roo.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run_checks(python: &str, args: &[&str]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/flight_checks.py");
+    let out = Command::new(python)
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}");
+    assert!(
+        out.status.success(),
+        "flight_checks.py {}: {}\n{stdout}\n{}",
+        args[0],
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn stop(daemon: Daemon) {
+    daemon.signal(libc::SIGTERM);
+    let (code, lines) = daemon.finish();
+    assert_eq!(code, Some(0), "{}", lines.join("\n"));
+}
+
+#[test]
+fn pyarrow_clients_exchange_put_get_and_manage_models() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(&config(dir.path(), None), Stdio::null());
+    let address = format!("grpc://{}", daemon.address("Arrow Flight on grpc://"));
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let pid = daemon.child.id().to_string();
+    run_checks(
+        &python,
+        &[
+            "plain",
+            &address,
+            SECRET,
+            env!("CARGO_BIN_EXE_roo"),
+            example("model.json").to_str().unwrap(),
+            example("transactions.csv").to_str().unwrap(),
+            work.to_str().unwrap(),
+            &pid,
+        ],
+    );
+    // The bundled client examples, as a user runs them.
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python");
+    let token = format!("tester:{SECRET}");
+    let common = [
+        "--address",
+        &address,
+        "--pipeline",
+        "score",
+        "--token",
+        &token,
+    ];
+    let scored_csv = work.join("streamed.csv");
+    for (script, extra) in [
+        ("score_dataframe.py", vec![]),
+        (
+            "stream_csv.py",
+            vec![
+                example("transactions.csv").to_str().unwrap().to_string(),
+                scored_csv.to_str().unwrap().to_string(),
+                "--block-mb".into(),
+                "0.05".into(),
+            ],
+        ),
+    ] {
+        let out = Command::new(&python)
+            .arg(examples.join(script))
+            .args(common)
+            .args(&extra)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("scored 2000 rows"),
+            "{script}: {}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("{script}: {stdout}");
+    }
+    let streamed = std::fs::read_to_string(&scored_csv).unwrap();
+    assert_eq!(streamed.lines().count(), 2001, "a header and every row");
+    stop(daemon);
+}
+
+#[test]
+fn pyarrow_over_tls() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl makes the test certificate");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let mut daemon = Daemon::start(&config(dir.path(), Some((&cert, &key))), Stdio::null());
+    let port = daemon
+        .address("Arrow Flight on grpc+tls://")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let address = format!("grpc+tls://localhost:{port}");
+    run_checks(&python, &["tls", &address, SECRET, cert.to_str().unwrap()]);
+    stop(daemon);
+}
+
+/// A client sending garbage where Arrow IPC belongs gets INVALID_ARGUMENT
+/// naming the message; its stream ends, the server and the next client
+/// carry on.
+#[test]
+fn malformed_ipc_is_refused_and_the_server_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(&config(dir.path(), None), Stdio::null());
+    let address = format!("http://{}", daemon.address("Arrow Flight on grpc://"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let channel = tonic::transport::Endpoint::new(address)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = arrow_flight::FlightClient::new(channel);
+        client
+            .add_header("authorization", &format!("Bearer {SECRET}"))
+            .unwrap();
+        let descriptor = FlightDescriptor::new_path(vec!["score".into()]);
+        let hostile: Vec<Vec<FlightData>> =
+            vec![
+                // Not a flatbuffer at all.
+                vec![FlightData::new()
+                    .with_descriptor(descriptor.clone())
+                    .with_data_header(vec![0xffu8; 64])
+                    .with_data_body(vec![1u8; 128])],
+                // A record batch before any schema.
+                {
+                    let schema = std::sync::Arc::new(arrow_schema::Schema::new(vec![
+                        arrow_schema::Field::new("amount", arrow_schema::DataType::Float32, true),
+                    ]));
+                    let batch = arrow_array::RecordBatch::try_new(
+                        schema.clone(),
+                        vec![std::sync::Arc::new(arrow_array::Float32Array::from(vec![
+                            1.0f32,
+                        ]))],
+                    )
+                    .unwrap();
+                    let mut data =
+                        arrow_flight::utils::batches_to_flight_data(&schema, [&batch]).unwrap();
+                    data.remove(0); // drop the schema
+                    data[0].flight_descriptor = Some(descriptor.clone());
+                    data
+                },
+            ];
+        for (i, messages) in hostile.into_iter().enumerate() {
+            let input = futures::stream::iter(messages.into_iter().map(Ok));
+            let result = match client.do_exchange(input).await {
+                Ok(mut replies) => loop {
+                    match replies.next().await {
+                        Some(Ok(_)) => continue,
+                        Some(Err(e)) => break Err(e),
+                        None => break Ok(()),
+                    }
+                },
+                Err(e) => Err(e),
+            };
+            let error = result
+                .expect_err("a malformed stream is refused")
+                .to_string();
+            assert!(
+                error.contains("InvalidArgument") || error.contains("invalid argument"),
+                "case {i}: {error}"
+            );
+            assert!(
+                error.contains("message 1"),
+                "case {i}: names the message: {error}"
+            );
+        }
+        // The next client is served.
+        let names: Vec<_> = client
+            .list_flights(bytes::Bytes::new())
+            .await
+            .unwrap()
+            .map(|f| f.unwrap().flight_descriptor.unwrap().path)
+            .collect()
+            .await;
+        assert_eq!(names.len(), 2, "{names:?}");
+    });
+    stop(daemon);
+}
