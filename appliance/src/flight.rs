@@ -149,7 +149,10 @@ impl FlightServer {
         let (shutdown, on_shutdown) = tokio::sync::oneshot::channel::<()>();
         let served = runtime.block_on(async {
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            // Small replies go out at once (no Nagle wait for an ACK).
+            let incoming = tonic::transport::server::TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(Duration::from_secs(60)));
             let router = builder.add_service(service);
             anyhow::Ok(tokio::spawn(router.serve_with_incoming_shutdown(
                 incoming,
@@ -329,6 +332,25 @@ fn descriptor_path(d: &FlightDescriptor) -> Result<Vec<String>, Status> {
     }
 }
 
+/// The first message of a DoPut or DoExchange and the path its descriptor names.
+async fn opening(
+    input: &mut Streaming<FlightData>,
+    call: &str,
+    what: &str,
+) -> Result<(FlightData, Vec<String>), Status> {
+    let first = input.message().await?.ok_or_else(|| {
+        invalid(format!(
+            "an empty {call}: the first message must carry a descriptor naming {what}"
+        ))
+    })?;
+    let path = descriptor_path(first.flight_descriptor.as_ref().ok_or_else(|| {
+        invalid(format!(
+            "the first {call} message has no descriptor; expected one naming {what}"
+        ))
+    })?)?;
+    Ok((first, path))
+}
+
 /// Arrow IPC messages from a client, decoded one at a time under
 /// `catch_unwind`: a malformed message is an error for its stream only.
 #[derive(Default)]
@@ -441,12 +463,20 @@ fn encode(
     let limit = (message_bytes_max / 4).max(1 << 20);
     let batches = ReceiverStream::new(rx).flat_map(move |r| {
         futures::stream::iter(match r {
-            Ok(b) => split_by_size(b, limit).into_iter().map(Ok).collect(),
+            // One schema for the stream: the metadata names the model
+            // version, which may change between batches (the column says it).
+            Ok(b) => {
+                match RecordBatch::try_new(wire_schema(b.schema_ref()), b.columns().to_vec()) {
+                    Ok(b) => split_by_size(b, limit).into_iter().map(Ok).collect(),
+                    Err(e) => vec![Err(FlightError::Arrow(e))],
+                }
+            }
             Err(e) => vec![Err(e)],
         })
     });
     let encoded = FlightDataEncoderBuilder::new()
         .with_max_flight_data_size(usize::MAX)
+        .with_dictionary_handling(arrow_flight::encode::DictionaryHandling::Resend)
         .build(batches)
         .map_err(Status::from);
     Box::pin(encoded)
@@ -712,21 +742,29 @@ impl FlightService for RooFlight {
             .remote_addr()
             .map_or_else(|| "unknown".to_string(), |a| a.to_string());
         let mut input = request.into_inner();
-        let first = input.message().await?.ok_or_else(|| {
-            invalid("an empty DoPut: the first message must carry a descriptor naming a pipeline")
-        })?;
-        let path = descriptor_path(first.flight_descriptor.as_ref().ok_or_else(|| {
-            invalid("the first DoPut message has no descriptor; expected one naming a pipeline")
-        })?)?;
-        let n = self.shared.next_stream.fetch_add(1, Ordering::Relaxed);
-        let source = format!("flight:{who}@{peer}#{n}");
-        let pusher = self
-            .shared
-            .with_pipeline(&path[0], |p| p.pusher(&source))?
-            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let shared = self.shared.clone();
         let (tx, rx) = mpsc::channel::<Result<PutResult, Status>>(REPLY_QUEUE);
+        // The reply starts now: a client may send nothing until it has it.
         tokio::spawn(async move {
             let _slot = slot;
+            let opened =
+                opening(&mut input, "DoPut", "a pipeline")
+                    .await
+                    .and_then(|(first, path)| {
+                        let n = shared.next_stream.fetch_add(1, Ordering::Relaxed);
+                        let source = format!("flight:{who}@{peer}#{n}");
+                        let pusher = shared
+                            .with_pipeline(&path[0], |p| p.pusher(&source))?
+                            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+                        Ok((first, pusher))
+                    });
+            let (first, pusher) = match opened {
+                Ok(o) => o,
+                Err(status) => {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+            };
             let mut pusher = Some(pusher);
             let mut ipc = IpcIn::default();
             let mut pending = Some(first);
@@ -804,16 +842,21 @@ impl FlightService for RooFlight {
         self.shared.authorize(&request)?;
         let slot = self.shared.stream_slot()?;
         let mut input = request.into_inner();
-        let first = input.message().await?.ok_or_else(|| {
-            invalid("an empty DoExchange: the first message must carry a descriptor naming a pipeline or a model")
-        })?;
-        let path = descriptor_path(first.flight_descriptor.as_ref().ok_or_else(|| {
-            invalid("the first DoExchange message has no descriptor; expected one naming a pipeline or a model")
-        })?)?;
-        let (target, scorer) = self.shared.exchange_scorer(&path)?;
+        let shared = self.shared.clone();
         let (tx, rx) = mpsc::channel(REPLY_QUEUE);
+        // The reply starts now: a client may send nothing until it has it.
         tokio::spawn(async move {
             let _slot = slot;
+            let opened = opening(&mut input, "DoExchange", "a pipeline or a model")
+                .await
+                .and_then(|(first, path)| Ok((first, shared.exchange_scorer(&path)?)));
+            let (first, (target, scorer)) = match opened {
+                Ok(o) => o,
+                Err(status) => {
+                    let _ = tx.send(Err(status_to_flight(status))).await;
+                    return;
+                }
+            };
             let fail = |e: String| status_to_flight(invalid(format!("{target}: {e}")));
             let mut scorer = scorer;
             let mut ipc = IpcIn::default();
@@ -1074,9 +1117,15 @@ fn pipeline_stats(p: &Pipeline) -> serde_json::Value {
     })
 }
 
-/// The schema as a Flight client receives it: dictionaries hydrated (the
-/// encoder sends `model_version` as plain strings), no metadata.
+/// The schema as a Flight client receives it: the fields (`model_version`
+/// a dictionary, resent with each batch), no metadata (it names one model
+/// version; the column names each row's).
 fn wire_schema(schema: &SchemaRef) -> SchemaRef {
+    Arc::new(Schema::new(schema.fields().clone()))
+}
+
+/// `schema` with dictionaries as their values: what a CSV file holds.
+fn hydrated(schema: &SchemaRef) -> SchemaRef {
     let fields: Vec<Field> = schema
         .fields()
         .iter()
@@ -1214,14 +1263,28 @@ fn read_output_file(
                 .map_err(|e| e.to_string())?
                 .map(|b| b.map_err(|e| e.to_string())),
         ),
-        "csv" => Box::new(
-            arrow_csv::ReaderBuilder::new(csv_schema.clone())
-                .with_header(true)
-                .with_batch_size(65536)
-                .build(file)
-                .map_err(|e| e.to_string())?
-                .map(|b| b.map_err(|e| e.to_string())),
-        ),
+        "csv" => {
+            let wire = csv_schema.clone();
+            Box::new(
+                arrow_csv::ReaderBuilder::new(hydrated(csv_schema))
+                    .with_header(true)
+                    .with_batch_size(65536)
+                    .build(file)
+                    .map_err(|e| e.to_string())?
+                    .map(move |b| {
+                        // model_version back to the dictionary it was.
+                        let b = b.map_err(|e| e.to_string())?;
+                        let columns = b
+                            .columns()
+                            .iter()
+                            .zip(wire.fields())
+                            .map(|(c, f)| arrow_cast::cast(c, f.data_type()))
+                            .collect::<Result<Vec<_>, _>>()
+                            .map_err(|e| e.to_string())?;
+                        RecordBatch::try_new(wire.clone(), columns).map_err(|e| e.to_string())
+                    }),
+            )
+        }
         other => return Err(format!("cannot read .{other} files")),
     };
     for b in batches {

@@ -37,7 +37,8 @@ fn python() -> Option<String> {
 }
 
 /// A config with a Flight endpoint on a free port, pipeline "score" fed by
-/// DoPut, pipeline "bad" reading a CSV with one malformed row.
+/// DoPut (a CSV sink: DoGet reads it back typed), pipeline "bad" reading a
+/// CSV with one malformed row.
 fn config(dir: &Path, tls: Option<(&Path, &Path)>) -> PathBuf {
     let header = std::fs::read_to_string(example("transactions.csv"))
         .unwrap()
@@ -77,7 +78,7 @@ kind = "flight"
 [[pipeline.sink]]
 kind = "files"
 dir = "out"
-format = "arrow"
+format = "csv"
 rotate_secs = 1
 
 [[pipeline]]

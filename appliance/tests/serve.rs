@@ -478,7 +478,7 @@ fn bad_configs_name_the_line_and_the_field() {
         "kind = \"tcp\"\nlisten = \"127.0.0.1:0\"\nformat = \"csv\"\ncolumns = [\"amount\"]",
     ));
     assert!(
-        err.contains("does not fit the pipeline's input") && err.contains("amount_log"),
+        err.contains("does not fit the input") && err.contains("amount_log"),
         "{err}"
     );
     let err = check_config(&format!("{good}\n{}", good));

@@ -6,6 +6,7 @@
 //! files and rows, on one core and on every core, and prints the ratios.
 //! Every figure in one table comes from the same run.
 
+mod flight;
 mod ingest;
 mod pipeline;
 
@@ -61,6 +62,19 @@ enum Bench {
         #[arg(long, default_value = "bench/.cache")]
         cache: PathBuf,
     },
+    /// Flight DoExchange at batch sizes 1 … 65536 from Rust and pyarrow,
+    /// beside a Python HTTP server calling XGBoost per request (build roo
+    /// first: cargo build --release -p roo-appliance).
+    Flight {
+        /// Seconds per client and batch size.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Python with pyarrow and xgboost (bench/python/requirements.txt).
+        #[arg(long, default_value = "python3")]
+        python: String,
+        #[arg(long, default_value = "bench/.cache")]
+        cache: PathBuf,
+    },
     /// Sources and parsers on one core vs a plain read, arrow-csv and pyarrow.
     Ingest {
         /// Rows of the generated data (id + 30 float columns).
@@ -97,6 +111,11 @@ fn main() -> Result<()> {
             sink,
             cache,
         } => pipeline::run(rows, seconds, &sink, &cache),
+        Bench::Flight {
+            seconds,
+            python,
+            cache,
+        } => flight::run(seconds, &python, &cache),
     }
 }
 
@@ -114,7 +133,7 @@ fn run_python(python: &str, args: &[&str]) -> Result<String> {
 
 /// Runs `python bench/python/NAME ARGS` with every library on one thread;
 /// returns its stdout.
-fn run_script(python: &str, name: &str, args: &[&str]) -> Result<String> {
+pub(crate) fn run_script(python: &str, name: &str, args: &[&str]) -> Result<String> {
     let out = Command::new(python)
         .arg(script(name))
         .args(args)

@@ -61,13 +61,13 @@ fn card_csv(rows: usize) -> Vec<u8> {
     out
 }
 
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     lines: mpsc::Receiver<String>,
 }
 
 impl Daemon {
-    fn start(config: &Path) -> Result<Self> {
+    pub(crate) fn start(config: &Path) -> Result<Self> {
         let mut child = Command::new(roo_binary()?)
             .args(["serve", "--config"])
             .arg(config)
@@ -84,7 +84,7 @@ impl Daemon {
         Ok(Self { child, lines })
     }
 
-    fn wait_for(&self, needle: &str) -> Result<String> {
+    pub(crate) fn wait_for(&self, needle: &str) -> Result<String> {
         loop {
             let line = self
                 .lines
@@ -97,7 +97,7 @@ impl Daemon {
     }
 
     /// CPU seconds used so far (utime + stime from /proc).
-    fn cpu_s(&self) -> Result<f64> {
+    pub(crate) fn cpu_s(&self) -> Result<f64> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
         let fields: Vec<&str> = stat
             .rsplit(')')
@@ -111,7 +111,7 @@ impl Daemon {
         Ok(ticks as f64 / hz)
     }
 
-    fn stop(mut self) -> Result<()> {
+    pub(crate) fn stop(mut self) -> Result<()> {
         // SAFETY: kill(2) on our child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let status = self.child.wait()?;

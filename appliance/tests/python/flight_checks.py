@@ -2,7 +2,7 @@
 
 Run by appliance/tests/flight.rs, which starts the daemon with a config
 holding: pipeline "score" (source kind = "flight", the fraud model, Arrow
-file sink rotating every second), pipeline "bad" (a CSV file with one bad
+file sink (CSV) rotating every second), pipeline "bad" (a CSV file with one bad
 row, dead letters kept), a token named "tester", and a model store.
 
     flight_checks.py plain ADDRESS SECRET ROO_BINARY MODEL CSV WORKDIR DAEMON_PID
@@ -244,10 +244,21 @@ def plain(address, secret, roo, model, csv_path, work, pid):
     z = (0.01 * table.column("amount").to_numpy()[:100].astype(np.float64)
          - 0.05 * table.column("hour_of_day").to_numpy()[:100].astype(np.float64) - 1.5)
     np.testing.assert_allclose(by_model.column("score").to_numpy(), 1 / (1 + np.exp(-z)), rtol=1e-5)
+    # Activate it while an exchange is open: the swap lands between two
+    # batches of the stream, and each row names the model that scored it.
+    writer, reader = client.do_exchange(flight.FlightDescriptor.for_path("score"), options)
+    writer.begin(table.schema)
+    writer.write_batch(table.slice(0, 5).to_batches()[0])
+    before_swap = reader.read_chunk().data
     activated = action("activate-model", json.dumps({"pipeline": "score", "model": new_version}).encode())
     assert activated["version"] == new_version and activated["previous"] == version, activated
-    after = exchange(client, options, ["score"], table.slice(0, 5), 5)
-    assert set(after.column("model_version").to_pylist()) == {new_version}
+    writer.write_batch(table.slice(5, 5).to_batches()[0])
+    after_swap = reader.read_chunk().data
+    writer.done_writing()
+    writer.close()
+    assert set(before_swap.column("model_version").to_pylist()) == {version}
+    assert set(after_swap.column("model_version").to_pylist()) == {new_version}
+    np.testing.assert_allclose(after_swap.column("score").to_numpy(), 1 / (1 + np.exp(-z[5:10])), rtol=1e-5)
     models = action("list-models")
     assert [m for m in models["pipelines"] if m["pipeline"] == "score"][0]["version"] == new_version
     assert any(m["version"] == new_version and m["active"] for m in models["stored"])
@@ -256,7 +267,7 @@ def plain(address, secret, roo, model, csv_path, work, pid):
     stats = action("pipeline-stats", b"score")
     assert stats[0]["events_in"] == put_table.num_rows and stats[0]["model_version"] == new_version, stats
     expect_error(lambda: action("no-such-action"), "unknown action")
-    ok(f"actions: uploaded and activated {new_version[:19]}…, list-models, reload, pipeline-stats")
+    ok(f"actions: uploaded {new_version[:19]}…, activated it mid-exchange (rows name their model), list-models, reload, pipeline-stats")
 
 
 def tls(address, secret, cert):
