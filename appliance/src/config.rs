@@ -102,6 +102,14 @@ pub struct FlightConfig {
     /// with RESOURCE_EXHAUSTED.
     #[serde(default = "default_streams_max")]
     pub streams_max: Bounded<1, 65_536>,
+    /// A DoExchange or DoPut whose client sends nothing for this long is
+    /// closed, freeing its slot.
+    #[serde(default = "default_idle_secs")]
+    pub idle_secs: Bounded<1, 86_400>,
+}
+
+fn default_idle_secs() -> Bounded<1, 86_400> {
+    Bounded(300)
 }
 
 fn default_models_max() -> Bounded<1, 1024> {
@@ -388,6 +396,7 @@ impl Config {
             models_max: f.models_max.0 as usize,
             message_bytes_max: (f.message_mb.0 as usize) << 20,
             streams_max: f.streams_max.0 as usize,
+            idle: Duration::from_secs(f.idle_secs.0),
         }))
     }
 

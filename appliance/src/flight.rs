@@ -78,6 +78,9 @@ pub struct FlightSettings {
     pub message_bytes_max: usize,
     /// DoExchange, DoPut and DoGet streams open at once.
     pub streams_max: usize,
+    /// A DoExchange or DoPut whose client sends nothing for this long is
+    /// closed (DEADLINE_EXCEEDED), freeing its stream slot.
+    pub idle: Duration,
 }
 
 /// Replies queued per stream: with one batch being scored and one being
@@ -93,6 +96,7 @@ struct Shared {
     streams_max: usize,
     next_stream: AtomicU64,
     message_bytes_max: usize,
+    idle: Duration,
 }
 
 /// The running endpoint: its own tokio runtime, stopped by [`FlightServer::stop`].
@@ -132,6 +136,7 @@ impl FlightServer {
             streams_max: settings.streams_max,
             next_stream: AtomicU64::new(1),
             message_bytes_max: settings.message_bytes_max,
+            idle: settings.idle,
         });
         let service = FlightServiceServer::new(RooFlight { shared })
             .max_decoding_message_size(settings.message_bytes_max)
@@ -335,20 +340,47 @@ fn descriptor_path(d: &FlightDescriptor) -> Result<Vec<String>, Status> {
 /// The first message of a DoPut or DoExchange and the path its descriptor names.
 async fn opening(
     input: &mut Streaming<FlightData>,
+    idle: Duration,
     call: &str,
     what: &str,
 ) -> Result<(FlightData, Vec<String>), Status> {
-    let first = input.message().await?.ok_or_else(|| {
-        invalid(format!(
-            "an empty {call}: the first message must carry a descriptor naming {what}"
-        ))
-    })?;
+    let first = match next_message(input, idle).await {
+        Next::Message(m) => m,
+        Next::Idle(status) => return Err(status),
+        Next::End | Next::Gone => {
+            return Err(invalid(format!(
+                "an empty {call}: the first message must carry a descriptor naming {what}"
+            )))
+        }
+    };
     let path = descriptor_path(first.flight_descriptor.as_ref().ok_or_else(|| {
         invalid(format!(
             "the first {call} message has no descriptor; expected one naming {what}"
         ))
     })?)?;
     Ok((first, path))
+}
+
+enum Next {
+    Message(FlightData),
+    /// The client finished sending.
+    End,
+    /// The client went away (reset, transport error).
+    Gone,
+    /// Nothing for `idle`: the stream is closed with this status.
+    Idle(Status),
+}
+
+async fn next_message(input: &mut Streaming<FlightData>, idle: Duration) -> Next {
+    match tokio::time::timeout(idle, input.message()).await {
+        Ok(Ok(Some(m))) => Next::Message(m),
+        Ok(Ok(None)) => Next::End,
+        Ok(Err(_)) => Next::Gone,
+        Err(_) => Next::Idle(Status::deadline_exceeded(format!(
+            "no message for {} s (flight.idle_secs); the stream is closed",
+            idle.as_secs()
+        ))),
+    }
 }
 
 /// Arrow IPC messages from a client, decoded one at a time under
@@ -747,17 +779,16 @@ impl FlightService for RooFlight {
         // The reply starts now: a client may send nothing until it has it.
         tokio::spawn(async move {
             let _slot = slot;
-            let opened =
-                opening(&mut input, "DoPut", "a pipeline")
-                    .await
-                    .and_then(|(first, path)| {
-                        let n = shared.next_stream.fetch_add(1, Ordering::Relaxed);
-                        let source = format!("flight:{who}@{peer}#{n}");
-                        let pusher = shared
-                            .with_pipeline(&path[0], |p| p.pusher(&source))?
-                            .map_err(|e| Status::failed_precondition(e.to_string()))?;
-                        Ok((first, pusher))
-                    });
+            let opened = opening(&mut input, shared.idle, "DoPut", "a pipeline")
+                .await
+                .and_then(|(first, path)| {
+                    let n = shared.next_stream.fetch_add(1, Ordering::Relaxed);
+                    let source = format!("flight:{who}@{peer}#{n}");
+                    let pusher = shared
+                        .with_pipeline(&path[0], |p| p.pusher(&source))?
+                        .map_err(|e| Status::failed_precondition(e.to_string()))?;
+                    Ok((first, pusher))
+                });
             let (first, pusher) = match opened {
                 Ok(o) => o,
                 Err(status) => {
@@ -775,10 +806,14 @@ impl FlightService for RooFlight {
             loop {
                 let message = match pending.take() {
                     Some(m) => m,
-                    None => match input.message().await {
-                        Ok(Some(m)) => m,
-                        Ok(None) => break,
-                        Err(_) => return, // the client went away
+                    None => match next_message(&mut input, shared.idle).await {
+                        Next::Message(m) => m,
+                        Next::End => break,
+                        Next::Gone => return,
+                        Next::Idle(status) => {
+                            let _ = tx.try_send(Err(status));
+                            return;
+                        }
                     },
                 };
                 let batch = match ipc.decode(&message) {
@@ -847,9 +882,14 @@ impl FlightService for RooFlight {
         // The reply starts now: a client may send nothing until it has it.
         tokio::spawn(async move {
             let _slot = slot;
-            let opened = opening(&mut input, "DoExchange", "a pipeline or a model")
-                .await
-                .and_then(|(first, path)| Ok((first, shared.exchange_scorer(&path)?)));
+            let opened = opening(
+                &mut input,
+                shared.idle,
+                "DoExchange",
+                "a pipeline or a model",
+            )
+            .await
+            .and_then(|(first, path)| Ok((first, shared.exchange_scorer(&path)?)));
             let (first, (target, scorer)) = match opened {
                 Ok(o) => o,
                 Err(status) => {
@@ -866,10 +906,14 @@ impl FlightService for RooFlight {
             loop {
                 let message = match pending.take() {
                     Some(m) => m,
-                    None => match input.message().await {
-                        Ok(Some(m)) => m,
-                        Ok(None) => break,
-                        Err(_) => return,
+                    None => match next_message(&mut input, shared.idle).await {
+                        Next::Message(m) => m,
+                        Next::End => break,
+                        Next::Gone => return,
+                        Next::Idle(status) => {
+                            let _ = tx.try_send(Err(status_to_flight(status)));
+                            return;
+                        }
                     },
                 };
                 let batch = match ipc.decode(&message) {

@@ -65,6 +65,7 @@ fn config(dir: &Path, tls: Option<(&Path, &Path)>) -> PathBuf {
 [flight]
 listen = "127.0.0.1:0"
 model_dir = "models"
+idle_secs = 3
 {tls}
 [[flight.token]]
 name = "tester"
@@ -298,6 +299,21 @@ fn malformed_ipc_is_refused_and_the_server_carries_on() {
                 "case {i}: names the message: {error}"
             );
         }
+        // A client that opens an exchange and then says nothing is cut off
+        // after idle_secs, and its slot freed.
+        let started = std::time::Instant::now();
+        let opening = FlightData::new().with_descriptor(descriptor.clone());
+        let silent = futures::stream::iter([Ok(opening)]).chain(futures::stream::pending());
+        let mut replies = client.do_exchange(silent).await.unwrap();
+        let error = loop {
+            match replies.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => break e.to_string(),
+                None => panic!("the idle stream ended without an error"),
+            }
+        };
+        assert!(error.contains("no message for 3 s"), "{error}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
         // The next client is served.
         let names: Vec<_> = client
             .list_flights(bytes::Bytes::new())
