@@ -257,14 +257,17 @@ impl Shared {
         })
     }
 
-    fn pipeline_names(&self) -> String {
-        let names: Vec<String> = self
-            .pipelines
+    fn names(&self) -> Vec<String> {
+        self.pipelines
             .lock()
             .expect("not poisoned")
             .iter()
             .map(|p| p.name().to_string())
-            .collect();
+            .collect()
+    }
+
+    fn pipeline_names(&self) -> String {
+        let names = self.names();
         if names.is_empty() {
             "none (the server is stopping)".into()
         } else {
@@ -380,6 +383,76 @@ async fn next_message(input: &mut Streaming<FlightData>, idle: Duration) -> Next
             "no message for {} s (flight.idle_secs); the stream is closed",
             idle.as_secs()
         ))),
+    }
+}
+
+/// A client's batches on a DoPut or DoExchange: the first message already
+/// read, the rest decoded one at a time, silence bounded by `idle`.
+struct Incoming {
+    input: Streaming<FlightData>,
+    pending: Option<FlightData>,
+    ipc: IpcIn,
+    idle: Duration,
+}
+
+/// Why a stream of batches stopped early.
+enum Stopped {
+    /// The client went away: nothing to tell it.
+    Gone,
+    /// End the call with this status.
+    Refused(Status),
+}
+
+impl Incoming {
+    fn new(input: Streaming<FlightData>, first: FlightData, idle: Duration) -> Self {
+        Self {
+            input,
+            pending: Some(first),
+            ipc: IpcIn::default(),
+            idle,
+        }
+    }
+
+    /// The next batch, `None` once the client has finished; `on_schema`
+    /// checks each schema message (an error refuses the stream).
+    async fn next(
+        &mut self,
+        mut on_schema: impl FnMut(&SchemaRef) -> Result<(), String>,
+    ) -> Result<Option<RecordBatch>, Stopped> {
+        loop {
+            let message = match self.pending.take() {
+                Some(m) => m,
+                None => match next_message(&mut self.input, self.idle).await {
+                    Next::Message(m) => m,
+                    Next::End => return Ok(None),
+                    Next::Gone => return Err(Stopped::Gone),
+                    Next::Idle(status) => return Err(Stopped::Refused(status)),
+                },
+            };
+            match self.ipc.decode(&message) {
+                Ok(Decoded::Batch(b)) => return Ok(Some(b)),
+                Ok(Decoded::Schema(schema)) => {
+                    on_schema(&schema).map_err(|e| Stopped::Refused(invalid(e)))?
+                }
+                Ok(Decoded::Nothing) => {}
+                Err(e) => return Err(Stopped::Refused(invalid(e))),
+            }
+        }
+    }
+}
+
+/// Sends a stream's final error, waiting at most `idle` for room (a client
+/// that reads nothing does not hold the task).
+async fn refuse<T>(tx: &mpsc::Sender<Result<T, Status>>, status: Status, idle: Duration) {
+    let _ = tokio::time::timeout(idle, tx.send(Err(status))).await;
+}
+
+/// The reply queue of an exchange, whose errors are `FlightError`s.
+struct FlightTx<'a>(&'a mpsc::Sender<Result<RecordBatch, FlightError>>);
+
+impl FlightTx<'_> {
+    async fn refuse(&self, status: Status, idle: Duration) {
+        let _ = tokio::time::timeout(idle, self.0.send(Err(status_to_flight(status)))).await;
     }
 }
 
@@ -616,16 +689,8 @@ impl FlightService for RooFlight {
         request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
         self.shared.authorize(&request)?;
-        let names: Vec<String> = self
-            .shared
-            .pipelines
-            .lock()
-            .expect("not poisoned")
-            .iter()
-            .map(|p| p.name().to_string())
-            .collect();
         let mut infos = Vec::new();
-        for name in names {
+        for name in self.shared.names() {
             if let Ok(info) = self.flight_info(&name) {
                 infos.push(Ok(info));
             }
@@ -797,40 +862,18 @@ impl FlightService for RooFlight {
                 }
             };
             let mut pusher = Some(pusher);
-            let mut ipc = IpcIn::default();
-            let mut pending = Some(first);
+            let expected = pusher.as_ref().expect("held").schema().clone();
+            let mut incoming = Incoming::new(input, first, shared.idle);
             let mut accepted = 0u64;
             let ack = |rows: u64| PutResult {
                 app_metadata: Bytes::from(format!("{{\"rows_accepted\":{rows}}}")),
             };
             loop {
-                let message = match pending.take() {
-                    Some(m) => m,
-                    None => match next_message(&mut input, shared.idle).await {
-                        Next::Message(m) => m,
-                        Next::End => break,
-                        Next::Gone => return,
-                        Next::Idle(status) => {
-                            let _ = tx.try_send(Err(status));
-                            return;
-                        }
-                    },
-                };
-                let batch = match ipc.decode(&message) {
-                    Ok(Decoded::Batch(b)) => b,
-                    Ok(Decoded::Schema(schema)) => {
-                        let expected = pusher.as_ref().expect("held").schema().clone();
-                        if let Err(e) = check_push_schema(&expected, &schema) {
-                            let _ = tx.send(Err(invalid(e))).await;
-                            return;
-                        }
-                        continue;
-                    }
-                    Ok(Decoded::Nothing) => continue,
-                    Err(e) => {
-                        let _ = tx.send(Err(invalid(e))).await;
-                        return;
-                    }
+                let batch = match incoming.next(|s| check_push_schema(&expected, s)).await {
+                    Ok(Some(b)) => b,
+                    Ok(None) => break,
+                    Err(Stopped::Gone) => return,
+                    Err(Stopped::Refused(status)) => return refuse(&tx, status, shared.idle).await,
                 };
                 let mut p = pusher.take().expect("held");
                 // The push blocks while the pipeline's queue is full.
@@ -851,17 +894,12 @@ impl FlightService for RooFlight {
                         // reading them, skipping one loses nothing.
                         let _ = tx.try_send(Ok(ack(accepted)));
                     }
-                    Err(PushError::Schema(e)) => {
-                        let _ = tx.send(Err(invalid(e))).await;
-                        return;
-                    }
+                    Err(PushError::Schema(e)) => return refuse(&tx, invalid(e), shared.idle).await,
                     Err(PushError::Stopping) => {
-                        let _ = tx
-                            .send(Err(Status::unavailable(format!(
-                                "the pipeline is stopping; {accepted} rows of this stream were accepted"
-                            ))))
-                            .await;
-                        return;
+                        let status = Status::unavailable(format!(
+                            "the pipeline is stopping; {accepted} rows of this stream were accepted"
+                        ));
+                        return refuse(&tx, status, shared.idle).await;
                     }
                 }
             }
@@ -897,43 +935,37 @@ impl FlightService for RooFlight {
                     return;
                 }
             };
-            let fail = |e: String| status_to_flight(invalid(format!("{target}: {e}")));
+            // Errors name what was being scored.
+            let fail = |s: Status| {
+                if s.code() == tonic::Code::InvalidArgument {
+                    invalid(format!("{target}: {}", s.message()))
+                } else {
+                    s
+                }
+            };
+            let flight_tx = FlightTx(&tx);
             let mut scorer = scorer;
-            let mut ipc = IpcIn::default();
-            let mut pending = Some(first);
+            let mut incoming = Incoming::new(input, first, shared.idle);
             let mut sent = false;
             let mut output_schema = None;
             loop {
-                let message = match pending.take() {
-                    Some(m) => m,
-                    None => match next_message(&mut input, shared.idle).await {
-                        Next::Message(m) => m,
-                        Next::End => break,
-                        Next::Gone => return,
-                        Next::Idle(status) => {
-                            let _ = tx.try_send(Err(status_to_flight(status)));
-                            return;
-                        }
-                    },
-                };
-                let batch = match ipc.decode(&message) {
-                    Ok(Decoded::Batch(b)) => b,
-                    Ok(Decoded::Schema(schema)) => {
-                        // Bind now: a schema without the features is
-                        // refused before any data is sent.
-                        match scorer.bind(&schema) {
-                            Ok(b) => output_schema = Some(b.output_schema().clone()),
-                            Err(e) => {
-                                let _ = tx.send(Err(fail(e))).await;
-                                return;
-                            }
-                        }
-                        continue;
-                    }
-                    Ok(Decoded::Nothing) => continue,
-                    Err(e) => {
-                        let _ = tx.send(Err(fail(e))).await;
-                        return;
+                // Bind at the schema: one without the features is refused
+                // before any data is sent.
+                let bound =
+                    |s: &SchemaRef, scorer: &mut BatchScorer, out: &mut Option<SchemaRef>| {
+                        scorer
+                            .bind(s)
+                            .map(|b| *out = Some(b.output_schema().clone()))
+                    };
+                let batch = match incoming
+                    .next(|s| bound(s, &mut scorer, &mut output_schema))
+                    .await
+                {
+                    Ok(Some(b)) => b,
+                    Ok(None) => break,
+                    Err(Stopped::Gone) => return,
+                    Err(Stopped::Refused(status)) => {
+                        return flight_tx.refuse(fail(status), shared.idle).await
                     }
                 };
                 let (s, scored) = score(scorer, batch).await;
@@ -945,10 +977,7 @@ impl FlightService for RooFlight {
                             return; // the client stopped reading and left
                         }
                     }
-                    Err(e) => {
-                        let _ = tx.send(Err(fail(e))).await;
-                        return;
-                    }
+                    Err(e) => return flight_tx.refuse(fail(invalid(e)), shared.idle).await,
                 }
             }
             if let (false, Some(schema)) = (sent, output_schema) {
