@@ -106,6 +106,14 @@ pub struct FlightConfig {
     /// closed, freeing its slot.
     #[serde(default = "default_idle_secs")]
     pub idle_secs: Bounded<1, 86_400>,
+    /// Batches held by every exchange and put together; past it, streams
+    /// wait before reading more.
+    #[serde(default = "default_flight_memory_mb")]
+    pub memory_mb: Bounded<16, 1_048_576>,
+}
+
+fn default_flight_memory_mb() -> Bounded<16, 1_048_576> {
+    Bounded(1024)
 }
 
 fn default_idle_secs() -> Bounded<1, 86_400> {
@@ -397,6 +405,7 @@ impl Config {
             message_bytes_max: (f.message_mb.0 as usize) << 20,
             streams_max: f.streams_max.0 as usize,
             idle: Duration::from_secs(f.idle_secs.0),
+            memory_bytes: (f.memory_mb.0 as usize) << 20,
         }))
     }
 

@@ -81,6 +81,10 @@ pub struct FlightSettings {
     /// A DoExchange or DoPut whose client sends nothing for this long is
     /// closed (DEADLINE_EXCEEDED), freeing its stream slot.
     pub idle: Duration,
+    /// Batches held by every DoExchange and DoPut stream together (inputs
+    /// being scored or pushed, replies queued); past it, streams wait
+    /// before reading more (backpressure on their clients).
+    pub memory_bytes: usize,
 }
 
 /// Replies queued per stream: with one batch being scored and one being
@@ -97,6 +101,9 @@ struct Shared {
     next_stream: AtomicU64,
     message_bytes_max: usize,
     idle: Duration,
+    /// `memory_bytes` in KiB permits.
+    memory: Arc<Semaphore>,
+    memory_kib: usize,
 }
 
 /// The running endpoint: its own tokio runtime, stopped by [`FlightServer::stop`].
@@ -137,6 +144,8 @@ impl FlightServer {
             next_stream: AtomicU64::new(1),
             message_bytes_max: settings.message_bytes_max,
             idle: settings.idle,
+            memory: Arc::new(Semaphore::new((settings.memory_bytes >> 10).max(1))),
+            memory_kib: (settings.memory_bytes >> 10).max(1),
         });
         let service = FlightServiceServer::new(RooFlight { shared })
             .max_decoding_message_size(settings.message_bytes_max)
@@ -264,6 +273,22 @@ impl Shared {
             .iter()
             .map(|p| p.name().to_string())
             .collect()
+    }
+
+    /// Reserves the memory a batch holds while in this server (its input
+    /// and, for an exchange, its reply: `factor` times its bytes); waits
+    /// while the budget is spent.
+    async fn reserve(
+        &self,
+        batch: &RecordBatch,
+        factor: usize,
+    ) -> tokio::sync::OwnedSemaphorePermit {
+        let kib = ((batch_bytes(batch) * factor) >> 10).clamp(1, self.memory_kib);
+        self.memory
+            .clone()
+            .acquire_many_owned(kib as u32)
+            .await
+            .expect("the memory semaphore is never closed")
     }
 
     fn pipeline_names(&self) -> String {
@@ -587,13 +612,18 @@ fn encode(
     Box::pin(encoded)
 }
 
-/// `batch` in row slices of at most about `limit` bytes each.
-fn split_by_size(batch: RecordBatch, limit: usize) -> Vec<RecordBatch> {
-    let bytes: usize = batch
+/// The bytes `batch`'s rows cover (not the whole buffers its slices share).
+fn batch_bytes(batch: &RecordBatch) -> usize {
+    batch
         .columns()
         .iter()
         .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
-        .sum();
+        .sum()
+}
+
+/// `batch` in row slices of at most about `limit` bytes each.
+fn split_by_size(batch: RecordBatch, limit: usize) -> Vec<RecordBatch> {
+    let bytes = batch_bytes(&batch);
     let rows = batch.num_rows();
     if bytes <= limit || rows <= 1 {
         return vec![batch];
@@ -876,6 +906,7 @@ impl FlightService for RooFlight {
                     Err(Stopped::Refused(status)) => return refuse(&tx, status, shared.idle).await,
                 };
                 let mut p = pusher.take().expect("held");
+                let reserved = shared.reserve(&batch, 1).await;
                 // The push blocks while the pipeline's queue is full.
                 let (p, pushed) = match tokio::task::spawn_blocking(move || {
                     let r = p.push(batch);
@@ -886,6 +917,7 @@ impl FlightService for RooFlight {
                     Ok(done) => done,
                     Err(_) => return,
                 };
+                drop(reserved); // the pipeline's queue holds it now, within its own bound
                 pusher = Some(p);
                 match pushed {
                     Ok(rows) => {
@@ -948,6 +980,7 @@ impl FlightService for RooFlight {
             let mut incoming = Incoming::new(input, first, shared.idle);
             let mut sent = false;
             let mut output_schema = None;
+            let mut held = std::collections::VecDeque::new();
             loop {
                 // Bind at the schema: one without the features is refused
                 // before any data is sent.
@@ -968,6 +1001,9 @@ impl FlightService for RooFlight {
                         return flight_tx.refuse(fail(status), shared.idle).await
                     }
                 };
+                // Input and reply; held until the reply has left the queue
+                // (at most REPLY_QUEUE replies wait, one is being encoded).
+                held.push_back(shared.reserve(&batch, 2).await);
                 let (s, scored) = score(scorer, batch).await;
                 scorer = s;
                 match scored {
@@ -975,6 +1011,9 @@ impl FlightService for RooFlight {
                         sent = true;
                         if tx.send(Ok(b)).await.is_err() {
                             return; // the client stopped reading and left
+                        }
+                        while held.len() > REPLY_QUEUE + 1 {
+                            held.pop_front();
                         }
                     }
                     Err(e) => return flight_tx.refuse(fail(invalid(e)), shared.idle).await,

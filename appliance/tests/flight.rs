@@ -66,6 +66,7 @@ fn config(dir: &Path, tls: Option<(&Path, &Path)>) -> PathBuf {
 listen = "127.0.0.1:0"
 model_dir = "models"
 idle_secs = 3
+memory_mb = 16
 {tls}
 [[flight.token]]
 name = "tester"

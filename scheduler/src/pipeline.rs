@@ -232,6 +232,7 @@ pub struct Pipeline {
     pool: Arc<rayon::ThreadPool>,
     /// A push source's way in; `None` once stopping.
     push: Mutex<Option<Sender<IngestBatch>>>,
+    max_rows: usize,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<Result<(), String>>>,
     tcp_addr: Option<std::net::SocketAddr>,
@@ -422,6 +423,7 @@ impl Pipeline {
             dead_letters: spec.dead_letters,
             pool,
             push: Mutex::new(push),
+            max_rows: spec.limits.max_rows,
             stop,
             threads,
             tcp_addr,
@@ -551,6 +553,7 @@ impl Pipeline {
         let tx = tx.ok_or_else(|| refuse("it is stopping".into()))?;
         Ok(Pusher {
             tx,
+            max_rows: self.max_rows,
             schema: self.input_schema.clone(),
             source: Arc::from(source),
             seq: 0,
@@ -668,6 +671,9 @@ pub enum PushError {
 /// One client stream into a push pipeline. Dropping it ends the stream.
 pub struct Pusher {
     tx: Sender<IngestBatch>,
+    /// Pushed batches are queued in slices of at most this many rows, so
+    /// the queue's bound (sized for `max_rows` batches) holds.
+    max_rows: usize,
     schema: SchemaRef,
     source: Arc<str>,
     seq: u64,
@@ -677,11 +683,27 @@ pub struct Pusher {
 }
 
 impl Pusher {
-    /// Queues `batch` for scoring; blocks while the pipeline's queue is
-    /// full (backpressure on the client). Returns the rows accepted so far
-    /// on this stream.
+    /// Queues `batch` for scoring, in slices of at most `max_rows` rows;
+    /// blocks while the pipeline's queue is full (backpressure on the
+    /// client). Returns the rows accepted so far on this stream. A
+    /// `Stopping` error may come after some slices were queued: the rows
+    /// accepted are then what the last `Ok` said plus those slices.
     pub fn push(&mut self, batch: RecordBatch) -> Result<u64, PushError> {
         check_push_schema(&self.schema, &batch.schema()).map_err(PushError::Schema)?;
+        if self.stop.load(Ordering::Acquire) {
+            return Err(PushError::Stopping);
+        }
+        let total = batch.num_rows();
+        let mut at = 0;
+        while at < total {
+            let rows = self.max_rows.min(total - at);
+            self.queue(batch.slice(at, rows))?;
+            at += rows;
+        }
+        Ok(self.rows)
+    }
+
+    fn queue(&mut self, batch: RecordBatch) -> Result<(), PushError> {
         let rows = batch.num_rows() as u64;
         let mut b = IngestBatch {
             source: self.source.clone(),
@@ -704,7 +726,7 @@ impl Pusher {
         self.seq += 1;
         self.rows += rows;
         PipelineMetrics::add(&self.metrics.events_in, rows);
-        Ok(self.rows)
+        Ok(())
     }
 
     pub fn schema(&self) -> &SchemaRef {
@@ -1229,6 +1251,111 @@ fn run_sinks(
 mod tests {
     use super::*;
     use arrow_array::Float32Array;
+
+    #[test]
+    fn pushed_batches_are_checked_sliced_to_max_rows_and_scored() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("linear.json");
+        std::fs::write(
+            &model,
+            r#"{"kind": "linear", "features": ["a", "b"], "weights": [1.0, 2.0], "bias": 0.5}"#,
+        )
+        .unwrap();
+        let schema: SchemaRef = Arc::new(arrow_schema::Schema::new(vec![
+            arrow_schema::Field::new("a", arrow_schema::DataType::Float32, true),
+            arrow_schema::Field::new("b", arrow_schema::DataType::Float32, true),
+        ]));
+        let out = dir.path().join("out");
+        let spec = PipelineSpec {
+            name: "push".into(),
+            source: SourceSpec::Push {
+                schema: schema.clone(),
+            },
+            limits: BatchLimits {
+                max_rows: 100,
+                ..BatchLimits::default()
+            },
+            model,
+            device: Device::Cpu,
+            sinks: vec![SinkSpec::Files {
+                dir: out.clone(),
+                prefix: "part".into(),
+                format: FileFormat::ArrowIpc,
+                rotate_bytes: 1 << 30,
+                rotate: Duration::from_secs(3600),
+            }],
+            dead_letters: None,
+            queue_batches: 2,
+            read: ReadOptions::default(),
+        };
+        let pool = Arc::new(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build()
+                .unwrap(),
+        );
+        let pipeline = Pipeline::start(spec, pool).unwrap();
+        let mut pusher = pipeline.pusher("client-1").unwrap();
+        let a: Vec<f32> = (0..250).map(|i| i as f32).collect();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Float32Array::from(a.clone())),
+                Arc::new(Float32Array::from(vec![1.0f32; 250])),
+            ],
+        )
+        .unwrap();
+        assert_eq!(pusher.push(batch).unwrap(), 250);
+        let wrong = RecordBatch::try_new(
+            Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+                "a",
+                arrow_schema::DataType::Float64,
+                true,
+            )])),
+            vec![Arc::new(arrow_array::Float64Array::from(vec![1.0]))],
+        )
+        .unwrap();
+        let refused = pusher.push(wrong).unwrap_err().to_string();
+        assert!(
+            refused.contains("the pipeline takes [a: Float32, b: Float32]"),
+            "{refused}"
+        );
+        pipeline.stop();
+        assert!(matches!(
+            pusher.push(RecordBatch::new_empty(schema.clone())),
+            Err(PushError::Stopping)
+        ));
+        assert!(
+            pipeline.pusher("client-2").is_err(),
+            "no pushers once stopping"
+        );
+        drop(pusher);
+        let counts = pipeline.join().unwrap();
+        assert_eq!((counts.events_in, counts.events_out), (250, 250));
+        assert_eq!(counts.batches, 3, "sliced to max_rows");
+        let file = std::fs::read_dir(&out)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let reader =
+            arrow_ipc::reader::FileReader::try_new(std::fs::File::open(file).unwrap(), None)
+                .unwrap();
+        let scores: Vec<f32> = reader
+            .flat_map(|b| {
+                let b = b.unwrap();
+                let s = b.column_by_name("score").unwrap().clone();
+                s.as_any()
+                    .downcast_ref::<Float32Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        let expected: Vec<f32> = a.iter().map(|a| a + 2.0 + 0.5).collect();
+        assert_eq!(scores, expected);
+    }
 
     #[test]
     fn queues_are_sized_from_the_memory_budget() {
