@@ -67,6 +67,7 @@ listen = "127.0.0.1:0"
 model_dir = "models"
 idle_secs = 3
 memory_mb = 16
+streams_max = 8
 {tls}
 [[flight.token]]
 name = "tester"
@@ -300,20 +301,33 @@ fn malformed_ipc_is_refused_and_the_server_carries_on() {
                 "case {i}: names the message: {error}"
             );
         }
-        // A client that opens an exchange and then says nothing is cut off
-        // after idle_secs, and its slot freed.
+        // Clients that open exchanges and then say nothing: past
+        // streams_max (8) the next is refused; each is cut off after
+        // idle_secs, which frees its slot.
         let started = std::time::Instant::now();
-        let opening = FlightData::new().with_descriptor(descriptor.clone());
-        let silent = futures::stream::iter([Ok(opening)]).chain(futures::stream::pending());
-        let mut replies = client.do_exchange(silent).await.unwrap();
-        let error = loop {
-            match replies.next().await {
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => break e.to_string(),
-                None => panic!("the idle stream ended without an error"),
-            }
+        let silent = || {
+            let opening = FlightData::new().with_descriptor(descriptor.clone());
+            futures::stream::iter([Ok(opening)]).chain(futures::stream::pending())
         };
-        assert!(error.contains("no message for 3 s"), "{error}");
+        let mut open = Vec::new();
+        for _ in 0..8 {
+            open.push(client.do_exchange(silent()).await.unwrap());
+        }
+        let refused = match client.do_exchange(silent()).await {
+            Ok(mut replies) => replies.next().await.unwrap().unwrap_err().to_string(),
+            Err(e) => e.to_string(),
+        };
+        assert!(refused.contains("8 streams are open"), "{refused}");
+        for mut replies in open {
+            let error = loop {
+                match replies.next().await {
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => break e.to_string(),
+                    None => panic!("the idle stream ended without an error"),
+                }
+            };
+            assert!(error.contains("no message for 3 s"), "{error}");
+        }
         assert!(started.elapsed() < std::time::Duration::from_secs(30));
         // The next client is served.
         let names: Vec<_> = client
