@@ -927,11 +927,8 @@ impl FlightService for RooFlight {
                         let _ = tx.try_send(Ok(ack(accepted)));
                     }
                     Err(PushError::Schema(e)) => return refuse(&tx, invalid(e), shared.idle).await,
-                    Err(PushError::Stopping) => {
-                        let status = Status::unavailable(format!(
-                            "the pipeline is stopping; {accepted} rows of this stream were accepted"
-                        ));
-                        return refuse(&tx, status, shared.idle).await;
+                    Err(e @ PushError::Stopping { .. }) => {
+                        return refuse(&tx, Status::unavailable(e.to_string()), shared.idle).await
                     }
                 }
             }

@@ -8,11 +8,12 @@
 
 mod common;
 
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use arrow_flight::{FlightData, FlightDescriptor};
-use common::{example, Daemon};
+use common::{example, read_ipc_dir, Daemon};
 use futures::StreamExt;
 
 const SECRET: &str = "test-secret-0123456789";
@@ -340,4 +341,71 @@ fn malformed_ipc_is_refused_and_the_server_carries_on() {
         assert_eq!(names.len(), 2, "{names:?}");
     });
     stop(daemon);
+}
+
+/// Streams DoPut batches of 4096 rows into pipeline "p" until the server
+/// refuses; prints the rows the refusal says were accepted.
+const ENDLESS_PUT: &str = r#"
+import json, re, sys
+import numpy as np, pyarrow as pa, pyarrow.flight as flight
+feats = json.load(open(sys.argv[2]))["learner"]["feature_names"]
+t = pa.table({f: pa.array(np.random.rand(4096).astype(np.float32)) for f in feats})
+w, _ = flight.FlightClient(sys.argv[1]).do_put(flight.FlightDescriptor.for_path("p"), t.schema)
+try:
+    w.write_table(t)
+    print("started", flush=True)
+    while True:
+        w.write_table(t)
+except flight.FlightUnavailableError as e:
+    print("accepted", re.search(r"(\d+) rows of this stream were accepted", str(e)).group(1))
+"#;
+
+/// SIGTERM while a client streams DoPut: the daemon exits 0 at once, the
+/// client is told how many of its rows were accepted, and exactly those
+/// rows are in the sink (it knows what to send again).
+#[test]
+fn sigterm_during_a_put_tells_the_client_what_was_accepted() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("roo.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[flight]\nlisten = \"127.0.0.1:0\"\n\n[[pipeline]]\nname = \"p\"\nmodel = \"{}\"\nmax_rows = 1000\n[pipeline.source]\nkind = \"flight\"\n[[pipeline.sink]]\nkind = \"files\"\ndir = \"out\"\nformat = \"arrow\"\n",
+            example("model.json").display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(&config, Stdio::null());
+    let address = format!("grpc://{}", daemon.address("Arrow Flight on grpc://"));
+    let mut client = Command::new(&python)
+        .args(["-c", ENDLESS_PUT, &address])
+        .arg(example("model.json"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(client.stdout.take().unwrap()).lines();
+    let first = stdout.next().map(Result::unwrap).unwrap_or_default();
+    assert_eq!(
+        first, "started",
+        "the client did not get its first batch in"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    daemon.signal(libc::SIGTERM);
+    let (code, lines) = daemon.finish();
+    assert_eq!(code, Some(0), "{}", lines.join("\n"));
+    let last = stdout.next().map(Result::unwrap).unwrap_or_default();
+    let out = client.wait_with_output().unwrap();
+    let accepted: usize = last
+        .strip_prefix("accepted ")
+        .unwrap_or_else(|| panic!("{last}\n{}", String::from_utf8_lossy(&out.stderr)))
+        .parse()
+        .unwrap();
+    assert!(accepted > 0, "the client got rows in before the signal");
+    let rows: usize = read_ipc_dir(&dir.path().join("out"))
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(rows, accepted, "the sink holds exactly the rows accepted");
 }

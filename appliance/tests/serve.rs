@@ -14,7 +14,7 @@ use arrow_array::types::{Float32Type, Int32Type, Int64Type};
 use arrow_array::{Array, RecordBatch};
 
 mod common;
-use common::{example, roo, Daemon};
+use common::{example, read_ipc_dir, roo, Daemon};
 
 /// `N events in, M scored, D dead letters` from the final report.
 fn final_counts(lines: &[String], pipeline: &str) -> (u64, u64, u64) {
@@ -31,29 +31,6 @@ fn final_counts(lines: &[String], pipeline: &str) -> (u64, u64, u64) {
 }
 
 /// Every batch of every Arrow IPC file in `dir`, in file order.
-fn read_ipc_dir(dir: &Path) -> Vec<RecordBatch> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    assert!(
-        files
-            .iter()
-            .all(|f| !f.file_name().unwrap().to_string_lossy().starts_with('.')),
-        "a partial file was left: {files:?}"
-    );
-    files
-        .iter()
-        .flat_map(|f| {
-            arrow_ipc::reader::FileReader::try_new(std::fs::File::open(f).unwrap(), None)
-                .unwrap()
-                .map(Result::unwrap)
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
 /// The `txn_id` column of every batch, in order.
 fn txn_ids(batches: &[RecordBatch]) -> Vec<i64> {
     batches

@@ -664,8 +664,10 @@ pub enum PushError {
     #[error("{0}")]
     Schema(String),
     /// The pipeline is stopping (or failed): it takes no more batches.
-    #[error("the pipeline is stopping")]
-    Stopping,
+    /// `accepted` rows of this stream were queued (part of the batch that
+    /// was refused may be among them: the client resends from there).
+    #[error("the pipeline is stopping; {accepted} rows of this stream were accepted")]
+    Stopping { accepted: u64 },
 }
 
 /// One client stream into a push pipeline. Dropping it ends the stream.
@@ -685,13 +687,13 @@ pub struct Pusher {
 impl Pusher {
     /// Queues `batch` for scoring, in slices of at most `max_rows` rows;
     /// blocks while the pipeline's queue is full (backpressure on the
-    /// client). Returns the rows accepted so far on this stream. A
-    /// `Stopping` error may come after some slices were queued: the rows
-    /// accepted are then what the last `Ok` said plus those slices.
+    /// client). Returns the rows accepted so far on this stream; a
+    /// `Stopping` error says the same (some slices of this batch may have
+    /// been queued before it).
     pub fn push(&mut self, batch: RecordBatch) -> Result<u64, PushError> {
         check_push_schema(&self.schema, &batch.schema()).map_err(PushError::Schema)?;
         if self.stop.load(Ordering::Acquire) {
-            return Err(PushError::Stopping);
+            return Err(self.stopping());
         }
         let total = batch.num_rows();
         let mut at = 0;
@@ -715,12 +717,12 @@ impl Pusher {
         };
         loop {
             if self.stop.load(Ordering::Acquire) {
-                return Err(PushError::Stopping);
+                return Err(self.stopping());
             }
             match self.tx.send_timeout(b, Duration::from_millis(50)) {
                 Ok(()) => break,
                 Err(SendTimeoutError::Timeout(back)) => b = back,
-                Err(SendTimeoutError::Disconnected(_)) => return Err(PushError::Stopping),
+                Err(SendTimeoutError::Disconnected(_)) => return Err(self.stopping()),
             }
         }
         self.seq += 1;
@@ -731,6 +733,12 @@ impl Pusher {
 
     pub fn schema(&self) -> &SchemaRef {
         &self.schema
+    }
+
+    fn stopping(&self) -> PushError {
+        PushError::Stopping {
+            accepted: self.rows,
+        }
     }
 }
 
@@ -1323,7 +1331,7 @@ mod tests {
         pipeline.stop();
         assert!(matches!(
             pusher.push(RecordBatch::new_empty(schema.clone())),
-            Err(PushError::Stopping)
+            Err(PushError::Stopping { accepted: 250 })
         ));
         assert!(
             pipeline.pusher("client-2").is_err(),

@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use arrow_array::RecordBatch;
+
 pub fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../examples/fraud")
@@ -97,4 +99,29 @@ impl Daemon {
         }
         (status.code(), self.seen)
     }
+}
+
+/// Every batch of the Arrow IPC files in `dir`, in file-name order; no
+/// partial file may be left.
+pub fn read_ipc_dir(dir: &Path) -> Vec<RecordBatch> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(
+        files
+            .iter()
+            .all(|f| !f.file_name().unwrap().to_string_lossy().starts_with('.')),
+        "a partial file was left: {files:?}"
+    );
+    files
+        .iter()
+        .flat_map(|f| {
+            arrow_ipc::reader::FileReader::try_new(std::fs::File::open(f).unwrap(), None)
+                .unwrap()
+                .map(Result::unwrap)
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
