@@ -499,8 +499,16 @@ impl TreeKernel {
             let n = end - start;
             fill_block(features, start, end, &mut block);
             // Walk whole lane groups; rows past `n` read stale block values and
-            // their sums are never read.
-            let walked = n.div_ceil(WALK_MULTIPLE) * WALK_MULTIPLE;
+            // their sums are never read. A short block (a small batch, a
+            // batch's tail) skips the 16-row heads and walks only the lane
+            // groups it needs: one row walks 12, not 48.
+            let short = n < WALK_MULTIPLE;
+            let walked = if short {
+                n.div_ceil(LANES) * LANES
+            } else {
+                n.div_ceil(WALK_MULTIPLE) * WALK_MULTIPLE
+            };
+            let heads = heads && !short;
             acc.fill(0.0);
             for tree in &self.trees {
                 let g = tree.group as usize;
@@ -510,7 +518,8 @@ impl TreeKernel {
                     (true, Some(head)) => {
                         // SAFETY: `heads` is only set when the scorer's ISA is
                         // AVX-512, checked available when it was built; `walked`
-                        // is a multiple of 16 and at most BLOCK_ROWS.
+                        // is a multiple of 16 (heads are off for short blocks)
+                        // and at most BLOCK_ROWS.
                         unsafe { walk_head_avx512(head, &block, walked, &mut starts) };
                         head.levels
                     }
