@@ -468,17 +468,8 @@ impl Incoming {
 
 /// Sends a stream's final error, waiting at most `idle` for room (a client
 /// that reads nothing does not hold the task).
-async fn refuse<T>(tx: &mpsc::Sender<Result<T, Status>>, status: Status, idle: Duration) {
-    let _ = tokio::time::timeout(idle, tx.send(Err(status))).await;
-}
-
-/// The reply queue of an exchange, whose errors are `FlightError`s.
-struct FlightTx<'a>(&'a mpsc::Sender<Result<RecordBatch, FlightError>>);
-
-impl FlightTx<'_> {
-    async fn refuse(&self, status: Status, idle: Duration) {
-        let _ = tokio::time::timeout(idle, self.0.send(Err(status_to_flight(status)))).await;
-    }
+async fn refuse<T, E>(tx: &mpsc::Sender<Result<T, E>>, error: E, idle: Duration) {
+    let _ = tokio::time::timeout(idle, tx.send(Err(error))).await;
 }
 
 /// Arrow IPC messages from a client, decoded one at a time under
@@ -886,10 +877,7 @@ impl FlightService for RooFlight {
                 });
             let (first, pusher) = match opened {
                 Ok(o) => o,
-                Err(status) => {
-                    let _ = tx.send(Err(status)).await;
-                    return;
-                }
+                Err(status) => return refuse(&tx, status, shared.idle).await,
             };
             let mut pusher = Some(pusher);
             let expected = pusher.as_ref().expect("held").schema().clone();
@@ -959,10 +947,7 @@ impl FlightService for RooFlight {
             .and_then(|(first, path)| Ok((first, shared.exchange_scorer(&path)?)));
             let (first, (target, scorer)) = match opened {
                 Ok(o) => o,
-                Err(status) => {
-                    let _ = tx.send(Err(status_to_flight(status))).await;
-                    return;
-                }
+                Err(status) => return refuse(&tx, status_to_flight(status), shared.idle).await,
             };
             // Errors name what was being scored.
             let fail = |s: Status| {
@@ -972,7 +957,6 @@ impl FlightService for RooFlight {
                     s
                 }
             };
-            let flight_tx = FlightTx(&tx);
             let mut scorer = scorer;
             let mut incoming = Incoming::new(input, first, shared.idle);
             let mut sent = false;
@@ -995,7 +979,7 @@ impl FlightService for RooFlight {
                     Ok(None) => break,
                     Err(Stopped::Gone) => return,
                     Err(Stopped::Refused(status)) => {
-                        return flight_tx.refuse(fail(status), shared.idle).await
+                        return refuse(&tx, status_to_flight(fail(status)), shared.idle).await
                     }
                 };
                 // Input and reply; held until the reply has left the queue
@@ -1013,7 +997,9 @@ impl FlightService for RooFlight {
                             held.pop_front();
                         }
                     }
-                    Err(e) => return flight_tx.refuse(fail(invalid(e)), shared.idle).await,
+                    Err(e) => {
+                        return refuse(&tx, status_to_flight(fail(invalid(e))), shared.idle).await
+                    }
                 }
             }
             if let (false, Some(schema)) = (sent, output_schema) {
