@@ -120,9 +120,10 @@ impl FlightServer {
         pool: Arc<rayon::ThreadPool>,
     ) -> Result<Self> {
         let store = match &settings.model_dir {
-            Some(dir) => {
-                Some(ModelStore::open(dir, settings.models_max).map_err(anyhow::Error::msg)?)
-            }
+            Some(dir) => Some(
+                ModelStore::open(dir, settings.models_max, roo_scheduler::Device::Auto)
+                    .map_err(anyhow::Error::msg)?,
+            ),
             None => None,
         };
         let listener = std::net::TcpListener::bind(settings.listen)

@@ -2,7 +2,7 @@
 //!
 //! `roo score` scores a file with a model; `roo serve` runs the daemon on a
 //! config file (`roo check-config` validates one); `roo inspect` describes
-//! a model.
+//! a model; `roo devices` lists the GPU adapters roo can score on.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use roo_ingest::FileFormat;
 use roo_kernels::{load_model, ModelSummary};
-use roo_scheduler::{score_file, BatchJob};
+use roo_scheduler::{score_file, BatchJob, Device};
 
 #[derive(Parser)]
 #[command(
@@ -53,16 +53,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the GPU adapters wgpu finds (Vulkan, Metal), best first: the
+    /// one `--device gpu` and `device = "gpu"` use is the first.
+    Devices,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    private_runtime_dir();
     let result = match cli.command {
         Command::Score(args) => score(args),
         Command::Inspect { model, json } => inspect(&model, json),
         Command::Serve { config } => serve::serve(&config),
         Command::CheckConfig { config } => serve::check_config(&config),
+        Command::Devices => devices(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -87,6 +92,51 @@ fn init_logging() {
         .without_time()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+}
+
+/// Mesa's Vulkan drivers complain on stderr when `XDG_RUNTIME_DIR` is
+/// unset (as under systemd services and in containers); roo draws no
+/// windows, so a private 0700 directory silences them. Runs before any
+/// thread starts.
+fn private_runtime_dir() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_some() {
+        return;
+    }
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let uid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!("roo-runtime-{uid}"));
+    let made = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+    let private = std::fs::metadata(&dir)
+        .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.mode() & 0o077 == 0);
+    if (made.is_ok() || dir.is_dir()) && private {
+        // SAFETY: no other thread exists yet to read the environment.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
+    }
+}
+
+fn devices() -> Result<()> {
+    let adapters = roo_kernels::gpu::adapters();
+    if adapters.is_empty() {
+        bail!(
+            "no GPU adapter found (on Linux: is a Vulkan driver installed, e.g. mesa-vulkan-drivers \
+             and libvulkan1, or the GPU vendor's?)"
+        );
+    }
+    for (i, a) in adapters.iter().enumerate() {
+        println!(
+            "{}{a}; largest storage binding {} MiB{}",
+            if i == 0 { "* " } else { "  " },
+            a.max_binding_bytes >> 20,
+            if a.is_software() {
+                "; software: device = \"auto\" keeps to the CPU"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -122,6 +172,11 @@ struct ScoreArgs {
     /// with plain reads (off).
     #[arg(long, default_value = "auto", value_parser = ["auto", "off"])]
     io_uring: String,
+    /// Score on the CPU, the GPU (every batch; a batch the GPU fails is
+    /// scored again on the CPU), or the cheaper per batch by measured cost
+    /// (auto; a software adapter such as lavapipe is never chosen).
+    #[arg(long, default_value = "auto", value_parser = ["cpu", "gpu", "auto"])]
+    device: String,
 }
 
 fn format_for(path: &Path, given: Option<&str>, role: &str) -> Result<FileFormat> {
@@ -172,6 +227,11 @@ fn score(args: ScoreArgs) -> Result<()> {
         output_format,
         batch_rows: args.batch_rows,
         threads: args.threads,
+        device: match args.device.as_str() {
+            "cpu" => Device::Cpu,
+            "gpu" => Device::Gpu,
+            _ => Device::Auto,
+        },
         dead_letters: dead_letters.clone(),
         read: roo_ingest::ReadOptions {
             io_uring: if args.io_uring == "off" {
@@ -193,6 +253,18 @@ fn score(args: ScoreArgs) -> Result<()> {
         report.rows as f64 / secs.max(1e-9),
         report.scoring.as_secs_f64() * 1e3,
         args.output.display()
+    );
+    eprintln!(
+        "roo: scored on {}{}",
+        report.device,
+        if report.gpu_batches > 0 || report.cpu_retries > 0 {
+            format!(
+                "; {} batches on the GPU, {} retried on the CPU after a GPU error",
+                report.gpu_batches, report.cpu_retries
+            )
+        } else {
+            String::new()
+        }
     );
     if report.dead_letters > 0 {
         eprintln!(

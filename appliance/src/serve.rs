@@ -296,8 +296,8 @@ pub fn serve(path: &Path) -> Result<()> {
         let name = p.name().to_string();
         match p.join() {
             Ok(c) => eprintln!(
-                "roo: pipeline {name}: {} events in, {} scored, {} dead letters, {} batches",
-                c.events_in, c.events_out, c.events_dead, c.batches
+                "roo: pipeline {name}: {} events in, {} scored, {} dead letters, {} batches ({} on the GPU, {} retried on the CPU after a GPU error)",
+                c.events_in, c.events_out, c.events_dead, c.batches, c.batches_gpu, c.batches_cpu_retried
             ),
             Err(e) => {
                 eprintln!("roo: {e}");

@@ -81,6 +81,32 @@ fn as_f32(column: &ArrayRef) -> Vec<f32> {
 
 #[test]
 fn roo_score_reproduces_every_fixture_in_every_format() {
+    reproduce_every_fixture("cpu");
+}
+
+/// The GPU scorer through the binary: every fixture, every format, within
+/// the same bound of the libraries' own scores. Runs on lavapipe in CI
+/// (`ROO_REQUIRE_GPU=1` there makes a missing adapter a failure).
+#[test]
+fn roo_score_on_the_gpu_reproduces_every_fixture() {
+    let devices = roo(&["devices"]);
+    if !devices.status.success() {
+        assert!(
+            std::env::var_os("ROO_REQUIRE_GPU").is_none(),
+            "ROO_REQUIRE_GPU is set, but: {}",
+            stderr(&devices)
+        );
+        eprintln!(
+            "SKIPPED: roo score --device gpu was not tested: {}",
+            stderr(&devices)
+        );
+        return;
+    }
+    println!("{}", String::from_utf8_lossy(&devices.stdout));
+    reproduce_every_fixture("gpu");
+}
+
+fn reproduce_every_fixture(device: &str) {
     let dir = tempfile::tempdir().unwrap();
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(golden("manifest.json")).unwrap()).unwrap();
@@ -109,8 +135,22 @@ fn roo_score_reproduces_every_fixture_in_every_format() {
             "2",
             "--batch-rows",
             "64",
+            "--device",
+            device,
         ]);
         assert!(run.status.success(), "{name}: {}", stderr(&run));
+        let expected_device = if device == "gpu" {
+            "scored on the GPU"
+        } else {
+            "scored on the CPU"
+        };
+        assert!(stderr(&run).contains(expected_device), "{}", stderr(&run));
+        assert!(
+            !stderr(&run).contains("retried on the CPU after a GPU error")
+                || stderr(&run).contains(" 0 retried"),
+            "{}",
+            stderr(&run)
+        );
 
         let batches = read_all(&output);
         let (score_names, expected) = expected_scores(fixture["expected"].as_str().unwrap());
@@ -136,7 +176,7 @@ fn roo_score_reproduces_every_fixture_in_every_format() {
             r += batch.num_rows();
         }
         println!(
-            "roo score {name:<24} {in_ext:>7} -> {out_ext:<7} max |roo - library| = {max_diff:.3e}"
+            "roo score --device {device} {name:<24} {in_ext:>7} -> {out_ext:<7} max |roo - library| = {max_diff:.3e}"
         );
         assert!(max_diff <= TOLERANCE, "{name}: max difference {max_diff:e}");
     }

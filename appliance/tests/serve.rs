@@ -445,11 +445,29 @@ fn bad_configs_name_the_line_and_the_field() {
         err.contains("pipeline g") && err.contains("missing.json"),
         "{err}"
     );
-    let err = check_config(&good.replace(
-        "model = \"model.json\"",
-        "model = \"model.json\"\ndevice = \"gpu\"",
-    ));
-    assert!(err.contains("no GPU scorer yet"), "{err}");
+    // device = "gpu" where wgpu finds no adapter (here: only Metal asked for).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(example("model.json"), dir.path().join("model.json")).unwrap();
+    let path = dir.path().join("roo.toml");
+    std::fs::write(
+        &path,
+        good.replace(
+            "model = \"model.json\"",
+            "model = \"model.json\"\ndevice = \"gpu\"",
+        ),
+    )
+    .unwrap();
+    let out = roo()
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .env("WGPU_BACKEND", "metal")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("pipeline g") && err.contains("device = \"gpu\": no GPU"),
+        "{err}"
+    );
     let err = check_config(&good.replace(
         "kind = \"generator\"",
         "kind = \"tcp\"\nlisten = \"127.0.0.1:0\"\nformat = \"csv\"\ncolumns = [\"amount\"]",
@@ -460,6 +478,86 @@ fn bad_configs_name_the_line_and_the_field() {
     );
     let err = check_config(&format!("{good}\n{}", good));
     assert!(err.contains("two pipelines are named \"g\""), "{err}");
+}
+
+/// `device = "gpu"` in a config: every batch on the GPU (lavapipe in CI,
+/// where `ROO_REQUIRE_GPU=1` makes a missing adapter a failure), the scores
+/// those of the CPU within the GPU scorer's tolerance.
+#[test]
+fn a_gpu_pipeline_scores_like_the_cpu() {
+    let devices = roo().arg("devices").output().unwrap();
+    if !devices.status.success() {
+        let why = String::from_utf8_lossy(&devices.stderr);
+        assert!(
+            std::env::var_os("ROO_REQUIRE_GPU").is_none(),
+            "ROO_REQUIRE_GPU is set, but {why}"
+        );
+        eprintln!("SKIPPED: the GPU pipeline was not tested: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("roo.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[pipeline]]\nname = \"g\"\nmodel = {:?}\ndevice = \"gpu\"\nmax_rows = 300\n\n\
+             [pipeline.source]\nkind = \"file\"\npath = {:?}\n\n\
+             [[pipeline.sink]]\nkind = \"files\"\ndir = \"out\"\nformat = \"arrow\"\n",
+            example("model.json"),
+            example("transactions.csv")
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&config, Stdio::null());
+    let (code, lines) = daemon.finish();
+    assert_eq!(code, Some(0), "{}", lines.join("\n"));
+    let all = lines.join("\n");
+    assert!(all.contains("scoring on the GPU"), "{all}");
+    // 2,000 rows in batches of 300: 7 batches, all on the GPU.
+    assert!(
+        all.contains("2000 scored, 0 dead letters, 7 batches (7 on the GPU, 0 retried"),
+        "{all}"
+    );
+    let scores = |batches: &[RecordBatch]| -> Vec<f32> {
+        batches
+            .iter()
+            .flat_map(|b| {
+                b.column_by_name("score")
+                    .unwrap()
+                    .as_primitive::<Float32Type>()
+                    .values()
+                    .to_vec()
+            })
+            .collect()
+    };
+    let on_gpu = scores(&read_ipc_dir(&dir.path().join("out")));
+    let reference = dir.path().join("cpu.arrow");
+    let run = roo()
+        .args(["score", "--device", "cpu", "--model"])
+        .arg(example("model.json"))
+        .arg("--input")
+        .arg(example("transactions.csv"))
+        .arg("--output")
+        .arg(&reference)
+        .output()
+        .unwrap();
+    assert!(run.status.success());
+    let on_cpu: Vec<f32> =
+        arrow_ipc::reader::FileReader::try_new(std::fs::File::open(&reference).unwrap(), None)
+            .unwrap()
+            .flat_map(|b| {
+                b.unwrap()
+                    .column_by_name("score")
+                    .unwrap()
+                    .as_primitive::<Float32Type>()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+    assert_eq!(on_gpu.len(), 2000);
+    for (g, c) in on_gpu.iter().zip(&on_cpu) {
+        assert!((g - c).abs() <= 1e-5, "GPU {g} CPU {c}");
+    }
 }
 
 #[test]

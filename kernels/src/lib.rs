@@ -4,6 +4,7 @@
 //! - [`load_model`] / [`model_from_bytes`]: XGBoost JSON and UBJSON, LightGBM text, roo linear JSON.
 //! - [`reference`]: scalar scorers, the oracle every fast scorer is tested against.
 //! - [`cpu::CpuScorer`]: the fast CPU scorers (blocked, lockstep tree walks; vectorised linear models).
+//! - [`gpu::GpuScorer`] (feature `gpu`, on by default): the same contract as wgpu compute shaders.
 //! - [`FeatureBinding`]: feeds a model from Arrow record batches and appends its scores.
 //!
 //! This crate does no file or network I/O beyond reading a model file, and
@@ -18,6 +19,8 @@
 mod batch;
 pub mod cpu;
 mod error;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 mod import;
 pub mod model;
 pub mod reference;

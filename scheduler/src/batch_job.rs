@@ -1,24 +1,21 @@
 //! The batch job: score every row of an input file into an output file.
 //!
 //! Input and output share the daemon's path through the code: an ingest file
-//! source, a [`FeatureBinding`] checked before the first row, the fast CPU
-//! scorer ([`CpuScorer`], compiled once per job), a file sink. Batch and
-//! stream therefore give identical scores.
+//! source, a [`FeatureBinding`] checked before the first row, the scorer
+//! for the job's device ([`DeviceScorer`]: the fast CPU scorer, the GPU
+//! scorer, or the cheaper per batch; compiled once per job), a file sink.
+//! Batch and stream therefore give identical scores.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use arrow_array::Float32Array;
 use roo_ingest::{FileFormat, FileSource, IngestError};
-use roo_kernels::cpu::CpuScorer;
 use roo_kernels::{BindError, FeatureBinding, Model};
 use thiserror::Error;
 
+use crate::device::{Device, DeviceScorer, Placement};
 use crate::sink::{DeadLetterSink, FileSink, SinkError};
-
-/// Rows each rayon task scores: large enough to amortise the task, small
-/// enough to balance 2–64 cores on a 64k-row batch.
-const CHUNK_ROWS: usize = 4096;
 
 pub struct BatchJob<'a> {
     pub model: &'a Model,
@@ -29,6 +26,8 @@ pub struct BatchJob<'a> {
     pub batch_rows: usize,
     /// Scoring threads; 0 means one per core.
     pub threads: usize,
+    /// Which device scores.
+    pub device: Device,
     /// Where records that cannot be read go (created only if there are any).
     pub dead_letters: PathBuf,
     /// How text files are read.
@@ -45,6 +44,11 @@ pub struct JobReport {
     pub dead_letters: u64,
     /// How the input was read, for text and raw inputs.
     pub read_path: Option<roo_ingest::ReadPath>,
+    /// What scored the rows, in words.
+    pub device: String,
+    pub gpu_batches: u64,
+    /// Batches the GPU failed and the CPU scored again.
+    pub cpu_retries: u64,
 }
 
 #[derive(Debug, Error)]
@@ -62,6 +66,8 @@ pub enum JobError {
     Sink(#[from] SinkError),
     #[error("scoring {path}: {message}")]
     Score { path: String, message: String },
+    #[error("model {model}: {message}")]
+    Device { model: String, message: String },
     #[error("starting {threads} scoring threads: {message}")]
     Threads { threads: usize, message: String },
 }
@@ -93,7 +99,10 @@ pub fn score_file(job: &BatchJob) -> Result<JobReport, JobError> {
             threads: job.threads,
             message: e.to_string(),
         })?;
-    let scorer = CpuScorer::new(job.model);
+    let scorer = DeviceScorer::new(job.model, job.device).map_err(|message| JobError::Device {
+        model: job.model.version.short(),
+        message,
+    })?;
     let mut sink = FileSink::create(
         &job.output,
         job.output_format,
@@ -106,6 +115,9 @@ pub fn score_file(job: &BatchJob) -> Result<JobReport, JobError> {
         scoring: Duration::ZERO,
         dead_letters: 0,
         read_path: None,
+        device: scorer.description().to_string(),
+        gpu_batches: 0,
+        cpu_retries: 0,
     };
     let mut dead_letters = DeadLetterSink::new(&job.dead_letters);
     let outputs = job.model.n_outputs();
@@ -126,7 +138,11 @@ pub fn score_file(job: &BatchJob) -> Result<JobReport, JobError> {
         let mut scores = vec![vec![0f32; rows]; outputs];
         {
             let mut out: Vec<&mut [f32]> = scores.iter_mut().map(Vec::as_mut_slice).collect();
-            pool.install(|| scorer.score_parallel(&features, &mut out, CHUNK_ROWS));
+            match scorer.score(&features, &mut out, &pool) {
+                Placement::Gpu => report.gpu_batches += 1,
+                Placement::CpuRetry(_) => report.cpu_retries += 1,
+                Placement::Cpu => {}
+            }
         }
         report.scoring += score_started.elapsed();
         let scored = binding

@@ -8,6 +8,7 @@
 //! This crate knows nothing of Flight, HTTP or the config file format.
 
 mod batch_job;
+pub mod device;
 pub mod generator;
 pub mod metrics;
 pub mod models;
@@ -15,10 +16,11 @@ mod pipeline;
 mod sink;
 
 pub use batch_job::{score_file, BatchJob, JobError, JobReport};
+pub use device::{Device, DeviceScorer, Placement};
 pub use metrics::PipelineMetrics;
 pub use models::{BatchScorer, BoundModel, CompiledModel, ModelStore, StoredModel};
 pub use pipeline::{
-    check_push_schema, check_spec, queue_batches_for, Device, Pipeline, PipelineCounts,
-    PipelineError, PipelineSpec, PushError, Pusher, SinkSpec, SourceSpec,
+    check_push_schema, check_spec, queue_batches_for, Pipeline, PipelineCounts, PipelineError,
+    PipelineSpec, PushError, Pusher, SinkSpec, SourceSpec,
 };
 pub use sink::{DeadLetterSink, FileSink, SinkError};

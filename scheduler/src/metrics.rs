@@ -52,6 +52,9 @@ pub struct PipelineMetrics {
     pub batches: AtomicU64,
     pub batches_cpu: AtomicU64,
     pub batches_gpu: AtomicU64,
+    /// Batches the GPU failed (device lost, out of memory, a timeout) and
+    /// the CPU then scored; also counted in `batches_cpu`.
+    pub batches_cpu_retried: AtomicU64,
     pub model_reloads: AtomicU64,
     pub model_reload_failures: AtomicU64,
     /// Times every sink held every row written so far durably.
@@ -107,6 +110,11 @@ impl PipelineMetrics {
                 get(&self.events_dead),
             ),
             ("roo_batches_total", "batches scored", get(&self.batches)),
+            (
+                "roo_gpu_batches_retried_on_cpu_total",
+                "batches the GPU failed and the CPU scored",
+                get(&self.batches_cpu_retried),
+            ),
             (
                 "roo_model_reloads_total",
                 "models swapped in",

@@ -11,17 +11,15 @@ use std::time::SystemTime;
 use arrow_array::types::Int32Type;
 use arrow_array::{ArrayRef, DictionaryArray, Float32Array, Int32Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use roo_kernels::cpu::CpuScorer;
 use roo_kernels::{load_model, model_from_bytes, FeatureBinding, Model};
 
-/// Rows per rayon task when a batch is split across cores.
-pub(crate) const SCORE_CHUNK_ROWS: usize = 4096;
+use crate::device::{Device, DeviceScorer, Placement};
 
-/// A model imported and compiled for the CPU scorer, shared by every
-/// schema it is bound to.
+/// A model imported and compiled for its device (the CPU scorer always, the
+/// GPU scorer when asked for), shared by every schema it is bound to.
 pub struct CompiledModel {
     pub model: Model,
-    pub(crate) scorer: CpuScorer,
+    pub scorer: DeviceScorer,
     /// `sha256:…` of the model file's bytes.
     pub version: String,
     /// Where it came from: a path, or `upload:NAME`.
@@ -29,25 +27,35 @@ pub struct CompiledModel {
 }
 
 impl CompiledModel {
-    pub fn load(path: &Path) -> Result<Arc<Self>, String> {
+    pub fn load(path: &Path, device: Device) -> Result<Arc<Self>, String> {
         let model = load_model(path).map_err(|e| e.to_string())?;
-        Ok(Self::compile(model, path.display().to_string()))
+        Self::compile(model, path.display().to_string(), device)
     }
 
     /// Imports a model file's bytes (any format roo reads, recognised by
     /// content); `origin` names it in errors.
-    pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<Arc<Self>, String> {
+    pub fn from_bytes(bytes: &[u8], origin: &str, device: Device) -> Result<Arc<Self>, String> {
         let model = model_from_bytes(bytes, origin).map_err(|e| e.to_string())?;
-        Ok(Self::compile(model, origin.to_string()))
+        Self::compile(model, origin.to_string(), device)
     }
 
-    fn compile(model: Model, origin: String) -> Arc<Self> {
-        Arc::new(Self {
-            scorer: CpuScorer::new(&model),
+    fn compile(model: Model, origin: String, device: Device) -> Result<Arc<Self>, String> {
+        Ok(Arc::new(Self {
+            scorer: DeviceScorer::new(&model, device)
+                .map_err(|e| format!("model {origin}: {e}"))?,
             version: model.version.to_string(),
             origin,
             model,
-        })
+        }))
+    }
+
+    /// This model compiled for `device`: itself when it already is.
+    pub fn for_device(self: &Arc<Self>, device: Device) -> Result<Arc<Self>, String> {
+        if self.scorer.mode() == device {
+            Ok(self.clone())
+        } else {
+            Self::compile(self.model.clone(), self.origin.clone(), device)
+        }
     }
 
     /// "trees", "linear" or "mlp".
@@ -114,12 +122,12 @@ impl BoundModel {
     }
 
     /// Scores `batch` (of the bound schema): the input columns, the
-    /// scores, the model version.
+    /// scores, the model version; and where it was scored.
     pub fn score(
         &self,
         batch: &RecordBatch,
         pool: &rayon::ThreadPool,
-    ) -> Result<RecordBatch, String> {
+    ) -> Result<(RecordBatch, Placement), String> {
         let rows = batch.num_rows();
         let arrays = self
             .binding
@@ -128,20 +136,10 @@ impl BoundModel {
         let features: Vec<&[f32]> = arrays.iter().map(|a| a.values().as_ref()).collect();
         let compiled = &self.compiled;
         let mut scores = vec![vec![0f32; rows]; compiled.model.n_outputs()];
-        {
+        let placement = {
             let mut out: Vec<&mut [f32]> = scores.iter_mut().map(Vec::as_mut_slice).collect();
-            if rows <= SCORE_CHUNK_ROWS {
-                // One chunk: score here rather than wake a pool thread (a
-                // thread hop costs more than it saves on a small batch).
-                compiled.scorer.score(&features, &mut out);
-            } else {
-                pool.install(|| {
-                    compiled
-                        .scorer
-                        .score_parallel(&features, &mut out, SCORE_CHUNK_ROWS)
-                });
-            }
-        }
+            compiled.scorer.score(&features, &mut out, pool)
+        };
         let scored = self
             .binding
             .with_scores(batch, scores.into_iter().map(Float32Array::from).collect())
@@ -152,7 +150,9 @@ impl BoundModel {
         ));
         let mut columns = scored.columns().to_vec();
         columns.push(version);
-        RecordBatch::try_new(self.output_schema.clone(), columns).map_err(|e| e.to_string())
+        let batch =
+            RecordBatch::try_new(self.output_schema.clone(), columns).map_err(|e| e.to_string())?;
+        Ok((batch, placement))
     }
 }
 
@@ -219,7 +219,7 @@ impl BatchScorer {
     /// spans more than one chunk.
     pub fn score(&mut self, batch: &RecordBatch) -> Result<RecordBatch, String> {
         let bound = self.bind(&batch.schema())?;
-        bound.score(batch, &self.pool)
+        bound.score(batch, &self.pool).map(|(batch, _)| batch)
     }
 }
 
@@ -238,15 +238,19 @@ pub struct StoredModel {
 /// `max_models` are held; uploading past it evicts the oldest not in use.
 pub struct ModelStore {
     dir: PathBuf,
+    /// The device uploads are compiled for (a pipeline on another device
+    /// recompiles at activation).
+    device: Device,
     max_models: usize,
     models: Mutex<BTreeMap<String, Arc<StoredModel>>>,
 }
 
 impl ModelStore {
-    pub fn open(dir: &Path, max_models: usize) -> Result<Self, String> {
+    pub fn open(dir: &Path, max_models: usize, device: Device) -> Result<Self, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         Ok(Self {
             dir: dir.to_path_buf(),
+            device,
             max_models: max_models.max(1),
             models: Mutex::new(BTreeMap::new()),
         })
@@ -262,7 +266,7 @@ impl ModelStore {
         in_use: &[String],
     ) -> Result<Arc<StoredModel>, String> {
         let origin = format!("upload:{name}");
-        let compiled = CompiledModel::from_bytes(bytes, &origin)?;
+        let compiled = CompiledModel::from_bytes(bytes, &origin, self.device)?;
         let mut models = self.models.lock().expect("not poisoned");
         if let Some(m) = models.get(&compiled.version) {
             return Ok(m.clone());
@@ -348,7 +352,7 @@ mod tests {
     #[test]
     fn the_store_keeps_one_copy_per_version_and_evicts_the_oldest_unused() {
         let dir = tempfile::tempdir().unwrap();
-        let store = ModelStore::open(dir.path(), 2).unwrap();
+        let store = ModelStore::open(dir.path(), 2, Device::Cpu).unwrap();
         let a = store.upload("a", &linear(0.0), &[]).unwrap();
         let again = store.upload("a-again", &linear(0.0), &[]).unwrap();
         assert_eq!(a.compiled.version, again.compiled.version);

@@ -29,6 +29,7 @@ use roo_ingest::{
 use roo_kernels::{load_model, FeatureBinding};
 use thiserror::Error;
 
+use crate::device::{Device, Placement};
 use crate::generator::{card_schema, CardGenerator};
 use crate::metrics::PipelineMetrics;
 use crate::models::{BatchScorer, BoundModel, CompiledModel, ModelCell};
@@ -79,15 +80,6 @@ pub enum SinkSpec {
     },
     /// CSV on standard output (a header, then rows), flushed per batch.
     Stdout,
-}
-
-/// Which scorer runs a pipeline's batches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Device {
-    Cpu,
-    Gpu,
-    /// The cheaper device per batch, by the cost model.
-    Auto,
 }
 
 /// Everything a pipeline needs to run.
@@ -157,7 +149,10 @@ fn resolve(spec: &PipelineSpec) -> Result<(SchemaRef, Option<FileSource>, BoundM
         SourceSpec::Generator { .. } => (card_schema(), None),
         SourceSpec::Push { schema } => (schema.clone(), None),
     };
-    let loaded = BoundModel::bind(CompiledModel::load(&spec.model)?, &input_schema)?;
+    let loaded = BoundModel::bind(
+        CompiledModel::load(&spec.model, spec.device)?,
+        &input_schema,
+    )?;
     Ok((input_schema, file, loaded))
 }
 
@@ -168,45 +163,8 @@ pub fn check_spec(spec: &PipelineSpec) -> Result<String, PipelineError> {
         pipeline: spec.name.clone(),
         message,
     };
-    if spec.device == Device::Gpu {
-        return Err(setup(
-            "device = \"gpu\": this build has no GPU scorer yet; use \"cpu\" or \"auto\"".into(),
-        ));
-    }
     let (_, _, loaded) = resolve(spec).map_err(setup)?;
     Ok(loaded.version().to_string())
-}
-
-/// Per-row CPU cost, calibrated when a model loads and updated from every
-/// batch (an exponentially weighted mean). With a GPU scorer present, its
-/// curve sits beside this one and each batch goes to the cheaper.
-struct CostModel {
-    cpu_ns_per_row: f64,
-}
-
-impl CostModel {
-    /// Times the scorer on 4096 rows of zeros (the scorer's cost does not
-    /// depend on the values much; the online mean corrects it).
-    fn calibrate(loaded: &BoundModel, pool: &rayon::ThreadPool) -> Self {
-        const ROWS: usize = 4096;
-        let compiled = &loaded.compiled;
-        let columns = vec![vec![0f32; ROWS]; compiled.model.n_features()];
-        let features: Vec<&[f32]> = columns.iter().map(Vec::as_slice).collect();
-        let mut scores = vec![vec![0f32; ROWS]; compiled.model.n_outputs()];
-        let mut out: Vec<&mut [f32]> = scores.iter_mut().map(Vec::as_mut_slice).collect();
-        let started = Instant::now();
-        pool.install(|| compiled.scorer.score_parallel(&features, &mut out, 4096));
-        Self {
-            cpu_ns_per_row: started.elapsed().as_nanos() as f64 / ROWS as f64,
-        }
-    }
-
-    fn observe(&mut self, rows: usize, elapsed: Duration) {
-        if rows > 0 {
-            let sample = elapsed.as_nanos() as f64 / rows as f64;
-            self.cpu_ns_per_row = 0.9 * self.cpu_ns_per_row + 0.1 * sample;
-        }
-    }
 }
 
 struct ScoredBatch {
@@ -225,6 +183,7 @@ pub struct Pipeline {
     model: ModelCell,
     /// The file a reload reads: the config's, or the last one activated.
     model_path: Mutex<PathBuf>,
+    device: Device,
     input_schema: SchemaRef,
     source_kind: &'static str,
     sinks: Vec<SinkSpec>,
@@ -246,6 +205,9 @@ pub struct PipelineCounts {
     pub events_out: u64,
     pub events_dead: u64,
     pub batches: u64,
+    pub batches_gpu: u64,
+    /// Batches the GPU failed and the CPU scored again.
+    pub batches_cpu_retried: u64,
 }
 
 impl Pipeline {
@@ -256,26 +218,21 @@ impl Pipeline {
             pipeline: spec.name.clone(),
             message,
         };
-        if spec.device == Device::Gpu {
-            return Err(setup(
-                "device = \"gpu\": this build has no GPU scorer yet; use \"cpu\" or \"auto\""
-                    .into(),
-            ));
-        }
         assert!(spec.queue_batches > 0 && spec.limits.max_rows > 0);
         let (input_schema, file, loaded) = resolve(&spec).map_err(setup)?;
         let loaded = Arc::new(loaded);
         let metrics = Arc::new(PipelineMetrics::default());
-        let cost = CostModel::calibrate(&loaded, &pool);
+        let scorer = &loaded.compiled.scorer;
         metrics
             .cpu_ns_per_row_estimate
-            .store(cost.cpu_ns_per_row as u64, Ordering::Relaxed);
+            .store(scorer.cpu_ns_per_row() as u64, Ordering::Relaxed);
         tracing::info!(
-            "pipeline {}: model {} ({}), {:.0} ns per row on the CPU at load",
+            "pipeline {}: model {} ({}), {:.0} ns per row on the CPU at load; scoring on {}",
             spec.name,
             spec.model.display(),
             loaded.version(),
-            cost.cpu_ns_per_row
+            scorer.cpu_ns_per_row(),
+            scorer.description()
         );
         let mut sinks = Vec::new();
         for s in &spec.sinks {
@@ -324,7 +281,6 @@ impl Pipeline {
                     scored_tx,
                     &score_model,
                     &score_pool,
-                    cost,
                     &score_metrics,
                 );
                 Ok(())
@@ -413,6 +369,7 @@ impl Pipeline {
             }
         }
         Ok(Self {
+            device: spec.device,
             name: spec.name,
             metrics,
             model,
@@ -499,8 +456,8 @@ impl Pipeline {
     /// current one keeps scoring.
     pub fn reload(&self) -> Result<String, PipelineError> {
         let path = self.model_path();
-        let loaded =
-            CompiledModel::load(&path).and_then(|c| BoundModel::bind(c, &self.input_schema));
+        let loaded = CompiledModel::load(&path, self.device)
+            .and_then(|c| BoundModel::bind(c, &self.input_schema));
         self.swap(loaded)
     }
 
@@ -512,7 +469,13 @@ impl Pipeline {
         model: Arc<CompiledModel>,
         path: &Path,
     ) -> Result<String, PipelineError> {
-        let version = self.swap(BoundModel::bind(model, &self.input_schema))?;
+        // An uploaded model was compiled for the store's device: recompiled
+        // here when this pipeline scores on another.
+        let version = self.swap(
+            model
+                .for_device(self.device)
+                .and_then(|m| BoundModel::bind(m, &self.input_schema)),
+        )?;
         *self.model_path.lock().expect("not poisoned") = path.to_path_buf();
         Ok(version)
     }
@@ -590,6 +553,8 @@ impl Pipeline {
             events_out: get(&self.metrics.events_out),
             events_dead: get(&self.metrics.events_dead),
             batches: get(&self.metrics.batches),
+            batches_gpu: get(&self.metrics.batches_gpu),
+            batches_cpu_retried: get(&self.metrics.batches_cpu_retried),
         };
         match failure {
             Some(message) => Err(PipelineError::Failed {
@@ -775,7 +740,6 @@ fn run_scorer(
     tx: Sender<ScoredBatch>,
     model: &RwLock<Arc<BoundModel>>,
     pool: &rayon::ThreadPool,
-    mut cost: CostModel,
     metrics: &PipelineMetrics,
 ) {
     for b in rx.iter() {
@@ -798,17 +762,26 @@ fn run_scorer(
             let started = Instant::now();
             let scored = loaded.score(&b.batch, pool);
             let elapsed = started.elapsed();
-            cost.observe(rows, elapsed);
-            metrics
-                .cpu_ns_per_row_estimate
-                .store(cost.cpu_ns_per_row as u64, Ordering::Relaxed);
+            metrics.cpu_ns_per_row_estimate.store(
+                loaded.compiled.scorer.cpu_ns_per_row() as u64,
+                Ordering::Relaxed,
+            );
             metrics.score_us.record(
                 (elapsed.as_micros() as u64 / rows as u64).max(1),
                 rows as u64,
             );
-            PipelineMetrics::add(&metrics.batches_cpu, 1);
             match scored {
-                Ok(batch) => Some(batch),
+                Ok((batch, placement)) => {
+                    match placement {
+                        Placement::Cpu => PipelineMetrics::add(&metrics.batches_cpu, 1),
+                        Placement::Gpu => PipelineMetrics::add(&metrics.batches_gpu, 1),
+                        Placement::CpuRetry(_) => {
+                            PipelineMetrics::add(&metrics.batches_cpu, 1);
+                            PipelineMetrics::add(&metrics.batches_cpu_retried, 1);
+                        }
+                    }
+                    Some(batch)
+                }
                 Err(reason) => {
                     // A batch that cannot be scored is data, not a crash.
                     dead_letters.push(DeadLetter {
