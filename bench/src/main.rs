@@ -7,6 +7,7 @@
 //! Every figure in one table comes from the same run.
 
 mod flight;
+mod gpu;
 mod ingest;
 mod pipeline;
 
@@ -75,6 +76,27 @@ enum Bench {
         #[arg(long, default_value = "bench/.cache")]
         cache: PathBuf,
     },
+    /// The GPU scorer (wgpu) vs the CPU scorer on one core and all cores,
+    /// per model and batch size, and where the GPU overtakes each.
+    Gpu {
+        /// Batch sizes, comma-separated.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "1000,4096,10000,100000,1000000"
+        )]
+        sizes: Vec<usize>,
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Only the models whose name contains this.
+        #[arg(long)]
+        only: Option<String>,
+        /// Python with xgboost, lightgbm, scikit-learn (bench/python/requirements.txt).
+        #[arg(long, default_value = "python3")]
+        python: String,
+        #[arg(long, default_value = "bench/.cache")]
+        cache: PathBuf,
+    },
     /// Sources and parsers on one core vs a plain read, arrow-csv and pyarrow.
     Ingest {
         /// Rows of the generated data (id + 30 float columns).
@@ -116,6 +138,13 @@ fn main() -> Result<()> {
             python,
             cache,
         } => flight::run(seconds, &python, &cache),
+        Bench::Gpu {
+            sizes,
+            repeats,
+            only,
+            python,
+            cache,
+        } => gpu::run(&sizes, repeats, only.as_deref(), &python, &cache),
     }
 }
 

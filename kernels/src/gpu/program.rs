@@ -235,6 +235,23 @@ fn mlp(m: &MlpModel, n_features: usize) -> Result<Program, GpuError> {
             "an MLP layer of {width} units; the GPU shader holds at most {MLP_WIDTH_MAX} per row"
         )));
     }
+    // The shader trusts the layer table for its indices: the layers must chain.
+    let mut inputs = n_features;
+    for (l, layer) in m.layers.iter().enumerate() {
+        if layer.inputs != inputs
+            || layer.weights.len() != layer.inputs * layer.outputs
+            || layer.bias.len() != layer.outputs
+        {
+            return Err(GpuError::Unsupported(format!(
+                "MLP layer {l} takes {} inputs with {} weights and {} biases for {} outputs; the layer before gives {inputs}",
+                layer.inputs,
+                layer.weights.len(),
+                layer.bias.len(),
+                layer.outputs
+            )));
+        }
+        inputs = layer.outputs;
+    }
     let (link, scale) = link_code(m.link);
     let mut params: Vec<f32> = Vec::new();
     let mut layers: Vec<u32> = Vec::new();
