@@ -62,6 +62,15 @@ enum Bench {
         sink: String,
         #[arg(long, default_value = "bench/.cache")]
         cache: PathBuf,
+        /// Python with pyarrow and xgboost (bench/python/requirements.txt):
+        /// runs the Python batch and stream pipelines on the same events.
+        #[arg(long)]
+        python: Option<String>,
+        /// The price of one core for an hour, for the cost per billion
+        /// events. The default is AWS c7i.large on demand in us-east-1,
+        /// $0.08925 an hour for 2 vCPUs (list price as of 2024).
+        #[arg(long, default_value_t = 0.0446)]
+        dollars_per_core_hour: f64,
     },
     /// Flight DoExchange at batch sizes 1 … 65536 from Rust and pyarrow,
     /// beside a Python HTTP server calling XGBoost per request (build roo
@@ -132,7 +141,16 @@ fn main() -> Result<()> {
             seconds,
             sink,
             cache,
-        } => pipeline::run(rows, seconds, &sink, &cache),
+            python,
+            dollars_per_core_hour,
+        } => pipeline::run(
+            rows,
+            seconds,
+            &sink,
+            &cache,
+            python.as_deref(),
+            dollars_per_core_hour,
+        ),
         Bench::Flight {
             seconds,
             python,

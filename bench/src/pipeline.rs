@@ -2,7 +2,11 @@
 //! file → score → file, and TCP → score → file at full speed and at 50% and
 //! 80% of it, with the bundled model. Events/s, CPU-ns per event (the roo
 //! process's own CPU time over events) and latency from ingest to sink
-//! (the daemon's end-to-end histogram).
+//! (the daemon's end-to-end histogram). With `--python`, the pipelines a
+//! team would build in Python instead run on the same events and model
+//! (`python/pipeline_peers.py`): a batch job (pyarrow.csv → XGBoost →
+//! Parquet) and a socket reader scoring micro-batches, and the CPU per
+//! event and its cost per billion events are compared.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -267,7 +271,102 @@ fn tcp_phase(
     Ok(phase)
 }
 
-pub fn run(rows: usize, seconds: f64, sink: &str, cache: &Path) -> Result<()> {
+/// What a Python peer reported.
+struct PeerRun {
+    rows: f64,
+    wall_s: f64,
+    cpu_s: f64,
+    p50_s: Option<f64>,
+    p99_s: Option<f64>,
+    p999_s: Option<f64>,
+}
+
+fn peer_run(json: &str) -> Result<PeerRun> {
+    let v: serde_json::Value =
+        serde_json::from_str(json.trim()).with_context(|| format!("a peer's report: {json}"))?;
+    let f = |k: &str| v[k].as_f64();
+    Ok(PeerRun {
+        rows: f("rows").context("rows")?,
+        wall_s: f("wall_s").context("wall_s")?,
+        cpu_s: f("cpu_s").context("cpu_s")?,
+        p50_s: f("p50_s"),
+        p99_s: f("p99_s"),
+        p999_s: f("p999_s"),
+    })
+}
+
+/// The Python socket reader (`parse`: pyarrow or lines) fed the CSV body
+/// flat out for `seconds` over one connection; its own reads pace the
+/// sender (TCP flow control).
+fn python_stream(
+    python: &str,
+    model: &Path,
+    dir: &Path,
+    header: &[u8],
+    body: &[u8],
+    parse: &str,
+    seconds: f64,
+) -> Result<PeerRun> {
+    let out = dir.join("peer-out");
+    let mut child = Command::new(python)
+        .arg(crate::script("pipeline_peers.py"))
+        .args([
+            "stream",
+            "--parse",
+            parse,
+            "--max-rows",
+            "4096",
+            "--linger-ms",
+            "2",
+            "--model",
+        ])
+        .arg(model)
+        .arg("--out")
+        .arg(&out)
+        .env("OMP_NUM_THREADS", "1")
+        .env("OPENBLAS_NUM_THREADS", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {python} pipeline_peers.py"))?;
+    let mut stdout = BufReader::new(child.stdout.take().context("stdout")?);
+    let mut line = String::new();
+    stdout.read_line(&mut line)?;
+    let port = line
+        .strip_prefix("listening ")
+        .context("the Python stream did not start")?
+        .trim()
+        .to_string();
+    let mut s = TcpStream::connect(format!("127.0.0.1:{port}"))?;
+    s.write_all(header)?;
+    let started = Instant::now();
+    while started.elapsed().as_secs_f64() < seconds {
+        // Whole lines: the body ends with one.
+        for chunk in body.chunks(1 << 20) {
+            s.write_all(chunk)?;
+            if started.elapsed().as_secs_f64() >= seconds {
+                break;
+            }
+        }
+    }
+    drop(s);
+    let mut report = String::new();
+    stdout.read_to_string(&mut report)?;
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("the Python stream ({parse}) failed: {status}");
+    }
+    let _ = std::fs::remove_dir_all(&out);
+    peer_run(&report)
+}
+
+pub fn run(
+    rows: usize,
+    seconds: f64,
+    sink: &str,
+    cache: &Path,
+    python: Option<&str>,
+    dollars_per_core_hour: f64,
+) -> Result<()> {
     let model = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../examples/fraud/model.json")
         .canonicalize()?;
@@ -316,6 +415,7 @@ pub fn run(rows: usize, seconds: f64, sink: &str, cache: &Path) -> Result<()> {
         rows as f64 / wall,
         cpu * 1e9 / rows as f64
     );
+    let roo_file_ns = cpu * 1e9 / rows as f64;
 
     let body = &csv[header_end..];
     let header = &csv[..header_end];
@@ -355,5 +455,104 @@ pub fn run(rows: usize, seconds: f64, sink: &str, cache: &Path) -> Result<()> {
         );
     }
     println!("  latency: from the batch's oldest event read off the socket to its rows written to the sink (the daemon's histogram)");
+    let Some(python) = python else {
+        println!("  (no --python: the Python peers were not run)");
+        return Ok(());
+    };
+    // The same events and model through the pipelines a team would write.
+    let out = crate::run_script(
+        python,
+        "pipeline_peers.py",
+        &[
+            "batch",
+            "--model",
+            model.to_str().context("model path")?,
+            "--input",
+            input.to_str().context("input path")?,
+            "--output",
+            dir.join("peer.parquet").to_str().context("dir")?,
+        ],
+    )?;
+    let batch = peer_run(&out)?;
+    let _ = std::fs::remove_file(dir.join("peer.parquet"));
+    let streams = [
+        ("pyarrow", "Python stream, pyarrow.csv per micro-batch"),
+        ("lines", "Python stream, parsed line by line"),
+    ]
+    .iter()
+    .map(|(parse, name)| {
+        Ok((
+            *name,
+            python_stream(python, &model, &dir, header, body, parse, seconds)?,
+        ))
+    })
+    .collect::<Result<Vec<_>>>()?;
+    let roo_tcp_ns = phases[0].cpu_ns_per_event;
+    let per_billion = |ns: f64| ns / 3600.0 * dollars_per_core_hour;
+    println!(
+        "  peers on the same events and model, one thread each (CPU from the peer's own getrusage, after imports); \
+         cost per billion events at ${dollars_per_core_hour}/core-hour"
+    );
+    println!(
+        "  {:<44} {:>12} {:>13} {:>9} {:>9} {:>9} {:>10}  {}",
+        "pipeline",
+        "events/s",
+        "CPU-ns/event",
+        "p50 ms",
+        "p99 ms",
+        "p999 ms",
+        "$/billion",
+        "roo uses"
+    );
+    let row = |name: &str, events_s: f64, ns: f64, q: [Option<f64>; 3], roo_ns: Option<f64>| {
+        let ms = |v: Option<f64>| v.map_or("-".to_string(), |s| format!("{:.2}", s * 1e3));
+        println!(
+            "  {name:<44} {events_s:>12.0} {ns:>13.0} {:>9} {:>9} {:>9} {:>10.3}  {}",
+            ms(q[0]),
+            ms(q[1]),
+            ms(q[2]),
+            per_billion(ns),
+            roo_ns.map_or(String::new(), |r| format!(
+                "1/{:.1} of its CPU per event",
+                ns / r
+            ))
+        );
+    };
+    row(
+        "roo, file -> score -> file",
+        rows as f64 / wall,
+        roo_file_ns,
+        [None; 3],
+        None,
+    );
+    let p = &phases[0];
+    row(
+        "roo, tcp -> score -> file (peak)",
+        p.events_per_s,
+        roo_tcp_ns,
+        [
+            Some(p.p50_ms / 1e3),
+            Some(p.p99_ms / 1e3),
+            Some(p.p999_ms / 1e3),
+        ],
+        None,
+    );
+    row(
+        "Python batch: pyarrow.csv -> XGBoost -> Parquet",
+        batch.rows / batch.wall_s,
+        batch.cpu_s * 1e9 / batch.rows,
+        [None; 3],
+        Some(roo_file_ns),
+    );
+    for (name, r) in &streams {
+        row(
+            name,
+            r.rows / r.wall_s,
+            r.cpu_s * 1e9 / r.rows,
+            [r.p50_s, r.p99_s, r.p999_s],
+            Some(roo_tcp_ns),
+        );
+    }
+    println!("  roo uses: the peer's CPU per event over roo's (the batch job against roo's file pipeline, streams against roo's TCP peak)");
     Ok(())
 }
