@@ -494,15 +494,8 @@ pub fn run(
          cost per billion events at ${dollars_per_core_hour}/core-hour"
     );
     println!(
-        "  {:<44} {:>12} {:>13} {:>9} {:>9} {:>9} {:>10}  {}",
-        "pipeline",
-        "events/s",
-        "CPU-ns/event",
-        "p50 ms",
-        "p99 ms",
-        "p999 ms",
-        "$/billion",
-        "roo uses"
+        "  {:<44} {:>12} {:>13} {:>9} {:>9} {:>9} {:>10}  roo uses",
+        "pipeline", "events/s", "CPU-ns/event", "p50 ms", "p99 ms", "p999 ms", "$/billion",
     );
     let row = |name: &str, events_s: f64, ns: f64, q: [Option<f64>; 3], roo_ns: Option<f64>| {
         let ms = |v: Option<f64>| v.map_or("-".to_string(), |s| format!("{:.2}", s * 1e3));
