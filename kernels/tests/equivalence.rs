@@ -91,3 +91,52 @@ proptest! {
         assert_equivalent(name, model, rows, seed);
     }
 }
+
+/// Infinite and NaN inputs to every family, not just trees: the fast
+/// scorers must give the reference's NaN/inf results (an MLP's padding
+/// units once turned 0 × inf into NaN that leaked into real outputs).
+#[test]
+fn non_finite_inputs_agree_for_every_family() {
+    for (name, model) in golden_models() {
+        if matches!(model.body, roo_kernels::ModelBody::Trees(_)) {
+            continue;
+        }
+        let rows = 4097;
+        let mut columns = random_columns(&model, rows, 11);
+        let mut rng = Rng(12);
+        for column in &mut columns {
+            for v in column.iter_mut() {
+                match rng.next() % 61 {
+                    0 => *v = f32::NAN,
+                    1 => *v = f32::INFINITY,
+                    2 => *v = f32::NEG_INFINITY,
+                    _ => {}
+                }
+            }
+        }
+        let want = score_with(&model, &columns, rows, |f, o| {
+            reference::score(&model, f, o)
+        });
+        for isa in Isa::all().into_iter().filter(|i| i.available()) {
+            let scorer = CpuScorer::with_isa(&model, isa);
+            let got = score_with(&model, &columns, rows, |f, o| scorer.score(f, o));
+            for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                for r in 0..rows {
+                    let (g, w) = (g[r], w[r]);
+                    let ok = if w.is_nan() {
+                        g.is_nan()
+                    } else if w.is_infinite() || g.is_infinite() {
+                        g == w
+                    } else {
+                        (g as f64 - w as f64).abs() <= tolerance(&model, &columns, r, w)
+                    };
+                    assert!(
+                        ok,
+                        "{name} {isa:?} output {k} row {r}: fast {g} reference {w}; inputs {:?}",
+                        columns.iter().map(|c| c[r]).collect::<Vec<_>>()
+                    );
+                }
+            }
+        }
+    }
+}

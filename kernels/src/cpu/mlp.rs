@@ -178,6 +178,17 @@ fn mlp_body<const FMA: bool, const AVX512: bool>(
             }
             #[cfg(not(target_arch = "x86_64"))]
             dense::<FMA>(layer, &a, &mut b, tiled);
+            // Padding units are 0 whatever the inputs: the AVX-512 kernel
+            // computes them as 0 × x, which is NaN for an infinite x, a stale
+            // value could be NaN, and the next layer's zero weights would carry
+            // a NaN on (0 × NaN is NaN).
+            for column in b
+                .chunks_exact_mut(BLOCK_ROWS)
+                .take(layer.tiles * UNIT_TILE)
+                .skip(layer.units)
+            {
+                column[..tiled].fill(0.0);
+            }
             for column in b.chunks_exact_mut(BLOCK_ROWS).take(layer.tiles * UNIT_TILE) {
                 activate_all::<FMA>(layer.activation, &mut column[..tiled]);
             }
@@ -193,18 +204,10 @@ fn mlp_body<const FMA: bool, const AVX512: bool>(
 
 /// One layer's pre-activations over `rows` rows of the block, one unit's
 /// column at a time (a long loop the compiler vectorises on any ISA).
-/// Padding units are set to 0: the next layer gives them zero weights, and a
-/// stale NaN there would still poison it (0 × NaN is NaN).
+/// Padding units are left to the caller, which sets them to 0.
 #[inline(always)]
 fn dense<const FMA: bool>(layer: &TiledLayer, input: &[f32], output: &mut [f32], rows: usize) {
     let inputs = layer.inputs;
-    for column in output
-        .chunks_exact_mut(BLOCK_ROWS)
-        .take(layer.tiles * UNIT_TILE)
-        .skip(layer.units)
-    {
-        column[..rows].fill(0.0);
-    }
     for (o, column) in output
         .chunks_exact_mut(BLOCK_ROWS)
         .take(layer.units)
