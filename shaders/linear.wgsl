@@ -2,9 +2,9 @@
 //
 // params: the weights (N_MARGINS rows of N_FEATURES, row-major), then
 // N_MARGINS biases, then the link's scale.
-// A row with a NaN or infinite input is not scored here: its index goes to
-// `fixups` (word 0 counts them, at most FIXUP_CAP are listed) and the host
-// scores it on the CPU, where f64 gives the reference's exact NaN/inf rules.
+// A row with a NaN or infinite input is not scored here (fixups.wgsl): the
+// host scores it on the CPU, where f64 gives the reference's exact NaN/inf
+// rules.
 
 @group(0) @binding(0) var<storage, read> x: array<u32>;
 @group(0) @binding(1) var<storage, read> params: array<f32>;
@@ -18,14 +18,8 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
     if (r >= rows) {
         return;
     }
-    for (var j = 0u; j < N_FEATURES; j++) {
-        if (non_finite(x[HEADER + j * rows + r])) {
-            let slot = atomicAdd(&fixups[0], 1u);
-            if (slot < FIXUP_CAP) {
-                atomicStore(&fixups[1u + slot], r);
-            }
-            return;
-        }
+    if (handed_to_cpu(r, rows)) {
+        return;
     }
     var m: array<f32, N_MARGINS>;
     let bias = N_MARGINS * N_FEATURES;

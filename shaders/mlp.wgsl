@@ -5,7 +5,7 @@
 // output) then its biases; the link's scale last (at SCALE_AT).
 // layers: per layer (inputs, outputs, weight offset, activation); biases
 // follow the weights.
-// Rows with a NaN or infinite input go to `fixups`, as in linear.wgsl.
+// Rows with a NaN or infinite input go to the CPU (fixups.wgsl).
 
 @group(0) @binding(0) var<storage, read> x: array<u32>;
 @group(0) @binding(1) var<storage, read> params: array<f32>;
@@ -41,16 +41,11 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
     }
     var a: array<f32, WIDTH>;
     var b: array<f32, WIDTH>;
+    if (handed_to_cpu(r, rows)) {
+        return;
+    }
     for (var j = 0u; j < N_FEATURES; j++) {
-        let bits = x[HEADER + j * rows + r];
-        if (non_finite(bits)) {
-            let slot = atomicAdd(&fixups[0], 1u);
-            if (slot < FIXUP_CAP) {
-                atomicStore(&fixups[1u + slot], r);
-            }
-            return;
-        }
-        a[j] = bitcast<f32>(bits);
+        a[j] = bitcast<f32>(x[HEADER + j * rows + r]);
     }
     for (var l = 0u; l < N_LAYERS; l++) {
         let layer = layers[l];

@@ -30,6 +30,45 @@ fn final_counts(lines: &[String], pipeline: &str) -> (u64, u64, u64) {
     (numbers[0], numbers[1], numbers[2])
 }
 
+/// The `score` column of every batch, in order.
+fn scores(batches: &[RecordBatch]) -> Vec<f32> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name("score")
+                .unwrap()
+                .as_primitive::<Float32Type>()
+                .values()
+                .to_vec()
+        })
+        .collect()
+}
+
+/// `roo score --device DEVICE` on the bundled sample into `output` (Arrow
+/// IPC): its scores.
+fn score_sample(device: &str, output: &Path) -> Vec<f32> {
+    let run = roo()
+        .args(["score", "--device", device, "--model"])
+        .arg(example("model.json"))
+        .arg("--input")
+        .arg(example("transactions.csv"))
+        .arg("--output")
+        .arg(output)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let file = std::fs::File::open(output).unwrap();
+    let batches: Vec<RecordBatch> = arrow_ipc::reader::FileReader::try_new(file, None)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    scores(&batches)
+}
+
 /// Every batch of every Arrow IPC file in `dir`, in file order.
 /// The `txn_id` column of every batch, in order.
 fn txn_ids(batches: &[RecordBatch]) -> Vec<i64> {
@@ -85,43 +124,10 @@ fn a_file_pipeline_scores_like_roo_score_and_exits_when_its_source_ends() {
     assert_eq!((events_in, out, dead), (2002, 2000, 2));
 
     let batches = read_ipc_dir(&dir.path().join("out"));
-    let scored: Vec<f32> = batches
-        .iter()
-        .flat_map(|b| {
-            b.column_by_name("score")
-                .unwrap()
-                .as_primitive::<Float32Type>()
-                .values()
-                .to_vec()
-        })
-        .collect();
+    let scored = scores(&batches);
     // The same scores `roo score` gives on the clean file.
     let reference = dir.path().join("ref.arrow");
-    let run = roo()
-        .args([
-            "score",
-            "--model",
-            example("model.json").to_str().unwrap(),
-            "--input",
-        ])
-        .arg(example("transactions.csv"))
-        .arg("--output")
-        .arg(&reference)
-        .output()
-        .unwrap();
-    assert!(run.status.success());
-    let expected: Vec<f32> =
-        arrow_ipc::reader::FileReader::try_new(std::fs::File::open(&reference).unwrap(), None)
-            .unwrap()
-            .flat_map(|b| {
-                b.unwrap()
-                    .column_by_name("score")
-                    .unwrap()
-                    .as_primitive::<Float32Type>()
-                    .values()
-                    .to_vec()
-            })
-            .collect();
+    let expected = score_sample("auto", &reference);
     assert_eq!(scored, expected);
     assert!(batches.iter().all(|b| b.num_rows() <= 300));
     let v = versions(&batches[0]);
@@ -518,42 +524,9 @@ fn a_gpu_pipeline_scores_like_the_cpu() {
         all.contains("2000 scored, 0 dead letters, 7 batches (7 on the GPU, 0 retried"),
         "{all}"
     );
-    let scores = |batches: &[RecordBatch]| -> Vec<f32> {
-        batches
-            .iter()
-            .flat_map(|b| {
-                b.column_by_name("score")
-                    .unwrap()
-                    .as_primitive::<Float32Type>()
-                    .values()
-                    .to_vec()
-            })
-            .collect()
-    };
     let on_gpu = scores(&read_ipc_dir(&dir.path().join("out")));
     let reference = dir.path().join("cpu.arrow");
-    let run = roo()
-        .args(["score", "--device", "cpu", "--model"])
-        .arg(example("model.json"))
-        .arg("--input")
-        .arg(example("transactions.csv"))
-        .arg("--output")
-        .arg(&reference)
-        .output()
-        .unwrap();
-    assert!(run.status.success());
-    let on_cpu: Vec<f32> =
-        arrow_ipc::reader::FileReader::try_new(std::fs::File::open(&reference).unwrap(), None)
-            .unwrap()
-            .flat_map(|b| {
-                b.unwrap()
-                    .column_by_name("score")
-                    .unwrap()
-                    .as_primitive::<Float32Type>()
-                    .values()
-                    .to_vec()
-            })
-            .collect();
+    let on_cpu = score_sample("cpu", &reference);
     assert_eq!(on_gpu.len(), 2000);
     for (g, c) in on_gpu.iter().zip(&on_cpu) {
         assert!((g - c).abs() <= 1e-5, "GPU {g} CPU {c}");

@@ -10,6 +10,7 @@ const COMMON: &str = include_str!("../../../shaders/common.wgsl");
 const TREES: &str = include_str!("../../../shaders/trees.wgsl");
 const LINEAR: &str = include_str!("../../../shaders/linear.wgsl");
 const MLP: &str = include_str!("../../../shaders/mlp.wgsl");
+const FIXUPS: &str = include_str!("../../../shaders/fixups.wgsl");
 
 /// Invocations per workgroup.
 pub(crate) const WORKGROUP: u32 = 64;
@@ -210,7 +211,7 @@ fn linear(m: &LinearModel, n_features: usize) -> Result<Program, GpuError> {
                 ("LINK", link as u64),
                 ("N_FEATURES", n_features as u64),
             ],
-            LINEAR,
+            &[LINEAR, FIXUPS].concat(),
         ),
         params: vec![(1, floats(&params))],
         output_binding: 2,
@@ -286,7 +287,7 @@ fn mlp(m: &MlpModel, n_features: usize) -> Result<Program, GpuError> {
                 ("WIDTH", width as u64),
                 ("SCALE_AT", scale_at as u64),
             ],
-            MLP,
+            &[MLP, FIXUPS].concat(),
         ),
         params: vec![(1, floats(&params)), (2, words(&layers))],
         output_binding: 3,
