@@ -344,3 +344,40 @@ fn a_lost_device_fails_the_batch_with_the_reason() {
     // A new model cannot be compiled on it either.
     assert!(GpuScorer::new(&model, ctx).is_err());
 }
+
+#[test]
+fn two_batches_in_flight_from_one_caller() {
+    let Some(ctx) = context() else { return };
+    let (name, model) = golden_models().into_iter().next().unwrap();
+    let options = GpuOptions {
+        chunk_bytes: 16 + 700 * 4 * model.n_features(),
+        ..GpuOptions::default()
+    };
+    let scorer = GpuScorer::with_options(&model, ctx, options).unwrap();
+    let a = columns_with_gaps(&model, 3000, 21);
+    let b = columns_with_gaps(&model, 1000, 22);
+    let want_a = check(&name, &scorer, &model, &a);
+    let want_b = check(&name, &scorer, &model, &b);
+    let fa: Vec<&[f32]> = a.iter().map(Vec::as_slice).collect();
+    let fb: Vec<&[f32]> = b.iter().map(Vec::as_slice).collect();
+    // Both submitted before either is finished, then finished in order.
+    let pending_a = scorer.submit(&fa, 3000).unwrap();
+    let pending_b = scorer.submit(&fb, 1000).unwrap();
+    let got_a = score_with(&model, &a, 3000, |_, o| {
+        assert_eq!(scorer.finish(pending_a, &fa, o).unwrap().chunks, 5);
+    });
+    let got_b = score_with(&model, &b, 1000, |_, o| {
+        assert_eq!(scorer.finish(pending_b, &fb, o).unwrap().chunks, 2);
+    });
+    assert_eq!(got_a, want_a);
+    assert_eq!(got_b, want_b);
+    // Batches dropped unfinished give their slots up: the pool (four
+    // slots) still serves, where a leak would leave the next call waiting.
+    for _ in 0..4 {
+        drop(scorer.submit(&fa, 3000).unwrap());
+    }
+    let again = score_with(&model, &a, 3000, |f, o| {
+        scorer.score(f, o).unwrap();
+    });
+    assert_eq!(again, want_a);
+}

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use roo_kernels::cpu::CpuScorer;
-use roo_kernels::gpu::{GpuContext, GpuScorer};
+use roo_kernels::gpu::{GpuBatch, GpuContext, GpuError, GpuScorer};
 use roo_kernels::Model;
 
 /// Rows per rayon task when a batch is split across cores.
@@ -69,6 +69,21 @@ struct Costs {
 impl Costs {
     fn prefers_gpu(&self, rows: usize) -> bool {
         self.gpu_fixed_ns + rows as f64 * self.gpu_ns_per_row < rows as f64 * self.cpu_ns_per_row
+    }
+}
+
+/// A batch [`DeviceScorer::begin`] started.
+pub enum Begun {
+    /// Scored (on the CPU).
+    Done(Placement),
+    /// On the GPU, for [`DeviceScorer::finish`].
+    Gpu { batch: GpuBatch, started: Instant },
+}
+
+impl Begun {
+    /// Whether the batch is still on the GPU.
+    pub fn is_pending(&self) -> bool {
+        matches!(self, Self::Gpu { .. })
     }
 }
 
@@ -196,6 +211,19 @@ impl DeviceScorer {
         out: &mut [&mut [f32]],
         pool: &rayon::ThreadPool,
     ) -> Placement {
+        let begun = self.begin(features, out, pool);
+        self.finish(begun, features, out, pool)
+    }
+
+    /// Starts a batch: on the CPU it is scored before this returns; on the
+    /// GPU its first chunks are submitted and [`Self::finish`] completes it,
+    /// so a caller can begin the next batch first (two batches in flight).
+    pub fn begin(
+        &self,
+        features: &[&[f32]],
+        out: &mut [&mut [f32]],
+        pool: &rayon::ThreadPool,
+    ) -> Begun {
         let rows = out.first().map_or(0, |c| c.len());
         let use_gpu = match (&self.gpu, self.mode) {
             (None, _) | (_, Device::Cpu) => false,
@@ -206,31 +234,66 @@ impl DeviceScorer {
                 .unwrap_or_else(|e| e.into_inner())
                 .prefers_gpu(rows),
         };
-        let mut placement = Placement::Cpu;
         if let (true, Some(gpu)) = (use_gpu, &self.gpu) {
             let started = Instant::now();
-            match gpu.score(features, out) {
-                Ok(_) => {
-                    self.observe(rows, started.elapsed(), true);
-                    self.counts.gpu_batches.fetch_add(1, Ordering::Relaxed);
-                    self.counts
-                        .gpu_rows
-                        .fetch_add(rows as u64, Ordering::Relaxed);
-                    return Placement::Gpu;
-                }
-                Err(e) => {
-                    let retries = self.counts.cpu_retries.fetch_add(1, Ordering::Relaxed) + 1;
-                    // The first failure and then every 1000th: a lost device
-                    // fails every batch after it.
-                    if retries == 1 || retries.is_multiple_of(1000) {
-                        tracing::warn!(
-                            "{e}; the batch of {rows} rows is scored on the CPU ({retries} GPU batches retried on the CPU so far)"
-                        );
-                    }
-                    placement = Placement::CpuRetry(e.to_string());
-                }
+            match gpu.submit(features, rows) {
+                Ok(batch) => return Begun::Gpu { batch, started },
+                Err(e) => return Begun::Done(self.retry_on_cpu(e, features, out, pool)),
             }
         }
+        self.score_on_cpu(features, out, pool);
+        Begun::Done(Placement::Cpu)
+    }
+
+    /// Completes a batch [`Self::begin`] started, with the same columns.
+    pub fn finish(
+        &self,
+        begun: Begun,
+        features: &[&[f32]],
+        out: &mut [&mut [f32]],
+        pool: &rayon::ThreadPool,
+    ) -> Placement {
+        let (batch, started) = match begun {
+            Begun::Done(placement) => return placement,
+            Begun::Gpu { batch, started } => (batch, started),
+        };
+        let gpu = self.gpu.as_ref().expect("a GPU batch has a GPU scorer");
+        let rows = batch.rows();
+        match gpu.finish(batch, features, out) {
+            Ok(_) => {
+                self.observe(rows, started.elapsed(), true);
+                self.counts.gpu_batches.fetch_add(1, Ordering::Relaxed);
+                self.counts
+                    .gpu_rows
+                    .fetch_add(rows as u64, Ordering::Relaxed);
+                Placement::Gpu
+            }
+            Err(e) => self.retry_on_cpu(e, features, out, pool),
+        }
+    }
+
+    fn retry_on_cpu(
+        &self,
+        e: GpuError,
+        features: &[&[f32]],
+        out: &mut [&mut [f32]],
+        pool: &rayon::ThreadPool,
+    ) -> Placement {
+        let rows = out.first().map_or(0, |c| c.len());
+        let retries = self.counts.cpu_retries.fetch_add(1, Ordering::Relaxed) + 1;
+        // The first failure and then every 1000th: a lost device fails
+        // every batch after it.
+        if retries == 1 || retries.is_multiple_of(1000) {
+            tracing::warn!(
+                "{e}; the batch of {rows} rows is scored on the CPU ({retries} GPU batches retried on the CPU so far)"
+            );
+        }
+        self.score_on_cpu(features, out, pool);
+        Placement::CpuRetry(e.to_string())
+    }
+
+    fn score_on_cpu(&self, features: &[&[f32]], out: &mut [&mut [f32]], pool: &rayon::ThreadPool) {
+        let rows = out.first().map_or(0, |c| c.len());
         let started = Instant::now();
         if rows <= SCORE_CHUNK_ROWS {
             // One chunk: score here rather than wake a pool thread (a
@@ -241,7 +304,6 @@ impl DeviceScorer {
         }
         self.observe(rows, started.elapsed(), false);
         self.counts.cpu_batches.fetch_add(1, Ordering::Relaxed);
-        placement
     }
 
     fn observe(&self, rows: usize, elapsed: Duration, gpu: bool) {

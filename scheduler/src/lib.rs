@@ -16,9 +16,9 @@ mod pipeline;
 mod sink;
 
 pub use batch_job::{score_file, BatchJob, JobError, JobReport};
-pub use device::{Device, DeviceScorer, Placement};
+pub use device::{Begun, Device, DeviceScorer, Placement};
 pub use metrics::PipelineMetrics;
-pub use models::{BatchScorer, BoundModel, CompiledModel, ModelStore, StoredModel};
+pub use models::{BatchScorer, BegunBatch, BoundModel, CompiledModel, ModelStore, StoredModel};
 pub use pipeline::{
     check_push_schema, check_spec, queue_batches_for, Pipeline, PipelineCounts, PipelineError,
     PipelineSpec, PushError, Pusher, SinkSpec, SourceSpec,

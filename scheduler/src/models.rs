@@ -13,7 +13,7 @@ use arrow_array::{ArrayRef, DictionaryArray, Float32Array, Int32Array, RecordBat
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use roo_kernels::{load_model, model_from_bytes, FeatureBinding, Model};
 
-use crate::device::{Device, DeviceScorer, Placement};
+use crate::device::{Begun, Device, DeviceScorer, Placement};
 
 /// A model imported and compiled for its device (the CPU scorer always, the
 /// GPU scorer when asked for), shared by every schema it is bound to.
@@ -128,21 +128,57 @@ impl BoundModel {
         batch: &RecordBatch,
         pool: &rayon::ThreadPool,
     ) -> Result<(RecordBatch, Placement), String> {
+        let begun = self.begin(batch, pool)?;
+        self.finish(begun, pool)
+    }
+
+    /// Starts scoring `batch`: done on return on the CPU, in flight on the
+    /// GPU until [`Self::finish`] (so the next batch can be begun first).
+    pub fn begin(
+        &self,
+        batch: &RecordBatch,
+        pool: &rayon::ThreadPool,
+    ) -> Result<BegunBatch, String> {
         let rows = batch.num_rows();
         let arrays = self
             .binding
             .feature_arrays(batch)
             .map_err(|e| e.to_string())?;
+        let mut scores = vec![vec![0f32; rows]; self.compiled.model.n_outputs()];
         let features: Vec<&[f32]> = arrays.iter().map(|a| a.values().as_ref()).collect();
-        let compiled = &self.compiled;
-        let mut scores = vec![vec![0f32; rows]; compiled.model.n_outputs()];
+        let mut out: Vec<&mut [f32]> = scores.iter_mut().map(Vec::as_mut_slice).collect();
+        let begun = self.compiled.scorer.begin(&features, &mut out, pool);
+        Ok(BegunBatch {
+            batch: batch.clone(),
+            arrays,
+            scores,
+            begun,
+        })
+    }
+
+    /// Completes a batch [`Self::begin`] started.
+    pub fn finish(
+        &self,
+        begun: BegunBatch,
+        pool: &rayon::ThreadPool,
+    ) -> Result<(RecordBatch, Placement), String> {
+        let BegunBatch {
+            batch,
+            arrays,
+            mut scores,
+            begun,
+        } = begun;
+        let rows = batch.num_rows();
         let placement = {
+            let features: Vec<&[f32]> = arrays.iter().map(|a| a.values().as_ref()).collect();
             let mut out: Vec<&mut [f32]> = scores.iter_mut().map(Vec::as_mut_slice).collect();
-            compiled.scorer.score(&features, &mut out, pool)
+            self.compiled
+                .scorer
+                .finish(begun, &features, &mut out, pool)
         };
         let scored = self
             .binding
-            .with_scores(batch, scores.into_iter().map(Float32Array::from).collect())
+            .with_scores(&batch, scores.into_iter().map(Float32Array::from).collect())
             .map_err(|e| e.to_string())?;
         let version: ArrayRef = Arc::new(DictionaryArray::<Int32Type>::new(
             Int32Array::from(vec![0; rows]),
@@ -153,6 +189,22 @@ impl BoundModel {
         let batch =
             RecordBatch::try_new(self.output_schema.clone(), columns).map_err(|e| e.to_string())?;
         Ok((batch, placement))
+    }
+}
+
+/// A batch [`BoundModel::begin`] started: its columns and score buffers,
+/// held while the GPU works.
+pub struct BegunBatch {
+    batch: RecordBatch,
+    arrays: Vec<Float32Array>,
+    scores: Vec<Vec<f32>>,
+    begun: Begun,
+}
+
+impl BegunBatch {
+    /// Whether the batch is still on the GPU.
+    pub fn is_pending(&self) -> bool {
+        self.begun.is_pending()
     }
 }
 

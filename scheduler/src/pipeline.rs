@@ -32,7 +32,7 @@ use thiserror::Error;
 use crate::device::{Device, Placement};
 use crate::generator::{card_schema, CardGenerator};
 use crate::metrics::PipelineMetrics;
-use crate::models::{BatchScorer, BoundModel, CompiledModel, ModelCell};
+use crate::models::{BatchScorer, BegunBatch, BoundModel, CompiledModel, ModelCell};
 use crate::sink::{DeadLetterSink, FileSink};
 
 /// Where a pipeline's events come from.
@@ -742,76 +742,153 @@ fn run_scorer(
     pool: &rayon::ThreadPool,
     metrics: &PipelineMetrics,
 ) {
-    for b in rx.iter() {
-        metrics
-            .queue_ingested
-            .store(rx.len() as u64, Ordering::Relaxed);
-        let waited = SystemTime::now()
-            .duration_since(b.ingest_time)
-            .unwrap_or_default();
-        metrics
-            .wait_us
-            .record(waited.as_micros() as u64, b.batch.num_rows() as u64);
-        // The model for this whole batch: a swap lands between batches.
-        let loaded = model.read().expect("not poisoned").clone();
-        let rows = b.batch.num_rows();
-        let mut dead_letters = b.dead_letters;
-        let batch = if rows == 0 {
-            None
+    // A batch still on the GPU: the next one is begun (its upload overlaps
+    // this one's compute) before this one is finished and sent, so two
+    // batches are in flight and order is kept. Held only while another
+    // batch is already waiting: an idle stream never waits on it.
+    let mut held: Option<Started> = None;
+    loop {
+        let next = if held.is_some() {
+            rx.try_recv().ok()
         } else {
-            let started = Instant::now();
-            let scored = loaded.score(&b.batch, pool);
-            let elapsed = started.elapsed();
-            metrics.cpu_ns_per_row_estimate.store(
-                loaded.compiled.scorer.cpu_ns_per_row() as u64,
-                Ordering::Relaxed,
-            );
-            metrics.score_us.record(
-                (elapsed.as_micros() as u64 / rows as u64).max(1),
-                rows as u64,
-            );
-            match scored {
-                Ok((batch, placement)) => {
-                    match placement {
-                        Placement::Cpu => PipelineMetrics::add(&metrics.batches_cpu, 1),
-                        Placement::Gpu => PipelineMetrics::add(&metrics.batches_gpu, 1),
-                        Placement::CpuRetry(_) => {
-                            PipelineMetrics::add(&metrics.batches_cpu, 1);
-                            PipelineMetrics::add(&metrics.batches_cpu_retried, 1);
-                        }
-                    }
-                    Some(batch)
-                }
-                Err(reason) => {
-                    // A batch that cannot be scored is data, not a crash.
-                    dead_letters.push(DeadLetter {
-                        source: b.source.clone(),
-                        offset: b.offsets.start,
-                        line: None,
-                        raw: Vec::new(),
-                        raw_len: 0,
-                        reason: format!("a batch of {rows} rows could not be scored: {reason}"),
-                    });
-                    None
-                }
+            match rx.recv() {
+                Ok(b) => Some(b),
+                Err(_) => return,
             }
         };
-        PipelineMetrics::add(&metrics.batches, 1);
-        let out = ScoredBatch {
-            source: b.source,
-            seq: b.seq,
-            offset_end: b.offsets.end,
-            ingest_time: b.ingest_time,
-            batch,
-            dead_letters,
+        let Some(b) = next else {
+            if let Some(h) = held.take() {
+                if !send_scored(h, &tx, pool, metrics) {
+                    return;
+                }
+            }
+            continue;
         };
-        if tx.send(out).is_err() {
+        let started = start_scoring(b, &rx, model, pool, metrics);
+        if let Some(h) = held.take() {
+            if !send_scored(h, &tx, pool, metrics) {
+                return;
+            }
+        }
+        if started.is_pending() {
+            held = Some(started);
+        } else if !send_scored(started, &tx, pool, metrics) {
             return;
         }
-        metrics
-            .queue_scored
-            .store(tx.len() as u64, Ordering::Relaxed);
     }
+}
+
+/// A batch the score stage has begun: scored, failed, or on the GPU.
+struct Started {
+    batch: IngestBatch,
+    loaded: Arc<BoundModel>,
+    scoring: Option<Result<BegunBatch, String>>,
+    began: Instant,
+}
+
+impl Started {
+    fn is_pending(&self) -> bool {
+        matches!(&self.scoring, Some(Ok(b)) if b.is_pending())
+    }
+}
+
+fn start_scoring(
+    b: IngestBatch,
+    rx: &Receiver<IngestBatch>,
+    model: &RwLock<Arc<BoundModel>>,
+    pool: &rayon::ThreadPool,
+    metrics: &PipelineMetrics,
+) -> Started {
+    metrics
+        .queue_ingested
+        .store(rx.len() as u64, Ordering::Relaxed);
+    let waited = SystemTime::now()
+        .duration_since(b.ingest_time)
+        .unwrap_or_default();
+    metrics
+        .wait_us
+        .record(waited.as_micros() as u64, b.batch.num_rows() as u64);
+    // The model for this whole batch: a swap lands between batches.
+    let loaded = model.read().expect("not poisoned").clone();
+    let began = Instant::now();
+    let scoring = (b.batch.num_rows() > 0).then(|| loaded.begin(&b.batch, pool));
+    Started {
+        batch: b,
+        loaded,
+        scoring,
+        began,
+    }
+}
+
+/// Finishes a begun batch and sends it to the sinks; false when the sink
+/// stage has gone.
+fn send_scored(
+    started: Started,
+    tx: &Sender<ScoredBatch>,
+    pool: &rayon::ThreadPool,
+    metrics: &PipelineMetrics,
+) -> bool {
+    let Started {
+        batch: b,
+        loaded,
+        scoring,
+        began,
+    } = started;
+    let rows = b.batch.num_rows();
+    let mut dead_letters = b.dead_letters;
+    let batch = scoring.and_then(|scoring| {
+        let scored = scoring.and_then(|begun| loaded.finish(begun, pool));
+        let elapsed = began.elapsed();
+        metrics.cpu_ns_per_row_estimate.store(
+            loaded.compiled.scorer.cpu_ns_per_row() as u64,
+            Ordering::Relaxed,
+        );
+        metrics.score_us.record(
+            (elapsed.as_micros() as u64 / rows as u64).max(1),
+            rows as u64,
+        );
+        match scored {
+            Ok((batch, placement)) => {
+                match placement {
+                    Placement::Cpu => PipelineMetrics::add(&metrics.batches_cpu, 1),
+                    Placement::Gpu => PipelineMetrics::add(&metrics.batches_gpu, 1),
+                    Placement::CpuRetry(_) => {
+                        PipelineMetrics::add(&metrics.batches_cpu, 1);
+                        PipelineMetrics::add(&metrics.batches_cpu_retried, 1);
+                    }
+                }
+                Some(batch)
+            }
+            Err(reason) => {
+                // A batch that cannot be scored is data, not a crash.
+                dead_letters.push(DeadLetter {
+                    source: b.source.clone(),
+                    offset: b.offsets.start,
+                    line: None,
+                    raw: Vec::new(),
+                    raw_len: 0,
+                    reason: format!("a batch of {rows} rows could not be scored: {reason}"),
+                });
+                None
+            }
+        }
+    });
+    PipelineMetrics::add(&metrics.batches, 1);
+    let out = ScoredBatch {
+        source: b.source,
+        seq: b.seq,
+        offset_end: b.offsets.end,
+        ingest_time: b.ingest_time,
+        batch,
+        dead_letters,
+    };
+    if tx.send(out).is_err() {
+        return false;
+    }
+    metrics
+        .queue_scored
+        .store(tx.len() as u64, Ordering::Relaxed);
+    true
 }
 
 /// Rotating files or stdout. Batches are numbered 1, 2, … in the order the

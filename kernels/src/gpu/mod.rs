@@ -9,6 +9,8 @@
 //!   goes through a pooled slot (a mapped upload buffer, the input and
 //!   output storage buffers, a mapped readback buffer) and two chunks are in
 //!   flight, so one chunk's upload and readback overlap the other's compute.
+//!   [`GpuScorer::submit`] and [`GpuScorer::finish`] split a call, so a
+//!   caller streaming small batches keeps two batches in flight instead.
 //!   No buffer is allocated per batch once the pool is warm.
 //! - Semantics: inputs reach the shaders as raw f32 bits, and every test a
 //!   NaN or infinity could upset is done on the bits (see
@@ -119,6 +121,13 @@ pub struct GpuScorer {
     n_outputs: usize,
     chunk_rows: usize,
     options: GpuOptions,
+    pool: Arc<PoolState>,
+}
+
+/// The slots of one scorer: free ones, and how many exist (at most
+/// [`SLOTS_MAX`]), shared with the [`GpuBatch`]es that hold some.
+#[derive(Default)]
+struct PoolState {
     pool: Mutex<Pool>,
     freed: Condvar,
 }
@@ -127,6 +136,55 @@ pub struct GpuScorer {
 struct Pool {
     free: Vec<Slot>,
     created: usize,
+}
+
+impl PoolState {
+    fn release(&self, slot: Slot) {
+        self.pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .free
+            .push(slot);
+        self.freed.notify_one();
+    }
+
+    /// Slots that will not come back (their chunk failed, or their batch
+    /// was dropped unfinished).
+    fn forget(&self, slots: usize) {
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        pool.created -= slots.min(pool.created);
+        drop(pool);
+        self.freed.notify_all();
+    }
+}
+
+/// A batch on its way through the GPU: its first chunks submitted by
+/// [`GpuScorer::submit`], the rest and the results taken by
+/// [`GpuScorer::finish`]. Between the two the caller may submit another
+/// batch, so that two batches are in flight. Dropped unfinished, its slots
+/// are given up.
+pub struct GpuBatch {
+    pool: Arc<PoolState>,
+    in_flight: VecDeque<InFlight>,
+    /// The first row not yet submitted.
+    next: usize,
+    rows: usize,
+    run: GpuRun,
+    fixup_rows: Vec<usize>,
+}
+
+impl GpuBatch {
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+}
+
+impl Drop for GpuBatch {
+    fn drop(&mut self) {
+        if !self.in_flight.is_empty() {
+            self.pool.forget(self.in_flight.len());
+        }
+    }
 }
 
 /// One chunk's buffers, reused from call to call.
@@ -227,8 +285,7 @@ impl GpuScorer {
             n_outputs,
             chunk_rows,
             options,
-            pool: Mutex::new(Pool::default()),
-            freed: Condvar::new(),
+            pool: Arc::new(PoolState::default()),
         })
     }
 
@@ -249,75 +306,103 @@ impl GpuScorer {
     /// unspecified and the caller scores the batch elsewhere.
     pub fn score(&self, features: &[&[f32]], out: &mut [&mut [f32]]) -> Result<GpuRun, GpuError> {
         let rows = crate::cpu::check_shapes(self.n_features, self.n_outputs, features, out);
-        if rows == 0 {
-            return Ok(GpuRun::default());
-        }
-        self.ctx.check()?;
-        // wgpu reports misuse by panicking; a panic here fails the batch
-        // (which then goes to the CPU), never the process.
-        match catch_unwind(AssertUnwindSafe(|| self.run(features, out, rows))) {
-            Ok(result) => result,
-            Err(panic) => {
-                let message = panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("a panic in wgpu");
-                Err(GpuError::classify(message.to_string()))
-            }
-        }
+        let batch = self.submit(features, rows)?;
+        self.finish(batch, features, out)
     }
 
-    fn run(
+    /// Submits the first chunks of a batch of `rows` rows (two, or fewer
+    /// when other callers hold the pool) and returns without waiting.
+    pub fn submit(&self, features: &[&[f32]], rows: usize) -> Result<GpuBatch, GpuError> {
+        assert_eq!(
+            features.len(),
+            self.n_features,
+            "one column per model feature"
+        );
+        assert!(
+            features.iter().all(|f| f.len() == rows),
+            "feature columns must have one value per row"
+        );
+        let mut batch = GpuBatch {
+            pool: self.pool.clone(),
+            in_flight: VecDeque::new(),
+            next: 0,
+            rows,
+            run: GpuRun::default(),
+            fixup_rows: Vec::new(),
+        };
+        if rows > 0 {
+            self.ctx.check()?;
+            guarded(|| self.advance(&mut batch, features, None))?;
+        }
+        Ok(batch)
+    }
+
+    /// Completes `batch` (submitted with the same `features`): the rest of
+    /// its chunks, two in flight, and the scores into `out`.
+    pub fn finish(
         &self,
+        mut batch: GpuBatch,
         features: &[&[f32]],
         out: &mut [&mut [f32]],
-        rows: usize,
     ) -> Result<GpuRun, GpuError> {
-        let mut run = GpuRun::default();
-        let mut fixup_rows = Vec::new();
-        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
-        let result = (|| {
-            let mut start = 0;
-            while start < rows {
-                let n = self.chunk_rows.min(rows - start);
-                let slot = match (in_flight.len() < IN_FLIGHT)
-                    .then(|| self.acquire(in_flight.is_empty()))
-                    .transpose()?
-                    .flatten()
-                {
-                    Some(slot) => slot,
-                    None => {
-                        let done = in_flight.pop_front().expect("a chunk is in flight");
-                        self.complete(done, features, out, &mut fixup_rows)?
-                    }
-                };
-                in_flight.push_back(self.submit(slot, features, start, n)?);
-                run.chunks += 1;
-                start += n;
-            }
-            while let Some(done) = in_flight.pop_front() {
-                let slot = self.complete(done, features, out, &mut fixup_rows)?;
-                self.release(slot);
+        let rows = crate::cpu::check_shapes(self.n_features, self.n_outputs, features, out);
+        assert_eq!(rows, batch.rows, "finish takes the batch's own rows");
+        if rows == 0 {
+            return Ok(batch.run);
+        }
+        guarded(|| {
+            self.advance(&mut batch, features, Some(&mut *out))?;
+            while let Some(done) = batch.in_flight.pop_front() {
+                let slot = self.complete(done, features, out, &mut batch.fixup_rows)?;
+                self.pool.release(slot);
             }
             Ok(())
-        })();
-        if let Err(e) = result {
-            // Slots of a failed call are dropped, not reused.
-            self.forget(in_flight.len());
-            return Err(e);
+        })?;
+        if !batch.fixup_rows.is_empty() {
+            batch.run.cpu_rows = batch.fixup_rows.len();
+            self.score_on_cpu(&batch.fixup_rows, features, out);
         }
-        if !fixup_rows.is_empty() {
-            run.cpu_rows = fixup_rows.len();
-            self.score_on_cpu(&fixup_rows, features, out);
+        Ok(batch.run)
+    }
+
+    /// Submits chunks of `batch` while a slot is at hand; with `out`, a
+    /// full pipeline completes its oldest chunk to free one, until every
+    /// chunk is submitted; without, it stops there.
+    fn advance(
+        &self,
+        batch: &mut GpuBatch,
+        features: &[&[f32]],
+        mut out: Option<&mut [&mut [f32]]>,
+    ) -> Result<(), GpuError> {
+        while batch.next < batch.rows {
+            let slot = if batch.in_flight.len() < IN_FLIGHT {
+                self.acquire(batch.in_flight.is_empty())?
+            } else {
+                None
+            };
+            let slot = match (slot, out.as_deref_mut()) {
+                (Some(slot), _) => slot,
+                (None, Some(out)) => {
+                    let done = batch.in_flight.pop_front().expect("a chunk is in flight");
+                    self.complete(done, features, out, &mut batch.fixup_rows)?
+                }
+                (None, None) => return Ok(()),
+            };
+            let n = self.chunk_rows.min(batch.rows - batch.next);
+            batch
+                .in_flight
+                .push_back(self.submit_chunk(slot, features, batch.next, n)?);
+            batch.run.chunks += 1;
+            batch.next += n;
         }
-        Ok(run)
+        Ok(())
     }
 
     /// A free slot, a new one while fewer than [`SLOTS_MAX`] exist, or
     /// (when `wait`) the next one released; `None` when none is at hand.
     fn acquire(&self, wait: bool) -> Result<Option<Slot>, GpuError> {
-        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let state = &self.pool;
+        let mut pool = state.pool.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(slot) = pool.free.pop() {
                 return Ok(Some(slot));
@@ -328,7 +413,7 @@ impl GpuScorer {
                 return match self.new_slot() {
                     Ok(slot) => Ok(Some(slot)),
                     Err(e) => {
-                        self.forget(1);
+                        state.forget(1);
                         Err(e)
                     }
                 };
@@ -336,25 +421,8 @@ impl GpuScorer {
             if !wait {
                 return Ok(None);
             }
-            pool = self.freed.wait(pool).unwrap_or_else(|e| e.into_inner());
+            pool = state.freed.wait(pool).unwrap_or_else(|e| e.into_inner());
         }
-    }
-
-    fn release(&self, slot: Slot) {
-        self.pool
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .free
-            .push(slot);
-        self.freed.notify_one();
-    }
-
-    /// Slots that will not come back (their call failed).
-    fn forget(&self, slots: usize) {
-        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        pool.created -= slots.min(pool.created);
-        drop(pool);
-        self.freed.notify_all();
     }
 
     fn input_bytes(&self, rows: usize) -> u64 {
@@ -439,8 +507,20 @@ impl GpuScorer {
         })
     }
 
-    /// Fills `slot` with rows `start..start + rows` and submits their scoring.
-    fn submit(
+    /// Fills `slot` with rows `start..start + rows` and submits their
+    /// scoring. On an error the slot is given up.
+    fn submit_chunk(
+        &self,
+        slot: Slot,
+        features: &[&[f32]],
+        start: usize,
+        rows: usize,
+    ) -> Result<InFlight, GpuError> {
+        self.try_submit_chunk(slot, features, start, rows)
+            .inspect_err(|_| self.pool.forget(1))
+    }
+
+    fn try_submit_chunk(
         &self,
         mut slot: Slot,
         features: &[&[f32]],
@@ -513,8 +593,20 @@ impl GpuScorer {
         })
     }
 
-    /// Waits for a chunk, copies its scores out, and returns its slot.
+    /// Waits for a chunk, copies its scores out, and returns its slot. On
+    /// an error the slot is given up.
     fn complete(
+        &self,
+        done: InFlight,
+        features: &[&[f32]],
+        out: &mut [&mut [f32]],
+        fixup_rows: &mut Vec<usize>,
+    ) -> Result<Slot, GpuError> {
+        self.try_complete(done, features, out, fixup_rows)
+            .inspect_err(|_| self.pool.forget(1))
+    }
+
+    fn try_complete(
         &self,
         done: InFlight,
         features: &[&[f32]],
@@ -635,6 +727,22 @@ impl Drop for GpuScorer {
             submission_index: None,
             timeout: Some(Duration::from_secs(5)),
         });
+    }
+}
+
+/// Runs `f`, turning a panic inside wgpu (its way of reporting misuse) into
+/// an error for the batch, which then goes to the CPU, never the process.
+fn guarded<T>(f: impl FnOnce() -> Result<T, GpuError>) -> Result<T, GpuError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("a panic in wgpu");
+            Err(GpuError::classify(message.to_string()))
+        }
     }
 }
 

@@ -193,7 +193,7 @@ pub fn score_with(
     model: &Model,
     columns: &[Vec<f32>],
     rows: usize,
-    f: impl Fn(&[&[f32]], &mut [&mut [f32]]),
+    f: impl FnOnce(&[&[f32]], &mut [&mut [f32]]),
 ) -> Vec<Vec<f32>> {
     let features: Vec<&[f32]> = columns.iter().map(Vec::as_slice).collect();
     let mut out = vec![vec![0f32; rows]; model.n_outputs()];
