@@ -156,6 +156,9 @@ pub struct PipelineConfig {
     #[serde(rename = "sink", default)]
     pub sinks: Vec<SinkConfig>,
     pub dead_letters: Option<DeadLettersConfig>,
+    /// An int64 input column with each event's time in microseconds since
+    /// the Unix epoch: latency is then also measured from it to the sink.
+    pub event_time: Option<String>,
 }
 
 fn default_max_rows() -> Bounded<1, 16_777_216> {
@@ -549,6 +552,7 @@ impl Config {
                 },
                 sinks,
                 dead_letters: p.dead_letters.as_ref().map(|d| resolve(&d.dir)),
+                event_time: p.event_time.clone(),
                 queue_batches: queue_batches_for(
                     memory,
                     self.pipelines.len(),

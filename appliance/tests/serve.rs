@@ -451,6 +451,22 @@ fn bad_configs_name_the_line_and_the_field() {
         err.contains("pipeline g") && err.contains("missing.json"),
         "{err}"
     );
+    let err = check_config(&good.replace(
+        "model = \"model.json\"",
+        "model = \"model.json\"\nevent_time = \"when\"",
+    ));
+    assert!(
+        err.contains("event_time = \"when\": the input has no such column"),
+        "{err}"
+    );
+    let err = check_config(&good.replace(
+        "model = \"model.json\"",
+        "model = \"model.json\"\nevent_time = \"amount\"",
+    ));
+    assert!(
+        err.contains("the column is Float32; expected int64 microseconds"),
+        "{err}"
+    );
     // device = "gpu" where wgpu finds no adapter (here: only Metal asked for).
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(example("model.json"), dir.path().join("model.json")).unwrap();
@@ -484,6 +500,77 @@ fn bad_configs_name_the_line_and_the_field() {
     );
     let err = check_config(&format!("{good}\n{}", good));
     assert!(err.contains("two pipelines are named \"g\""), "{err}");
+}
+
+/// A quantile of one stage's latency from the daemon's /metrics, in seconds.
+fn latency_s(url: &str, stage: &str, quantile: &str) -> f64 {
+    let (host, path) = url.split_once('/').unwrap();
+    let mut s = TcpStream::connect(host).unwrap();
+    write!(s, "GET /{path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let key = format!("stage=\"{stage}\",quantile=\"{quantile}\"}}");
+    text.lines()
+        .find(|l| l.starts_with("roo_latency_seconds") && l.contains(&key))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {stage} {quantile} in:\n{text}"))
+}
+
+/// `event_time` names a column of event times: latency is then measured
+/// from them, so time an event spent before roo read it counts (here, 2 s
+/// the sender says its events waited), where the ingest-based latency
+/// starts at the read.
+#[test]
+fn event_time_latency_counts_the_time_before_ingest() {
+    let dir = tempfile::tempdir().unwrap();
+    let header = sample_header();
+    let columns: Vec<String> = std::iter::once("\"sent_us:int64\"".to_string())
+        .chain(header.split(',').map(|c| {
+            if c == "txn_id" {
+                "\"txn_id:int64\"".to_string()
+            } else {
+                format!("{c:?}")
+            }
+        }))
+        .collect();
+    let config = dir.path().join("roo.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nmetrics = \"127.0.0.1:0\"\n\n[[pipeline]]\nname = \"t\"\nmodel = {:?}\nmax_rows = 100\nlinger_ms = 2\nevent_time = \"sent_us\"\n\n\
+             [pipeline.source]\nkind = \"tcp\"\nlisten = \"127.0.0.1:0\"\nformat = \"csv\"\ncolumns = [{}]\n\n\
+             [[pipeline.sink]]\nkind = \"files\"\ndir = \"out\"\nformat = \"arrow\"\n",
+            example("model.json"),
+            columns.join(", ")
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(&config, Stdio::null());
+    let addr = daemon.address("listening on tcp://");
+    let metrics = daemon.address("metrics on http://");
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    let mut body = format!("sent_us,{header}\n");
+    for line in rows_for(1).take(500) {
+        body.push_str(&format!("{},{line}", now_us - 2_000_000));
+    }
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    drop(s);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(&metrics, "roo_events_out_total") < 500 {
+        assert!(Instant::now() < deadline, "the rows never reached the sink");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let event = latency_s(&metrics, "event_to_sink", "0.5");
+    let ingest = latency_s(&metrics, "end_to_end", "0.5");
+    assert!(event >= 2.0 && event < 30.0, "event_to_sink p50 {event} s");
+    assert!(ingest < 2.0, "end_to_end p50 {ingest} s");
+    daemon.signal(libc::SIGTERM);
+    let (code, lines) = daemon.finish();
+    assert_eq!(code, Some(0), "{}", lines.join("\n"));
 }
 
 /// `device = "gpu"` in a config: every batch on the GPU (lavapipe in CI,

@@ -25,6 +25,15 @@ impl Latency {
         let _ = h.record_n(us.clamp(1, 3_600_000_000), count.max(1));
     }
 
+    /// Records one event per value, each taking that many microseconds,
+    /// under one lock.
+    pub fn record_all(&self, us: impl Iterator<Item = u64>) {
+        let mut h = self.0.lock().expect("not poisoned");
+        for us in us {
+            let _ = h.record(us.clamp(1, 3_600_000_000));
+        }
+    }
+
     /// (p50, p99, p999, count) in microseconds.
     pub fn quantiles(&self) -> (u64, u64, u64, u64) {
         let h = self.0.lock().expect("not poisoned");
@@ -73,6 +82,9 @@ pub struct PipelineMetrics {
     pub sink_us: Latency,
     /// From the batch's oldest event's ingest to its rows in every sink.
     pub end_to_end_us: Latency,
+    /// From each row's own event time (the pipeline's `event_time` column)
+    /// to its rows in every sink: includes time before roo read it.
+    pub event_to_sink_us: Latency,
     /// The same since the last [`PipelineMetrics::take_recent_p99_us`]: for
     /// a live view of now rather than since start.
     pub recent_end_to_end_us: Latency,
@@ -173,6 +185,7 @@ impl PipelineMetrics {
             ("score", &self.score_us),
             ("sink", &self.sink_us),
             ("end_to_end", &self.end_to_end_us),
+            ("event_to_sink", &self.event_to_sink_us),
         ] {
             let (p50, p99, p999, n) = h.quantiles();
             let _ = writeln!(out, "# TYPE roo_latency_seconds summary");

@@ -96,6 +96,11 @@ pub struct PipelineSpec {
     /// Batches each channel holds (the memory bound).
     pub queue_batches: usize,
     pub read: ReadOptions,
+    /// An Int64 input column holding each event's time (microseconds since
+    /// the Unix epoch): the sink stage then records each row's latency from
+    /// that time to its write (`event_to_sink`), which counts time spent
+    /// before roo read it (a sender's queue, the network).
+    pub event_time: Option<String>,
 }
 
 #[derive(Debug, Error)]
@@ -149,11 +154,38 @@ fn resolve(spec: &PipelineSpec) -> Result<(SchemaRef, Option<FileSource>, BoundM
         SourceSpec::Generator { .. } => (card_schema(), None),
         SourceSpec::Push { schema } => (schema.clone(), None),
     };
+    event_time_column(spec, &input_schema)?;
     let loaded = BoundModel::bind(
         CompiledModel::load(&spec.model, spec.device)?,
         &input_schema,
     )?;
     Ok((input_schema, file, loaded))
+}
+
+/// The index of the spec's `event_time` column in `schema` (the output
+/// keeps the input's columns first), checked to be Int64.
+fn event_time_column(spec: &PipelineSpec, schema: &SchemaRef) -> Result<Option<usize>, String> {
+    let Some(name) = &spec.event_time else {
+        return Ok(None);
+    };
+    let index = schema.index_of(name).map_err(|_| {
+        format!(
+            "event_time = {name:?}: the input has no such column (it has {})",
+            schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    let data_type = schema.field(index).data_type();
+    if *data_type != arrow_schema::DataType::Int64 {
+        return Err(format!(
+            "event_time = {name:?}: the column is {data_type}; expected int64 microseconds since the Unix epoch"
+        ));
+    }
+    Ok(Some(index))
 }
 
 /// Checks a spec without starting it: the model loads and fits the input
@@ -220,6 +252,7 @@ impl Pipeline {
         };
         assert!(spec.queue_batches > 0 && spec.limits.max_rows > 0);
         let (input_schema, file, loaded) = resolve(&spec).map_err(setup)?;
+        let event_time = event_time_column(&spec, &input_schema).map_err(setup)?;
         let loaded = Arc::new(loaded);
         let metrics = Arc::new(PipelineMetrics::default());
         let scorer = &loaded.compiled.scorer;
@@ -267,7 +300,7 @@ impl Pipeline {
         let sink_metrics = metrics.clone();
         threads.push(spawn(
             format!("roo-sink-{}", spec.name),
-            Box::new(move || run_sinks(scored_rx, sinks, dead, &sink_metrics)),
+            Box::new(move || run_sinks(scored_rx, sinks, dead, event_time, &sink_metrics)),
         )?);
 
         let score_metrics = metrics.clone();
@@ -1209,6 +1242,7 @@ fn run_sinks(
     rx: Receiver<ScoredBatch>,
     mut sinks: Vec<OutputSink>,
     mut dead: Option<DeadLetterFiles>,
+    event_time: Option<usize>,
     metrics: &PipelineMetrics,
 ) -> Result<(), String> {
     // (batch number, source offset it ends at), written but not yet
@@ -1293,6 +1327,9 @@ fn run_sinks(
         metrics
             .recent_end_to_end_us
             .record(latency.as_micros() as u64, rows.max(1));
+        if let (Some(c), Some(batch)) = (event_time, &b.batch) {
+            record_event_latency(batch, c, &metrics.event_to_sink_us);
+        }
         ack(&mut pending, &mut sinks, &mut dead, number)?;
     }
     for s in &mut sinks {
@@ -1303,6 +1340,28 @@ fn run_sinks(
         d.close()?;
     }
     Ok(())
+}
+
+/// Records each row's latency from its event time (column `c`, Int64
+/// microseconds since the Unix epoch) to now; a null or a time in the
+/// future counts as 0.
+fn record_event_latency(batch: &RecordBatch, c: usize, histogram: &crate::metrics::Latency) {
+    let Some(times) = batch
+        .column(c)
+        .as_any()
+        .downcast_ref::<arrow_array::Int64Array>()
+    else {
+        return;
+    };
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as i64;
+    histogram.record_all(
+        times
+            .iter()
+            .map(|t| t.map_or(0, |t| now.saturating_sub(t).max(0) as u64)),
+    );
 }
 
 #[cfg(test)]
@@ -1345,6 +1404,7 @@ mod tests {
             dead_letters: None,
             queue_batches: 2,
             read: ReadOptions::default(),
+            event_time: None,
         };
         let pool = Arc::new(
             rayon::ThreadPoolBuilder::new()
