@@ -29,6 +29,12 @@ fn roo_binary() -> Result<PathBuf> {
     Ok(path)
 }
 
+fn epoch_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
 /// Card transactions as CSV: a header, then `rows` rows.
 fn card_csv(rows: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(rows * 260);
@@ -115,6 +121,18 @@ impl Daemon {
         Ok(ticks as f64 / hz)
     }
 
+    /// The process's peak resident set so far, in MiB (VmHWM).
+    pub(crate) fn peak_rss_mib(&self) -> Result<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kib: f64 = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .context("VmHWM")?
+            .parse()?;
+        Ok(kib / 1024.0)
+    }
+
     pub(crate) fn stop(mut self) -> Result<()> {
         // SAFETY: kill(2) on our child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
@@ -146,13 +164,14 @@ fn write_config(
     model: &Path,
     source: &str,
     extra_server: &str,
+    extra_pipeline: &str,
     sink: &str,
 ) -> Result<PathBuf> {
     let config = dir.join("roo.toml");
     std::fs::write(
         &config,
         format!(
-            "[server]\nmemory_mb = 256\n{extra_server}\n[[pipeline]]\nname = \"bench\"\nmodel = {model:?}\nmax_rows = 4096\nlinger_ms = 2\n\n\
+            "[server]\nmemory_mb = 256\n{extra_server}\n[[pipeline]]\nname = \"bench\"\nmodel = {model:?}\nmax_rows = 4096\nlinger_ms = 2\n{extra_pipeline}\n\
              [pipeline.source]\n{source}\n\n[[pipeline.sink]]\nkind = \"files\"\ndir = \"out\"\nformat = \"{sink}\"\nrotate_mb = 256\nrotate_secs = 30\n"
         ),
     )?;
@@ -167,6 +186,11 @@ struct TcpPhase {
     p50_ms: f64,
     p99_ms: f64,
     p999_ms: f64,
+    /// From each event's place in the send schedule to the sink: p50, p99,
+    /// p999 in ms. Coordinated omission corrected: an event the daemon was
+    /// too busy to read counts its wait from when it was due.
+    scheduled_ms: [f64; 3],
+    peak_rss_mib: f64,
     /// p99 of each stage: queue wait, score (per row, µs), sink write.
     stages_ms: [f64; 3],
 }
@@ -183,14 +207,23 @@ fn tcp_phase(
     rate: Option<f64>,
     seconds: f64,
 ) -> Result<TcpPhase> {
-    let columns: Vec<String> = std::iter::once("\"txn_id:int64\"".to_string())
+    let columns: Vec<String> = ["\"sent_us:int64\"", "\"txn_id:int64\""]
+        .into_iter()
+        .map(str::to_string)
         .chain(CARD_FEATURES.iter().map(|f| format!("{f:?}")))
         .collect();
     let source = format!(
         "kind = \"tcp\"\nlisten = \"127.0.0.1:0\"\nformat = \"csv\"\ncolumns = [{}]",
         columns.join(", ")
     );
-    let config = write_config(dir, model, &source, "metrics = \"127.0.0.1:0\"", sink)?;
+    let config = write_config(
+        dir,
+        model,
+        &source,
+        "metrics = \"127.0.0.1:0\"",
+        "event_time = \"sent_us\"",
+        sink,
+    )?;
     let daemon = Daemon::start(&config)?;
     let addr = daemon
         .wait_for("listening on tcp://")?
@@ -219,6 +252,8 @@ fn tcp_phase(
     s.set_nodelay(true)?;
     s.write_all(header)?;
     let started = Instant::now();
+    let start_us = epoch_us();
+    let mut chunk = Vec::new();
     let cpu0 = daemon.cpu_s()?;
     let out0 = metric(&metrics_text(&metrics)?, "roo_events_out_total");
     let mut sent = 0usize;
@@ -233,7 +268,26 @@ fn tcp_phase(
         }
         let from = if line == 0 { 0 } else { lines[line - 1] };
         let to_line = (line + rows_per_chunk).min(lines.len());
-        s.write_all(&body[from..lines[to_line - 1]])?;
+        // Each row's `sent_us` is when the schedule says it is due (flat
+        // out: now), so the daemon's event_to_sink latency runs from there.
+        chunk.clear();
+        chunk.extend_from_slice(&body[from..lines[to_line - 1]]);
+        let now_us = epoch_us();
+        let mut at = 0;
+        for k in 0..to_line - line {
+            let due = match rate {
+                Some(r) => start_us + ((sent + k) as f64 / r * 1e6) as u64,
+                None => now_us,
+            };
+            chunk[at..at + 16].copy_from_slice(format!("{due:016}").as_bytes());
+            at += lines[line + k]
+                - if line + k == 0 {
+                    0
+                } else {
+                    lines[line + k - 1]
+                };
+        }
+        s.write_all(&chunk)?;
         sent += to_line - line;
         line = if to_line == lines.len() { 0 } else { to_line };
     }
@@ -247,9 +301,10 @@ fn tcp_phase(
     let wall = started.elapsed().as_secs_f64();
     let cpu = daemon.cpu_s()? - cpu0;
     let out = metric(&text, "roo_events_out_total") - out0;
-    let q = |quantile: &str| {
-        metric(&text, &format!("roo_latency_seconds{{pipeline=\"bench\",stage=\"end_to_end\",quantile=\"{quantile}\"}}")) * 1e3
+    let stage_q = |stage: &str, quantile: &str| {
+        metric(&text, &format!("roo_latency_seconds{{pipeline=\"bench\",stage=\"{stage}\",quantile=\"{quantile}\"}}")) * 1e3
     };
+    let q = |quantile: &str| stage_q("end_to_end", quantile);
     let phase = TcpPhase {
         offered: rate,
         events_per_s: out / wall,
@@ -257,6 +312,8 @@ fn tcp_phase(
         p50_ms: q("0.5"),
         p99_ms: q("0.99"),
         p999_ms: q("0.999"),
+        scheduled_ms: ["0.5", "0.99", "0.999"].map(|quantile| stage_q("event_to_sink", quantile)),
+        peak_rss_mib: daemon.peak_rss_mib()?,
         stages_ms: ["wait", "score", "sink"].map(|stage| {
             metric(
                 &text,
@@ -389,6 +446,7 @@ pub fn run(
         &model,
         &format!("kind = \"file\"\npath = {input:?}"),
         "",
+        "",
         sink,
     )?;
     let started = Instant::now();
@@ -411,15 +469,25 @@ pub fn run(
         + usage.ru_stime.tv_sec as f64
         + usage.ru_stime.tv_usec as f64 / 1e6;
     println!(
-        "  file -> score -> file   {:>10.0} events/s  {:>7.0} CPU-ns/event  ({rows} rows in {wall:.2} s wall, {cpu:.2} s CPU, process start to exit)",
+        "  file -> score -> file   {:>10.0} events/s  {:>7.0} CPU-ns/event  peak RSS {:.0} MiB  ({rows} rows in {wall:.2} s wall, {cpu:.2} s CPU, process start to exit)",
         rows as f64 / wall,
-        cpu * 1e9 / rows as f64
+        cpu * 1e9 / rows as f64,
+        usage.ru_maxrss as f64 / 1024.0
     );
     let roo_file_ns = cpu * 1e9 / rows as f64;
 
     let body = &csv[header_end..];
     let header = &csv[..header_end];
-    let peak = tcp_phase(&dir, &model, sink, body, header, None, seconds)?;
+    // roo's TCP rows lead with `sent_us`, 16 digits the sender stamps with
+    // each row's due time (the pipeline's event_time).
+    let mut tcp_header = b"sent_us,".to_vec();
+    tcp_header.extend_from_slice(header);
+    let mut tcp_body = Vec::with_capacity(body.len() + 17 * rows);
+    for line in body.split_inclusive(|&c| c == b'\n') {
+        tcp_body.extend_from_slice(b"0000000000000000,");
+        tcp_body.extend_from_slice(line);
+    }
+    let peak = tcp_phase(&dir, &model, sink, &tcp_body, &tcp_header, None, seconds)?;
     let mut phases = vec![peak];
     for share in [0.5, 0.8] {
         let rate = phases[0].events_per_s * share;
@@ -427,34 +495,49 @@ pub fn run(
             &dir,
             &model,
             sink,
-            body,
-            header,
+            &tcp_body,
+            &tcp_header,
             Some(rate),
             seconds,
         )?);
     }
     println!(
-        "  {:<24} {:>12} {:>12} {:>13} {:>9} {:>9} {:>9}   p99 of: queue wait / score per row / sink write",
-        "tcp -> score -> file", "offered/s", "events/s", "CPU-ns/event", "p50 ms", "p99 ms", "p999 ms"
+        "  {:<24} {:>12} {:>12} {:>13} {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} | {:>8}   p99 of: queue wait / score per row / sink write",
+        "tcp -> score -> file",
+        "offered/s",
+        "events/s",
+        "CPU-ns/event",
+        "p50 ms",
+        "p99 ms",
+        "p999 ms",
+        "sch p50",
+        "sch p99",
+        "sch p999",
+        "peak RSS"
     );
     for (name, p) in ["flat out (peak)", "50% of peak", "80% of peak"]
         .iter()
         .zip(&phases)
     {
         println!(
-            "  {name:<24} {:>12} {:>12.0} {:>13.0} {:>9.2} {:>9.2} {:>9.2}   {:.2} ms / {:.3} ms / {:.2} ms",
+            "  {name:<24} {:>12} {:>12.0} {:>13.0} {:>8.2} {:>8.2} {:>8.2} | {:>8.2} {:>8.2} {:>8.2} | {:>4.0} MiB   {:.2} ms / {:.3} ms / {:.2} ms",
             p.offered.map_or("-".to_string(), |r| format!("{r:.0}")),
             p.events_per_s,
             p.cpu_ns_per_event,
             p.p50_ms,
             p.p99_ms,
             p.p999_ms,
+            p.scheduled_ms[0],
+            p.scheduled_ms[1],
+            p.scheduled_ms[2],
+            p.peak_rss_mib,
             p.stages_ms[0],
             p.stages_ms[1],
             p.stages_ms[2]
         );
     }
-    println!("  latency: from the batch's oldest event read off the socket to its rows written to the sink (the daemon's histogram)");
+    println!("  p50/p99/p999: from the batch's oldest event read off the socket to its rows written to the sink (the daemon's histogram)");
+    println!("  sch: from each event's due time in the sender's schedule to the sink (event_time; coordinated omission corrected; flat out: from its write)");
     let Some(python) = python else {
         println!("  (no --python: the Python peers were not run)");
         return Ok(());
