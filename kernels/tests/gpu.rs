@@ -381,3 +381,30 @@ fn two_batches_in_flight_from_one_caller() {
     });
     assert_eq!(again, want_a);
 }
+
+#[test]
+fn submit_never_waits_for_a_taken_pool() {
+    let Some(ctx) = context() else { return };
+    let (name, model) = golden_models().into_iter().next().unwrap();
+    let options = GpuOptions {
+        chunk_bytes: 16 + 500 * 4 * model.n_features(),
+        ..GpuOptions::default()
+    };
+    let scorer = GpuScorer::with_options(&model, ctx, options).unwrap();
+    let columns = columns_with_gaps(&model, 2000, 31);
+    let want = check(&name, &scorer, &model, &columns);
+    let f: Vec<&[f32]> = columns.iter().map(Vec::as_slice).collect();
+    // Two batches take all four slots; a third submit returns at once with
+    // nothing in flight, and finish then does its work.
+    let first = scorer.submit(&f, 2000).unwrap();
+    let second = scorer.submit(&f, 2000).unwrap();
+    assert!(first.is_in_flight() && second.is_in_flight());
+    let third = scorer.submit(&f, 2000).unwrap();
+    assert!(!third.is_in_flight());
+    for batch in [first, second, third] {
+        let got = score_with(&model, &columns, 2000, |_, o| {
+            scorer.finish(batch, &f, o).unwrap();
+        });
+        assert_eq!(got, want);
+    }
+}

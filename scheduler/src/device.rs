@@ -81,9 +81,11 @@ pub enum Begun {
 }
 
 impl Begun {
-    /// Whether the batch is still on the GPU.
+    /// Whether part of the batch is on the GPU now: worth holding while
+    /// the next batch is begun. (A GPU batch that found the slot pool taken
+    /// has nothing in flight; holding it would hold nothing.)
     pub fn is_pending(&self) -> bool {
-        matches!(self, Self::Gpu { .. })
+        matches!(self, Self::Gpu { batch, .. } if batch.is_in_flight())
     }
 }
 

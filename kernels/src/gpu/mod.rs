@@ -177,6 +177,12 @@ impl GpuBatch {
     pub fn rows(&self) -> usize {
         self.rows
     }
+
+    /// Whether any of its chunks is on the device. A batch submitted while
+    /// the pool was taken has none: [`GpuScorer::finish`] does all its work.
+    pub fn is_in_flight(&self) -> bool {
+        !self.in_flight.is_empty()
+    }
 }
 
 impl Drop for GpuBatch {
@@ -311,7 +317,9 @@ impl GpuScorer {
     }
 
     /// Submits the first chunks of a batch of `rows` rows (two, or fewer
-    /// when other callers hold the pool) and returns without waiting.
+    /// when other callers hold the pool) and returns without waiting: it
+    /// never blocks on the pool, so a caller holding another batch cannot
+    /// deadlock with one doing the same.
     pub fn submit(&self, features: &[&[f32]], rows: usize) -> Result<GpuBatch, GpuError> {
         assert_eq!(
             features.len(),
@@ -368,6 +376,11 @@ impl GpuScorer {
     /// Submits chunks of `batch` while a slot is at hand; with `out`, a
     /// full pipeline completes its oldest chunk to free one, until every
     /// chunk is submitted; without, it stops there.
+    ///
+    /// Only `finish` with no chunk of its own in flight waits for the pool,
+    /// and its caller then holds no other slots (a batch with nothing in
+    /// flight is not held; see `is_in_flight`). Anyone holding slots makes
+    /// progress without waiting, so the pool cannot deadlock.
     fn advance(
         &self,
         batch: &mut GpuBatch,
@@ -376,7 +389,7 @@ impl GpuScorer {
     ) -> Result<(), GpuError> {
         while batch.next < batch.rows {
             let slot = if batch.in_flight.len() < IN_FLIGHT {
-                self.acquire(batch.in_flight.is_empty())?
+                self.acquire(out.is_some() && batch.in_flight.is_empty())?
             } else {
                 None
             };
