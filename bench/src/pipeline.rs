@@ -29,6 +29,15 @@ fn roo_binary() -> Result<PathBuf> {
     Ok(path)
 }
 
+/// `v` as zero-padded decimal digits filling `out` (no allocation: the
+/// sender stamps every row this way).
+fn write_digits(out: &mut [u8], mut v: u64) {
+    for d in out.iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+}
+
 fn epoch_us() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -279,7 +288,7 @@ fn tcp_phase(
                 Some(r) => start_us + ((sent + k) as f64 / r * 1e6) as u64,
                 None => now_us,
             };
-            chunk[at..at + 16].copy_from_slice(format!("{due:016}").as_bytes());
+            write_digits(&mut chunk[at..at + 16], due);
             at += lines[line + k]
                 - if line + k == 0 {
                     0

@@ -96,6 +96,15 @@ fn check(name: &str, scorer: &GpuScorer, model: &Model, columns: &[Vec<f32>]) ->
     got
 }
 
+/// Options that cut a batch into chunks of `rows` rows (the input header
+/// and `rows` rows of every feature).
+fn chunks_of(rows: usize, model: &Model) -> GpuOptions {
+    GpuOptions {
+        chunk_bytes: 16 + rows * 4 * model.n_features(),
+        ..GpuOptions::default()
+    }
+}
+
 /// Random inputs with NaN and ±inf for every family (the CPU tests keep
 /// linear and MLP inputs finite; here those rows take the CPU path).
 fn columns_with_gaps(model: &Model, rows: usize, seed: u64) -> Vec<Vec<f32>> {
@@ -158,10 +167,7 @@ fn chunks_in_flight_give_the_same_scores_as_one_chunk() {
         let whole = GpuScorer::new(&model, ctx.clone()).unwrap();
         // 997 rows' worth of input per chunk: 100,003 rows make ~100 chunks,
         // two in flight, through a pool of at most four slots.
-        let options = GpuOptions {
-            chunk_bytes: 16 + 997 * 4 * model.n_features(),
-            ..GpuOptions::default()
-        };
+        let options = chunks_of(997, &model);
         let chunked = GpuScorer::with_options(&model, ctx.clone(), options).unwrap();
         assert_eq!(chunked.chunk_rows(), 997);
         let columns = columns_with_gaps(&model, 100_003, 77);
@@ -303,10 +309,7 @@ fn rows_with_non_finite_inputs_go_to_the_cpu_and_come_back_in_place() {
 fn concurrent_callers_share_the_slot_pool() {
     let Some(ctx) = context() else { return };
     let (name, model) = golden_models().into_iter().next().unwrap();
-    let options = GpuOptions {
-        chunk_bytes: 16 + 500 * 4 * model.n_features(),
-        ..GpuOptions::default()
-    };
+    let options = chunks_of(500, &model);
     let scorer = GpuScorer::with_options(&model, ctx, options).unwrap();
     let columns = columns_with_gaps(&model, 20_000, 1);
     let expected = check(&name, &scorer, &model, &columns);
@@ -349,10 +352,7 @@ fn a_lost_device_fails_the_batch_with_the_reason() {
 fn two_batches_in_flight_from_one_caller() {
     let Some(ctx) = context() else { return };
     let (name, model) = golden_models().into_iter().next().unwrap();
-    let options = GpuOptions {
-        chunk_bytes: 16 + 700 * 4 * model.n_features(),
-        ..GpuOptions::default()
-    };
+    let options = chunks_of(700, &model);
     let scorer = GpuScorer::with_options(&model, ctx, options).unwrap();
     let a = columns_with_gaps(&model, 3000, 21);
     let b = columns_with_gaps(&model, 1000, 22);
@@ -386,10 +386,7 @@ fn two_batches_in_flight_from_one_caller() {
 fn submit_never_waits_for_a_taken_pool() {
     let Some(ctx) = context() else { return };
     let (name, model) = golden_models().into_iter().next().unwrap();
-    let options = GpuOptions {
-        chunk_bytes: 16 + 500 * 4 * model.n_features(),
-        ..GpuOptions::default()
-    };
+    let options = chunks_of(500, &model);
     let scorer = GpuScorer::with_options(&model, ctx, options).unwrap();
     let columns = columns_with_gaps(&model, 2000, 31);
     let want = check(&name, &scorer, &model, &columns);

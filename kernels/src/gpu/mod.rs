@@ -201,7 +201,8 @@ struct Slot {
     readback: wgpu::Buffer,
     bind_group: wgpu::BindGroup,
     input: wgpu::Buffer,
-    /// The upload buffer is mapped for writing (false while a re-map is pending).
+    /// Reports when the upload buffer is mapped for writing again (after the
+    /// chunk that used it); `None` when it is mapped already (a new slot).
     upload_ready: Option<mpsc::Receiver<Result<(), wgpu::BufferAsyncError>>>,
 }
 
@@ -642,13 +643,9 @@ impl GpuScorer {
                 .get_mapped_range(0..out_bytes as u64 + self.fixup_bytes())
                 .map_err(|e| GpuError::Device(format!("mapping the readback buffer: {e}")))?;
             for (k, column) in out.iter_mut().enumerate() {
-                let bytes = &view[k * rows * 4..(k + 1) * rows * 4];
-                for (o, b) in column[start..start + rows]
-                    .iter_mut()
-                    .zip(bytes.chunks_exact(4))
-                {
-                    *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                }
+                // One memcpy per output column out of the mapped buffer.
+                f32_bytes_mut(&mut column[start..start + rows])
+                    .copy_from_slice(&view[k * rows * 4..(k + 1) * rows * 4]);
             }
             if slot.fixups.is_some() {
                 let word = |i: usize| {
@@ -769,7 +766,7 @@ fn chunk_rows(
     workgroups_max: u32,
 ) -> usize {
     let per_row_in = 4 * n_features.max(1);
-    let by_input = (chunk_bytes.min(binding_max) - HEADER_BYTES) / per_row_in;
+    let by_input = chunk_bytes.min(binding_max).saturating_sub(HEADER_BYTES) / per_row_in;
     let by_output = binding_max / (4 * n_outputs.max(1));
     let by_dispatch = workgroups_max.min(program::DISPATCH_X) as usize
         * workgroups_max as usize
@@ -780,6 +777,14 @@ fn chunk_rows(
 fn f32_bytes(v: &[f32]) -> &[u8] {
     // SAFETY: f32 has no padding and any byte is a valid u8; the length is exact.
     unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
+}
+
+/// The bytes of an f32 slice, to be overwritten (with little-endian f32s,
+/// as the shaders write them; wgpu's targets are little-endian).
+fn f32_bytes_mut(v: &mut [f32]) -> &mut [u8] {
+    // SAFETY: f32 has no padding and every bit pattern is a valid f32, so
+    // any bytes written leave valid values; the length is exact.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
 }
 
 /// Out-of-memory and validation scopes around device calls that allocate.
