@@ -1,13 +1,14 @@
 """Flight DoExchange from pyarrow, and the per-request baseline a team
 would build: a small Python HTTP server calling XGBoost per request.
 
-    flight_peers.py ROWS.arrow MODEL.json FLIGHT_ADDRESS SECONDS SIZE...
+    flight_peers.py ROWS.arrow MODEL.json FLIGHT_ADDRESS SECONDS ROO_PID SIZE...
 
 For each batch size: the pyarrow client against roo (write a batch, read
 its reply), then the HTTP baseline (JSON rows in, JSON scores out, one
 keep-alive connection, requests one after another). Prints one JSON line
-per measurement: rows/s, round-trip p50/p99 in µs, and for the HTTP server
-its own CPU time per row.
+per measurement: rows/s, round-trip p50/p99/p999 in µs, the server's own
+CPU time per row (roo's process is ROO_PID), and for the HTTP server its
+peak RSS.
 """
 
 import http.client
@@ -55,8 +56,14 @@ def cpu_s(pid):
 
 
 def quantiles(lat_us):
-    a = np.asarray(lat_us)
-    return float(np.percentile(a, 50)), float(np.percentile(a, 99))
+    return [float(q) for q in np.percentile(np.asarray(lat_us), [50, 99, 99.9])]
+
+
+def peak_rss_mib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return None
 
 
 def timed(seconds, fn, min_reps=3):
@@ -68,7 +75,7 @@ def timed(seconds, fn, min_reps=3):
     return lat, time.perf_counter() - started
 
 
-def pyarrow_client(table, address, seconds, size):
+def pyarrow_client(table, address, seconds, size, roo_pid):
     client = flight.FlightClient(address)
     batch = table.slice(0, size).combine_chunks().to_batches()[0]
     writer, reader = client.do_exchange(flight.FlightDescriptor.for_path("score"))
@@ -82,12 +89,16 @@ def pyarrow_client(table, address, seconds, size):
 
     for _ in range(3):
         one()
+    cpu0 = cpu_s(roo_pid)
     lat, elapsed = timed(seconds, one)
+    cpu = cpu_s(roo_pid) - cpu0
     writer.done_writing()
     reader.read_all()
     writer.close()
-    p50, p99 = quantiles(lat)
-    return {"peer": "pyarrow → roo", "size": size, "rows_per_s": len(lat) * size / elapsed, "p50_us": p50, "p99_us": p99}
+    p50, p99, p999 = quantiles(lat)
+    n = len(lat) * size
+    return {"peer": "pyarrow → roo", "size": size, "rows_per_s": n / elapsed, "rows": n, "seconds": elapsed,
+            "p50_us": p50, "p99_us": p99, "p999_us": p999, "server_cpu_ns_per_row": cpu * 1e9 / n}
 
 
 def http_baseline(table, model, seconds, size):
@@ -112,20 +123,21 @@ def http_baseline(table, model, seconds, size):
         cpu0 = cpu_s(server.pid)
         lat, elapsed = timed(seconds, one)
         cpu = cpu_s(server.pid) - cpu0
-        p50, p99 = quantiles(lat)
+        p50, p99, p999 = quantiles(lat)
         n = len(lat) * size
-        return {"peer": "HTTP + XGBoost (Python)", "size": size, "rows_per_s": n / elapsed,
-                "p50_us": p50, "p99_us": p99, "server_cpu_ns_per_row": cpu * 1e9 / n}
+        return {"peer": "HTTP + XGBoost (Python)", "size": size, "rows_per_s": n / elapsed, "rows": n,
+                "seconds": elapsed, "p50_us": p50, "p99_us": p99, "p999_us": p999,
+                "server_cpu_ns_per_row": cpu * 1e9 / n, "server_peak_rss_mib": peak_rss_mib(server.pid)}
     finally:
         server.kill()
 
 
 def main():
-    rows_path, model, address, seconds = sys.argv[1:5]
-    sizes = [int(s) for s in sys.argv[5:]]
+    rows_path, model, address, seconds, roo_pid = sys.argv[1:6]
+    sizes = [int(s) for s in sys.argv[6:]]
     table = ipc.open_file(rows_path).read_all()
     for size in sizes:
-        print(json.dumps(pyarrow_client(table, address, float(seconds), size)), flush=True)
+        print(json.dumps(pyarrow_client(table, address, float(seconds), size, int(roo_pid))), flush=True)
     for size in sizes:
         print(json.dumps(http_baseline(table, model, float(seconds), size)), flush=True)
 

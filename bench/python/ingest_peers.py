@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """Ingest peers: pyarrow's CSV and JSON readers on one thread, same files as roo.
 
-    ingest_peers.py --csv FILE --ndjson FILE --repeats N   prints JSON {"csv_s": best, "ndjson_s": best, "rows": n}
+    ingest_peers.py --csv FILE --ndjson FILE --repeats N
+        prints JSON {"csv_s": best, "csv_cpu_s": its CPU, "ndjson_s": ..., "ndjson_cpu_s": ...,
+                     "rows": n, "peak_rss_mib": ...}
 """
 import argparse
 import json
+import resource
 import time
 
 import pyarrow as pa
@@ -12,14 +15,20 @@ import pyarrow.csv as pcsv
 import pyarrow.json as pjson
 
 
+def cpu_s():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def best(repeats, f):
-    times = []
+    """(wall, CPU) of the fastest of `repeats` runs, and its result."""
+    runs = []
     out = None
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), cpu_s()
         out = f()
-        times.append(time.perf_counter() - t)
-    return min(times), out
+        runs.append((time.perf_counter() - t, cpu_s() - c))
+    return min(runs), out
 
 
 def main():
@@ -42,7 +51,9 @@ def main():
         a.ndjson,
         read_options=pjson.ReadOptions(use_threads=False, block_size=1 << 20),
         parse_options=pjson.ParseOptions(explicit_schema=schema)))
-    print(json.dumps({"csv_s": csv_s, "ndjson_s": nd_s, "rows": table.num_rows, "ndjson_rows": nd.num_rows}))
+    print(json.dumps({"csv_s": csv_s[0], "csv_cpu_s": csv_s[1], "ndjson_s": nd_s[0], "ndjson_cpu_s": nd_s[1],
+                      "rows": table.num_rows, "ndjson_rows": nd.num_rows,
+                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
 if __name__ == "__main__":

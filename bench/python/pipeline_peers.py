@@ -41,6 +41,10 @@ def cpu_s():
     return r.ru_utime + r.ru_stime
 
 
+def peak_rss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def load(model):
     booster = xgb.Booster()
     booster.load_model(model)
@@ -63,7 +67,7 @@ def batch(args):
     table = table.append_column("score", pa.array(scores.astype(np.float32)))
     pq.write_table(table, args.output)
     wall, cpu = time.perf_counter() - wall0, cpu_s() - cpu0
-    print(json.dumps({"rows": table.num_rows, "wall_s": wall, "cpu_s": cpu,
+    print(json.dumps({"rows": table.num_rows, "wall_s": wall, "cpu_s": cpu, "peak_rss_mib": peak_rss_mib(),
                       "xgboost": xgb.__version__, "pyarrow": pa.__version__}))
 
 
@@ -155,7 +159,7 @@ def stream(args):
                 return s
         return latencies[-1][0] if latencies else 0.0
 
-    print(json.dumps({"rows": rows, "wall_s": wall, "cpu_s": cpu,
+    print(json.dumps({"rows": rows, "wall_s": wall, "cpu_s": cpu, "peak_rss_mib": peak_rss_mib(),
                       "p50_s": quantile(0.5), "p99_s": quantile(0.99), "p999_s": quantile(0.999)}))
 
 

@@ -22,14 +22,19 @@ use hdrhistogram::Histogram;
 use roo_scheduler::generator::CardGenerator;
 
 use crate::pipeline::Daemon;
+use crate::report::{Latency, Measurement, Section};
 
 const SIZES: [usize; 4] = [1, 64, 1024, 65536];
 
 struct Measured {
+    rows: f64,
+    seconds: f64,
     rows_per_s: f64,
     p50_us: f64,
     p99_us: f64,
+    p999_us: f64,
     cpu_ns_per_row: Option<f64>,
+    peak_rss_mib: Option<f64>,
 }
 
 /// Lock-step DoExchange of `batch` for `seconds`.
@@ -79,7 +84,8 @@ async fn exchange(
     Ok((batches * rows as u64, elapsed, histogram))
 }
 
-pub fn run(seconds: f64, python: &str, cache: &Path) -> Result<()> {
+pub fn run(seconds: f64, python: &str, cache: &Path) -> Result<Section> {
+    crate::report::step("flight: starting roo");
     let dir = cache.join("flight");
     std::fs::create_dir_all(&dir)?;
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fraud/model.json");
@@ -98,7 +104,7 @@ pub fn run(seconds: f64, python: &str, cache: &Path) -> Result<()> {
     std::fs::write(
         &config,
         format!(
-            "[flight]\nlisten = \"127.0.0.1:0\"\n\n[[pipeline]]\nname = \"score\"\nmodel = \"{}\"\n[pipeline.source]\nkind = \"flight\"\ncolumns = [\"txn_id:int64\", {}]\n",
+            "[flight]\nlisten = \"127.0.0.1:0\"\n\n[[pipeline]]\nname = \"score\"\nmodel = \"{}\"\ndevice = \"cpu\"\n[pipeline.source]\nkind = \"flight\"\ncolumns = [\"txn_id:int64\", {}]\n",
             model.display(),
             roo_scheduler::generator::CARD_FEATURES
                 .iter()
@@ -112,7 +118,7 @@ pub fn run(seconds: f64, python: &str, cache: &Path) -> Result<()> {
     let addr = line[line.find("grpc://").context("address")? + "grpc://".len()..]
         .trim()
         .to_string();
-    println!(
+    say!(
         "# Flight DoExchange, the bundled fraud model (XGBoost, 40 trees, depth 5), card rows\n\
          # roo serve as its own process ({} cores here); lock-step: one batch out, its reply back, {seconds} s per size\n",
         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -130,31 +136,42 @@ pub fn run(seconds: f64, python: &str, cache: &Path) -> Result<()> {
             .max_encoding_message_size(256 << 20);
         let mut client = FlightClient::new_from_inner(inner);
         for size in SIZES {
+            crate::report::step(&format!("flight: Rust client, batch {size}"));
             let batch = rows.slice(0, size);
             let cpu0 = daemon.cpu_s()?;
             let (n, elapsed, h) = exchange(&mut client, &batch, seconds).await?;
             let cpu = daemon.cpu_s()? - cpu0;
             rust.push(Measured {
+                rows: n as f64,
+                seconds: elapsed.as_secs_f64(),
                 rows_per_s: n as f64 / elapsed.as_secs_f64(),
                 p50_us: h.value_at_quantile(0.5) as f64,
                 p99_us: h.value_at_quantile(0.99) as f64,
+                p999_us: h.value_at_quantile(0.999) as f64,
                 cpu_ns_per_row: Some(cpu * 1e9 / n as f64),
+                peak_rss_mib: None,
             });
         }
         anyhow::Ok(())
     })?;
+    crate::report::step("flight: pyarrow client and the HTTP + XGBoost baseline");
     let sizes: Vec<String> = SIZES.iter().map(|s| s.to_string()).collect();
     let mut args = vec![
         rows_path.to_str().context("path")?.to_string(),
         model.to_str().context("path")?.to_string(),
         format!("grpc://{addr}"),
         seconds.to_string(),
+        daemon.pid().to_string(),
     ];
     args.extend(sizes);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let peers = crate::run_script(python, "flight_peers.py", &args);
+    let roo_rss = daemon.peak_rss_mib().ok();
     daemon.stop()?;
     let peers = peers?;
+    for m in &mut rust {
+        m.peak_rss_mib = roo_rss;
+    }
     let mut table: Vec<(String, usize, Measured)> = SIZES
         .iter()
         .zip(rust)
@@ -163,21 +180,28 @@ pub fn run(seconds: f64, python: &str, cache: &Path) -> Result<()> {
     for line in peers.lines().filter(|l| l.starts_with('{')) {
         let v: serde_json::Value = serde_json::from_str(line)?;
         let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+        let peer = v["peer"].as_str().unwrap_or("?").to_string();
         table.push((
-            v["peer"].as_str().unwrap_or("?").to_string(),
+            peer.clone(),
             v["size"].as_u64().unwrap_or(0) as usize,
             Measured {
+                rows: f("rows"),
+                seconds: f("seconds"),
                 rows_per_s: f("rows_per_s"),
                 p50_us: f("p50_us"),
                 p99_us: f("p99_us"),
+                p999_us: f("p999_us"),
                 cpu_ns_per_row: v["server_cpu_ns_per_row"].as_f64(),
+                peak_rss_mib: if peer.contains("roo") {
+                    roo_rss
+                } else {
+                    v["server_peak_rss_mib"].as_f64()
+                },
             },
         ));
     }
-    println!(
-        "| client → server | batch rows | rows/s | round trip p50 | p99 | server CPU-ns/row |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|");
+    say!("| client → server | batch rows | rows/s | round trip p50 | p99 | p999 | server CPU-ns/row |");
+    say!("|---|---:|---:|---:|---:|---:|---:|");
     let ms = |us: f64| {
         if us >= 1000.0 {
             format!("{:.2} ms", us / 1000.0)
@@ -186,16 +210,17 @@ pub fn run(seconds: f64, python: &str, cache: &Path) -> Result<()> {
         }
     };
     for (peer, size, m) in &table {
-        println!(
-            "| {peer} | {size} | {:.0} | {} | {} | {} |",
+        say!(
+            "| {peer} | {size} | {:.0} | {} | {} | {} | {} |",
             m.rows_per_s,
             ms(m.p50_us),
             ms(m.p99_us),
+            ms(m.p999_us),
             m.cpu_ns_per_row
                 .map_or("—".to_string(), |c| format!("{c:.0}"))
         );
     }
-    println!();
+    say!("");
     for size in SIZES {
         let find = |p: &str| {
             table
@@ -208,12 +233,53 @@ pub fn run(seconds: f64, python: &str, cache: &Path) -> Result<()> {
                 (Some(a), Some(b)) => format!(", server CPU per row {:.1}x less", b / a),
                 _ => String::new(),
             };
-            println!(
+            say!(
                 "batch {size:>5}: roo/HTTP baseline throughput {:.1}x, p50 round trip {:.1}x shorter{cpu}",
                 r.rows_per_s / h.rows_per_s,
                 h.p50_us / r.p50_us
             );
         }
     }
-    Ok(())
+    let mut section = Section::new(
+        "flight",
+        "Arrow Flight DoExchange: roo serving clients, beside a Python HTTP server calling XGBoost",
+    );
+    section.note(format!(
+        "The bundled fraud model; `roo serve` as its own process with one Flight pipeline; each client keeps one \
+         stream and goes lock-step (a batch out, its reply back), {seconds} s per batch size; client, server and \
+         baseline on the same machine over loopback."
+    ));
+    section.note(
+        "Latency: the client's round trip for one batch. CPU: the serving process's own (roo's, or the Python HTTP \
+         server's) over the rows it scored. Peak RSS: the serving process's.",
+    );
+    for (peer, size, m) in &table {
+        let name = |p: &str| format!("{p}, batch {size}");
+        let latency = Latency {
+            p50_ms: m.p50_us / 1e3,
+            p99_ms: m.p99_us / 1e3,
+            p999_ms: m.p999_us / 1e3,
+        };
+        let cpu = m.cpu_ns_per_row.map(|ns| ns * m.rows / 1e9);
+        let measurement = if peer.contains("roo") {
+            let client = if peer.starts_with("Rust") {
+                "Rust arrow-flight client"
+            } else {
+                "pyarrow client"
+            };
+            Measurement::roo(name(&format!("roo, {client}")), m.rows, m.seconds, cpu)
+        } else {
+            Measurement::peer(
+                name(peer),
+                "Python http.server + XGBoost",
+                m.rows,
+                m.seconds,
+                cpu,
+            )
+            .against(&name("roo, Rust arrow-flight client"))
+        };
+        section.push(measurement.latency(latency).rss(m.peak_rss_mib));
+    }
+    section.detail = crate::report::take_lines();
+    Ok(section)
 }

@@ -11,18 +11,49 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use hdrhistogram::Histogram;
 use roo_bench::load_rows;
 use roo_kernels::cpu::CpuScorer;
 use roo_kernels::gpu::{GpuContext, GpuScorer};
 use roo_kernels::{load_model, Model};
 
-use crate::{run_python, CASES};
+use crate::kernels::{cases, model_dir, prepare};
+use crate::report::{process_cpu_s, process_peak_rss_mib, Latency, Measurement, Section};
+
+/// One device's timings of one batch size: the best call, the CPU time of
+/// the process over it, and every call's duration (µs).
+struct Timed {
+    best_s: f64,
+    cpu_s: f64,
+    calls: Histogram<u64>,
+}
+
+impl Timed {
+    fn new() -> Self {
+        Self {
+            best_s: f64::INFINITY,
+            cpu_s: f64::INFINITY,
+            calls: Histogram::new_with_bounds(1, 600_000_000, 3).expect("bounds"),
+        }
+    }
+
+    fn time(&mut self, f: impl FnOnce() -> Result<()>) -> Result<()> {
+        let (t, c) = (Instant::now(), process_cpu_s());
+        f()?;
+        let (wall, cpu) = (t.elapsed().as_secs_f64(), process_cpu_s() - c);
+        self.calls.record(((wall * 1e6) as u64).max(1))?;
+        if wall < self.best_s {
+            (self.best_s, self.cpu_s) = (wall, cpu);
+        }
+        Ok(())
+    }
+}
 
 struct Row {
     rows: usize,
-    gpu_s: f64,
-    one_s: f64,
-    all_s: f64,
+    gpu: Timed,
+    one: Timed,
+    all: Timed,
 }
 
 pub fn run(
@@ -31,31 +62,44 @@ pub fn run(
     only: Option<&str>,
     python: &str,
     cache: &Path,
-) -> Result<()> {
+    quick: bool,
+) -> Result<Section> {
+    let mut section = Section::new(
+        "gpu",
+        "CPU/GPU crossover: the GPU scorer (wgpu) beside the CPU scorer, per model and batch size",
+    );
+    crate::report::step("gpu: opening the adapter");
+    let ctx = match GpuContext::shared() {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            section.skipped = Some(format!("no GPU adapter: {e}"));
+            return Ok(section);
+        }
+    };
+    crate::report::reset_peak_rss();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let largest = *sizes.iter().max().context("no batch sizes")?;
-    let cache_str = cache.to_str().context("cache path is not UTF-8")?;
-    run_python(
-        python,
-        &[
-            "prepare",
-            "--dir",
-            cache_str,
-            "--rows",
-            &largest.to_string(),
-        ],
-    )?;
-    let columns = load_rows(cache, 30)?;
-    let ctx = GpuContext::shared().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let dir = model_dir(cache, quick);
+    prepare(python, &dir, largest, quick)?;
+    let columns = load_rows(&dir, 30)?;
     let one = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
     let all = rayon::ThreadPoolBuilder::new().num_threads(cores).build()?;
-    println!(
+    section.note(format!(
+        "Adapter: {}. A GPU batch is one call, end to end: upload, compute, readback into the caller's columns.",
+        ctx.adapter()
+    ));
+    section.note(format!(
+        "Rows per batch: {}; the table holds the largest, the detail every size. Latency: one batch's call (over {repeats} calls: p999 is the slowest). \
+         CPU: this process's over the best call (a software adapter's threads included). Best of {repeats} calls, GPU, one core and all cores alternating.",
+        sizes.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
+    ));
+    say!(
         "roo-bench gpu: adapter {}; CPU {} ({cores} cores); best of {repeats} rounds; \
          a GPU batch is one call: upload, compute, readback",
         ctx.adapter(),
         roo_kernels::cpu::Isa::detect().name()
     );
-    println!(
+    say!(
         "{:<12} {:>9} | {:>12} {:>12} | {:>12} {:>12} | {:>7} {:>7}",
         "model",
         "batch",
@@ -66,11 +110,12 @@ pub fn run(
         "GPU/1c",
         "GPU/all"
     );
-    for case in CASES
+    for case in cases(quick)
         .iter()
         .filter(|c| only.is_none_or(|o| c.name.contains(o)))
     {
-        let model = load_model(cache.join(case.file))?;
+        crate::report::step(&format!("gpu: {}", case.name));
+        let model = load_model(dir.join(case.file))?;
         let gpu = GpuScorer::new(&model, ctx.clone())
             .map_err(|e| anyhow::anyhow!("{}: {e}", case.name))?;
         let cpu = CpuScorer::new(&model);
@@ -78,27 +123,57 @@ pub fn run(
         for &n in sizes {
             let features: Vec<&[f32]> = columns.iter().map(|c| &c[..n]).collect();
             let r = time_batch(&model, &gpu, &cpu, &features, repeats, &one, &all)?;
-            println!(
+            say!(
                 "{:<12} {:>9} | {:>12} {:>12} | {:>12} {:>12} | {:>7.2} {:>7.2}",
                 case.name,
                 n,
-                rate(n, r.gpu_s),
-                duration(r.gpu_s),
-                rate(n, r.one_s),
-                rate(n, r.all_s),
-                r.one_s / r.gpu_s,
-                r.all_s / r.gpu_s
+                rate(n, r.gpu.best_s),
+                duration(r.gpu.best_s),
+                rate(n, r.one.best_s),
+                rate(n, r.all.best_s),
+                r.one.best_s / r.gpu.best_s,
+                r.all.best_s / r.gpu.best_s
             );
             rows.push(r);
         }
-        println!(
-            "{:<12} GPU overtakes 1 core: {}; all {cores} cores: {}",
-            case.name,
-            crossover(&rows, |r| r.one_s),
-            crossover(&rows, |r| r.all_s)
+        let (one_x, all_x) = (
+            crossover(&rows, |r| r.one.best_s),
+            crossover(&rows, |r| r.all.best_s),
         );
+        say!(
+            "{:<12} GPU overtakes 1 core: {one_x}; all {cores} cores: {all_x}",
+            case.name,
+        );
+        section.note(format!(
+            "{}: the GPU overtakes 1 core {one_x}; all {cores} cores {all_x}.",
+            case.name
+        ));
+        let last = rows.last().context("no sizes")?;
+        let rss = Some(process_peak_rss_mib());
+        let cpu_name = format!("roo {} on 1 core, {} rows", case.name, last.rows);
+        for (device, t) in [
+            ("the GPU", &last.gpu),
+            ("1 core", &last.one),
+            (&format!("{cores} cores") as &str, &last.all),
+        ] {
+            let m = Measurement::roo(
+                format!("roo {} on {device}, {} rows", case.name, last.rows),
+                last.rows as f64,
+                t.best_s,
+                Some(t.cpu_s),
+            )
+            .latency(Latency::from_us(&t.calls))
+            .rss(rss);
+            // The GPU row's ratio reads against one CPU core.
+            section.push(if device == "the GPU" {
+                m.against(&cpu_name)
+            } else {
+                m
+            });
+        }
     }
-    Ok(())
+    section.detail = crate::report::take_lines();
+    Ok(section)
 }
 
 fn time_batch(
@@ -119,21 +194,24 @@ fn time_batch(
     cpu.score(features, &mut slices);
     let mut row = Row {
         rows: n,
-        gpu_s: f64::INFINITY,
-        one_s: f64::INFINITY,
-        all_s: f64::INFINITY,
+        gpu: Timed::new(),
+        one: Timed::new(),
+        all: Timed::new(),
     };
     for _ in 0..repeats {
-        let t = Instant::now();
-        gpu.score(features, &mut slices)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        row.gpu_s = row.gpu_s.min(t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        one.install(|| cpu.score(features, &mut slices));
-        row.one_s = row.one_s.min(t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        all.install(|| cpu.score_parallel(features, &mut slices, 4096));
-        row.all_s = row.all_s.min(t.elapsed().as_secs_f64());
+        row.gpu.time(|| {
+            gpu.score(features, &mut slices)
+                .map(|_| ())
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        })?;
+        row.one.time(|| {
+            one.install(|| cpu.score(features, &mut slices));
+            Ok(())
+        })?;
+        row.all.time(|| {
+            all.install(|| cpu.score_parallel(features, &mut slices, 4096));
+            Ok(())
+        })?;
     }
     Ok(row)
 }
@@ -143,10 +221,11 @@ fn time_batch(
 /// cost per row, from the smallest and largest batches; CPU: per row, from
 /// the largest).
 fn crossover(rows: &[Row], cpu: impl Fn(&Row) -> f64) -> String {
-    let first_win = rows.iter().find(|r| r.gpu_s < cpu(r)).map(|r| r.rows);
+    let first_win = rows.iter().find(|r| r.gpu.best_s < cpu(r)).map(|r| r.rows);
     let (small, large) = (&rows[0], &rows[rows.len() - 1]);
-    let gpu_per_row = (large.gpu_s - small.gpu_s) / (large.rows - small.rows).max(1) as f64;
-    let gpu_fixed = (small.gpu_s - gpu_per_row * small.rows as f64).max(0.0);
+    let gpu_per_row =
+        (large.gpu.best_s - small.gpu.best_s) / (large.rows - small.rows).max(1) as f64;
+    let gpu_fixed = (small.gpu.best_s - gpu_per_row * small.rows as f64).max(0.0);
     let cpu_per_row = cpu(large) / large.rows as f64;
     let fitted = if cpu_per_row > gpu_per_row {
         format!(

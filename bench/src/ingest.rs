@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::report::{process_cpu_s, process_peak_rss_mib, Measurement, Section};
 use anyhow::{Context, Result};
 use arrow_array::{Array, Float32Array, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
@@ -96,16 +97,33 @@ fn generate(dir: &Path, rows: u64) -> Result<(PathBuf, PathBuf, PathBuf)> {
     Ok((csv, ndjson, ipc))
 }
 
-fn best<T>(repeats: usize, mut f: impl FnMut() -> Result<T>) -> Result<(f64, T)> {
-    let mut best_s = f64::INFINITY;
+/// The fastest of `repeats` runs on this thread: its wall time, the
+/// process's CPU time over it, and its result.
+fn best<T>(repeats: usize, mut f: impl FnMut() -> Result<T>) -> Result<(Best, T)> {
+    let mut best = Best {
+        wall_s: f64::INFINITY,
+        cpu_s: f64::INFINITY,
+    };
     let mut out = None;
     for _ in 0..repeats.max(1) {
-        let t = Instant::now();
+        let (t, c) = (Instant::now(), process_cpu_s());
         let r = f()?;
-        best_s = best_s.min(t.elapsed().as_secs_f64());
+        let wall_s = t.elapsed().as_secs_f64();
+        if wall_s < best.wall_s {
+            best = Best {
+                wall_s,
+                cpu_s: process_cpu_s() - c,
+            };
+        }
         out = Some(r);
     }
-    Ok((best_s, out.expect("ran once")))
+    Ok((best, out.expect("ran once")))
+}
+
+#[derive(Clone, Copy)]
+struct Best {
+    wall_s: f64,
+    cpu_s: f64,
 }
 
 /// Reads and parses `path` on this thread: the one-core ingest path.
@@ -214,22 +232,19 @@ fn tcp(path: &Path, connections: usize, mode: IoUringMode) -> Result<TcpRun> {
         ..BatchLimits::default()
     };
     let rows = Arc::new(AtomicU64::new(0));
-    let cpu_first = Arc::new(AtomicU64::new(0));
-    let cpu_last = Arc::new(AtomicU64::new(0));
-    let (r, f, l) = (rows.clone(), cpu_first.clone(), cpu_last.clone());
+    let r = rows.clone();
     let sink = move |b: IngestBatch| {
-        let now = thread_cpu_ns();
-        let _ = f.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
-        l.store(now, Ordering::Relaxed);
         r.fetch_add(b.batch.num_rows() as u64, Ordering::Relaxed);
         true
     };
     let source = TcpSource::start(config, Box::new(sink))?;
     let addr = source.local_addr();
     let started = Instant::now();
+    let cpu0 = process_cpu_s();
     let client = {
         let data = data.clone();
-        std::thread::spawn(move || -> std::io::Result<()> {
+        // Returns its own CPU time, which is not the ingest's.
+        std::thread::spawn(move || -> std::io::Result<f64> {
             let mut streams: Vec<std::net::TcpStream> = (0..connections)
                 .map(|_| std::net::TcpStream::connect(addr))
                 .collect::<Result<_, _>>()?;
@@ -264,12 +279,12 @@ fn tcp(path: &Path, connections: usize, mode: IoUringMode) -> Result<TcpRun> {
                     }
                 }
                 if !progress {
-                    return Ok(());
+                    return Ok(thread_cpu_ns() as f64 / 1e9);
                 }
             }
         })
     };
-    client.join().expect("client")?;
+    let client_cpu_s = client.join().expect("client")?;
     while (rows.load(Ordering::Relaxed) as usize) < expected {
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(120),
@@ -278,20 +293,24 @@ fn tcp(path: &Path, connections: usize, mode: IoUringMode) -> Result<TcpRun> {
         std::thread::sleep(Duration::from_micros(200));
     }
     let wall_s = started.elapsed().as_secs_f64();
+    // The process's CPU less the sender's: the ingest thread's, plus this
+    // thread's polling (a wake-up every 200 µs).
+    let cpu_s = process_cpu_s() - cpu0 - client_cpu_s;
     let report = source.stop()?;
     Ok(TcpRun {
         wall_s,
-        cpu_s: (cpu_last.load(Ordering::Relaxed) - cpu_first.load(Ordering::Relaxed)) as f64 / 1e9,
+        cpu_s,
         rows: rows.load(Ordering::Relaxed) as usize,
         bytes: report.bytes,
     })
 }
 
-pub fn run(rows: u64, repeats: usize, python: &str, cache: &Path) -> Result<()> {
+pub fn run(rows: u64, repeats: usize, python: &str, cache: &Path) -> Result<Section> {
+    crate::report::step("ingest: generating the files");
     let (csv, ndjson, ipc_path) = generate(cache, rows)?;
     let mb = |p: &Path| -> Result<f64> { Ok(std::fs::metadata(p)?.len() as f64 / 1e6) };
     let (csv_mb, nd_mb, ipc_mb) = (mb(&csv)?, mb(&ndjson)?, mb(&ipc_path)?);
-    println!(
+    say!(
         "ingest: {rows} rows of id + {FEATURES} float columns; CSV {csv_mb:.0} MB, NDJSON {nd_mb:.0} MB, \
          Arrow IPC {ipc_mb:.0} MB; from page cache; one thread each; best of {repeats}"
     );
@@ -299,6 +318,7 @@ pub fn run(rows: u64, repeats: usize, python: &str, cache: &Path) -> Result<()> 
     for p in [&csv, &ndjson, &ipc_path] {
         plain_read(p, IoUringMode::Off)?;
     }
+    crate::report::step("ingest: pyarrow's readers");
     let peers = crate::run_script(
         python,
         "ingest_peers.py",
@@ -312,26 +332,43 @@ pub fn run(rows: u64, repeats: usize, python: &str, cache: &Path) -> Result<()> 
         ],
     )?;
     let peers: serde_json::Value = serde_json::from_str(peers.trim())?;
-    let py_csv_s = peers["csv_s"].as_f64().context("csv_s")?;
-    let py_nd_s = peers["ndjson_s"].as_f64().context("ndjson_s")?;
+    let f = |k: &str| {
+        peers[k]
+            .as_f64()
+            .with_context(|| format!("ingest_peers.py: no {k}"))
+    };
+    let py_csv = Best {
+        wall_s: f("csv_s")?,
+        cpu_s: f("csv_cpu_s")?,
+    };
+    let py_nd = Best {
+        wall_s: f("ndjson_s")?,
+        cpu_s: f("ndjson_cpu_s")?,
+    };
+    let py_rss = f("peak_rss_mib")?;
 
-    let (read_plain_s, _) = best(repeats, || plain_read(&csv, IoUringMode::Off))?;
-    let (read_uring_s, _) = best(repeats, || plain_read(&csv, IoUringMode::Auto))?;
+    crate::report::step("ingest: roo's readers and parsers");
+    crate::report::reset_peak_rss();
+    let (read_plain, _) = best(repeats, || plain_read(&csv, IoUringMode::Off))?;
+    let (read_uring, _) = best(repeats, || plain_read(&csv, IoUringMode::Auto))?;
     let csv_fmt = StreamFormat::Csv {
         header: CsvHeader::Skip,
         delimiter: b',',
     };
-    let (roo_csv_s, n) = best(repeats, || roo_parse(&csv, &csv_fmt, IoUringMode::Auto))?;
+    let (roo_csv, n) = best(repeats, || roo_parse(&csv, &csv_fmt, IoUringMode::Auto))?;
     anyhow::ensure!(n as u64 == rows, "roo CSV read {n} rows");
-    let (roo_csv_plain_s, _) = best(repeats, || roo_parse(&csv, &csv_fmt, IoUringMode::Off))?;
-    let (arrow_csv_s, n) = best(repeats, || arrow_csv(&csv))?;
+    let (roo_csv_plain, _) = best(repeats, || roo_parse(&csv, &csv_fmt, IoUringMode::Off))?;
+    let (arrow_csv_run, n) = best(repeats, || arrow_csv(&csv))?;
     anyhow::ensure!(n as u64 == rows, "arrow-csv read {n} rows");
-    let (roo_nd_s, n) = best(repeats, || {
+    let (roo_nd, n) = best(repeats, || {
         roo_parse(&ndjson, &StreamFormat::Ndjson, IoUringMode::Auto)
     })?;
     anyhow::ensure!(n as u64 == rows, "roo NDJSON read {n} rows");
-    let (ipc_open_s, _) = best(repeats, || ipc(&ipc_path, false))?;
-    let (ipc_touch_s, _) = best(repeats, || ipc(&ipc_path, true))?;
+    let (ipc_open, _) = best(repeats, || ipc(&ipc_path, false))?;
+    let (ipc_touch, _) = best(repeats, || ipc(&ipc_path, true))?;
+    let file_rss = process_peak_rss_mib();
+    crate::report::step("ingest: TCP over loopback");
+    crate::report::reset_peak_rss();
     let mut tcp_runs = Vec::new();
     for connections in [1, 4] {
         let mut best_run: Option<TcpRun> = None;
@@ -344,15 +381,105 @@ pub fn run(rows: u64, repeats: usize, python: &str, cache: &Path) -> Result<()> 
         }
         tcp_runs.push((connections, best_run.expect("ran")));
     }
+    let tcp_rss = process_peak_rss_mib();
+
+    let mut section = Section::new(
+        "ingest",
+        "Ingest: roo's sources and parsers on one core beside arrow-csv and pyarrow",
+    );
+    section.note(format!(
+        "{rows} rows of id + {FEATURES} float columns (CSV {csv_mb:.0} MB, NDJSON {nd_mb:.0} MB, Arrow IPC {ipc_mb:.0} MB), \
+         from page cache, one thread each, best of {repeats}. An event is a row parsed into an Arrow batch."
+    ));
+    section.note(
+        "No latency here: a file is read whole (latency is measured where events arrive over time: the stream, \
+         Flight and kernel scenarios). CPU: the process's over the run (the TCP rows: less the sending thread's). \
+         Peak RSS: the bench process while the file readers ran, and while the TCP runs ran.",
+    );
+    let events = rows as f64;
+    let roo_row = |name: &str, b: Best, rss: f64| {
+        Measurement::roo(name, events, b.wall_s, Some(b.cpu_s)).rss(Some(rss))
+    };
+    let csv_name = "roo CSV file, io_uring";
+    let nd_name = "roo NDJSON file, io_uring";
+    section.push(roo_row(csv_name, roo_csv, file_rss));
+    section.push(roo_row(
+        "roo CSV file, plain reads",
+        roo_csv_plain,
+        file_rss,
+    ));
+    section.push(
+        Measurement::peer(
+            "arrow-csv 60, Float32 schema",
+            "arrow-csv (Rust)",
+            events,
+            arrow_csv_run.wall_s,
+            Some(arrow_csv_run.cpu_s),
+        )
+        .rss(Some(file_rss))
+        .against(csv_name),
+    );
+    section.push(
+        Measurement::peer(
+            "pyarrow.csv, one thread",
+            "pyarrow (C++)",
+            events,
+            py_csv.wall_s,
+            Some(py_csv.cpu_s),
+        )
+        .rss(Some(py_rss))
+        .against(csv_name),
+    );
+    section.push(roo_row(nd_name, roo_nd, file_rss));
+    section.push(
+        Measurement::peer(
+            "pyarrow.json, one thread",
+            "pyarrow (C++)",
+            events,
+            py_nd.wall_s,
+            Some(py_nd.cpu_s),
+        )
+        .rss(Some(py_rss))
+        .against(nd_name),
+    );
+    section.push(roo_row(
+        "roo Arrow IPC file, zero-copy batches",
+        ipc_open,
+        file_rss,
+    ));
+    section.push(roo_row(
+        "roo Arrow IPC file + every value read",
+        ipc_touch,
+        file_rss,
+    ));
+    for (connections, r) in &tcp_runs {
+        section.push(
+            Measurement::roo(
+                format!("roo TCP CSV, {connections} connection(s), loopback"),
+                r.rows as f64,
+                r.wall_s,
+                Some(r.cpu_s),
+            )
+            .rss(Some(tcp_rss)),
+        );
+    }
 
     let line = |name: &str, mb: f64, s: f64, note: &str| {
-        println!(
+        say!(
             "  {name:<38} {:>8.0} MB/s {:>7.2} M rows/s   {note}",
             mb / s,
             rows as f64 / s / 1e6
         );
     };
-    println!("  {:<38} {:>13} {:>15}", "path", "throughput", "rows");
+    let (read_plain_s, read_uring_s, roo_csv_s) =
+        (read_plain.wall_s, read_uring.wall_s, roo_csv.wall_s);
+    let (arrow_csv_s, py_csv_s, py_nd_s, roo_nd_s) = (
+        arrow_csv_run.wall_s,
+        py_csv.wall_s,
+        py_nd.wall_s,
+        roo_nd.wall_s,
+    );
+    say!("  {:<38} {:>13} {:>15}", "path", "throughput", "rows");
     line(
         "plain sequential read (CSV file)",
         csv_mb,
@@ -379,7 +506,7 @@ pub fn run(rows: u64, repeats: usize, python: &str, cache: &Path) -> Result<()> 
     line(
         "roo CSV, plain reads (fallback)",
         csv_mb,
-        roo_csv_plain_s,
+        roo_csv_plain.wall_s,
         "",
     );
     line("arrow-csv 60 (Float32 schema)", csv_mb, arrow_csv_s, "");
@@ -394,17 +521,17 @@ pub fn run(rows: u64, repeats: usize, python: &str, cache: &Path) -> Result<()> 
     line(
         "roo Arrow IPC file, zero-copy batches",
         ipc_mb,
-        ipc_open_s,
+        ipc_open.wall_s,
         "mapped; no value read",
     );
     line(
         "roo Arrow IPC file + read every value",
         ipc_mb,
-        ipc_touch_s,
+        ipc_touch.wall_s,
         "every byte read once",
     );
     for (connections, r) in &tcp_runs {
-        println!(
+        say!(
             "  {:<38} {:>8.0} MB/s {:>7.2} M rows/s   {:.0} MB/s per core of the ingest thread ({:.2} s CPU)",
             format!("roo TCP CSV, {connections} conn, loopback"),
             r.bytes as f64 / 1e6 / r.wall_s,
@@ -413,5 +540,6 @@ pub fn run(rows: u64, repeats: usize, python: &str, cache: &Path) -> Result<()> 
             r.cpu_s
         );
     }
-    Ok(())
+    section.detail = crate::report::take_lines();
+    Ok(section)
 }

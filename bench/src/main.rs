@@ -1,25 +1,28 @@
-//! `roo-bench`: measures roo beside the libraries a team would otherwise use.
+//! `roo-bench`: measures roo beside what a team would otherwise use.
 //!
-//! `roo-bench kernels` trains (once, cached) the benchmark models with the
-//! real libraries, times the libraries' own predict on one thread through
-//! `bench/python/peers.py`, then times roo's CPU scorers on the same model
-//! files and rows, on one core and on every core, and prints the ratios.
-//! Every figure in one table comes from the same run.
+//! `roo-bench all` runs every scenario — kernels, ingest, file → score →
+//! file, a TCP stream at a series of offered loads, Flight DoExchange and
+//! the CPU/GPU crossover — with the peers on the same events and model
+//! files in the same run, and writes a Markdown report, JSON and SVG plots
+//! (`--quick`: small inputs, short phases, under two minutes). Each
+//! scenario also runs alone (`roo-bench kernels`, …) and prints its tables.
 
+#[macro_use]
+mod report;
 mod flight;
 mod gpu;
 mod ingest;
+mod kernels;
 mod pipeline;
+mod plot;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
-use roo_bench::load_rows;
-use roo_kernels::cpu::CpuScorer;
-use roo_kernels::{load_model, Model, ModelBody};
+use clap::{Args, Parser, Subcommand};
+
+use crate::report::{Report, Section, DEFAULT_PRICE};
 
 #[derive(Parser)]
 #[command(name = "roo-bench", about = "roo's throughput benchmark suite")]
@@ -28,9 +31,54 @@ struct Cli {
     command: Bench,
 }
 
+/// What every scenario needs.
+#[derive(Args, Clone)]
+struct Common {
+    /// Python with the peers' libraries: pip install -r bench/python/requirements.txt
+    /// -r appliance/tests/python/requirements.txt
+    #[arg(long, default_value = "python3")]
+    python: String,
+    /// Where generated data and trained models are cached.
+    #[arg(long, default_value = "bench/.cache")]
+    cache: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum Bench {
-    /// CPU scoring kernels vs XGBoost, LightGBM and numpy on one core.
+    /// Every scenario, with the peers, into a Markdown report, JSON and SVG
+    /// plots (build roo first: cargo build --release -p roo-appliance -p roo-bench).
+    All {
+        /// Small inputs and short phases (under two minutes): a smoke check
+        /// of the whole suite, not figures to quote.
+        #[arg(long)]
+        quick: bool,
+        /// Where report.md, report.json and the plots go.
+        #[arg(long, default_value = "bench/report")]
+        out: PathBuf,
+        /// The price of one core for an hour, for the cost per billion
+        /// events (default: AWS c7i.large on demand, us-east-1, $0.08925 an
+        /// hour for 2 vCPUs, list price as of 2024).
+        #[arg(long, default_value_t = DEFAULT_PRICE)]
+        dollars_per_core_hour: f64,
+        /// Only these scenarios (comma-separated): kernels, ingest, pipeline, flight, gpu.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Writes the report again from a report.json (`roo-bench all`'s): the
+    /// Markdown and the plots, priced again if --dollars-per-core-hour is given.
+    Render {
+        /// The report.json to read.
+        json: PathBuf,
+        /// Where report.md, report.json and the plots go.
+        #[arg(long, default_value = "bench/report")]
+        out: PathBuf,
+        /// Price the figures at this $/core-hour instead of the run's.
+        #[arg(long)]
+        dollars_per_core_hour: Option<f64>,
+    },
+    /// CPU scoring kernels vs XGBoost, LightGBM, numpy and ONNX Runtime on one core.
     Kernels {
         /// Evaluation rows.
         #[arg(long, default_value_t = 100_000)]
@@ -38,39 +86,36 @@ enum Bench {
         /// Timed runs per measurement; the best is reported.
         #[arg(long, default_value_t = 3)]
         repeats: usize,
-        /// Python with xgboost, lightgbm, scikit-learn (bench/python/requirements.txt).
-        #[arg(long, default_value = "python3")]
-        python: String,
-        /// Where trained models and rows are cached.
-        #[arg(long, default_value = "bench/.cache")]
-        cache: PathBuf,
         /// Rounds of {peers, roo}; each figure is the best over all rounds, so
         /// both sides get the same chances at a quiet moment on a shared machine.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        #[command(flatten)]
+        common: Common,
     },
     /// The daemon end to end: file -> score -> file, TCP -> score -> file at
-    /// peak and at 50% and 80% of it (build roo first: cargo build --release -p roo-appliance).
+    /// peak and at offered loads below it (build roo first: cargo build --release -p roo-appliance).
     Pipeline {
         #[arg(long, default_value_t = 500_000)]
         rows: usize,
         /// Seconds per TCP phase.
         #[arg(long, default_value_t = 6.0)]
         seconds: f64,
-        /// The file sink's format: parquet, arrow or csv.
-        #[arg(long, default_value = "parquet")]
-        sink: String,
-        #[arg(long, default_value = "bench/.cache")]
-        cache: PathBuf,
-        /// Python with pyarrow and xgboost (bench/python/requirements.txt):
-        /// runs the Python batch and stream pipelines on the same events.
+        /// Offered loads, as shares of the flat-out rate (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "0.25,0.5,0.8,0.95")]
+        loads: Vec<f64>,
+        /// The file sink's format (parquet, arrow or csv) for every phase;
+        /// by default parquet for the file pipeline and arrow for TCP, the
+        /// formats the Python batch job and streams write.
         #[arg(long)]
-        python: Option<String>,
-        /// The price of one core for an hour, for the cost per billion
-        /// events. The default is AWS c7i.large on demand in us-east-1,
-        /// $0.08925 an hour for 2 vCPUs (list price as of 2024).
-        #[arg(long, default_value_t = 0.0446)]
+        sink: Option<String>,
+        /// Skip the Python batch and stream pipelines.
+        #[arg(long)]
+        no_peers: bool,
+        #[arg(long, default_value_t = DEFAULT_PRICE)]
         dollars_per_core_hour: f64,
+        #[command(flatten)]
+        common: Common,
     },
     /// Flight DoExchange at batch sizes 1 … 65536 from Rust and pyarrow,
     /// beside a Python HTTP server calling XGBoost per request (build roo
@@ -79,11 +124,8 @@ enum Bench {
         /// Seconds per client and batch size.
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
-        /// Python with pyarrow and xgboost (bench/python/requirements.txt).
-        #[arg(long, default_value = "python3")]
-        python: String,
-        #[arg(long, default_value = "bench/.cache")]
-        cache: PathBuf,
+        #[command(flatten)]
+        common: Common,
     },
     /// The GPU scorer (wgpu) vs the CPU scorer on one core and all cores,
     /// per model and batch size, and where the GPU overtakes each.
@@ -100,11 +142,8 @@ enum Bench {
         /// Only the models whose name contains this.
         #[arg(long)]
         only: Option<String>,
-        /// Python with xgboost, lightgbm, scikit-learn (bench/python/requirements.txt).
-        #[arg(long, default_value = "python3")]
-        python: String,
-        #[arg(long, default_value = "bench/.cache")]
-        cache: PathBuf,
+        #[command(flatten)]
+        common: Common,
     },
     /// Sources and parsers on one core vs a plain read, arrow-csv and pyarrow.
     Ingest {
@@ -113,57 +152,238 @@ enum Bench {
         rows: u64,
         #[arg(long, default_value_t = 3)]
         repeats: usize,
-        /// Python with pyarrow (bench/python/requirements.txt).
-        #[arg(long, default_value = "python3")]
-        python: String,
-        #[arg(long, default_value = "bench/.cache")]
-        cache: PathBuf,
+        #[command(flatten)]
+        common: Common,
     },
 }
 
 fn main() -> Result<()> {
-    match Cli::parse().command {
+    let section = match Cli::parse().command {
+        Bench::All {
+            quick,
+            out,
+            dollars_per_core_hour,
+            only,
+            common,
+        } => return all(quick, &out, dollars_per_core_hour, &only, &common),
+        Bench::Render {
+            json,
+            out,
+            dollars_per_core_hour,
+        } => return render(&json, &out, dollars_per_core_hour),
         Bench::Kernels {
             rows,
             repeats,
-            python,
-            cache,
             rounds,
-        } => kernels(rows, repeats, rounds, &python, &cache),
+            common,
+        } => kernels::run(rows, repeats, rounds, &common.python, &common.cache, false)?,
         Bench::Ingest {
             rows,
             repeats,
-            python,
-            cache,
-        } => ingest::run(rows, repeats, &python, &cache),
+            common,
+        } => ingest::run(rows, repeats, &common.python, &common.cache)?,
         Bench::Pipeline {
             rows,
             seconds,
+            loads,
             sink,
-            cache,
-            python,
+            no_peers,
             dollars_per_core_hour,
-        } => pipeline::run(
+            common,
+        } => pipeline::run(&pipeline::Options {
             rows,
             seconds,
-            &sink,
-            &cache,
-            python.as_deref(),
+            loads,
+            file_sink: sink.clone().unwrap_or_else(|| "parquet".into()),
+            stream_sink: sink.unwrap_or_else(|| "arrow".into()),
+            scaling_copies: 4,
+            cache: common.cache,
+            python: (!no_peers).then_some(common.python),
             dollars_per_core_hour,
-        ),
-        Bench::Flight {
-            seconds,
-            python,
-            cache,
-        } => flight::run(seconds, &python, &cache),
+        })?,
+        Bench::Flight { seconds, common } => flight::run(seconds, &common.python, &common.cache)?,
         Bench::Gpu {
             sizes,
             repeats,
             only,
-            python,
-            cache,
-        } => gpu::run(&sizes, repeats, only.as_deref(), &python, &cache),
+            common,
+        } => gpu::run(
+            &sizes,
+            repeats,
+            only.as_deref(),
+            &common.python,
+            &common.cache,
+            false,
+        )?,
+    };
+    if let Some(why) = section.skipped {
+        println!("skipped: {why}");
     }
+    Ok(())
+}
+
+const SCENARIOS: [&str; 5] = ["kernels", "ingest", "pipeline", "flight", "gpu"];
+
+/// Every scenario (or `only` those), then the report.
+fn all(quick: bool, out: &Path, price: f64, only: &[String], common: &Common) -> Result<()> {
+    for o in only {
+        if !SCENARIOS.contains(&o.as_str()) {
+            bail!("--only {o}: expected some of {}", SCENARIOS.join(", "));
+        }
+    }
+    if !(price.is_finite() && price > 0.0) {
+        bail!("--dollars-per-core-hour {price}: expected a positive price");
+    }
+    let wanted = |s: &str| only.is_empty() || only.iter().any(|o| o == s);
+    let (python, cache) = (common.python.as_str(), common.cache.as_path());
+    let started = std::time::Instant::now();
+    report::progress_start(if quick { 22 } else { 30 });
+    let mut sections: Vec<Section> = Vec::new();
+    let result = (|| -> Result<()> {
+        if wanted("kernels") {
+            let (rows, repeats, rounds) = if quick {
+                (20_000, 1, 1)
+            } else {
+                (100_000, 3, 2)
+            };
+            sections.push(kernels::run(rows, repeats, rounds, python, cache, quick)?);
+        }
+        if wanted("ingest") {
+            let (rows, repeats) = if quick { (40_000, 1) } else { (400_000, 3) };
+            sections.push(ingest::run(rows, repeats, python, cache)?);
+        }
+        if wanted("pipeline") {
+            sections.push(pipeline::run(&pipeline::Options {
+                rows: if quick { 40_000 } else { 500_000 },
+                seconds: if quick { 1.0 } else { 6.0 },
+                loads: if quick {
+                    vec![0.5, 0.8]
+                } else {
+                    vec![0.25, 0.5, 0.8, 0.95]
+                },
+                file_sink: "parquet".into(),
+                stream_sink: "arrow".into(),
+                scaling_copies: if quick { 1 } else { 4 },
+                cache: cache.to_path_buf(),
+                python: Some(python.to_string()),
+                dollars_per_core_hour: price,
+            })?);
+        }
+        if wanted("flight") {
+            sections.push(flight::run(if quick { 0.3 } else { 3.0 }, python, cache)?);
+        }
+        if wanted("gpu") {
+            // A software adapter (lavapipe) loses at every size and takes
+            // minutes over a million rows: stop at 100k there.
+            let software =
+                roo_kernels::gpu::GpuContext::shared().is_ok_and(|ctx| ctx.adapter().is_software());
+            let (sizes, repeats): (&[usize], usize) = if quick {
+                (&[1000, 16384], 2)
+            } else if software {
+                (&[1000, 4096, 10000, 100_000], 3)
+            } else {
+                (&[1000, 4096, 10000, 100_000, 1_000_000], 3)
+            };
+            sections.push(gpu::run(sizes, repeats, None, python, cache, quick)?);
+        }
+        Ok(())
+    })();
+    report::progress_finish();
+    result?;
+    let mut report = Report {
+        date: date_utc(),
+        command: std::env::args()
+            .map(|a| if a.contains(' ') { format!("{a:?}") } else { a })
+            .collect::<Vec<_>>()
+            .join(" "),
+        quick,
+        machine: report::Machine::detect(),
+        dollars_per_core_hour: price,
+        price_source: if (price - DEFAULT_PRICE).abs() < 1e-12 {
+            report::PRICE_SOURCE.to_string()
+        } else {
+            "set with --dollars-per-core-hour".to_string()
+        },
+        headline: Vec::new(),
+        sections,
+    };
+    report.price();
+    report.headlines();
+    report.write(out)?;
+    println!("\n## Headline ({:.0} s)\n", started.elapsed().as_secs_f64());
+    println!("| target | measured | met |\n|---|---|---|");
+    for h in &report.headline {
+        println!(
+            "| {} | {} | {} |",
+            h.target,
+            h.measured,
+            if h.met { "yes" } else { "no" }
+        );
+    }
+    println!(
+        "\nreport: {0}/report.md, {0}/report.json, {0}/throughput-latency.svg, {0}/cost.svg",
+        out.display()
+    );
+    Ok(())
+}
+
+fn render(json: &Path, out: &Path, price: Option<f64>) -> Result<()> {
+    let text =
+        std::fs::read_to_string(json).with_context(|| format!("reading {}", json.display()))?;
+    let mut report: Report = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: not a roo-bench report (expected roo-bench all's report.json)",
+            json.display()
+        )
+    })?;
+    if let Some(price) = price {
+        if !(price.is_finite() && price > 0.0) {
+            bail!("--dollars-per-core-hour {price}: expected a positive price");
+        }
+        report.dollars_per_core_hour = price;
+        report.price_source = if (price - DEFAULT_PRICE).abs() < 1e-12 {
+            report::PRICE_SOURCE.to_string()
+        } else {
+            "set with --dollars-per-core-hour".to_string()
+        };
+        report.price();
+    }
+    report.headlines();
+    report.write(out)?;
+    println!(
+        "report: {0}/report.md, {0}/report.json, {0}/throughput-latency.svg, {0}/cost.svg",
+        out.display()
+    );
+    Ok(())
+}
+
+/// Now, UTC, as YYYY-MM-DD HH:MM.
+fn date_utc() -> String {
+    civil_utc(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()) as i64,
+    )
+}
+
+/// Seconds since the epoch as YYYY-MM-DD HH:MM UTC (no date crate).
+fn civil_utc(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60
+    )
 }
 
 /// A script in bench/python/.
@@ -201,261 +421,104 @@ pub(crate) fn run_script(python: &str, name: &str, args: &[&str]) -> Result<Stri
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    report::say_err(&String::from_utf8_lossy(&out.stderr));
     Ok(String::from_utf8(out.stdout)?)
 }
 
-/// Best wall time of `repeats` runs, in seconds.
-fn best_of(repeats: usize, mut f: impl FnMut()) -> f64 {
-    (0..repeats)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{Machine, Measurement};
 
-struct Timing {
-    one_core_s: f64,
-    all_cores_s: f64,
-}
-
-/// One core and all cores, alternating run by run so that the shared
-/// machine's load falls on both alike; the best of each is kept.
-fn time_scorer(
-    scorer: &CpuScorer,
-    columns: &[&[f32]],
-    outputs: usize,
-    repeats: usize,
-    cores: usize,
-) -> Timing {
-    let rows = columns[0].len();
-    let mut out = vec![vec![0f32; rows]; outputs];
-    let mut slices: Vec<&mut [f32]> = out.iter_mut().map(Vec::as_mut_slice).collect();
-    let one = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap();
-    let all = rayon::ThreadPoolBuilder::new()
-        .num_threads(cores)
-        .build()
-        .unwrap();
-    scorer.score(columns, &mut slices); // warm caches and pages
-    let chunk = 4096;
-    let mut timing = Timing {
-        one_core_s: f64::INFINITY,
-        all_cores_s: f64::INFINITY,
-    };
-    for _ in 0..repeats {
-        timing.one_core_s = timing.one_core_s.min(best_of(1, || {
-            one.install(|| scorer.score(columns, &mut slices))
-        }));
-        timing.all_cores_s = timing.all_cores_s.min(best_of(1, || {
-            all.install(|| scorer.score_parallel(columns, &mut slices, chunk))
-        }));
+    #[test]
+    fn dates_are_civil_utc() {
+        assert_eq!(civil_utc(0), "1970-01-01 00:00 UTC");
+        assert_eq!(civil_utc(951_782_400 + 3_660), "2000-02-29 01:01 UTC");
+        assert_eq!(civil_utc(1_798_761_599), "2026-12-31 23:59 UTC");
     }
-    timing
-}
 
-/// Trees in an ensemble; 1 for other models, so ns/row·tree reads as ns/row.
-fn trees_of(model: &Model) -> usize {
-    match &model.body {
-        ModelBody::Trees(t) => t.trees.len(),
-        ModelBody::Linear(_) | ModelBody::Mlp(_) => 1,
+    fn report(sections: Vec<Section>) -> Report {
+        let mut r = Report {
+            date: String::new(),
+            command: String::new(),
+            quick: false,
+            machine: Machine::detect(),
+            dollars_per_core_hour: 0.036,
+            price_source: String::new(),
+            headline: Vec::new(),
+            sections,
+        };
+        r.price();
+        r.headlines();
+        r
     }
-}
 
-struct Case {
-    name: &'static str,
-    file: &'static str,
-    peer: &'static str,
-}
-
-const CASES: [Case; 5] = [
-    Case {
-        name: "xgb_500x8",
-        file: "xgb_500x8.json",
-        peer: "xgboost.inplace_predict",
-    },
-    Case {
-        name: "xgb_100x6",
-        file: "xgb_100x6.json",
-        peer: "xgboost.inplace_predict",
-    },
-    Case {
-        name: "lgb_500x255",
-        file: "lgb_500x255.txt",
-        peer: "lightgbm.predict",
-    },
-    Case {
-        name: "logistic",
-        file: "logistic.json",
-        peer: "numpy float32 (X @ w, sigmoid)",
-    },
-    Case {
-        name: "mlp_64x32",
-        file: "mlp.onnx",
-        peer: "numpy float32 matmuls",
-    },
-];
-
-fn kernels(rows: usize, repeats: usize, rounds: usize, python: &str, cache: &Path) -> Result<()> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let cache_str = cache.to_str().context("cache path is not UTF-8")?;
-    run_python(
-        python,
-        &["prepare", "--dir", cache_str, "--rows", &rows.to_string()],
-    )?;
-    let columns = load_rows(cache, 30)?;
-    let features: Vec<&[f32]> = columns.iter().map(Vec::as_slice).collect();
-    let models: Vec<(Model, CpuScorer)> = CASES
-        .iter()
-        .map(|c| {
-            let model = load_model(cache.join(c.file))?;
-            let scorer = CpuScorer::new(&model);
-            Ok((model, scorer))
-        })
-        .collect::<Result<_>>()?;
-    // Best over rounds: peer ns/row keyed by (peer, model), and roo's timings.
-    let mut peer_best: std::collections::HashMap<(String, String), f64> = Default::default();
-    let mut roo_best: Vec<Timing> = CASES
-        .iter()
-        .map(|_| Timing {
-            one_core_s: f64::INFINITY,
-            all_cores_s: f64::INFINITY,
-        })
-        .collect();
-    let mut versions = serde_json::Value::Null;
-    for round in 0..rounds {
-        eprintln!("round {}/{rounds}: peers", round + 1);
-        let peers: serde_json::Value = serde_json::from_str(&run_python(
-            python,
-            &[
-                "time",
-                "--dir",
-                cache_str,
-                "--repeats",
-                &repeats.to_string(),
-            ],
-        )?)?;
-        for (peer, models) in peers["peers"].as_object().into_iter().flatten() {
-            for (model, v) in models.as_object().into_iter().flatten() {
-                let ns = v["ns_per_row"].as_f64().unwrap_or(f64::NAN);
-                let best = peer_best
-                    .entry((peer.clone(), model.clone()))
-                    .or_insert(f64::INFINITY);
-                *best = best.min(ns);
-            }
-        }
-        versions = peers["peers"].clone();
-        eprintln!("round {}/{rounds}: roo", round + 1);
-        for ((model, scorer), best) in models.iter().zip(roo_best.iter_mut()) {
-            let t = time_scorer(scorer, &features, model.n_outputs(), repeats, cores);
-            best.one_core_s = best.one_core_s.min(t.one_core_s);
-            best.all_cores_s = best.all_cores_s.min(t.all_cores_s);
-        }
-    }
-    let isa = roo_kernels::cpu::Isa::detect();
-    let version = |peer: &str, model: &str| {
-        versions[peer][model]["version"]
-            .as_str()
-            .unwrap_or("?")
-            .to_string()
-    };
-    println!(
-        "roo-bench kernels: {rows} rows of 30 features, best of {rounds} rounds x {repeats} runs, isa {}, {cores} cores; \
-         peers on 1 thread: xgboost {}, lightgbm {}, numpy {}, onnxruntime {}",
-        isa.name(),
-        version("xgboost.inplace_predict", "xgb_500x8"),
-        version("lightgbm.predict", "lgb_500x255"),
-        version("numpy float32 matmuls", "mlp_64x32"),
-        version("onnxruntime", "xgb_500x8"),
-    );
-    println!(
-        "{:<12} {:>11} {:>12} {:>8} | {:<30} {:>11} {:>7} | {:>11} {:>7} | {:>11} {:>6}",
-        "model",
-        "roo ns/row",
-        "ns/row·tree",
-        "Mrows/s",
-        "library peer (1 thread)",
-        "peer ns/row",
-        "roo x",
-        "ORT ns/row",
-        "roo x",
-        "roo 2c ns",
-        "2c/1c"
-    );
-    for ((case, (model, scorer)), t) in CASES.iter().zip(&models).zip(&roo_best) {
-        let ns_row = t.one_core_s / rows as f64 * 1e9;
-        let peer_ns = peer_best
-            .get(&(case.peer.to_string(), case.name.to_string()))
-            .copied()
-            .unwrap_or(f64::NAN);
-        let ort_ns = peer_best
-            .get(&("onnxruntime".to_string(), case.name.to_string()))
-            .copied()
-            .unwrap_or(f64::NAN);
-        let layouts = scorer
-            .tree_layouts()
-            .map(|(p, c)| format!(" [{p} perfect, {c} compact trees]"))
-            .unwrap_or_default();
-        println!(
-            "{:<12} {:>11.2} {:>12.3} {:>8.2} | {:<30} {:>11.2} {:>7.2} | {:>11.2} {:>7.2} | {:>11.2} {:>6.2}{}",
-            case.name,
-            ns_row,
-            ns_row / trees_of(model) as f64,
-            rows as f64 / t.one_core_s / 1e6,
-            case.peer,
-            peer_ns,
-            peer_ns / ns_row,
-            ort_ns,
-            ort_ns / ns_row,
-            t.all_cores_s / rows as f64 * 1e9,
-            t.one_core_s / t.all_cores_s,
-            layouts
+    #[test]
+    fn the_headline_comes_from_the_figures() {
+        let mut p = Section::new("pipeline", "p");
+        // 1000 events in 1 s on 1 ms of CPU: 1000 ns/event.
+        p.push(Measurement::roo(report::TCP_PEAK, 1000.0, 1.0, Some(0.001)));
+        p.push(
+            Measurement::peer(report::PY_BATCH, "py", 1000.0, 1.0, Some(0.012))
+                .against(report::TCP_PEAK),
         );
+        p.push(
+            Measurement::peer(report::PY_STREAM, "py", 1000.0, 1.0, Some(0.02))
+                .against(report::TCP_PEAK),
+        );
+        p.push(Measurement::roo(
+            report::FILE_ONE_CORE,
+            1000.0,
+            2.0,
+            Some(2.0),
+        ));
+        p.push(Measurement::roo(
+            report::FILE_TWO_CORES,
+            1000.0,
+            1.0,
+            Some(2.0),
+        ));
+        let r = report(vec![p]);
+        let find = |needle: &str| {
+            r.headline
+                .iter()
+                .find(|h| h.target.contains(needle))
+                .unwrap_or_else(|| panic!("no {needle}"))
+        };
+        let batch = find("Python batch");
+        assert!((batch.ratio - 12.0).abs() < 1e-9 && batch.met, "{batch:?}");
+        let stream = find("micro-batches");
+        assert!(
+            (stream.ratio - 20.0).abs() < 1e-9 && !stream.met,
+            "{stream:?}"
+        );
+        let cores = find("2 cores");
+        assert!((cores.ratio - 2.0).abs() < 1e-9 && cores.met, "{cores:?}");
+        // The line-by-line stream did not run: no row claims it.
+        assert!(!r.headline.iter().any(|h| h.target.contains("line-by-line")));
+        // Priced: 1000 ns/event at $0.036 per core-hour = $0.01 per billion.
+        let roo = &r.sections[0].measurements[0];
+        assert!((roo.dollars_per_billion.unwrap() - 0.01).abs() < 1e-12);
+        let md = r.markdown();
+        assert!(md.contains("| 1.0 k | 1000 |"), "{md}");
+        assert!(md.contains("1/12.0 of the CPU per event"), "{md}");
     }
-    logistic_limits(cache, repeats)?;
-    Ok(())
-}
 
-/// Logistic regression with its data in cache, and streamed from DRAM.
-fn logistic_limits(cache: &Path, repeats: usize) -> Result<()> {
-    let model = load_model(cache.join("logistic.json"))?;
-    let scorer = CpuScorer::new(&model);
-    // In cache: 4096 rows (480 KiB of features, in L2) scored over and over.
-    let block: Vec<Vec<f32>> = (0..30)
-        .map(|j| {
-            (0..4096)
-                .map(|r| ((r * 31 + j * 7) % 97) as f32 * 0.01)
-                .collect()
-        })
-        .collect();
-    let cols: Vec<&[f32]> = block.iter().map(Vec::as_slice).collect();
-    let mut out = vec![0f32; 4096];
-    let passes = 20_000;
-    let s = best_of(repeats, || {
-        for _ in 0..passes {
-            scorer.score(&cols, &mut [&mut out[..]]);
-        }
-    });
-    let in_cache = (4096 * passes) as f64 / s;
-    // From DRAM: 8M rows, ~1 GB of features, scored once per run.
-    let rows = 8 << 20;
-    let big: Vec<Vec<f32>> = block
-        .iter()
-        .map(|c| c.iter().cycle().take(rows).copied().collect())
-        .collect();
-    let cols: Vec<&[f32]> = big.iter().map(Vec::as_slice).collect();
-    let mut out = vec![0f32; rows];
-    let s = best_of(repeats, || scorer.score(&cols, &mut [&mut out[..]]));
-    let dram = rows as f64 / s;
-    println!(
-        "logistic 30 features, 1 core: {:.0} M rows/s in cache (4096-row batch in L2); {:.1} M rows/s from DRAM ({:.2} GB/s of features)",
-        in_cache / 1e6,
-        dram / 1e6,
-        dram * 120.0 / 1e9
-    );
-    Ok(())
+    #[test]
+    fn a_skipped_scenario_says_why_and_claims_nothing() {
+        let mut g = Section::new("gpu", "GPU");
+        g.skipped = Some("no GPU adapter: none found".into());
+        let r = report(vec![g]);
+        assert!(r.headline.is_empty());
+        assert!(r.markdown().contains("Skipped: no GPU adapter: none found"));
+    }
+
+    #[test]
+    fn thread_roles_drop_pipeline_and_pool_suffixes() {
+        use crate::pipeline::role;
+        assert_eq!(role("roo-sink-bench"), "roo-sink");
+        assert_eq!(role("roo-score-1"), "roo-score");
+        assert_eq!(role("roo-read"), "roo-read");
+        assert_eq!(role("roo"), "roo");
+    }
 }

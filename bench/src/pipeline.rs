@@ -18,6 +18,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use roo_scheduler::generator::{CardGenerator, CARD_FEATURES};
 
+use crate::report::{
+    Latency, Measurement, Section, FILE_ONE_CORE, FILE_TWO_CORES, PY_BATCH, PY_STREAM,
+    PY_STREAM_LINES, TCP_PEAK,
+};
+
 fn roo_binary() -> Result<PathBuf> {
     let path = std::env::current_exe()?.with_file_name("roo");
     if !path.exists() {
@@ -115,6 +120,10 @@ impl Daemon {
         }
     }
 
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// CPU seconds used so far (utime + stime from /proc).
     pub(crate) fn cpu_s(&self) -> Result<f64> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
@@ -180,7 +189,7 @@ fn write_config(
     std::fs::write(
         &config,
         format!(
-            "[server]\nmemory_mb = 256\n{extra_server}\n[[pipeline]]\nname = \"bench\"\nmodel = {model:?}\nmax_rows = 4096\nlinger_ms = 2\n{extra_pipeline}\n\
+            "[server]\nmemory_mb = 256\n{extra_server}\n[[pipeline]]\nname = \"bench\"\nmodel = {model:?}\ndevice = \"cpu\"\nmax_rows = 4096\nlinger_ms = 2\n{extra_pipeline}\n\
              [pipeline.source]\n{source}\n\n[[pipeline.sink]]\nkind = \"files\"\ndir = \"out\"\nformat = \"{sink}\"\nrotate_mb = 256\nrotate_secs = 30\n"
         ),
     )?;
@@ -190,6 +199,9 @@ fn write_config(
 
 struct TcpPhase {
     offered: Option<f64>,
+    /// The daemon's CPU by thread role over the phase.
+    threads: ThreadCpu,
+    wall_s: f64,
     events_per_s: f64,
     cpu_ns_per_event: f64,
     p50_ms: f64,
@@ -264,6 +276,7 @@ fn tcp_phase(
     let start_us = epoch_us();
     let mut chunk = Vec::new();
     let cpu0 = daemon.cpu_s()?;
+    let threads0 = ThreadCpu::read(daemon.pid()).unwrap_or_default();
     let out0 = metric(&metrics_text(&metrics)?, "roo_events_out_total");
     let mut sent = 0usize;
     let mut line = 0usize;
@@ -309,6 +322,9 @@ fn tcp_phase(
     }
     let wall = started.elapsed().as_secs_f64();
     let cpu = daemon.cpu_s()? - cpu0;
+    let threads = ThreadCpu::read(daemon.pid())
+        .unwrap_or_default()
+        .since(&threads0);
     let out = metric(&text, "roo_events_out_total") - out0;
     let stage_q = |stage: &str, quantile: &str| {
         metric(&text, &format!("roo_latency_seconds{{pipeline=\"bench\",stage=\"{stage}\",quantile=\"{quantile}\"}}")) * 1e3
@@ -316,6 +332,8 @@ fn tcp_phase(
     let q = |quantile: &str| stage_q("end_to_end", quantile);
     let phase = TcpPhase {
         offered: rate,
+        threads,
+        wall_s: wall,
         events_per_s: out / wall,
         cpu_ns_per_event: cpu * 1e9 / out.max(1.0),
         p50_ms: q("0.5"),
@@ -345,6 +363,7 @@ struct PeerRun {
     p50_s: Option<f64>,
     p99_s: Option<f64>,
     p999_s: Option<f64>,
+    peak_rss_mib: Option<f64>,
 }
 
 fn peer_run(json: &str) -> Result<PeerRun> {
@@ -358,6 +377,7 @@ fn peer_run(json: &str) -> Result<PeerRun> {
         p50_s: f("p50_s"),
         p99_s: f("p99_s"),
         p999_s: f("p999_s"),
+        peak_rss_mib: f("peak_rss_mib"),
     })
 }
 
@@ -425,65 +445,313 @@ fn python_stream(
     peer_run(&report)
 }
 
-pub fn run(
-    rows: usize,
-    seconds: f64,
-    sink: &str,
-    cache: &Path,
-    python: Option<&str>,
-    dollars_per_core_hour: f64,
-) -> Result<()> {
-    let model = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/fraud/model.json")
-        .canonicalize()?;
-    let dir = cache.join("pipeline");
-    std::fs::create_dir_all(&dir)?;
-    let csv = card_csv(rows);
-    let header_end = csv.iter().position(|&c| c == b'\n').context("header")? + 1;
-    let input = dir.join("cards.csv");
-    std::fs::write(&input, &csv)?;
-    println!(
-        "pipeline: the bundled model (XGBoost, 40 trees, depth 5), {rows} card transactions ({:.0} MB of CSV), \
-         roo serve as its own process, batches of up to 4096 rows, linger 2 ms, {sink} file sink",
-        csv.len() as f64 / 1e6
-    );
+pub struct Options {
+    pub rows: usize,
+    /// Seconds per TCP phase.
+    pub seconds: f64,
+    /// Offered loads as shares of the flat-out rate.
+    pub loads: Vec<f64>,
+    /// The file sink's format for the file pipeline (the Python batch job
+    /// writes Parquet) and for the TCP stream (the Python streams write
+    /// Arrow IPC).
+    pub file_sink: String,
+    pub stream_sink: String,
+    /// The 1-core / 2-core runs read the events this many times over, so
+    /// the daemon's start-up (~0.1 s) weighs little on either.
+    pub scaling_copies: usize,
+    pub cache: PathBuf,
+    /// Python for the peers; `None`: no peers.
+    pub python: Option<String>,
+    pub dollars_per_core_hour: f64,
+}
 
-    // File → score → file: the daemon exits when the file is done.
-    let input = input.canonicalize()?;
+/// A `roo serve` run over a file, process start to exit.
+struct FileRun {
+    wall_s: f64,
+    cpu_s: f64,
+    peak_rss_mib: f64,
+    threads: ThreadCpu,
+}
+
+/// CPU seconds by thread role, from /proc/PID/task/*/stat: where a
+/// pipeline's time goes (the reader and parser, the scorer, the sink…).
+/// Threads are grouped by name, pipeline and pool suffixes dropped.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ThreadCpu(pub(crate) std::collections::BTreeMap<String, f64>);
+
+impl ThreadCpu {
+    pub(crate) fn read(pid: u32) -> Option<Self> {
+        let mut by_role = std::collections::BTreeMap::new();
+        for (role, secs) in Self::tasks(pid)?.into_values() {
+            *by_role.entry(role).or_insert(0.0) += secs;
+        }
+        Some(Self(by_role))
+    }
+
+    /// Each live thread's role and CPU seconds, by thread id.
+    fn tasks(pid: u32) -> Option<std::collections::HashMap<u64, (String, f64)>> {
+        // SAFETY: sysconf with a valid name.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let mut tasks = std::collections::HashMap::new();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+            let task = task.ok()?;
+            let Some(tid) = task
+                .file_name()
+                .to_str()
+                .and_then(|t| t.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue; // the thread ended between the listing and the read
+            };
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
+            let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+            let ticks: f64 = match (fields.get(11), fields.get(12)) {
+                (Some(u), Some(s)) => u.parse::<f64>().ok()? + s.parse::<f64>().ok()?,
+                _ => continue,
+            };
+            tasks.insert(tid, (role(&stat[open + 1..close]), ticks / hz));
+        }
+        Some(tasks)
+    }
+
+    /// Samples `pid`'s threads: call until it exits; threads that ended
+    /// keep their last sample.
+    fn sample(pid: u32, seen: &mut std::collections::HashMap<u64, (String, f64)>) {
+        if let Some(now) = Self::tasks(pid) {
+            seen.extend(now);
+        }
+    }
+
+    fn from_samples(seen: &std::collections::HashMap<u64, (String, f64)>) -> Self {
+        let mut by_role = std::collections::BTreeMap::new();
+        for (role, secs) in seen.values() {
+            *by_role.entry(role.clone()).or_insert(0.0) += secs;
+        }
+        Self(by_role)
+    }
+
+    /// `self - before`, role by role.
+    pub(crate) fn since(&self, before: &ThreadCpu) -> ThreadCpu {
+        ThreadCpu(
+            self.0
+                .iter()
+                .map(|(k, v)| (k.clone(), v - before.0.get(k).copied().unwrap_or(0.0)))
+                .collect(),
+        )
+    }
+
+    /// "roo-read 1275 ns, roo-sink 445 ns, …" per event, busiest first;
+    /// roles under 1% of the total left out.
+    pub(crate) fn per_event(&self, events: f64) -> String {
+        let total: f64 = self.0.values().sum();
+        let mut roles: Vec<(&String, &f64)> =
+            self.0.iter().filter(|(_, &s)| s > total * 0.01).collect();
+        roles.sort_by(|a, b| b.1.total_cmp(a.1));
+        roles
+            .iter()
+            .map(|(k, s)| format!("{k} {:.0} ns", *s * 1e9 / events))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// A thread's role from its name: `roo-sink-bench` → `roo-sink`,
+/// `roo-score-1` → `roo-score`.
+pub(crate) fn role(name: &str) -> String {
+    let name = name.strip_suffix("-bench").unwrap_or(name);
+    match name.rsplit_once('-') {
+        Some((head, tail)) if tail.chars().all(|c| c.is_ascii_digit()) => head.to_string(),
+        _ => name.to_string(),
+    }
+}
+
+/// Runs the daemon over `input` until it exits; with `cores`, pinned to
+/// the first `cores` CPUs with that many scoring threads.
+fn file_run(
+    dir: &Path,
+    model: &Path,
+    input: &Path,
+    sink: &str,
+    cores: Option<usize>,
+) -> Result<FileRun> {
+    use std::os::unix::process::CommandExt;
     let config = write_config(
-        &dir,
-        &model,
+        dir,
+        model,
         &format!("kind = \"file\"\npath = {input:?}"),
-        "",
+        &cores.map_or(String::new(), |n| format!("threads = {n}")),
         "",
         sink,
     )?;
     let started = Instant::now();
-    let mut child = Command::new(roo_binary()?)
+    let mut command = Command::new(roo_binary()?);
+    command
         .args(["serve", "--config"])
         .arg(&config)
-        .stderr(Stdio::null())
-        .spawn()?;
+        .stderr(Stdio::null());
+    if let Some(n) = cores {
+        // SAFETY: the closure only calls async-signal-safe libc functions
+        // on memory it owns.
+        unsafe {
+            command.pre_exec(move || {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                for cpu in 0..n {
+                    libc::CPU_SET(cpu, &mut set);
+                }
+                if libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = command.spawn()?;
+    let pid = child.id();
     let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to overwrite.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: wait4 on our child, writing its status and rusage.
-    unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    // Sample the threads' CPU every 20 ms until the daemon exits; each
+    // thread's last sample stands for it.
+    let mut seen = std::collections::HashMap::new();
+    loop {
+        // SAFETY: wait4 on our child, writing its status and rusage.
+        let done = unsafe { libc::wait4(pid as i32, &mut status, libc::WNOHANG, &mut usage) };
+        if done != 0 {
+            break;
+        }
+        ThreadCpu::sample(pid, &mut seen);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let threads = ThreadCpu::from_samples(&seen);
     let _ = child.try_wait();
     if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-        bail!("roo serve on the file pipeline failed (status {status}); run it by hand: roo serve --config {}", config.display());
+        bail!(
+            "roo serve on the file pipeline failed (status {status}); run it by hand: roo serve --config {}",
+            config.display()
+        );
     }
-    let wall = started.elapsed().as_secs_f64();
-    let cpu = usage.ru_utime.tv_sec as f64
-        + usage.ru_utime.tv_usec as f64 / 1e6
-        + usage.ru_stime.tv_sec as f64
-        + usage.ru_stime.tv_usec as f64 / 1e6;
-    println!(
-        "  file -> score -> file   {:>10.0} events/s  {:>7.0} CPU-ns/event  peak RSS {:.0} MiB  ({rows} rows in {wall:.2} s wall, {cpu:.2} s CPU, process start to exit)",
-        rows as f64 / wall,
-        cpu * 1e9 / rows as f64,
-        usage.ru_maxrss as f64 / 1024.0
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    Ok(FileRun {
+        wall_s: started.elapsed().as_secs_f64(),
+        cpu_s: t(usage.ru_utime) + t(usage.ru_stime),
+        peak_rss_mib: usage.ru_maxrss as f64 / 1024.0,
+        threads,
+    })
+}
+
+pub fn run(o: &Options) -> Result<Section> {
+    let (rows, seconds) = (o.rows, o.seconds);
+    let (sink, stream_sink) = (o.file_sink.as_str(), o.stream_sink.as_str());
+    let model = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/fraud/model.json")
+        .canonicalize()?;
+    let dir = o.cache.join("pipeline");
+    std::fs::create_dir_all(&dir)?;
+    crate::report::step("pipeline: generating card transactions");
+    let csv = card_csv(rows);
+    let header_end = csv.iter().position(|&c| c == b'\n').context("header")? + 1;
+    let input = dir.join("cards.csv");
+    std::fs::write(&input, &csv)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    say!(
+        "pipeline: the bundled model (XGBoost, 40 trees, depth 5), {rows} card transactions ({:.0} MB of CSV), \
+         roo serve as its own process, batches of up to 4096 rows, linger 2 ms, {sink} file sink (file pipeline), \
+         {stream_sink} (TCP)",
+        csv.len() as f64 / 1e6
     );
-    let roo_file_ns = cpu * 1e9 / rows as f64;
+    let mut section = Section::new(
+        "pipeline",
+        "The daemon end to end: file -> score -> file, and a TCP stream at offered loads, beside Python pipelines",
+    );
+    section.note(format!(
+        "The bundled fraud model (XGBoost, 40 trees, depth 5); {rows} synthetic card transactions ({:.0} MB of CSV); \
+         `roo serve` as its own process; batches of up to 4096 rows, linger 2 ms; the file pipeline writes {sink} \
+         files (as the Python batch job writes Parquet), the TCP stream {stream_sink} files (as the Python streams write \
+         Arrow IPC). `device = \"cpu\"` (the GPU has its own scenario). \
+         CPU and peak RSS: the daemon process's own (file runs: start to exit, model load included).",
+        csv.len() as f64 / 1e6
+    ));
+    section.note(
+        "TCP latency: from each event's due time in the sender's open-loop schedule (its `sent_us` column, the \
+         pipeline's `event_time`) to its rows written by the sink, so an event the daemon fell behind on counts its \
+         whole wait (coordinated omission corrected); flat out: from its write. Python streams: from a micro-batch's \
+         first line read to its rows written (they keep no schedule).",
+    );
+    section.note(
+        "Peers: the same CSV and model file, one thread each (XGBoost nthread 1, pyarrow one CPU), CPU from their own \
+         getrusage after imports. The batch job is compared with roo's file pipeline, the streams with roo's TCP stream flat out.",
+    );
+
+    // File → score → file: the daemon exits when the file is done.
+    crate::report::step("pipeline: file -> score -> file");
+    let input = input.canonicalize()?;
+    let file = file_run(&dir, &model, &input, sink, None)?;
+    say!(
+        "  file -> score -> file   {:>10.0} events/s  {:>7.0} CPU-ns/event  peak RSS {:.0} MiB  ({rows} rows in {:.2} s wall, {:.2} s CPU, process start to exit)",
+        rows as f64 / file.wall_s,
+        file.cpu_s * 1e9 / rows as f64,
+        file.peak_rss_mib,
+        file.wall_s,
+        file.cpu_s
+    );
+    say!(
+        "  file -> score -> file, CPU per event by thread (sampled every 20 ms): {}",
+        file.threads.per_event(rows as f64)
+    );
+    let file_name = "roo, file -> score -> file";
+    section.push(
+        Measurement::roo(file_name, rows as f64, file.wall_s, Some(file.cpu_s))
+            .rss(Some(file.peak_rss_mib))
+            .threads(file.threads.0.clone()),
+    );
+    if cores >= 2 {
+        // Scaling: pinned to one core with one scoring thread, then to two
+        // with two; alternated, best of two each.
+        crate::report::step("pipeline: file -> score -> file on 1 core and on 2");
+        let copies = o.scaling_copies.max(1);
+        let scaling_input = if copies == 1 {
+            input.clone()
+        } else {
+            let path = dir.join("cards-scaling.csv");
+            let mut bytes = csv.clone();
+            for _ in 1..copies {
+                bytes.extend_from_slice(&csv[header_end..]);
+            }
+            std::fs::write(&path, &bytes)?;
+            path.canonicalize()?
+        };
+        let scaling_rows = rows * copies;
+        let mut best: [Option<FileRun>; 2] = [None, None];
+        for _ in 0..2 {
+            for (k, n) in [1, 2].into_iter().enumerate() {
+                let r = file_run(&dir, &model, &scaling_input, sink, Some(n))?;
+                if best[k].as_ref().is_none_or(|b| r.wall_s < b.wall_s) {
+                    best[k] = Some(r);
+                }
+            }
+        }
+        for (name, r) in [FILE_ONE_CORE, FILE_TWO_CORES].iter().zip(&best) {
+            let r = r.as_ref().expect("ran");
+            say!(
+                "  {name:<52} {:>10.0} events/s  {:>7.0} CPU-ns/event  ({scaling_rows} rows, best of 2); by thread: {}",
+                scaling_rows as f64 / r.wall_s,
+                r.cpu_s * 1e9 / scaling_rows as f64,
+                r.threads.per_event(scaling_rows as f64)
+            );
+            section.push(
+                Measurement::roo(*name, scaling_rows as f64, r.wall_s, Some(r.cpu_s))
+                    .rss(Some(r.peak_rss_mib))
+                    .threads(r.threads.0.clone()),
+            );
+        }
+        if copies > 1 {
+            let _ = std::fs::remove_file(&scaling_input);
+        }
+    }
 
     let body = &csv[header_end..];
     let header = &csv[..header_end];
@@ -496,21 +764,33 @@ pub fn run(
         tcp_body.extend_from_slice(b"0000000000000000,");
         tcp_body.extend_from_slice(line);
     }
-    let peak = tcp_phase(&dir, &model, sink, &tcp_body, &tcp_header, None, seconds)?;
-    let mut phases = vec![peak];
-    for share in [0.5, 0.8] {
-        let rate = phases[0].events_per_s * share;
-        phases.push(tcp_phase(
+    crate::report::step("pipeline: tcp flat out");
+    let peak = tcp_phase(
+        &dir,
+        &model,
+        stream_sink,
+        &tcp_body,
+        &tcp_header,
+        None,
+        seconds,
+    )?;
+    let mut phases = vec![("flat out".to_string(), peak)];
+    for &share in &o.loads {
+        let label = format!("{:.0}% of peak", share * 100.0);
+        crate::report::step(&format!("pipeline: tcp at {label}"));
+        let rate = phases[0].1.events_per_s * share;
+        let phase = tcp_phase(
             &dir,
             &model,
-            sink,
+            stream_sink,
             &tcp_body,
             &tcp_header,
             Some(rate),
             seconds,
-        )?);
+        )?;
+        phases.push((label, phase));
     }
-    println!(
+    say!(
         "  {:<24} {:>12} {:>12} {:>13} {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} | {:>8}   p99 of: queue wait / score per row / sink write",
         "tcp -> score -> file",
         "offered/s",
@@ -524,11 +804,8 @@ pub fn run(
         "sch p999",
         "peak RSS"
     );
-    for (name, p) in ["flat out (peak)", "50% of peak", "80% of peak"]
-        .iter()
-        .zip(&phases)
-    {
-        println!(
+    for (name, p) in &phases {
+        say!(
             "  {name:<24} {:>12} {:>12.0} {:>13.0} {:>8.2} {:>8.2} {:>8.2} | {:>8.2} {:>8.2} {:>8.2} | {:>4.0} MiB   {:.2} ms / {:.3} ms / {:.2} ms",
             p.offered.map_or("-".to_string(), |r| format!("{r:.0}")),
             p.events_per_s,
@@ -544,14 +821,40 @@ pub fn run(
             p.stages_ms[1],
             p.stages_ms[2]
         );
+        let events = p.events_per_s * p.wall_s;
+        section.push(
+            Measurement::roo(
+                format!("roo, tcp -> score -> file, {name}"),
+                events,
+                p.wall_s,
+                Some(p.cpu_ns_per_event * events / 1e9),
+            )
+            .latency(Latency {
+                p50_ms: p.scheduled_ms[0],
+                p99_ms: p.scheduled_ms[1],
+                p999_ms: p.scheduled_ms[2],
+            })
+            .rss(Some(p.peak_rss_mib))
+            .offered(p.offered)
+            .threads(p.threads.0.clone()),
+        );
     }
-    println!("  p50/p99/p999: from the batch's oldest event read off the socket to its rows written to the sink (the daemon's histogram)");
-    println!("  sch: from each event's due time in the sender's schedule to the sink (event_time; coordinated omission corrected; flat out: from its write)");
-    let Some(python) = python else {
-        println!("  (no --python: the Python peers were not run)");
-        return Ok(());
+    say!(
+        "  tcp flat out, CPU per event by thread: {}",
+        phases[0]
+            .1
+            .threads
+            .per_event(phases[0].1.events_per_s * phases[0].1.wall_s)
+    );
+    say!("  p50/p99/p999: from the batch's oldest event read off the socket to its rows written to the sink (the daemon's histogram)");
+    say!("  sch: from each event's due time in the sender's schedule to the sink (event_time; coordinated omission corrected; flat out: from its write)");
+    let Some(python) = o.python.as_deref() else {
+        say!("  (no peers: the Python pipelines were not run)");
+        section.detail = crate::report::take_lines();
+        return Ok(section);
     };
     // The same events and model through the pipelines a team would write.
+    crate::report::step("pipeline: Python batch job");
     let out = crate::run_script(
         python,
         "pipeline_peers.py",
@@ -567,32 +870,36 @@ pub fn run(
     )?;
     let batch = peer_run(&out)?;
     let _ = std::fs::remove_file(dir.join("peer.parquet"));
-    let streams = [
-        ("pyarrow", "Python stream, pyarrow.csv per micro-batch"),
-        ("lines", "Python stream, parsed line by line"),
-    ]
-    .iter()
-    .map(|(parse, name)| {
-        Ok((
-            *name,
+    let mut streams = Vec::new();
+    for (parse, name) in [("pyarrow", PY_STREAM), ("lines", PY_STREAM_LINES)] {
+        crate::report::step(&format!("pipeline: {name}"));
+        streams.push((
+            name,
             python_stream(python, &model, &dir, header, body, parse, seconds)?,
-        ))
-    })
-    .collect::<Result<Vec<_>>>()?;
-    let roo_tcp_ns = phases[0].cpu_ns_per_event;
-    let per_billion = |ns: f64| ns / 3600.0 * dollars_per_core_hour;
-    println!(
+        ));
+    }
+    let roo_tcp_ns = phases[0].1.cpu_ns_per_event;
+    let roo_file_ns = file.cpu_s * 1e9 / rows as f64;
+    let per_billion = |ns: f64| ns / 3600.0 * o.dollars_per_core_hour;
+    say!(
         "  peers on the same events and model, one thread each (CPU from the peer's own getrusage, after imports); \
-         cost per billion events at ${dollars_per_core_hour}/core-hour"
+         cost per billion events at ${}/core-hour",
+        o.dollars_per_core_hour
     );
-    println!(
-        "  {:<44} {:>12} {:>13} {:>9} {:>9} {:>9} {:>10}  roo uses",
-        "pipeline", "events/s", "CPU-ns/event", "p50 ms", "p99 ms", "p999 ms", "$/billion",
+    say!(
+        "  {:<58} {:>12} {:>13} {:>9} {:>9} {:>9} {:>10}  roo uses",
+        "pipeline",
+        "events/s",
+        "CPU-ns/event",
+        "p50 ms",
+        "p99 ms",
+        "p999 ms",
+        "$/billion",
     );
     let row = |name: &str, events_s: f64, ns: f64, q: [Option<f64>; 3], roo_ns: Option<f64>| {
         let ms = |v: Option<f64>| v.map_or("-".to_string(), |s| format!("{:.2}", s * 1e3));
-        println!(
-            "  {name:<44} {events_s:>12.0} {ns:>13.0} {:>9} {:>9} {:>9} {:>10.3}  {}",
+        say!(
+            "  {name:<58} {events_s:>12.0} {ns:>13.0} {:>9} {:>9} {:>9} {:>10.3}  {}",
             ms(q[0]),
             ms(q[1]),
             ms(q[2]),
@@ -604,30 +911,41 @@ pub fn run(
         );
     };
     row(
-        "roo, file -> score -> file",
-        rows as f64 / wall,
+        file_name,
+        rows as f64 / file.wall_s,
         roo_file_ns,
         [None; 3],
         None,
     );
-    let p = &phases[0];
+    let p = &phases[0].1;
     row(
-        "roo, tcp -> score -> file (peak)",
+        TCP_PEAK,
         p.events_per_s,
         roo_tcp_ns,
         [
-            Some(p.p50_ms / 1e3),
-            Some(p.p99_ms / 1e3),
-            Some(p.p999_ms / 1e3),
+            Some(p.scheduled_ms[0] / 1e3),
+            Some(p.scheduled_ms[1] / 1e3),
+            Some(p.scheduled_ms[2] / 1e3),
         ],
         None,
     );
     row(
-        "Python batch: pyarrow.csv -> XGBoost -> Parquet",
+        PY_BATCH,
         batch.rows / batch.wall_s,
         batch.cpu_s * 1e9 / batch.rows,
         [None; 3],
         Some(roo_file_ns),
+    );
+    section.push(
+        Measurement::peer(
+            PY_BATCH,
+            "Python + pyarrow + XGBoost",
+            batch.rows,
+            batch.wall_s,
+            Some(batch.cpu_s),
+        )
+        .rss(batch.peak_rss_mib)
+        .against(file_name),
     );
     for (name, r) in &streams {
         row(
@@ -637,7 +955,21 @@ pub fn run(
             [r.p50_s, r.p99_s, r.p999_s],
             Some(roo_tcp_ns),
         );
+        let mut m = Measurement::peer(
+            *name,
+            "Python + pyarrow + XGBoost",
+            r.rows,
+            r.wall_s,
+            Some(r.cpu_s),
+        )
+        .rss(r.peak_rss_mib)
+        .against(TCP_PEAK);
+        if let (Some(a), Some(b), Some(c)) = (r.p50_s, r.p99_s, r.p999_s) {
+            m = m.latency(Latency::from_s(a, b, c));
+        }
+        section.push(m);
     }
-    println!("  roo uses: the peer's CPU per event over roo's (the batch job against roo's file pipeline, streams against roo's TCP peak)");
-    Ok(())
+    say!("  roo uses: the peer's CPU per event over roo's (the batch job against roo's file pipeline, streams against roo's TCP stream flat out)");
+    section.detail = crate::report::take_lines();
+    Ok(section)
 }
