@@ -237,7 +237,19 @@ fn all(quick: bool, out: &Path, price: f64, only: &[String], common: &Common) ->
     let wanted = |s: &str| only.is_empty() || only.iter().any(|o| o == s);
     let (python, cache) = (common.python.as_str(), common.cache.as_path());
     let started = std::time::Instant::now();
-    report::progress_start(if quick { 22 } else { 30 });
+    // The steps each scenario announces (the bar grows if one says more).
+    let steps: u64 = [
+        ("kernels", if quick { 3 } else { 6 }),
+        ("ingest", 4),
+        ("pipeline", if quick { 9 } else { 11 }),
+        ("flight", 6),
+        ("gpu", 6),
+    ]
+    .iter()
+    .filter(|(s, _)| wanted(s))
+    .map(|(_, n)| n)
+    .sum();
+    report::progress_start(steps);
     let mut sections: Vec<Section> = Vec::new();
     let result = (|| -> Result<()> {
         if wanted("kernels") {

@@ -141,14 +141,8 @@ impl Daemon {
 
     /// The process's peak resident set so far, in MiB (VmHWM).
     pub(crate) fn peak_rss_mib(&self) -> Result<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let kib: f64 = status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .context("VmHWM")?
-            .parse()?;
-        Ok(kib / 1024.0)
+        crate::report::peak_rss_mib(&self.child.id().to_string())
+            .with_context(|| format!("reading /proc/{}/status", self.child.id()))
     }
 
     pub(crate) fn stop(mut self) -> Result<()> {

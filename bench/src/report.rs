@@ -461,18 +461,22 @@ pub fn process_cpu_s() -> f64 {
     t(u.ru_utime) + t(u.ru_stime)
 }
 
-/// This process's peak resident set since the last [`reset_peak_rss`], MiB
-/// (VmHWM).
+/// This process's peak resident set since the last [`reset_peak_rss`], MiB.
 pub fn process_peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kib| kib / 1024.0)
+    peak_rss_mib("self").unwrap_or(f64::NAN)
+}
+
+/// A process's peak resident set (VmHWM), MiB; `pid` is a number or `self`.
+pub fn peak_rss_mib(pid: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
 }
 
 /// Starts this process's peak resident set again from its current one, so
