@@ -8,7 +8,6 @@
 //! machine's load falls on each alike; the best of each is kept.
 
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
@@ -18,33 +17,28 @@ use roo_kernels::gpu::{GpuContext, GpuScorer};
 use roo_kernels::{load_model, Model};
 
 use crate::kernels::{cases, model_dir, prepare};
-use crate::report::{process_cpu_s, process_peak_rss_mib, Latency, Measurement, Section};
+use crate::report::{process_peak_rss_mib, Latency, Measurement, Run, Section};
 
-/// One device's timings of one batch size: the best call, the CPU time of
-/// the process over it, and every call's duration (µs).
+/// One device's timings of one batch size: the best call (wall, and the
+/// process's CPU over it) and every call's duration (µs).
 struct Timed {
-    best_s: f64,
-    cpu_s: f64,
+    best: Run,
     calls: Histogram<u64>,
 }
 
 impl Timed {
     fn new() -> Self {
         Self {
-            best_s: f64::INFINITY,
-            cpu_s: f64::INFINITY,
+            best: Run::NONE,
             calls: Histogram::new_with_bounds(1, 600_000_000, 3).expect("bounds"),
         }
     }
 
     fn time(&mut self, f: impl FnOnce() -> Result<()>) -> Result<()> {
-        let (t, c) = (Instant::now(), process_cpu_s());
-        f()?;
-        let (wall, cpu) = (t.elapsed().as_secs_f64(), process_cpu_s() - c);
-        self.calls.record(((wall * 1e6) as u64).max(1))?;
-        if wall < self.best_s {
-            (self.best_s, self.cpu_s) = (wall, cpu);
-        }
+        let (run, result) = Run::time(f);
+        result?;
+        self.calls.record(((run.wall_s * 1e6) as u64).max(1))?;
+        self.best.keep_best(run);
         Ok(())
     }
 }
@@ -127,18 +121,18 @@ pub fn run(
                 "{:<12} {:>9} | {:>12} {:>12} | {:>12} {:>12} | {:>7.2} {:>7.2}",
                 case.name,
                 n,
-                rate(n, r.gpu.best_s),
-                duration(r.gpu.best_s),
-                rate(n, r.one.best_s),
-                rate(n, r.all.best_s),
-                r.one.best_s / r.gpu.best_s,
-                r.all.best_s / r.gpu.best_s
+                rate(n, r.gpu.best.wall_s),
+                duration(r.gpu.best.wall_s),
+                rate(n, r.one.best.wall_s),
+                rate(n, r.all.best.wall_s),
+                r.one.best.wall_s / r.gpu.best.wall_s,
+                r.all.best.wall_s / r.gpu.best.wall_s
             );
             rows.push(r);
         }
         let (one_x, all_x) = (
-            crossover(&rows, |r| r.one.best_s),
-            crossover(&rows, |r| r.all.best_s),
+            crossover(&rows, |r| r.one.best.wall_s),
+            crossover(&rows, |r| r.all.best.wall_s),
         );
         say!(
             "{:<12} GPU overtakes 1 core: {one_x}; all {cores} cores: {all_x}",
@@ -159,8 +153,8 @@ pub fn run(
             let m = Measurement::roo(
                 format!("roo {} on {device}, {} rows", case.name, last.rows),
                 last.rows as f64,
-                t.best_s,
-                Some(t.cpu_s),
+                t.best.wall_s,
+                Some(t.best.cpu_s),
             )
             .latency(Latency::from_us(&t.calls))
             .rss(rss);
@@ -221,11 +215,14 @@ fn time_batch(
 /// cost per row, from the smallest and largest batches; CPU: per row, from
 /// the largest).
 fn crossover(rows: &[Row], cpu: impl Fn(&Row) -> f64) -> String {
-    let first_win = rows.iter().find(|r| r.gpu.best_s < cpu(r)).map(|r| r.rows);
+    let first_win = rows
+        .iter()
+        .find(|r| r.gpu.best.wall_s < cpu(r))
+        .map(|r| r.rows);
     let (small, large) = (&rows[0], &rows[rows.len() - 1]);
     let gpu_per_row =
-        (large.gpu.best_s - small.gpu.best_s) / (large.rows - small.rows).max(1) as f64;
-    let gpu_fixed = (small.gpu.best_s - gpu_per_row * small.rows as f64).max(0.0);
+        (large.gpu.best.wall_s - small.gpu.best.wall_s) / (large.rows - small.rows).max(1) as f64;
+    let gpu_fixed = (small.gpu.best.wall_s - gpu_per_row * small.rows as f64).max(0.0);
     let cpu_per_row = cpu(large) / large.rows as f64;
     let fitted = if cpu_per_row > gpu_per_row {
         format!(

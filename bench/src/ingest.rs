@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::report::{process_cpu_s, process_peak_rss_mib, Measurement, Section};
+use crate::report::{process_cpu_s, process_peak_rss_mib, Measurement, Run, Section};
 use anyhow::{Context, Result};
 use arrow_array::{Array, Float32Array, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
@@ -99,31 +99,15 @@ fn generate(dir: &Path, rows: u64) -> Result<(PathBuf, PathBuf, PathBuf)> {
 
 /// The fastest of `repeats` runs on this thread: its wall time, the
 /// process's CPU time over it, and its result.
-fn best<T>(repeats: usize, mut f: impl FnMut() -> Result<T>) -> Result<(Best, T)> {
-    let mut best = Best {
-        wall_s: f64::INFINITY,
-        cpu_s: f64::INFINITY,
-    };
+fn best<T>(repeats: usize, mut f: impl FnMut() -> Result<T>) -> Result<(Run, T)> {
+    let mut best = Run::NONE;
     let mut out = None;
     for _ in 0..repeats.max(1) {
-        let (t, c) = (Instant::now(), process_cpu_s());
-        let r = f()?;
-        let wall_s = t.elapsed().as_secs_f64();
-        if wall_s < best.wall_s {
-            best = Best {
-                wall_s,
-                cpu_s: process_cpu_s() - c,
-            };
-        }
-        out = Some(r);
+        let (run, r) = Run::time(&mut f);
+        best.keep_best(run);
+        out = Some(r?);
     }
     Ok((best, out.expect("ran once")))
-}
-
-#[derive(Clone, Copy)]
-struct Best {
-    wall_s: f64,
-    cpu_s: f64,
 }
 
 /// Reads and parses `path` on this thread: the one-core ingest path.
@@ -337,11 +321,11 @@ pub fn run(rows: u64, repeats: usize, python: &str, cache: &Path) -> Result<Sect
             .as_f64()
             .with_context(|| format!("ingest_peers.py: no {k}"))
     };
-    let py_csv = Best {
+    let py_csv = Run {
         wall_s: f("csv_s")?,
         cpu_s: f("csv_cpu_s")?,
     };
-    let py_nd = Best {
+    let py_nd = Run {
         wall_s: f("ndjson_s")?,
         cpu_s: f("ndjson_cpu_s")?,
     };
@@ -397,7 +381,7 @@ pub fn run(rows: u64, repeats: usize, python: &str, cache: &Path) -> Result<Sect
          Peak RSS: the bench process while the file readers ran, and while the TCP runs ran.",
     );
     let events = rows as f64;
-    let roo_row = |name: &str, b: Best, rss: f64| {
+    let roo_row = |name: &str, b: Run, rss: f64| {
         Measurement::roo(name, events, b.wall_s, Some(b.cpu_s)).rss(Some(rss))
     };
     let csv_name = "roo CSV file, io_uring";

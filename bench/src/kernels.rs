@@ -14,7 +14,7 @@ use roo_bench::load_rows;
 use roo_kernels::cpu::CpuScorer;
 use roo_kernels::{load_model, Model, ModelBody};
 
-use crate::report::{process_cpu_s, process_peak_rss_mib, Latency, Measurement, Section};
+use crate::report::{process_peak_rss_mib, Latency, Measurement, Run, Section};
 use crate::report::{KERNEL_ALL, KERNEL_ONE};
 use crate::run_python;
 
@@ -116,35 +116,6 @@ fn best_of(repeats: usize, mut f: impl FnMut()) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
-/// A timed run: wall and the process's CPU seconds.
-#[derive(Clone, Copy)]
-struct Run {
-    wall_s: f64,
-    cpu_s: f64,
-}
-
-impl Run {
-    const NONE: Run = Run {
-        wall_s: f64::INFINITY,
-        cpu_s: f64::INFINITY,
-    };
-
-    fn keep_best(&mut self, other: Run) {
-        if other.wall_s < self.wall_s {
-            *self = other;
-        }
-    }
-}
-
-fn timed(f: impl FnOnce()) -> Run {
-    let (t, c) = (Instant::now(), process_cpu_s());
-    f();
-    Run {
-        wall_s: t.elapsed().as_secs_f64(),
-        cpu_s: process_cpu_s() - c,
-    }
-}
-
 struct Timing {
     one: Run,
     all: Run,
@@ -173,7 +144,7 @@ fn time_scorer(
         batches: Histogram::new_with_bounds(1, 60_000_000, 3).expect("bounds"),
     };
     for _ in 0..repeats {
-        let run = timed(|| {
+        let (run, ()) = Run::time(|| {
             one.install(|| {
                 for start in (0..rows).step_by(LATENCY_BATCH) {
                     let end = (start + LATENCY_BATCH).min(rows);
@@ -189,7 +160,8 @@ fn time_scorer(
             })
         });
         timing.one.keep_best(run);
-        let run = timed(|| all.install(|| scorer.score_parallel(columns, &mut slices, 4096)));
+        let (run, ()) =
+            Run::time(|| all.install(|| scorer.score_parallel(columns, &mut slices, 4096)));
         timing.all.keep_best(run);
     }
     timing

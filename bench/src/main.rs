@@ -231,9 +231,7 @@ fn all(quick: bool, out: &Path, price: f64, only: &[String], common: &Common) ->
             bail!("--only {o}: expected some of {}", SCENARIOS.join(", "));
         }
     }
-    if !(price.is_finite() && price > 0.0) {
-        bail!("--dollars-per-core-hour {price}: expected a positive price");
-    }
+    let price_source = price_source(price)?;
     let wanted = |s: &str| only.is_empty() || only.iter().any(|o| o == s);
     let (python, cache) = (common.python.as_str(), common.cache.as_path());
     let started = std::time::Instant::now();
@@ -311,11 +309,7 @@ fn all(quick: bool, out: &Path, price: f64, only: &[String], common: &Common) ->
         quick,
         machine: report::Machine::detect(),
         dollars_per_core_hour: price,
-        price_source: if (price - DEFAULT_PRICE).abs() < 1e-12 {
-            report::PRICE_SOURCE.to_string()
-        } else {
-            "set with --dollars-per-core-hour".to_string()
-        },
+        price_source,
         headline: Vec::new(),
         sections,
     };
@@ -339,6 +333,19 @@ fn all(quick: bool, out: &Path, price: f64, only: &[String], common: &Common) ->
     Ok(())
 }
 
+/// Where a price comes from (the default's source, or the flag), once it
+/// is checked to be a price.
+fn price_source(price: f64) -> Result<String> {
+    if !(price.is_finite() && price > 0.0) {
+        bail!("--dollars-per-core-hour {price}: expected a positive price");
+    }
+    Ok(if (price - DEFAULT_PRICE).abs() < 1e-12 {
+        report::PRICE_SOURCE.to_string()
+    } else {
+        "set with --dollars-per-core-hour".to_string()
+    })
+}
+
 fn render(json: &Path, out: &Path, price: Option<f64>) -> Result<()> {
     let text =
         std::fs::read_to_string(json).with_context(|| format!("reading {}", json.display()))?;
@@ -349,15 +356,8 @@ fn render(json: &Path, out: &Path, price: Option<f64>) -> Result<()> {
         )
     })?;
     if let Some(price) = price {
-        if !(price.is_finite() && price > 0.0) {
-            bail!("--dollars-per-core-hour {price}: expected a positive price");
-        }
+        report.price_source = price_source(price)?;
         report.dollars_per_core_hour = price;
-        report.price_source = if (price - DEFAULT_PRICE).abs() < 1e-12 {
-            report::PRICE_SOURCE.to_string()
-        } else {
-            "set with --dollars-per-core-hour".to_string()
-        };
         report.price();
     }
     report.headlines();

@@ -1,12 +1,12 @@
 //! `roo-bench pipeline`: the daemon end to end, as a separate process:
-//! file → score → file, and TCP → score → file at full speed and at 50% and
-//! 80% of it, with the bundled model. Events/s, CPU-ns per event (the roo
-//! process's own CPU time over events) and latency from ingest to sink
-//! (the daemon's end-to-end histogram). With `--python`, the pipelines a
-//! team would build in Python instead run on the same events and model
-//! (`python/pipeline_peers.py`): a batch job (pyarrow.csv → XGBoost →
-//! Parquet) and a socket reader scoring micro-batches, and the CPU per
-//! event and its cost per billion events are compared.
+//! file → score → file (also pinned to one core, then two, for scaling),
+//! and TCP → score → file flat out and at offered loads below it, with the
+//! bundled model. Events/s, CPU-ns per event (the roo process's own CPU
+//! time over events, and by thread), peak RSS, and latency from each
+//! event's due time in the send schedule to the sink. Unless told not to,
+//! the pipelines a team would build in Python instead run on the same
+//! events and model (`python/pipeline_peers.py`): a batch job (pyarrow.csv
+//! → XGBoost → Parquet) and socket readers scoring micro-batches.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -126,17 +126,10 @@ impl Daemon {
 
     /// CPU seconds used so far (utime + stime from /proc).
     pub(crate) fn cpu_s(&self) -> Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .context("stat")?
-            .split_whitespace()
-            .collect();
-        let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-        // SAFETY: sysconf with a valid name.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        Ok(ticks as f64 / hz)
+        let stat = format!("/proc/{}/stat", self.child.id());
+        crate::report::proc_stat_cpu_s(Path::new(&stat))
+            .map(|(_, secs)| secs)
+            .with_context(|| format!("reading {stat}"))
     }
 
     /// The process's peak resident set so far, in MiB (VmHWM).
@@ -210,18 +203,31 @@ struct TcpPhase {
     stages_ms: [f64; 3],
 }
 
-/// Sends the CSV body over `connections` connections, flat out or paced
-/// at `rate` rows/s (open loop: a schedule, not a reply, decides when the
-/// next rows go), for `seconds`.
+/// The CSV a TCP phase sends: each row leads with 16 digits for its
+/// `sent_us`, which the sender stamps.
+struct Rows<'a> {
+    header: &'a [u8],
+    body: &'a [u8],
+    /// Where each row ends in `body`.
+    ends: &'a [usize],
+}
+
+/// Sends the rows over one connection, flat out or paced at `rate` rows/s
+/// (open loop: a schedule, not a reply, decides when the next rows go),
+/// for `seconds`.
 fn tcp_phase(
     dir: &Path,
     model: &Path,
     sink: &str,
-    body: &[u8],
-    header: &[u8],
+    rows: &Rows,
     rate: Option<f64>,
     seconds: f64,
 ) -> Result<TcpPhase> {
+    let Rows {
+        header,
+        body,
+        ends: lines,
+    } = *rows;
     let columns: Vec<String> = ["\"sent_us:int64\"", "\"txn_id:int64\""]
         .into_iter()
         .map(str::to_string)
@@ -256,12 +262,6 @@ fn tcp_phase(
         .trim_end_matches("/metrics")
         .to_string();
     // Rows cut at line ends, in chunks of about 1 ms of the offered rate.
-    let lines: Vec<usize> = body
-        .iter()
-        .enumerate()
-        .filter(|(_, &c)| c == b'\n')
-        .map(|(i, _)| i + 1)
-        .collect();
     let rows_per_chunk = rate.map_or(2048, |r| ((r / 1000.0).ceil() as usize).max(1));
     let mut s = TcpStream::connect(&addr)?;
     s.set_nodelay(true)?;
@@ -475,17 +475,11 @@ pub(crate) struct ThreadCpu(pub(crate) std::collections::BTreeMap<String, f64>);
 
 impl ThreadCpu {
     pub(crate) fn read(pid: u32) -> Option<Self> {
-        let mut by_role = std::collections::BTreeMap::new();
-        for (role, secs) in Self::tasks(pid)?.into_values() {
-            *by_role.entry(role).or_insert(0.0) += secs;
-        }
-        Some(Self(by_role))
+        Some(Self::from_samples(&Self::tasks(pid)?))
     }
 
     /// Each live thread's role and CPU seconds, by thread id.
     fn tasks(pid: u32) -> Option<std::collections::HashMap<u64, (String, f64)>> {
-        // SAFETY: sysconf with a valid name.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
         let mut tasks = std::collections::HashMap::new();
         for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
             let task = task.ok()?;
@@ -496,18 +490,12 @@ impl ThreadCpu {
             else {
                 continue;
             };
-            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
-                continue; // the thread ended between the listing and the read
-            };
-            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            // A thread that ended between the listing and the read is skipped.
+            let Some((name, secs)) = crate::report::proc_stat_cpu_s(&task.path().join("stat"))
+            else {
                 continue;
             };
-            let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-            let ticks: f64 = match (fields.get(11), fields.get(12)) {
-                (Some(u), Some(s)) => u.parse::<f64>().ok()? + s.parse::<f64>().ok()?,
-                _ => continue,
-            };
-            tasks.insert(tid, (role(&stat[open + 1..close]), ticks / hz));
+            tasks.insert(tid, (role(&name), secs));
         }
         Some(tasks)
     }
@@ -628,10 +616,9 @@ fn file_run(
             config.display()
         );
     }
-    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
     Ok(FileRun {
         wall_s: started.elapsed().as_secs_f64(),
-        cpu_s: t(usage.ru_utime) + t(usage.ru_stime),
+        cpu_s: crate::report::rusage_cpu_s(&usage),
         peak_rss_mib: usage.ru_maxrss as f64 / 1024.0,
         threads,
     })
@@ -754,34 +741,26 @@ pub fn run(o: &Options) -> Result<Section> {
     let mut tcp_header = b"sent_us,".to_vec();
     tcp_header.extend_from_slice(header);
     let mut tcp_body = Vec::with_capacity(body.len() + 17 * rows);
+    // Where each row ends in it, for the sender to cut and stamp rows.
+    let mut tcp_lines = Vec::with_capacity(rows);
     for line in body.split_inclusive(|&c| c == b'\n') {
         tcp_body.extend_from_slice(b"0000000000000000,");
         tcp_body.extend_from_slice(line);
+        tcp_lines.push(tcp_body.len());
     }
     crate::report::step("pipeline: tcp flat out");
-    let peak = tcp_phase(
-        &dir,
-        &model,
-        stream_sink,
-        &tcp_body,
-        &tcp_header,
-        None,
-        seconds,
-    )?;
+    let tcp_rows = Rows {
+        header: &tcp_header,
+        body: &tcp_body,
+        ends: &tcp_lines,
+    };
+    let peak = tcp_phase(&dir, &model, stream_sink, &tcp_rows, None, seconds)?;
     let mut phases = vec![("flat out".to_string(), peak)];
     for &share in &o.loads {
         let label = format!("{:.0}% of peak", share * 100.0);
         crate::report::step(&format!("pipeline: tcp at {label}"));
         let rate = phases[0].1.events_per_s * share;
-        let phase = tcp_phase(
-            &dir,
-            &model,
-            stream_sink,
-            &tcp_body,
-            &tcp_header,
-            Some(rate),
-            seconds,
-        )?;
+        let phase = tcp_phase(&dir, &model, stream_sink, &tcp_rows, Some(rate), seconds)?;
         phases.push((label, phase));
     }
     say!(

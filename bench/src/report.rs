@@ -456,9 +456,57 @@ pub fn rate(r: f64) -> String {
 
 /// Process CPU seconds so far (user + system, every thread).
 pub fn process_cpu_s() -> f64 {
-    let u = rusage();
+    rusage_cpu_s(&rusage())
+}
+
+/// User + system seconds of a rusage.
+pub fn rusage_cpu_s(u: &libc::rusage) -> f64 {
     let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
     t(u.ru_utime) + t(u.ru_stime)
+}
+
+/// User + system seconds from a /proc `stat` file (a process's or a
+/// thread's), with the name inside its parentheses: (name, seconds).
+pub fn proc_stat_cpu_s(path: &Path) -> Option<(String, f64)> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let mut fields = stat[close + 1..].split_whitespace().skip(11);
+    let ticks = fields.next()?.parse::<f64>().ok()? + fields.next()?.parse::<f64>().ok()?;
+    // SAFETY: sysconf with a valid name.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some((stat[open + 1..close].to_string(), ticks / hz))
+}
+
+/// One timed run: its wall time and the process's CPU time over it.
+#[derive(Clone, Copy, Debug)]
+pub struct Run {
+    pub wall_s: f64,
+    pub cpu_s: f64,
+}
+
+impl Run {
+    /// No run yet: any run is better.
+    pub const NONE: Run = Run {
+        wall_s: f64::INFINITY,
+        cpu_s: f64::INFINITY,
+    };
+
+    pub fn time<T>(f: impl FnOnce() -> T) -> (Run, T) {
+        let (t, c) = (std::time::Instant::now(), process_cpu_s());
+        let out = f();
+        let run = Run {
+            wall_s: t.elapsed().as_secs_f64(),
+            cpu_s: process_cpu_s() - c,
+        };
+        (run, out)
+    }
+
+    /// Keeps the faster of the two (by wall time).
+    pub fn keep_best(&mut self, other: Run) {
+        if other.wall_s < self.wall_s {
+            *self = other;
+        }
+    }
 }
 
 /// This process's peak resident set since the last [`reset_peak_rss`], MiB.

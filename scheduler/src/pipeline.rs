@@ -124,9 +124,19 @@ pub fn queue_batches_for(
     (per_queue / batch_bytes.max(1)).clamp(1, 64) as usize
 }
 
-/// The input schema (known before the first event), the opened file for a
-/// file source, and the model bound to that schema.
-fn resolve(spec: &PipelineSpec) -> Result<(SchemaRef, Option<FileSource>, BoundModel), String> {
+/// What a spec resolves to before anything starts.
+struct Resolved {
+    /// The input schema, known before the first event.
+    input_schema: SchemaRef,
+    /// The opened file, for a file source.
+    file: Option<FileSource>,
+    /// The model bound to the input schema.
+    loaded: BoundModel,
+    /// The `event_time` column's index in the input (and output) schema.
+    event_time: Option<usize>,
+}
+
+fn resolve(spec: &PipelineSpec) -> Result<Resolved, String> {
     let (input_schema, file) = match &spec.source {
         SourceSpec::File { path, format } => {
             let model = load_model(&spec.model).map_err(|e| e.to_string())?;
@@ -154,12 +164,17 @@ fn resolve(spec: &PipelineSpec) -> Result<(SchemaRef, Option<FileSource>, BoundM
         SourceSpec::Generator { .. } => (card_schema(), None),
         SourceSpec::Push { schema } => (schema.clone(), None),
     };
-    event_time_column(spec, &input_schema)?;
+    let event_time = event_time_column(spec, &input_schema)?;
     let loaded = BoundModel::bind(
         CompiledModel::load(&spec.model, spec.device)?,
         &input_schema,
     )?;
-    Ok((input_schema, file, loaded))
+    Ok(Resolved {
+        input_schema,
+        file,
+        loaded,
+        event_time,
+    })
 }
 
 /// The index of the spec's `event_time` column in `schema` (the output
@@ -195,7 +210,7 @@ pub fn check_spec(spec: &PipelineSpec) -> Result<String, PipelineError> {
         pipeline: spec.name.clone(),
         message,
     };
-    let (_, _, loaded) = resolve(spec).map_err(setup)?;
+    let loaded = resolve(spec).map_err(setup)?.loaded;
     Ok(loaded.version().to_string())
 }
 
@@ -251,8 +266,12 @@ impl Pipeline {
             message,
         };
         assert!(spec.queue_batches > 0 && spec.limits.max_rows > 0);
-        let (input_schema, file, loaded) = resolve(&spec).map_err(setup)?;
-        let event_time = event_time_column(&spec, &input_schema).map_err(setup)?;
+        let Resolved {
+            input_schema,
+            file,
+            loaded,
+            event_time,
+        } = resolve(&spec).map_err(setup)?;
         let loaded = Arc::new(loaded);
         let metrics = Arc::new(PipelineMetrics::default());
         let scorer = &loaded.compiled.scorer;
