@@ -9,10 +9,11 @@ use std::process::ExitCode;
 
 mod config;
 mod flight;
+mod http;
 mod serve;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use roo_ingest::FileFormat;
 use roo_kernels::{load_model, ModelSummary};
 use roo_scheduler::{score_file, BatchJob, Device};
@@ -38,6 +39,11 @@ enum Command {
     Serve {
         #[arg(long)]
         config: PathBuf,
+        /// Once every pipeline has started and every listener is bound,
+        /// write this JSON file (atomically): the addresses bound (useful
+        /// with port 0), for a supervisor or a test to wait on.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
     },
     /// Check a config file: parse it, load every model and bind it to its
     /// source's columns. Starts nothing.
@@ -65,7 +71,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Score(args) => score(args),
         Command::Inspect { model, json } => inspect(&model, json),
-        Command::Serve { config } => serve::serve(&config),
+        Command::Serve { config, ready_file } => serve::serve(&config, ready_file.as_deref()),
         Command::CheckConfig { config } => serve::check_config(&config),
         Command::Devices => devices(),
     };
@@ -116,6 +122,12 @@ fn private_runtime_dir() {
     }
 }
 
+#[cfg(not(feature = "gpu"))]
+fn devices() -> Result<()> {
+    bail!("this roo was built without GPU support (cargo feature `gpu`): it scores on the CPU only")
+}
+
+#[cfg(feature = "gpu")]
 fn devices() -> Result<()> {
     let adapters = roo_kernels::gpu::adapters();
     if adapters.is_empty() {
@@ -151,12 +163,12 @@ struct ScoreArgs {
     /// Parquet, Arrow IPC or CSV; written whole or not at all.
     #[arg(long)]
     output: PathBuf,
-    /// Input format when the extension does not say: csv, ndjson, f32, parquet, arrow.
-    #[arg(long)]
-    input_format: Option<String>,
-    /// Output format when the extension does not say: csv, parquet, arrow.
-    #[arg(long)]
-    output_format: Option<String>,
+    /// Input format when the extension does not say.
+    #[arg(long, value_enum)]
+    input_format: Option<FormatArg>,
+    /// Output format when the extension does not say (csv, parquet or arrow).
+    #[arg(long, value_enum)]
+    output_format: Option<FormatArg>,
     /// Scoring threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -170,19 +182,62 @@ struct ScoreArgs {
     dead_letters: Option<PathBuf>,
     /// Read text inputs through io_uring when the kernel allows (auto), or
     /// with plain reads (off).
-    #[arg(long, default_value = "auto", value_parser = ["auto", "off"])]
-    io_uring: String,
+    #[arg(long, value_enum, default_value_t = IoUringArg::Auto)]
+    io_uring: IoUringArg,
     /// Score on the CPU, the GPU (every batch; a batch the GPU fails is
     /// scored again on the CPU), or the cheaper per batch by measured cost
     /// (auto; a software adapter such as lavapipe is never chosen).
-    #[arg(long, default_value = "auto", value_parser = ["cpu", "gpu", "auto"])]
-    device: String,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    device: DeviceArg,
 }
 
-fn format_for(path: &Path, given: Option<&str>, role: &str) -> Result<FileFormat> {
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum FormatArg {
+    Csv,
+    Ndjson,
+    F32,
+    Parquet,
+    Arrow,
+}
+
+impl From<FormatArg> for FileFormat {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::Csv => FileFormat::Csv,
+            FormatArg::Ndjson => FileFormat::Ndjson,
+            FormatArg::F32 => FileFormat::RawF32,
+            FormatArg::Parquet => FileFormat::Parquet,
+            FormatArg::Arrow => FileFormat::ArrowIpc,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum IoUringArg {
+    Auto,
+    Off,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DeviceArg {
+    Cpu,
+    Gpu,
+    Auto,
+}
+
+impl From<DeviceArg> for Device {
+    fn from(d: DeviceArg) -> Self {
+        match d {
+            DeviceArg::Cpu => Device::Cpu,
+            DeviceArg::Gpu => Device::Gpu,
+            DeviceArg::Auto => Device::Auto,
+        }
+    }
+}
+
+fn format_for(path: &Path, given: Option<FormatArg>, role: &str) -> Result<FileFormat> {
     match given {
-        Some(name) => FileFormat::from_name(name)
-            .with_context(|| format!("--{role}-format {name:?}: expected csv, parquet or arrow")),
+        Some(f) => Ok(f.into()),
         None => FileFormat::from_path(path).with_context(|| {
             format!(
                 "{role} {}: cannot tell the format from the extension; expected .csv, .ndjson, \
@@ -211,8 +266,8 @@ fn score(args: ScoreArgs) -> Result<()> {
             args.threads
         );
     }
-    let input_format = format_for(&args.input, args.input_format.as_deref(), "input")?;
-    let output_format = format_for(&args.output, args.output_format.as_deref(), "output")?;
+    let input_format = format_for(&args.input, args.input_format, "input")?;
+    let output_format = format_for(&args.output, args.output_format, "output")?;
     let dead_letters = args.dead_letters.clone().unwrap_or_else(|| {
         let mut name = args.output.clone().into_os_string();
         name.push(".deadletters.ndjson");
@@ -227,14 +282,10 @@ fn score(args: ScoreArgs) -> Result<()> {
         output_format,
         batch_rows: args.batch_rows,
         threads: args.threads,
-        device: match args.device.as_str() {
-            "cpu" => Device::Cpu,
-            "gpu" => Device::Gpu,
-            _ => Device::Auto,
-        },
+        device: args.device.into(),
         dead_letters: dead_letters.clone(),
         read: roo_ingest::ReadOptions {
-            io_uring: if args.io_uring == "off" {
+            io_uring: if args.io_uring == IoUringArg::Off {
                 roo_ingest::IoUringMode::Off
             } else {
                 roo_ingest::IoUringMode::Auto
@@ -280,23 +331,24 @@ fn inspect(path: &Path, json: bool) -> Result<()> {
     let model = load_model(path)?;
     let s: ModelSummary = model.summary();
     if json {
-        let trees = s.trees.as_ref().map(|t| {
-            serde_json::json!({
-                "trees": t.trees, "groups": t.groups, "max_depth": t.max_depth,
-                "leaves": t.leaves, "nodes": t.nodes, "categorical_nodes": t.categorical_nodes,
-            })
-        });
-        let doc = serde_json::json!({
-            "model": path.display().to_string(),
-            "format": s.format.to_string(),
-            "family": s.family,
-            "objective": s.objective,
-            "features": model.feature_names,
-            "bound_by": if s.named_features { "name" } else { "position" },
-            "outputs": s.outputs,
-            "version": s.version.to_string(),
-            "trees": trees,
-        });
+        let doc = InspectDoc {
+            model: path.display().to_string(),
+            format: s.format.to_string(),
+            family: s.family,
+            objective: &s.objective,
+            features: &model.feature_names,
+            bound_by: if s.named_features { "name" } else { "position" },
+            outputs: &s.outputs,
+            version: s.version.to_string(),
+            trees: s.trees.as_ref().map(|t| InspectTrees {
+                trees: t.trees,
+                groups: t.groups,
+                max_depth: t.max_depth,
+                leaves: t.leaves,
+                nodes: t.nodes,
+                categorical_nodes: t.categorical_nodes,
+            }),
+        };
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
@@ -337,4 +389,28 @@ fn inspect(path: &Path, json: bool) -> Result<()> {
     println!("outputs    {}", s.outputs.join(", "));
     println!("version    {}", s.version);
     Ok(())
+}
+
+/// `roo inspect --json`.
+#[derive(serde::Serialize)]
+struct InspectDoc<'a> {
+    model: String,
+    format: String,
+    family: &'a str,
+    objective: &'a str,
+    features: &'a [String],
+    bound_by: &'static str,
+    outputs: &'a [String],
+    version: String,
+    trees: Option<InspectTrees>,
+}
+
+#[derive(serde::Serialize)]
+struct InspectTrees {
+    trees: usize,
+    groups: usize,
+    max_depth: usize,
+    leaves: usize,
+    nodes: usize,
+    categorical_nodes: usize,
 }

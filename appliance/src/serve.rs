@@ -3,8 +3,7 @@
 //! SIGHUP, serves `/metrics`, `/healthz` and Arrow Flight, and keeps a
 //! status line on a terminal.
 
-use std::io::{IsTerminal, Read, Write};
-use std::net::TcpListener;
+use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,6 +15,7 @@ use roo_scheduler::{check_spec, Pipeline};
 
 use crate::config;
 use crate::flight::FlightServer;
+use crate::http::HttpServer;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Signal {
@@ -64,8 +64,8 @@ fn signals() -> Result<crossbeam_channel::Receiver<Signal>> {
     Ok(rx)
 }
 
-/// Validates the config: parses it, loads every model, binds it to its
-/// source's columns, and checks the sinks' settings. Starts nothing.
+/// Validates the config: parses it, loads every model, binds it to the
+/// schema it will see, and checks the sinks' settings. Starts nothing.
 pub fn check_config(path: &Path) -> Result<()> {
     let config = config::read(path)?;
     let base = path.parent().unwrap_or(Path::new("."));
@@ -78,88 +78,68 @@ pub fn check_config(path: &Path) -> Result<()> {
         );
     }
     for spec in config.specs(base)? {
-        let version = check_spec(&spec)?;
-        println!(
-            "pipeline {}: ok (model {} {version})",
-            spec.name,
-            spec.model.display()
-        );
+        let report = check_spec(&spec)?;
+        let model = match (&spec.model, &report.model_version) {
+            (Some(path), Some(v)) => format!("model {} {v}", path.display()),
+            _ => "no model".to_string(),
+        };
+        let shadows: String = report
+            .shadows
+            .iter()
+            .map(|(name, v)| format!(", shadow {name} {v}"))
+            .collect();
+        println!("pipeline {}: ok ({model}{shadows})", spec.name);
     }
     Ok(())
 }
 
-fn render_metrics(pipelines: &[Pipeline], started: Instant) -> String {
-    let mut out = String::new();
-    for p in pipelines {
-        p.metrics().render(p.name(), &mut out);
-    }
-    let cpu = process_cpu_ns();
-    let events: u64 = pipelines
-        .iter()
-        .map(|p| p.metrics().events_out.load(Ordering::Relaxed))
-        .sum();
-    out.push_str(&format!(
-        "# HELP roo_process_cpu_seconds_total CPU time of the roo process\n# TYPE roo_process_cpu_seconds_total counter\nroo_process_cpu_seconds_total {:.6}\n\
-         # HELP roo_cpu_ns_per_event process CPU time over events scored, since start\n# TYPE roo_cpu_ns_per_event gauge\nroo_cpu_ns_per_event {:.1}\n\
-         # TYPE roo_uptime_seconds gauge\nroo_uptime_seconds {:.3}\n",
-        cpu as f64 / 1e9,
-        cpu as f64 / events.max(1) as f64,
-        started.elapsed().as_secs_f64()
-    ));
-    out
+/// The running pipelines, shared with the Flight and HTTP endpoints: the
+/// lock is held only to find or list them, never across a model load.
+pub type Pipelines = Arc<Mutex<Vec<Arc<Pipeline>>>>;
+
+/// The pipelines as they are now (the lock released).
+pub fn list(pipelines: &Pipelines) -> Vec<Arc<Pipeline>> {
+    pipelines.lock().expect("not poisoned").clone()
 }
 
-/// A minimal HTTP/1.1 responder for `/metrics` and `/healthz`, one request
-/// per connection, requests bounded at 8 KiB and 2 s.
-fn serve_http(
-    listener: TcpListener,
-    pipelines: Arc<Mutex<Vec<Pipeline>>>,
-    started: Instant,
-    stop: Arc<AtomicBool>,
-) {
-    let _ = listener.set_nonblocking(true);
-    while !stop.load(Ordering::Acquire) {
-        let (mut stream, _) = match listener.accept() {
-            Ok(s) => s,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(20));
-                continue;
-            }
-            Err(_) => continue,
-        };
-        let _ = stream.set_nonblocking(false);
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-        let mut request = Vec::new();
-        let mut buf = [0u8; 1024];
-        while request.len() < 8192 && !request.windows(4).any(|w| w == b"\r\n\r\n") {
-            match stream.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => request.extend_from_slice(&buf[..n]),
-            }
-        }
-        let line = String::from_utf8_lossy(&request);
-        let path = line.split_whitespace().nth(1).unwrap_or("");
-        let (status, body) = match path {
-            "/metrics" => (
-                "200 OK",
-                render_metrics(&pipelines.lock().expect("not poisoned"), started),
-            ),
-            "/healthz" => ("200 OK", "ok\n".to_string()),
-            _ => (
-                "404 Not Found",
-                "not found; try /metrics or /healthz\n".to_string(),
-            ),
-        };
-        let _ = write!(
-            stream,
-            "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
+fn stop_all(running: &[Arc<Pipeline>]) {
+    for p in running {
+        p.stop();
+    }
+    for p in running {
+        let _ = p.join();
     }
 }
 
-/// `roo serve --config PATH`.
-pub fn serve(path: &Path) -> Result<()> {
+/// What `--ready-file` holds once the daemon is up.
+#[derive(serde::Serialize)]
+struct Ready {
+    pid: u32,
+    /// `host:port` of `/metrics` and `/healthz`.
+    metrics: Option<String>,
+    /// `host:port` of the Arrow Flight endpoint.
+    flight: Option<String>,
+    pipelines: Vec<ReadyPipeline>,
+}
+
+#[derive(serde::Serialize)]
+struct ReadyPipeline {
+    name: String,
+    /// A TCP source's bound address.
+    tcp: Option<String>,
+    model_version: Option<String>,
+}
+
+/// Writes the ready file whole or not at all.
+fn write_ready(path: &Path, ready: &Ready) -> Result<()> {
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, serde_json::to_vec_pretty(ready)?)
+        .and_then(|()| std::fs::rename(&partial, path))
+        .with_context(|| format!("writing the ready file {}", path.display()))
+}
+
+/// `roo serve --config PATH [--ready-file PATH]`.
+pub fn serve(path: &Path, ready_file: Option<&Path>) -> Result<()> {
     let signals = signals()?;
     let config = config::read(path)?;
     let base = path.parent().unwrap_or(Path::new("."));
@@ -176,44 +156,55 @@ pub fn serve(path: &Path) -> Result<()> {
     let mut running = Vec::new();
     for spec in specs {
         match Pipeline::start(spec, pool.clone()) {
-            Ok(p) => running.push(p),
+            Ok(p) => running.push(Arc::new(p)),
             Err(e) => {
-                for p in &running {
-                    p.stop();
-                }
-                for p in running {
-                    let _ = p.join();
-                }
+                stop_all(&running);
                 return Err(e.into());
             }
         }
     }
-    let pipelines = Arc::new(Mutex::new(running));
+    let pipelines: Pipelines = Arc::new(Mutex::new(running));
     let flight = match flight_settings {
         Some(settings) => match FlightServer::start(settings, pipelines.clone(), pool.clone()) {
             Ok(f) => Some(f),
             Err(e) => {
-                let running = std::mem::take(&mut *pipelines.lock().expect("not poisoned"));
-                for p in &running {
-                    p.stop();
-                }
-                for p in running {
-                    let _ = p.join();
-                }
+                stop_all(&list(&pipelines));
                 return Err(e);
             }
         },
         None => None,
     };
-    let stop_threads = Arc::new(AtomicBool::new(false));
-    if let Some(addr) = &config.server.metrics {
-        let listener =
-            TcpListener::bind(addr).with_context(|| format!("metrics address {addr}"))?;
-        tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
-        let (p, s) = (pipelines.clone(), stop_threads.clone());
-        std::thread::Builder::new()
-            .name("roo-http".into())
-            .spawn(move || serve_http(listener, p, started, s))?;
+    let draining = Arc::new(AtomicBool::new(false));
+    let http = match &config.server.metrics {
+        Some(addr) => match HttpServer::start(addr, pipelines.clone(), started, draining.clone()) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                if let Some(f) = flight {
+                    f.stop(Duration::from_secs(1));
+                }
+                stop_all(&list(&pipelines));
+                return Err(e);
+            }
+        },
+        None => None,
+    };
+    if let Some(ready_file) = ready_file {
+        write_ready(
+            ready_file,
+            &Ready {
+                pid: std::process::id(),
+                metrics: http.as_ref().map(|h| h.local_addr().to_string()),
+                flight: flight.as_ref().map(|f| f.local_addr().to_string()),
+                pipelines: list(&pipelines)
+                    .iter()
+                    .map(|p| ReadyPipeline {
+                        name: p.name().to_string(),
+                        tcp: p.tcp_addr().map(|a| a.to_string()),
+                        model_version: p.model_version(),
+                    })
+                    .collect(),
+            },
+        )?;
     }
     let status_line = std::io::stderr().is_terminal();
     let mut last = (Instant::now(), 0u64, process_cpu_ns());
@@ -221,12 +212,15 @@ pub fn serve(path: &Path) -> Result<()> {
     loop {
         match signals.recv_timeout(Duration::from_millis(100)) {
             Ok(Signal::Reload) => {
-                for p in pipelines.lock().expect("not poisoned").iter() {
+                // Models load and compile with the list unlocked: /metrics
+                // and Flight carry on meanwhile.
+                for p in list(&pipelines) {
                     match p.reload() {
-                        Ok(version) => {
+                        Ok(Some(version)) => {
                             tracing::info!("pipeline {}: now scoring with {version}", p.name())
                         }
-                        Err(e) => tracing::error!("{e}; the previous model keeps scoring"),
+                        Ok(None) => {}
+                        Err(e) => tracing::error!("{}", roo_scheduler::error::chain(&e)),
                     }
                 }
             }
@@ -236,7 +230,7 @@ pub fn serve(path: &Path) -> Result<()> {
             }
             Err(_) => {}
         }
-        let guard = pipelines.lock().expect("not poisoned");
+        let guard = list(&pipelines);
         if let Some(p) = guard.iter().find(|p| p.failed()) {
             // A daemon with a broken pipeline is not healthy: drain the
             // others and exit non-zero, for the supervisor to see.
@@ -244,15 +238,12 @@ pub fn serve(path: &Path) -> Result<()> {
             break;
         }
         // A Flight endpoint is a server: it runs until told to stop.
-        if flight.is_none() && guard.iter().all(Pipeline::finished) {
+        if flight.is_none() && guard.iter().all(|p| p.finished()) {
             tracing::info!("every pipeline has stopped (its source ended, or it failed)");
             break;
         }
         if status_line && last.0.elapsed() >= Duration::from_secs(1) {
-            let out: u64 = guard
-                .iter()
-                .map(|p| p.metrics().events_out.load(Ordering::Relaxed))
-                .sum();
+            let out: u64 = guard.iter().map(|p| p.snapshot().events_out).sum();
             let cpu = process_cpu_ns();
             let secs = last.0.elapsed().as_secs_f64();
             let p99 = guard
@@ -266,6 +257,7 @@ pub fn serve(path: &Path) -> Result<()> {
             last = (Instant::now(), out, cpu);
         }
     }
+    draining.store(true, Ordering::Release);
     if status_line {
         eprintln!();
     }
@@ -282,7 +274,7 @@ pub fn serve(path: &Path) -> Result<()> {
             }
         }
     })?;
-    let running = std::mem::take(&mut *pipelines.lock().expect("not poisoned"));
+    let running = list(&pipelines);
     for p in &running {
         p.stop();
     }
@@ -292,7 +284,7 @@ pub fn serve(path: &Path) -> Result<()> {
         f.stop(Duration::from_secs(5));
     }
     let mut failed = None;
-    for p in running {
+    for p in &running {
         let name = p.name().to_string();
         match p.join() {
             Ok(c) => eprintln!(
@@ -300,12 +292,14 @@ pub fn serve(path: &Path) -> Result<()> {
                 c.events_in, c.events_out, c.events_dead, c.batches, c.batches_gpu, c.batches_cpu_retried
             ),
             Err(e) => {
-                eprintln!("roo: {e}");
+                eprintln!("roo: {}", roo_scheduler::error::chain(&e));
                 failed = Some(e);
             }
         }
     }
-    stop_threads.store(true, Ordering::Release);
+    if let Some(h) = http {
+        h.stop();
+    }
     match failed {
         Some(e) => Err(e.into()),
         None => Ok(()),

@@ -19,22 +19,7 @@ use futures::StreamExt;
 const SECRET: &str = "test-secret-0123456789";
 
 fn python() -> Option<String> {
-    let python = std::env::var("ROO_PYTHON").unwrap_or_else(|_| "python3".into());
-    let found = Command::new(&python)
-        .args(["-c", "import pyarrow.flight, numpy"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if found {
-        return Some(python);
-    }
-    if std::env::var_os("ROO_REQUIRE_PYARROW").is_some() {
-        panic!("ROO_REQUIRE_PYARROW is set but {python} cannot import pyarrow.flight and numpy");
-    }
-    eprintln!(
-        "SKIPPED: {python} cannot import pyarrow.flight and numpy; set ROO_PYTHON to a Python that can"
-    );
-    None
+    common::python("pyarrow.flight, numpy")
 }
 
 /// A config with a Flight endpoint on a free port, pipeline "score" fed by
@@ -130,7 +115,7 @@ fn pyarrow_clients_exchange_put_get_and_manage_models() {
     let Some(python) = python() else { return };
     let dir = tempfile::tempdir().unwrap();
     let mut daemon = Daemon::start(&config(dir.path(), None), Stdio::null());
-    let address = format!("grpc://{}", daemon.address("Arrow Flight on grpc://"));
+    let address = format!("grpc://{}", daemon.ready().flight.unwrap());
     let work = dir.path().join("work");
     std::fs::create_dir(&work).unwrap();
     let pid = daemon.child.id().to_string();
@@ -219,7 +204,9 @@ fn pyarrow_over_tls() {
     );
     let mut daemon = Daemon::start(&config(dir.path(), Some((&cert, &key))), Stdio::null());
     let port = daemon
-        .address("Arrow Flight on grpc+tls://")
+        .ready()
+        .flight
+        .unwrap()
         .rsplit(':')
         .next()
         .unwrap()
@@ -236,7 +223,7 @@ fn pyarrow_over_tls() {
 fn malformed_ipc_is_refused_and_the_server_carries_on() {
     let dir = tempfile::tempdir().unwrap();
     let mut daemon = Daemon::start(&config(dir.path(), None), Stdio::null());
-    let address = format!("http://{}", daemon.address("Arrow Flight on grpc://"));
+    let address = format!("http://{}", daemon.ready().flight.unwrap());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -371,13 +358,13 @@ fn sigterm_during_a_put_tells_the_client_what_was_accepted() {
     std::fs::write(
         &config,
         format!(
-            "[flight]\nlisten = \"127.0.0.1:0\"\n\n[[pipeline]]\nname = \"p\"\nmodel = \"{}\"\nmax_rows = 1000\n[pipeline.source]\nkind = \"flight\"\n[[pipeline.sink]]\nkind = \"files\"\ndir = \"out\"\nformat = \"arrow\"\n",
+            "[server]\nmetrics = \"127.0.0.1:0\"\n\n[flight]\nlisten = \"127.0.0.1:0\"\n\n[[pipeline]]\nname = \"p\"\nmodel = \"{}\"\nmax_rows = 1000\n[pipeline.source]\nkind = \"flight\"\n[[pipeline.sink]]\nkind = \"files\"\ndir = \"out\"\nformat = \"arrow\"\n",
             example("model.json").display()
         ),
     )
     .unwrap();
     let mut daemon = Daemon::start(&config, Stdio::null());
-    let address = format!("grpc://{}", daemon.address("Arrow Flight on grpc://"));
+    let address = format!("grpc://{}", daemon.ready().flight.unwrap());
     let mut client = Command::new(&python)
         .args(["-c", ENDLESS_PUT, &address])
         .arg(example("model.json"))
@@ -391,7 +378,8 @@ fn sigterm_during_a_put_tells_the_client_what_was_accepted() {
         first, "started",
         "the client did not get its first batch in"
     );
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Mid-stream: several of its batches are in.
+    daemon.wait_metric("roo_events_in_total", 5.0 * 4096.0);
     daemon.signal(libc::SIGTERM);
     let (code, lines) = daemon.finish();
     assert_eq!(code, Some(0), "{}", lines.join("\n"));

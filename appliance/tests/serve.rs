@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float32Type, Int32Type, Int64Type};
+use arrow_array::types::{Int32Type, Int64Type};
 use arrow_array::{Array, RecordBatch};
 
 mod common;
-use common::{example, read_ipc_dir, roo, Daemon};
+use common::{example, http_get, metric_in, read_ipc_dir, roo, score_sample, scores, Daemon};
 
 /// `N events in, M scored, D dead letters` from the final report.
 fn final_counts(lines: &[String], pipeline: &str) -> (u64, u64, u64) {
@@ -30,45 +30,6 @@ fn final_counts(lines: &[String], pipeline: &str) -> (u64, u64, u64) {
     (numbers[0], numbers[1], numbers[2])
 }
 
-/// The `score` column of every batch, in order.
-fn scores(batches: &[RecordBatch]) -> Vec<f32> {
-    batches
-        .iter()
-        .flat_map(|b| {
-            b.column_by_name("score")
-                .unwrap()
-                .as_primitive::<Float32Type>()
-                .values()
-                .to_vec()
-        })
-        .collect()
-}
-
-/// `roo score --device DEVICE` on the bundled sample into `output` (Arrow
-/// IPC): its scores.
-fn score_sample(device: &str, output: &Path) -> Vec<f32> {
-    let run = roo()
-        .args(["score", "--device", device, "--model"])
-        .arg(example("model.json"))
-        .arg("--input")
-        .arg(example("transactions.csv"))
-        .arg("--output")
-        .arg(output)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let file = std::fs::File::open(output).unwrap();
-    let batches: Vec<RecordBatch> = arrow_ipc::reader::FileReader::try_new(file, None)
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    scores(&batches)
-}
-
 /// Every batch of every Arrow IPC file in `dir`, in file order.
 /// The `txn_id` column of every batch, in order.
 fn txn_ids(batches: &[RecordBatch]) -> Vec<i64> {
@@ -82,6 +43,17 @@ fn txn_ids(batches: &[RecordBatch]) -> Vec<i64> {
                 .to_vec()
         })
         .collect()
+}
+
+/// A model file's version, as `roo inspect --json` gives it.
+fn model_version(path: &Path) -> String {
+    let out = roo()
+        .args(["inspect", "--json", "--model", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    doc["version"].as_str().unwrap().to_string()
 }
 
 fn versions(batch: &RecordBatch) -> Vec<String> {
@@ -208,7 +180,7 @@ fn sigterm_mid_stream_loses_nothing_that_was_read() {
         64,
     );
     let mut daemon = Daemon::start(&config, Stdio::null());
-    let addr = daemon.address("listening on tcp://");
+    let addr = daemon.ready().tcp["t"].clone();
     let header = sample_header();
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
@@ -233,7 +205,7 @@ fn sigterm_mid_stream_loses_nothing_that_was_read() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(1500));
+    daemon.wait_metric("roo_events_in_total", 20_000.0);
     daemon.signal(libc::SIGTERM);
     let (code, lines) = daemon.finish();
     stop.store(true, Ordering::Relaxed);
@@ -276,21 +248,21 @@ fn sighup_swaps_the_model_between_batches() {
     let config = dir.path().join("roo.toml");
     std::fs::write(
         &config,
-        "[[pipeline]]\nname = \"g\"\nmodel = \"model.json\"\nmax_rows = 1000\nlinger_ms = 10\n\n\
+        "[server]\nmetrics = \"127.0.0.1:0\"\n\n[[pipeline]]\nname = \"g\"\nmodel = \"model.json\"\nmax_rows = 1000\nlinger_ms = 10\n\n\
          [pipeline.source]\nkind = \"generator\"\nrate = 20000\n\n\
          [[pipeline.sink]]\nkind = \"files\"\ndir = \"out\"\nformat = \"arrow\"\nrotate_secs = 1\n",
     )
     .unwrap();
     let mut daemon = Daemon::start(&config, Stdio::null());
-    daemon.wait_for("pipeline g: model");
-    std::thread::sleep(Duration::from_millis(800));
+    daemon.ready();
+    let before = daemon.wait_metric("roo_events_out_total", 5_000.0);
     // Same trees, another file: a new version.
     let mut changed = original.clone();
     changed.extend_from_slice(b"\n");
     std::fs::write(&model, &changed).unwrap();
     daemon.signal(libc::SIGHUP);
-    let swapped = daemon.wait_for("now scoring with");
-    std::thread::sleep(Duration::from_millis(800));
+    daemon.wait_metric("roo_model_reloads_total", 1.0);
+    daemon.wait_metric("roo_events_out_total", before + 5_000.0);
     daemon.signal(libc::SIGINT);
     let (code, lines) = daemon.finish();
     assert_eq!(code, Some(0), "{}", lines.join("\n"));
@@ -304,7 +276,7 @@ fn sighup_swaps_the_model_between_batches() {
         }
     }
     assert_eq!(sequence.len(), 2, "old, then new: {sequence:?}");
-    assert!(swapped.ends_with(&sequence[1]), "{swapped}");
+    assert_eq!(sequence[1], model_version(&model), "the new file's version");
     let ids = txn_ids(&batches);
     assert_eq!(
         ids,
@@ -313,17 +285,9 @@ fn sighup_swaps_the_model_between_batches() {
     );
 }
 
-/// One pipeline-summed counter from the daemon's /metrics.
-fn metric(url: &str, name: &str) -> u64 {
-    let (host, path) = url.split_once('/').unwrap();
-    let mut s = TcpStream::connect(host).unwrap();
-    write!(s, "GET /{path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+/// One pipeline-summed counter from the daemon's /metrics at `addr`.
+fn metric(addr: &str, name: &str) -> u64 {
+    metric_in(&http_get(addr, "/metrics").1, name) as u64
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -342,8 +306,8 @@ fn a_slow_sink_pushes_back_on_the_sender_with_memory_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let config = tcp_config(dir.path(), "[[pipeline.sink]]\nkind = \"stdout\"\n", 8);
     let mut daemon = Daemon::start(&config, Stdio::piped());
-    let addr = daemon.address("listening on tcp://");
-    let metrics = daemon.address("metrics on http://");
+    let addr = daemon.ready().tcp["t"].clone();
+    let metrics = daemon.ready().metrics.unwrap();
     let header = sample_header();
     let total_rows = 400_000u64;
     let sent = Arc::new(AtomicU64::new(0));
@@ -405,113 +369,12 @@ fn a_slow_sink_pushes_back_on_the_sender_with_memory_bounded() {
     assert_eq!(out, total_rows);
 }
 
-fn check_config(text: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(example("model.json"), dir.path().join("model.json")).unwrap();
-    let path = dir.path().join("roo.toml");
-    std::fs::write(&path, text).unwrap();
-    let out = roo()
-        .args(["check-config", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-#[test]
-fn bad_configs_name_the_line_and_the_field() {
-    let good = "[[pipeline]]\nname = \"g\"\nmodel = \"model.json\"\n\n[pipeline.source]\nkind = \"generator\"\n";
-    let err = check_config(&good.replace("model = ", "modle = \"x\"\nmodel = "));
-    assert!(
-        err.contains("line 3") && err.contains("unknown field `modle`"),
-        "{err}"
-    );
-    let err = check_config(&format!("{good}\n[pipeline.sink]\n"));
-    assert!(err.contains("roo.toml"), "{err}");
-    let err = check_config(&good.replace(
-        "model = \"model.json\"",
-        "model = \"model.json\"\nmax_rows = 0",
-    ));
-    assert!(
-        err.contains("line 4") && err.contains("0 is out of range; expected 1 to 16777216"),
-        "{err}"
-    );
-    let err = check_config(&good.replace("kind = \"generator\"", "kind = \"kafka\""));
-    assert!(
-        err.contains("line 6") && err.contains("unknown variant `kafka`"),
-        "{err}"
-    );
-    let err = check_config(&good.replace("model.json", "missing.json"));
-    assert!(
-        err.contains("pipeline g") && err.contains("missing.json"),
-        "{err}"
-    );
-    let err = check_config(&good.replace(
-        "model = \"model.json\"",
-        "model = \"model.json\"\nevent_time = \"when\"",
-    ));
-    assert!(
-        err.contains("event_time = \"when\": the input has no such column"),
-        "{err}"
-    );
-    let err = check_config(&good.replace(
-        "model = \"model.json\"",
-        "model = \"model.json\"\nevent_time = \"amount\"",
-    ));
-    assert!(
-        err.contains("the column is Float32; expected int64 microseconds"),
-        "{err}"
-    );
-    // device = "gpu" where wgpu finds no adapter (here: only Metal asked for).
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(example("model.json"), dir.path().join("model.json")).unwrap();
-    let path = dir.path().join("roo.toml");
-    std::fs::write(
-        &path,
-        good.replace(
-            "model = \"model.json\"",
-            "model = \"model.json\"\ndevice = \"gpu\"",
-        ),
-    )
-    .unwrap();
-    let out = roo()
-        .args(["check-config", "--config", path.to_str().unwrap()])
-        .env("WGPU_BACKEND", "metal")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("pipeline g") && err.contains("device = \"gpu\": no GPU"),
-        "{err}"
-    );
-    let err = check_config(&good.replace(
-        "kind = \"generator\"",
-        "kind = \"tcp\"\nlisten = \"127.0.0.1:0\"\nformat = \"csv\"\ncolumns = [\"amount\"]",
-    ));
-    assert!(
-        err.contains("does not fit the input") && err.contains("amount_log"),
-        "{err}"
-    );
-    let err = check_config(&format!("{good}\n{}", good));
-    assert!(err.contains("two pipelines are named \"g\""), "{err}");
-}
-
 /// A quantile of one stage's latency from the daemon's /metrics, in seconds.
-fn latency_s(url: &str, stage: &str, quantile: &str) -> f64 {
-    let (host, path) = url.split_once('/').unwrap();
-    let mut s = TcpStream::connect(host).unwrap();
-    write!(s, "GET /{path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
+fn latency_s(addr: &str, stage: &str, quantile: &str) -> f64 {
+    let (_, text) = http_get(addr, "/metrics");
     let key = format!("stage=\"{stage}\",quantile=\"{quantile}\"}}");
     text.lines()
-        .find(|l| l.starts_with("roo_latency_seconds") && l.contains(&key))
+        .find(|l| l.starts_with("roo_latency_quantile_seconds") && l.contains(&key))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or_else(|| panic!("no {stage} {quantile} in:\n{text}"))
 }
@@ -546,8 +409,8 @@ fn event_time_latency_counts_the_time_before_ingest() {
     )
     .unwrap();
     let mut daemon = Daemon::start(&config, Stdio::null());
-    let addr = daemon.address("listening on tcp://");
-    let metrics = daemon.address("metrics on http://");
+    let addr = daemon.ready().tcp["t"].clone();
+    let metrics = daemon.ready().metrics.unwrap();
     let now_us = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -634,18 +497,11 @@ fn a_sink_that_cannot_write_stops_the_daemon_with_the_reason() {
     )
     .unwrap();
     let mut daemon = Daemon::start(&config, Stdio::null());
-    daemon.wait_for("pipeline g: model");
+    // Ready means the sinks are open: the directory exists.
+    daemon.ready();
     // The sink's directory becomes a file: the next file cannot be renamed into place.
     let out = dir.path().join("out");
-    // The model line comes before the sinks are opened: wait for the directory.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !out.is_dir() {
-        assert!(
-            Instant::now() < deadline,
-            "the sink directory never appeared"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    assert!(out.is_dir());
     std::fs::remove_dir_all(&out).unwrap();
     std::fs::write(&out, b"in the way").unwrap();
     let (code, lines) = daemon.finish();
@@ -670,7 +526,7 @@ fn a_second_sigterm_gives_up_a_drain_that_cannot_finish() {
     let config = tcp_config(dir.path(), "[[pipeline.sink]]\nkind = \"stdout\"\n", 8);
     // stdout is a pipe nobody reads: the drain can never finish.
     let mut daemon = Daemon::start(&config, Stdio::piped());
-    let addr = daemon.address("listening on tcp://");
+    let addr = daemon.ready().tcp["t"].clone();
     let header = sample_header();
     let client = std::thread::spawn(move || {
         let mut s = TcpStream::connect(&addr).unwrap();
@@ -678,10 +534,16 @@ fn a_second_sigterm_gives_up_a_drain_that_cannot_finish() {
         let rows: String = rows_for(1).take(200_000).collect();
         let _ = s.write_all(rows.as_bytes());
     });
-    std::thread::sleep(Duration::from_secs(2));
+    daemon.wait_metric("roo_events_in_total", 1_000.0);
+    let metrics = daemon.ready().metrics.unwrap();
     daemon.signal(libc::SIGTERM);
-    daemon.wait_for("a second signal exits at once");
-    std::thread::sleep(Duration::from_millis(500));
+    // Draining: /healthz says so (503) while the drain waits on stdout.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(&metrics, "/healthz").0 != 503 {
+        assert!(Instant::now() < deadline, "/healthz never said draining");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(http_get(&metrics, "/healthz").1, "draining\n");
     assert!(
         daemon.child.try_wait().unwrap().is_none(),
         "the drain is blocked on stdout"

@@ -113,11 +113,11 @@ pub fn run(seconds: f64, python: &str, cache: &Path) -> Result<Section> {
                 .join(", ")
         ),
     )?;
-    let daemon = Daemon::start(&config)?;
-    let line = daemon.wait_for("Arrow Flight on grpc://")?;
-    let addr = line[line.find("grpc://").context("address")? + "grpc://".len()..]
-        .trim()
-        .to_string();
+    let mut daemon = Daemon::start(&config)?;
+    let addr = daemon
+        .ready()?
+        .flight
+        .context("the daemon's Flight address")?;
     say!(
         "# Flight DoExchange, the bundled fraud model (XGBoost, 40 trees, depth 5), card rows\n\
          # roo serve as its own process ({} cores here); lock-step: one batch out, its reply back, {seconds} s per size\n",

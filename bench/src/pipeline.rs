@@ -12,7 +12,6 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -87,37 +86,58 @@ fn card_csv(rows: usize) -> Vec<u8> {
 
 pub(crate) struct Daemon {
     child: Child,
-    lines: mpsc::Receiver<String>,
+    ready_file: PathBuf,
+}
+
+/// The addresses a daemon bound, from its `--ready-file`.
+pub(crate) struct Ready {
+    pub(crate) metrics: Option<String>,
+    pub(crate) flight: Option<String>,
+    /// The first pipeline's TCP source.
+    pub(crate) tcp: Option<String>,
 }
 
 impl Daemon {
+    /// Starts `roo serve` on `config`; its ready file goes beside it.
     pub(crate) fn start(config: &Path) -> Result<Self> {
-        let mut child = Command::new(roo_binary()?)
+        let ready_file = config.with_extension("ready.json");
+        let _ = std::fs::remove_file(&ready_file);
+        let child = Command::new(roo_binary()?)
             .args(["serve", "--config"])
             .arg(config)
+            .arg("--ready-file")
+            .arg(&ready_file)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::null())
             .spawn()?;
-        let stderr = child.stderr.take().context("stderr")?;
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        Ok(Self { child, lines })
+        Ok(Self { child, ready_file })
     }
 
-    pub(crate) fn wait_for(&self, needle: &str) -> Result<String> {
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(Duration::from_secs(60))
-                .context("daemon silent")?;
-            if line.contains(needle) {
-                return Ok(line);
+    /// Waits until the daemon has started every pipeline and bound every
+    /// listener (its ready file), up to 60 s.
+    pub(crate) fn ready(&mut self) -> Result<Ready> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let text = loop {
+            if let Ok(text) = std::fs::read_to_string(&self.ready_file) {
+                break text;
             }
-        }
+            if let Some(status) = self.child.try_wait()? {
+                bail!("the daemon exited ({status}) before it was ready");
+            }
+            if Instant::now() > deadline {
+                bail!("the daemon was not ready after 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let v: serde_json::Value = serde_json::from_str(&text)?;
+        let text_of = |v: &serde_json::Value| v.as_str().map(str::to_string);
+        Ok(Ready {
+            metrics: text_of(&v["metrics"]),
+            flight: text_of(&v["flight"]),
+            tcp: v["pipelines"]
+                .as_array()
+                .and_then(|p| p.iter().find_map(|p| text_of(&p["tcp"]))),
+        })
     }
 
     pub(crate) fn pid(&self) -> u32 {
@@ -151,7 +171,11 @@ impl Daemon {
 
 fn metrics_text(addr: &str) -> Result<String> {
     let mut s = TcpStream::connect(addr)?;
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
+    // One request; the server closes the connection after the reply.
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: roo\r\nConnection: close\r\n\r\n"
+    )?;
     let mut text = String::new();
     s.read_to_string(&mut text)?;
     Ok(text)
@@ -245,22 +269,10 @@ fn tcp_phase(
         "event_time = \"sent_us\"",
         sink,
     )?;
-    let daemon = Daemon::start(&config)?;
-    let addr = daemon
-        .wait_for("listening on tcp://")?
-        .rsplit("tcp://")
-        .next()
-        .context("addr")?
-        .trim()
-        .to_string();
-    let metrics = daemon.wait_for("metrics on http://")?;
-    let metrics = metrics
-        .rsplit("http://")
-        .next()
-        .context("addr")?
-        .trim()
-        .trim_end_matches("/metrics")
-        .to_string();
+    let mut daemon = Daemon::start(&config)?;
+    let ready = daemon.ready()?;
+    let addr = ready.tcp.context("the daemon's TCP address")?;
+    let metrics = ready.metrics.context("the daemon's metrics address")?;
     // Rows cut at line ends, in chunks of about 1 ms of the offered rate.
     let rows_per_chunk = rate.map_or(2048, |r| ((r / 1000.0).ceil() as usize).max(1));
     let mut s = TcpStream::connect(&addr)?;
@@ -321,7 +333,7 @@ fn tcp_phase(
         .since(&threads0);
     let out = metric(&text, "roo_events_out_total") - out0;
     let stage_q = |stage: &str, quantile: &str| {
-        metric(&text, &format!("roo_latency_seconds{{pipeline=\"bench\",stage=\"{stage}\",quantile=\"{quantile}\"}}")) * 1e3
+        metric(&text, &format!("roo_latency_quantile_seconds{{pipeline=\"bench\",stage=\"{stage}\",quantile=\"{quantile}\"}}")) * 1e3
     };
     let q = |quantile: &str| stage_q("end_to_end", quantile);
     let phase = TcpPhase {
@@ -339,7 +351,7 @@ fn tcp_phase(
             metric(
                 &text,
                 &format!(
-                    "roo_latency_seconds{{pipeline=\"bench\",stage=\"{stage}\",quantile=\"0.99\"}}"
+                    "roo_latency_quantile_seconds{{pipeline=\"bench\",stage=\"{stage}\",quantile=\"0.99\"}}"
                 ),
             ) * 1e3
         }),

@@ -4,12 +4,10 @@ use thiserror::Error;
 /// Messages name the file and, where known, the line and column.
 #[derive(Debug, Error)]
 pub enum IngestError {
-    #[error("reading {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The I/O error is part of the message, not a separate cause, so a
+    /// chain of errors says it once.
+    #[error("reading {path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("reading {path}: {message}")]
     Format { path: String, message: String },
     #[error("reading {path}: line {line}, column '{column}': {message}")]

@@ -88,9 +88,9 @@ impl FileSource {
     pub fn open(path: impl AsRef<Path>, format: FileFormat) -> Result<Self, IngestError> {
         let path = path.as_ref().to_path_buf();
         let shown = path.display().to_string();
-        let io = |source| IngestError::Io {
+        let io = |error| IngestError::Io {
             path: shown.clone(),
-            source,
+            error,
         };
         let format_error = |message: String| IngestError::Format {
             path: shown.clone(),
@@ -163,9 +163,9 @@ impl FileSource {
     pub fn open_raw(path: impl AsRef<Path>, columns: &[String]) -> Result<Self, IngestError> {
         let path = path.as_ref().to_path_buf();
         let shown = path.display().to_string();
-        File::open(&path).map_err(|source| IngestError::Io {
+        File::open(&path).map_err(|error| IngestError::Io {
             path: shown.clone(),
-            source,
+            error,
         })?;
         check_names(&shown, columns)?;
         let schema = Arc::new(Schema::new(
@@ -229,9 +229,9 @@ impl FileSource {
             path: shown.to_string(),
             message,
         };
-        let file = File::open(&self.path).map_err(|source| IngestError::Io {
+        let file = File::open(&self.path).map_err(|error| IngestError::Io {
             path: shown.to_string(),
-            source,
+            error,
         })?;
         let ready_made = |iter: Box<dyn Iterator<Item = Result<RecordBatch, String>> + Send>| {
             let mut rows = 0u64;

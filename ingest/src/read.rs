@@ -158,9 +158,9 @@ pub fn read_file(
     options: &ReadOptions,
     consume: &mut dyn FnMut(&[u8]) -> bool,
 ) -> Result<ReadPath, IngestError> {
-    let io = |source| IngestError::Io {
+    let io = |error| IngestError::Io {
         path: shown.to_string(),
-        source,
+        error,
     };
     let mut plain = |reason: String| -> Result<ReadPath, IngestError> {
         let path = ReadPath::Plain { reason };

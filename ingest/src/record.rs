@@ -26,6 +26,9 @@ pub struct DeadLetter {
     pub raw_len: u64,
     /// What was wrong, naming the column and what was expected.
     pub reason: String,
+    /// The events this letter stands for: 1 for a record that could not be
+    /// read; a batch's rows when a later stage refused the batch whole.
+    pub records: u64,
 }
 
 impl std::fmt::Display for DeadLetter {
@@ -58,6 +61,11 @@ pub struct IngestBatch {
 impl IngestBatch {
     /// Records this batch accounts for: rows plus dead letters.
     pub fn records(&self) -> usize {
-        self.batch.num_rows() + self.dead_letters.len()
+        self.batch.num_rows()
+            + self
+                .dead_letters
+                .iter()
+                .map(|d| d.records as usize)
+                .sum::<usize>()
     }
 }

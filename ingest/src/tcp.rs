@@ -88,9 +88,9 @@ impl TcpSource {
     /// from the source's own thread(s).
     pub fn start(config: TcpSourceConfig, sink: SharedSink) -> Result<Self, IngestError> {
         let shown = format!("tcp://{}", config.listen);
-        let io = |source| IngestError::Io {
+        let io = |error| IngestError::Io {
             path: shown.clone(),
-            source,
+            error,
         };
         if !config.recv_buffers.is_power_of_two() || config.recv_buffers > 32768 {
             return Err(IngestError::Format {
@@ -316,9 +316,9 @@ impl UringTcp {
         stop: Arc<AtomicBool>,
     ) -> Result<TcpReport, IngestError> {
         let shown = format!("tcp://{local}");
-        let io = |source| IngestError::Io {
+        let io = |error| IngestError::Io {
             path: shown.clone(),
-            source,
+            error,
         };
         let mut report = TcpReport::default();
         let mut connections: Vec<Option<Connection>> = Vec::new();
@@ -479,9 +479,9 @@ fn run_plain(
     stop: Arc<AtomicBool>,
 ) -> Result<TcpReport, IngestError> {
     let shown = format!("tcp://{local}");
-    let io = |source| IngestError::Io {
+    let io = |error| IngestError::Io {
         path: shown.clone(),
-        source,
+        error,
     };
     listener.set_nonblocking(true).map_err(io)?;
     let sink = Arc::new(Mutex::new(sink));

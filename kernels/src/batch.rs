@@ -24,6 +24,24 @@ impl FeatureBinding {
     /// has no feature names. Fails before any row is read when a feature is
     /// missing or not numeric, or a score column would overwrite an input.
     pub fn new(model: &Model, schema: &Schema) -> Result<Self, BindError> {
+        Self::with_outputs(model, schema, &model.output_names(), "roo.model.version")
+    }
+
+    /// As [`Self::new`], with the score columns named `outputs` (one per
+    /// model output) and the model's version kept in the schema metadata
+    /// under `version_key`: a second model scoring the same rows (a shadow)
+    /// writes columns of its own beside the first's.
+    pub fn with_outputs(
+        model: &Model,
+        schema: &Schema,
+        outputs: &[String],
+        version_key: &str,
+    ) -> Result<Self, BindError> {
+        assert_eq!(
+            outputs.len(),
+            model.n_outputs(),
+            "one output column per model output"
+        );
         let fields = schema.fields();
         let columns = Self::feature_columns(model, schema)?;
         for (feature, &c) in model.feature_names.iter().zip(&columns) {
@@ -37,14 +55,14 @@ impl FeatureBinding {
             }
         }
         let mut out_fields: Vec<Arc<Field>> = fields.iter().cloned().collect();
-        for name in model.output_names() {
-            if schema.index_of(&name).is_ok() {
-                return Err(BindError::OutputClash(name));
+        for name in outputs {
+            if schema.index_of(name).is_ok() {
+                return Err(BindError::OutputClash(name.clone()));
             }
             out_fields.push(Arc::new(Field::new(name, DataType::Float32, false)));
         }
         let mut metadata = schema.metadata().clone();
-        metadata.insert("roo.model.version".to_string(), model.version.to_string());
+        metadata.insert(version_key.to_string(), model.version.to_string());
         Ok(Self {
             columns,
             output_schema: Arc::new(Schema::new_with_metadata(out_fields, metadata)),

@@ -9,11 +9,12 @@ use thiserror::Error;
 /// node 4: feature index 41 but the model has 30 features`.
 #[derive(Debug, Error)]
 pub enum ModelError {
-    #[error("reading model {origin}: {source}")]
+    /// The I/O error is part of the message, not a separate cause, so a
+    /// chain of errors says it once.
+    #[error("reading model {origin}: {error}")]
     Io {
         origin: String,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("reading model {origin}: {}{message}", at_prefix(.at))]
     Invalid {

@@ -15,7 +15,7 @@ use roo_kernels::{BindError, FeatureBinding, Model};
 use thiserror::Error;
 
 use crate::device::{Device, DeviceScorer, Placement};
-use crate::sink::{DeadLetterSink, FileSink, SinkError};
+use crate::sinks::{DeadLetterSink, FileSink, SinkError};
 
 pub struct BatchJob<'a> {
     pub model: &'a Model,
@@ -55,7 +55,7 @@ pub struct JobReport {
 pub enum JobError {
     #[error(transparent)]
     Ingest(#[from] IngestError),
-    #[error("input {path} does not fit model {model}: {source}")]
+    #[error("input {path} does not fit model {model}")]
     Bind {
         path: String,
         model: String,

@@ -8,8 +8,93 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use roo_kernels::cpu::CpuScorer;
+#[cfg(feature = "gpu")]
 use roo_kernels::gpu::{GpuBatch, GpuContext, GpuError, GpuScorer};
 use roo_kernels::Model;
+
+#[cfg(not(feature = "gpu"))]
+use gpu_off::{GpuBatch, GpuContext, GpuError, GpuScorer};
+
+/// A roo built without the `gpu` feature: the GPU types exist but can hold
+/// no value (uninhabited enums), so every GPU branch below compiles and is
+/// statically dead; opening a device says why it cannot.
+#[cfg(not(feature = "gpu"))]
+mod gpu_off {
+    use std::fmt;
+    use std::sync::Arc;
+
+    use roo_kernels::Model;
+
+    #[derive(Debug)]
+    pub struct GpuError;
+
+    impl fmt::Display for GpuError {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("this roo was built without GPU support (cargo feature `gpu`)")
+        }
+    }
+
+    pub enum GpuBatch {}
+
+    impl GpuBatch {
+        pub fn is_in_flight(&self) -> bool {
+            match *self {}
+        }
+        pub fn rows(&self) -> usize {
+            match *self {}
+        }
+    }
+
+    pub enum Adapter {}
+
+    impl Adapter {
+        pub fn is_software(&self) -> bool {
+            match *self {}
+        }
+    }
+
+    impl fmt::Display for Adapter {
+        fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
+            match *self {}
+        }
+    }
+
+    pub enum GpuContext {}
+
+    impl GpuContext {
+        pub fn shared() -> Result<Arc<Self>, GpuError> {
+            Err(GpuError)
+        }
+        pub fn adapter(&self) -> &Adapter {
+            match *self {}
+        }
+    }
+
+    pub enum GpuScorer {}
+
+    impl GpuScorer {
+        pub fn new(_: &Model, ctx: Arc<GpuContext>) -> Result<Self, GpuError> {
+            match *ctx {}
+        }
+        pub fn adapter(&self) -> &Adapter {
+            match *self {}
+        }
+        pub fn score(&self, _: &[&[f32]], _: &mut [&mut [f32]]) -> Result<(), GpuError> {
+            match *self {}
+        }
+        pub fn submit(&self, _: &[&[f32]], _: usize) -> Result<GpuBatch, GpuError> {
+            match *self {}
+        }
+        pub fn finish(
+            &self,
+            batch: GpuBatch,
+            _: &[&[f32]],
+            _: &mut [&mut [f32]],
+        ) -> Result<(), GpuError> {
+            match batch {}
+        }
+    }
+}
 
 /// Rows per rayon task when a batch is split across cores.
 pub(crate) const SCORE_CHUNK_ROWS: usize = 4096;
@@ -335,7 +420,7 @@ fn calibrate(score: impl Fn(&[&[f32]], &mut [&mut [f32]]), model: &Model, rows: 
     started.elapsed().as_nanos() as f64
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "gpu"))]
 mod tests {
     use std::sync::Arc;
 

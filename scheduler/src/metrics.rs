@@ -1,11 +1,19 @@
 //! Pipeline metrics: counters, queue depths and per-stage latency
-//! histograms (hdrhistogram), rendered in the Prometheus text format.
+//! histograms (hdrhistogram), updated by the stages without locks (but
+//! the histograms'), and read as one [`MetricsSnapshot`]: what `/metrics`,
+//! the status line and Flight's `pipeline-stats` all show.
 
-use std::fmt::Write;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Sources whose acknowledged offset is reported at once (one per TCP
+/// connection or Flight stream); past it the least recently acknowledged
+/// is dropped from the report.
+const ACKED_SOURCES_REPORTED_MAX: usize = 256;
 
 /// Latency of one stage, in microseconds, 1 µs to 1 hour, 3 significant digits.
 pub struct Latency(Mutex<Histogram<u64>>);
@@ -68,8 +76,14 @@ pub struct PipelineMetrics {
     pub model_reload_failures: AtomicU64,
     /// Times every sink held every row written so far durably.
     pub acks: AtomicU64,
-    /// Source bytes (or rows) acknowledged: every sink holds them durably.
-    pub acked_offset: AtomicU64,
+    /// Per source: the offset (in the source's unit) every sink holds
+    /// durably, and when it was acknowledged (an ack count), bounded.
+    acked: Mutex<BTreeMap<Arc<str>, (u64, u64)>>,
+    /// Batches whose order could not be checked (their source was
+    /// forgotten past the order table's bound).
+    pub order_unchecked_batches: AtomicU64,
+    /// Batches a shadow model could not score (its columns null).
+    pub shadow_failures: AtomicU64,
     /// The cost model's estimate of CPU time per row, in nanoseconds.
     pub cpu_ns_per_row_estimate: AtomicU64,
     pub queue_scored: AtomicU64,
@@ -102,106 +116,185 @@ impl PipelineMetrics {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Appends this pipeline's metrics to a Prometheus text exposition.
-    pub fn render(&self, pipeline: &str, out: &mut String) {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let counters = [
-            (
-                "roo_events_in_total",
-                "records read from the source (rows and dead letters)",
-                get(&self.events_in),
-            ),
-            (
-                "roo_events_out_total",
-                "rows scored and written to every sink",
-                get(&self.events_out),
-            ),
-            (
-                "roo_events_dead_total",
-                "records sent to the dead letters",
-                get(&self.events_dead),
-            ),
-            ("roo_batches_total", "batches scored", get(&self.batches)),
-            (
-                "roo_gpu_batches_retried_on_cpu_total",
-                "batches the GPU failed and the CPU scored",
-                get(&self.batches_cpu_retried),
-            ),
-            (
-                "roo_model_reloads_total",
-                "models swapped in",
-                get(&self.model_reloads),
-            ),
-            (
-                "roo_model_reload_failures_total",
-                "reloads refused (the old model kept)",
-                get(&self.model_reload_failures),
-            ),
-            (
-                "roo_acks_total",
-                "times every sink held all rows durably and offsets were acknowledged",
-                get(&self.acks),
-            ),
-        ];
-        for (name, help, v) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{pipeline=\"{pipeline}\"}} {v}");
+    /// Records that every sink holds `source` durably through `offset`.
+    pub fn ack(&self, source: &Arc<str>, offset: u64) {
+        let mut acked = self.acked.lock().expect("not poisoned");
+        let n = self.acks.load(Ordering::Relaxed);
+        if acked.len() >= ACKED_SOURCES_REPORTED_MAX && !acked.contains_key(source) {
+            let oldest = acked
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(s, _)| s.clone())
+                .expect("full");
+            acked.remove(&oldest);
         }
-        let _ = writeln!(
-            out,
-            "# TYPE roo_device_batches_total counter\nroo_device_batches_total{{pipeline=\"{pipeline}\",device=\"cpu\"}} {}\nroo_device_batches_total{{pipeline=\"{pipeline}\",device=\"gpu\"}} {}",
-            get(&self.batches_cpu),
-            get(&self.batches_gpu)
-        );
-        let gauges = [
-            (
-                "roo_source_acked_offset",
-                "source offset every sink holds durably",
-                get(&self.acked_offset),
-            ),
-            (
-                "roo_queue_depth_ingested",
-                "batches waiting to be scored",
-                get(&self.queue_ingested),
-            ),
-            (
-                "roo_queue_depth_scored",
-                "batches waiting for the sinks",
-                get(&self.queue_scored),
-            ),
-            (
-                "roo_cost_cpu_ns_per_row",
-                "cost model: CPU scoring time per row",
-                get(&self.cpu_ns_per_row_estimate),
-            ),
-        ];
-        for (name, help, v) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{pipeline=\"{pipeline}\"}} {v}"
-            );
-        }
-        for (stage, h) in [
+        acked.insert(source.clone(), (offset, n));
+    }
+
+    /// Each stage's latency as a histogram with buckets bounded at
+    /// `bounds_us` (ascending, microseconds; a last +Inf bucket added).
+    pub fn histograms(&self, bounds_us: &[u64]) -> Vec<StageHistogram> {
+        [
             ("wait", &self.wait_us),
             ("score", &self.score_us),
             ("sink", &self.sink_us),
             ("end_to_end", &self.end_to_end_us),
             ("event_to_sink", &self.event_to_sink_us),
-        ] {
-            let (p50, p99, p999, n) = h.quantiles();
-            let _ = writeln!(out, "# TYPE roo_latency_seconds summary");
-            for (q, v) in [("0.5", p50), ("0.99", p99), ("0.999", p999)] {
-                let _ = writeln!(
-                    out,
-                    "roo_latency_seconds{{pipeline=\"{pipeline}\",stage=\"{stage}\",quantile=\"{q}\"}} {:.6}",
-                    v as f64 / 1e6
-                );
+        ]
+        .into_iter()
+        .map(|(stage, latency)| {
+            let h = latency.0.lock().expect("not poisoned");
+            // Per-bucket counts as differences of cumulative ones, so a
+            // bucket bound inside one of the histogram's bins is counted once.
+            let mut below = 0u64;
+            let mut buckets: Vec<(f64, u64)> = bounds_us
+                .iter()
+                .map(|&high| {
+                    let cumulative = h.count_between(0, high).max(below);
+                    let n = cumulative - below;
+                    below = cumulative;
+                    (high as f64 / 1e6, n)
+                })
+                .collect();
+            buckets.push((f64::MAX, h.len().saturating_sub(below)));
+            StageHistogram {
+                stage,
+                sum_s: h.mean() * h.len() as f64 / 1e6,
+                count: h.len(),
+                buckets,
             }
-            let _ = writeln!(
-                out,
-                "roo_latency_seconds_count{{pipeline=\"{pipeline}\",stage=\"{stage}\"}} {n}"
-            );
+        })
+        .collect()
+    }
+
+    /// Every figure now, for one pipeline.
+    pub fn snapshot(
+        &self,
+        pipeline: &str,
+        source: &str,
+        offset_unit: &str,
+        model_version: Option<String>,
+        failed: bool,
+    ) -> MetricsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let latency = |stage: &'static str, h: &Latency| {
+            let (p50, p99, p999, count) = h.quantiles();
+            StageLatency {
+                stage,
+                p50_us: p50,
+                p99_us: p99,
+                p999_us: p999,
+                count,
+            }
+        };
+        MetricsSnapshot {
+            pipeline: pipeline.to_string(),
+            source: source.to_string(),
+            model_version,
+            failed,
+            events_in: get(&self.events_in),
+            events_out: get(&self.events_out),
+            events_dead: get(&self.events_dead),
+            batches: get(&self.batches),
+            batches_cpu: get(&self.batches_cpu),
+            batches_gpu: get(&self.batches_gpu),
+            batches_cpu_retried: get(&self.batches_cpu_retried),
+            model_reloads: get(&self.model_reloads),
+            model_reload_failures: get(&self.model_reload_failures),
+            acks: get(&self.acks),
+            order_unchecked_batches: get(&self.order_unchecked_batches),
+            shadow_failures: get(&self.shadow_failures),
+            acked: self
+                .acked
+                .lock()
+                .expect("not poisoned")
+                .iter()
+                .map(|(s, (offset, _))| AckedOffset {
+                    source: s.to_string(),
+                    offset: *offset,
+                    unit: offset_unit.to_string(),
+                })
+                .collect(),
+            cost_cpu_ns_per_row: get(&self.cpu_ns_per_row_estimate),
+            queue_ingested: get(&self.queue_ingested),
+            queue_scored: get(&self.queue_scored),
+            latency: vec![
+                latency("wait", &self.wait_us),
+                latency("score", &self.score_us),
+                latency("sink", &self.sink_us),
+                latency("end_to_end", &self.end_to_end_us),
+                latency("event_to_sink", &self.event_to_sink_us),
+            ],
         }
     }
+}
+
+/// One pipeline's figures at one moment (serialisable: the Flight
+/// `pipeline-stats` action returns it as JSON).
+#[derive(Clone, Debug, Serialize)]
+pub struct MetricsSnapshot {
+    pub pipeline: String,
+    pub source: String,
+    pub model_version: Option<String>,
+    pub failed: bool,
+    /// Records from the source: rows plus what dead letters stand for.
+    pub events_in: u64,
+    /// Rows written to every sink.
+    pub events_out: u64,
+    pub events_dead: u64,
+    pub batches: u64,
+    pub batches_cpu: u64,
+    pub batches_gpu: u64,
+    pub batches_cpu_retried: u64,
+    pub model_reloads: u64,
+    pub model_reload_failures: u64,
+    pub acks: u64,
+    pub order_unchecked_batches: u64,
+    pub shadow_failures: u64,
+    /// Per source, the offset every sink holds durably.
+    pub acked: Vec<AckedOffset>,
+    pub cost_cpu_ns_per_row: u64,
+    pub queue_ingested: u64,
+    pub queue_scored: u64,
+    pub latency: Vec<StageLatency>,
+}
+
+impl MetricsSnapshot {
+    /// The end-to-end latency figures.
+    pub fn end_to_end(&self) -> &StageLatency {
+        self.latency
+            .iter()
+            .find(|l| l.stage == "end_to_end")
+            .expect("always reported")
+    }
+}
+
+/// One stage's latency histogram: per-bucket counts with each bucket's
+/// upper bound in seconds (the last is +Inf, `f64::MAX`).
+#[derive(Clone, Debug)]
+pub struct StageHistogram {
+    pub stage: &'static str,
+    pub sum_s: f64,
+    pub count: u64,
+    pub buckets: Vec<(f64, u64)>,
+}
+
+/// A source's acknowledged offset: bytes of a stream, or rows.
+#[derive(Clone, Debug, Serialize)]
+pub struct AckedOffset {
+    pub source: String,
+    pub offset: u64,
+    pub unit: String,
+}
+
+/// One stage's latency quantiles, in microseconds, and the events counted.
+#[derive(Clone, Debug, Serialize)]
+pub struct StageLatency {
+    pub stage: &'static str,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub count: u64,
 }
 
 /// This process's CPU time (user + system), in nanoseconds.

@@ -2,12 +2,16 @@
 //! running daemon whose stderr is collected.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use arrow_array::cast::AsArray;
+use arrow_array::types::Float32Type;
 use arrow_array::RecordBatch;
 
 pub fn example(name: &str) -> PathBuf {
@@ -25,12 +29,27 @@ pub struct Daemon {
     pub child: Child,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
+    ready_dir: tempfile::TempDir,
+    ready: Option<Ready>,
+}
+
+/// What the daemon's `--ready-file` says: the addresses it bound.
+#[derive(Clone, Debug)]
+pub struct Ready {
+    pub metrics: Option<String>,
+    pub flight: Option<String>,
+    /// Pipeline name → its TCP source's address.
+    pub tcp: HashMap<String, String>,
 }
 
 impl Daemon {
     pub fn start(config: &Path, stdout: Stdio) -> Self {
+        let ready_dir = tempfile::tempdir().unwrap();
+        let ready_file = ready_dir.path().join("ready.json");
         let mut child = roo()
             .args(["serve", "--config", config.to_str().unwrap()])
+            .arg("--ready-file")
+            .arg(&ready_file)
             .stdout(stdout)
             .stderr(Stdio::piped())
             .env("ROO_LOG", "info")
@@ -47,6 +66,80 @@ impl Daemon {
             child,
             lines,
             seen: Vec::new(),
+            ready_dir,
+            ready: None,
+        }
+    }
+
+    /// Waits until the daemon has written its ready file (every pipeline
+    /// started, every listener bound) and, with a metrics endpoint, until
+    /// `/healthz` answers; returns what the file says.
+    pub fn ready(&mut self) -> Ready {
+        if let Some(r) = &self.ready {
+            return r.clone();
+        }
+        let file = self.ready_dir.path().join("ready.json");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let text = loop {
+            if let Ok(text) = std::fs::read_to_string(&file) {
+                break text;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(1)) {
+                    self.seen.push(line);
+                }
+                panic!(
+                    "the daemon exited ({status}) before it was ready:\n{}",
+                    self.seen.join("\n")
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon is not ready after 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let text_of = |v: &serde_json::Value| v.as_str().map(str::to_string);
+        let ready = Ready {
+            metrics: text_of(&v["metrics"]),
+            flight: text_of(&v["flight"]),
+            tcp: v["pipelines"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|p| Some((text_of(&p["name"])?, text_of(&p["tcp"])?)))
+                .collect(),
+        };
+        if let Some(addr) = &ready.metrics {
+            let (status, body) = http_get(addr, "/healthz");
+            assert_eq!((status, body.as_str()), (200, "ok\n"));
+        }
+        self.ready = Some(ready.clone());
+        ready
+    }
+
+    /// A metric from `/metrics`, summed over its series (every pipeline).
+    pub fn metric(&mut self, name: &str) -> f64 {
+        let addr = self.ready().metrics.expect("a metrics endpoint");
+        let (status, text) = http_get(&addr, "/metrics");
+        assert_eq!(status, 200);
+        metric_in(&text, name)
+    }
+
+    /// Waits until a metric reaches `at_least`; returns its value.
+    pub fn wait_metric(&mut self, name: &str, at_least: f64) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let v = self.metric(name);
+            if v >= at_least {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} is {v}, not {at_least}, after 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -124,4 +217,117 @@ pub fn read_ipc_dir(dir: &Path) -> Vec<RecordBatch> {
                 .collect::<Vec<_>>()
         })
         .collect()
+}
+
+/// A metric's value in an exposition, summed over its series.
+pub fn metric_in(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// GET over HTTP/1.1 with a plain socket: (status, body).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: roo\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    (
+        status,
+        if chunked {
+            dechunk(body)
+        } else {
+            body.to_string()
+        },
+    )
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// The `score` column of every batch, in order.
+pub fn scores(batches: &[RecordBatch]) -> Vec<f32> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name("score")
+                .unwrap()
+                .as_primitive::<Float32Type>()
+                .values()
+                .to_vec()
+        })
+        .collect()
+}
+
+/// `roo score --device DEVICE` on the bundled sample into `output` (Arrow
+/// IPC): its scores.
+pub fn score_sample(device: &str, output: &Path) -> Vec<f32> {
+    let run = roo()
+        .args(["score", "--device", device, "--model"])
+        .arg(example("model.json"))
+        .arg("--input")
+        .arg(example("transactions.csv"))
+        .arg("--output")
+        .arg(output)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let file = std::fs::File::open(output).unwrap();
+    let batches: Vec<RecordBatch> = arrow_ipc::reader::FileReader::try_new(file, None)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    scores(&batches)
+}
+
+/// The Python the tests drive clients with (`ROO_PYTHON`, else `python3`),
+/// if it can import `modules` (comma-separated); without it the caller
+/// skips, loudly, unless `ROO_REQUIRE_PYARROW` is set (as CI sets).
+pub fn python(modules: &str) -> Option<String> {
+    let python = std::env::var("ROO_PYTHON").unwrap_or_else(|_| "python3".into());
+    let found = Command::new(&python)
+        .args(["-c", &format!("import {modules}")])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        return Some(python);
+    }
+    if std::env::var_os("ROO_REQUIRE_PYARROW").is_some() {
+        panic!("ROO_REQUIRE_PYARROW is set but {python} cannot import {modules}");
+    }
+    eprintln!("SKIPPED: {python} cannot import {modules}; set ROO_PYTHON to a Python that can");
+    None
 }

@@ -53,6 +53,7 @@ impl DeadLetters {
             raw: raw[..kept].to_vec(),
             raw_len: raw.len() as u64,
             reason,
+            records: 1,
         });
     }
 }

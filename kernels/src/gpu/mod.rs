@@ -775,16 +775,13 @@ fn chunk_rows(
 }
 
 fn f32_bytes(v: &[f32]) -> &[u8] {
-    // SAFETY: f32 has no padding and any byte is a valid u8; the length is exact.
-    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
+    bytemuck::cast_slice(v)
 }
 
 /// The bytes of an f32 slice, to be overwritten (with little-endian f32s,
 /// as the shaders write them; wgpu's targets are little-endian).
 fn f32_bytes_mut(v: &mut [f32]) -> &mut [u8] {
-    // SAFETY: f32 has no padding and every bit pattern is a valid f32, so
-    // any bytes written leave valid values; the length is exact.
-    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
+    bytemuck::cast_slice_mut(v)
 }
 
 /// Out-of-memory and validation scopes around device calls that allocate.

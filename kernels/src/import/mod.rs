@@ -22,9 +22,9 @@ pub const MODEL_FILE_BYTES_MAX: u64 = 1 << 30;
 pub fn load_model(path: impl AsRef<Path>) -> Result<Model, ModelError> {
     let path = path.as_ref();
     let origin = path.display().to_string();
-    let io = |source| ModelError::Io {
+    let io = |error| ModelError::Io {
         origin: origin.clone(),
-        source,
+        error,
     };
     let len = std::fs::metadata(path).map_err(io)?.len();
     if len > MODEL_FILE_BYTES_MAX {

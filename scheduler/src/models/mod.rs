@@ -1,19 +1,82 @@
 //! Models as the runtime holds them: imported and compiled once
-//! ([`CompiledModel`]), bound to an input schema ([`BoundModel`]), scoring
+//! ([`CompiledModel`]), bound to an input schema ([`BoundModel`]), held by
+//! a scoring operator and swapped between batches ([`ModelSlot`]), scoring
 //! batches of any schema that holds the features ([`BatchScorer`]), and the
-//! store of uploaded models ([`ModelStore`]).
+//! store of uploaded models (`store.rs`, [`ModelStore`]).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::SystemTime;
 
 use arrow_array::types::Int32Type;
 use arrow_array::{ArrayRef, DictionaryArray, Float32Array, Int32Array, RecordBatch, StringArray};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use roo_kernels::{load_model, model_from_bytes, FeatureBinding, Model};
+use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
+use roo_kernels::{load_model, model_from_bytes, BindError, FeatureBinding, Model};
+use thiserror::Error;
 
 use crate::device::{Begun, Device, DeviceScorer, Placement};
+
+/// Why a model could not be loaded, compiled, bound, scored or stored.
+#[derive(Debug, Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Import(#[from] roo_kernels::ModelError),
+    #[error("model {origin}: {message}")]
+    Device { origin: String, message: String },
+    #[error("model {origin} ({version}) does not fit the input")]
+    Bind {
+        origin: String,
+        version: String,
+        #[source]
+        source: BindError,
+    },
+    #[error(
+        "the input already has a column named '{0}', which the model's output would overwrite"
+    )]
+    OutputClash(String),
+    #[error("assembling the scored batch")]
+    Arrow(#[source] ArrowError),
+    #[error("model store {path}")]
+    StoreIo {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the model store holds {held} models, all in use; activate another first")]
+    StoreFull { held: usize },
+}
+
+/// How a bound model names what it appends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutputNaming {
+    /// The decision: `score` (or `score_0`, … per class) and `model_version`.
+    Live,
+    /// A shadow named N: `score_N` (or `score_0_N`, …) and `model_version_N`.
+    Shadow(String),
+}
+
+impl OutputNaming {
+    fn outputs(&self, model: &Model) -> Vec<String> {
+        let names = model.output_names();
+        match self {
+            Self::Live => names,
+            Self::Shadow(n) => names.into_iter().map(|o| format!("{o}_{n}")).collect(),
+        }
+    }
+
+    fn version_column(&self) -> String {
+        match self {
+            Self::Live => "model_version".into(),
+            Self::Shadow(n) => format!("model_version_{n}"),
+        }
+    }
+
+    fn metadata_key(&self) -> String {
+        match self {
+            Self::Live => "roo.model.version".into(),
+            Self::Shadow(n) => format!("roo.shadow.{n}.version"),
+        }
+    }
+}
 
 /// A model imported and compiled for its device (the CPU scorer always, the
 /// GPU scorer when asked for), shared by every schema it is bound to.
@@ -27,22 +90,24 @@ pub struct CompiledModel {
 }
 
 impl CompiledModel {
-    pub fn load(path: &Path, device: Device) -> Result<Arc<Self>, String> {
-        let model = load_model(path).map_err(|e| e.to_string())?;
+    pub fn load(path: &Path, device: Device) -> Result<Arc<Self>, ModelError> {
+        let model = load_model(path)?;
         Self::compile(model, path.display().to_string(), device)
     }
 
     /// Imports a model file's bytes (any format roo reads, recognised by
     /// content); `origin` names it in errors.
-    pub fn from_bytes(bytes: &[u8], origin: &str, device: Device) -> Result<Arc<Self>, String> {
-        let model = model_from_bytes(bytes, origin).map_err(|e| e.to_string())?;
+    pub fn from_bytes(bytes: &[u8], origin: &str, device: Device) -> Result<Arc<Self>, ModelError> {
+        let model = model_from_bytes(bytes, origin)?;
         Self::compile(model, origin.to_string(), device)
     }
 
-    fn compile(model: Model, origin: String, device: Device) -> Result<Arc<Self>, String> {
+    fn compile(model: Model, origin: String, device: Device) -> Result<Arc<Self>, ModelError> {
         Ok(Arc::new(Self {
-            scorer: DeviceScorer::new(&model, device)
-                .map_err(|e| format!("model {origin}: {e}"))?,
+            scorer: DeviceScorer::new(&model, device).map_err(|message| ModelError::Device {
+                origin: origin.clone(),
+                message,
+            })?,
             version: model.version.to_string(),
             origin,
             model,
@@ -50,7 +115,7 @@ impl CompiledModel {
     }
 
     /// This model compiled for `device`: itself when it already is.
-    pub fn for_device(self: &Arc<Self>, device: Device) -> Result<Arc<Self>, String> {
+    pub fn for_device(self: &Arc<Self>, device: Device) -> Result<Arc<Self>, ModelError> {
         if self.scorer.mode() == device {
             Ok(self.clone())
         } else {
@@ -80,12 +145,26 @@ pub struct BoundModel {
 }
 
 impl BoundModel {
-    pub fn bind(compiled: Arc<CompiledModel>, input: &SchemaRef) -> Result<Self, String> {
-        let binding = FeatureBinding::new(&compiled.model, input).map_err(|e| {
-            format!(
-                "model {} ({}) does not fit the input: {e}",
-                compiled.origin, compiled.version
-            )
+    /// Binds as the pipeline's decision ([`OutputNaming::Live`]).
+    pub fn bind(compiled: Arc<CompiledModel>, input: &SchemaRef) -> Result<Self, ModelError> {
+        Self::bind_as(compiled, input, &OutputNaming::Live)
+    }
+
+    pub fn bind_as(
+        compiled: Arc<CompiledModel>,
+        input: &SchemaRef,
+        naming: &OutputNaming,
+    ) -> Result<Self, ModelError> {
+        let binding = FeatureBinding::with_outputs(
+            &compiled.model,
+            input,
+            &naming.outputs(&compiled.model),
+            &naming.metadata_key(),
+        )
+        .map_err(|source| ModelError::Bind {
+            origin: compiled.origin.clone(),
+            version: compiled.version.clone(),
+            source,
         })?;
         let mut fields: Vec<Field> = binding
             .output_schema()
@@ -93,11 +172,12 @@ impl BoundModel {
             .iter()
             .map(|f| f.as_ref().clone())
             .collect();
-        if fields.iter().any(|f| f.name() == "model_version") {
-            return Err("the input already has a column named 'model_version'".into());
+        let version_column = naming.version_column();
+        if fields.iter().any(|f| *f.name() == version_column) {
+            return Err(ModelError::OutputClash(version_column));
         }
         fields.push(Field::new(
-            "model_version",
+            version_column,
             DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
             false,
         ));
@@ -127,7 +207,7 @@ impl BoundModel {
         &self,
         batch: &RecordBatch,
         pool: &rayon::ThreadPool,
-    ) -> Result<(RecordBatch, Placement), String> {
+    ) -> Result<(RecordBatch, Placement), ModelError> {
         let begun = self.begin(batch, pool)?;
         self.finish(begun, pool)
     }
@@ -138,12 +218,12 @@ impl BoundModel {
         &self,
         batch: &RecordBatch,
         pool: &rayon::ThreadPool,
-    ) -> Result<BegunBatch, String> {
+    ) -> Result<BegunBatch, ModelError> {
         let rows = batch.num_rows();
         let arrays = self
             .binding
             .feature_arrays(batch)
-            .map_err(|e| e.to_string())?;
+            .map_err(ModelError::Arrow)?;
         let mut scores = vec![vec![0f32; rows]; self.compiled.model.n_outputs()];
         let features: Vec<&[f32]> = arrays.iter().map(|a| a.values().as_ref()).collect();
         let mut out: Vec<&mut [f32]> = scores.iter_mut().map(Vec::as_mut_slice).collect();
@@ -161,7 +241,7 @@ impl BoundModel {
         &self,
         begun: BegunBatch,
         pool: &rayon::ThreadPool,
-    ) -> Result<(RecordBatch, Placement), String> {
+    ) -> Result<(RecordBatch, Placement), ModelError> {
         let BegunBatch {
             batch,
             arrays,
@@ -179,7 +259,7 @@ impl BoundModel {
         let scored = self
             .binding
             .with_scores(&batch, scores.into_iter().map(Float32Array::from).collect())
-            .map_err(|e| e.to_string())?;
+            .map_err(ModelError::Arrow)?;
         let version: ArrayRef = Arc::new(DictionaryArray::<Int32Type>::new(
             Int32Array::from(vec![0; rows]),
             self.version_values.clone(),
@@ -187,7 +267,7 @@ impl BoundModel {
         let mut columns = scored.columns().to_vec();
         columns.push(version);
         let batch =
-            RecordBatch::try_new(self.output_schema.clone(), columns).map_err(|e| e.to_string())?;
+            RecordBatch::try_new(self.output_schema.clone(), columns).map_err(ModelError::Arrow)?;
         Ok((batch, placement))
     }
 }
@@ -210,6 +290,91 @@ impl BegunBatch {
 
 /// The model a pipeline scores with now; swapped whole between batches.
 pub(crate) type ModelCell = Arc<RwLock<Arc<BoundModel>>>;
+
+/// One scoring operator's model (the pipeline's, or a shadow's): shared by
+/// the operator, which reads it once per batch, and the pipeline, which
+/// swaps it. A new model is loaded and compiled before the lock is taken;
+/// the lock is held only for the pointer swap.
+pub struct ModelSlot {
+    naming: OutputNaming,
+    input_schema: SchemaRef,
+    device: Device,
+    /// The file a reload reads: the config's, or the last one activated.
+    path: Mutex<PathBuf>,
+    cell: ModelCell,
+}
+
+impl ModelSlot {
+    /// Loads and compiles the model once and binds it to `input_schema`.
+    pub fn load(
+        path: &Path,
+        device: Device,
+        input_schema: &SchemaRef,
+        naming: OutputNaming,
+    ) -> Result<Self, ModelError> {
+        let compiled = CompiledModel::load(path, device)?;
+        Self::with_model(compiled, path, device, input_schema, naming)
+    }
+
+    /// A slot holding an already compiled model.
+    pub fn with_model(
+        compiled: Arc<CompiledModel>,
+        path: &Path,
+        device: Device,
+        input_schema: &SchemaRef,
+        naming: OutputNaming,
+    ) -> Result<Self, ModelError> {
+        let bound = BoundModel::bind_as(compiled, input_schema, &naming)?;
+        Ok(Self {
+            naming,
+            input_schema: input_schema.clone(),
+            device,
+            path: Mutex::new(path.to_path_buf()),
+            cell: Arc::new(RwLock::new(Arc::new(bound))),
+        })
+    }
+
+    /// The model scoring now.
+    pub fn current(&self) -> Arc<BoundModel> {
+        self.cell.read().expect("not poisoned").clone()
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.path.lock().expect("not poisoned").clone()
+    }
+
+    pub fn naming(&self) -> &OutputNaming {
+        &self.naming
+    }
+
+    pub(crate) fn cell(&self) -> ModelCell {
+        self.cell.clone()
+    }
+
+    /// Loads the model file again and swaps it in; refused (the current
+    /// model scoring on) when it does not load or fit.
+    pub fn reload(&self) -> Result<String, ModelError> {
+        let path = self.path();
+        let compiled = CompiledModel::load(&path, self.device)?;
+        self.swap(compiled)
+    }
+
+    /// Swaps in `model` (from `path`, which later reloads read).
+    pub fn activate(&self, model: Arc<CompiledModel>, path: &Path) -> Result<String, ModelError> {
+        // An uploaded model was compiled for the store's device: recompiled
+        // here when this slot scores on another.
+        let version = self.swap(model.for_device(self.device)?)?;
+        *self.path.lock().expect("not poisoned") = path.to_path_buf();
+        Ok(version)
+    }
+
+    fn swap(&self, compiled: Arc<CompiledModel>) -> Result<String, ModelError> {
+        let bound = BoundModel::bind_as(compiled, &self.input_schema, &self.naming)?;
+        let version = bound.version().to_string();
+        *self.cell.write().expect("not poisoned") = Arc::new(bound);
+        Ok(version)
+    }
+}
 
 /// Where a [`BatchScorer`] takes its model from.
 #[derive(Clone)]
@@ -246,7 +411,7 @@ impl BatchScorer {
 
     /// The model a batch of `schema` would be scored with now, bound to it:
     /// an error says why the schema does not fit.
-    pub fn bind(&mut self, schema: &SchemaRef) -> Result<Arc<BoundModel>, String> {
+    pub fn bind(&mut self, schema: &SchemaRef) -> Result<Arc<BoundModel>, ModelError> {
         let current = match &self.model {
             ScorerModel::Pipeline(cell) => {
                 let bound = cell.read().expect("not poisoned").clone();
@@ -269,164 +434,12 @@ impl BatchScorer {
 
     /// Scores one batch with the current model; on the rayon pool when it
     /// spans more than one chunk.
-    pub fn score(&mut self, batch: &RecordBatch) -> Result<RecordBatch, String> {
+    pub fn score(&mut self, batch: &RecordBatch) -> Result<RecordBatch, ModelError> {
         let bound = self.bind(&batch.schema())?;
         bound.score(batch, &self.pool).map(|(batch, _)| batch)
     }
 }
 
-/// One model in the store.
-pub struct StoredModel {
-    pub name: String,
-    pub path: PathBuf,
-    pub compiled: Arc<CompiledModel>,
-    pub uploaded: SystemTime,
-    pub bytes: u64,
-}
+mod store;
 
-/// Models uploaded to a running daemon, kept as files in a directory
-/// (`<version>.model`, written to a partial file and renamed) so that a
-/// pipeline can be pointed at one and reload it. Bounded: at most
-/// `max_models` are held; uploading past it evicts the oldest not in use.
-pub struct ModelStore {
-    dir: PathBuf,
-    /// The device uploads are compiled for (a pipeline on another device
-    /// recompiles at activation).
-    device: Device,
-    max_models: usize,
-    models: Mutex<BTreeMap<String, Arc<StoredModel>>>,
-}
-
-impl ModelStore {
-    pub fn open(dir: &Path, max_models: usize, device: Device) -> Result<Self, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            device,
-            max_models: max_models.max(1),
-            models: Mutex::new(BTreeMap::new()),
-        })
-    }
-
-    /// Imports `bytes`, writes them to the store and returns the model. The
-    /// same bytes uploaded twice are one model. `in_use` names versions
-    /// that must not be evicted.
-    pub fn upload(
-        &self,
-        name: &str,
-        bytes: &[u8],
-        in_use: &[String],
-    ) -> Result<Arc<StoredModel>, String> {
-        let origin = format!("upload:{name}");
-        let compiled = CompiledModel::from_bytes(bytes, &origin, self.device)?;
-        let mut models = self.models.lock().expect("not poisoned");
-        if let Some(m) = models.get(&compiled.version) {
-            return Ok(m.clone());
-        }
-        if models.len() >= self.max_models {
-            let oldest = models
-                .values()
-                .filter(|m| !in_use.contains(&m.compiled.version))
-                .min_by_key(|m| m.uploaded)
-                .map(|m| m.compiled.version.clone());
-            match oldest {
-                Some(v) => {
-                    if let Some(m) = models.remove(&v) {
-                        let _ = std::fs::remove_file(&m.path);
-                    }
-                }
-                None => {
-                    return Err(format!(
-                        "the model store holds {} models, all in use; activate another first",
-                        models.len()
-                    ))
-                }
-            }
-        }
-        let file = compiled.version.replace(':', "-") + ".model";
-        let path = self.dir.join(&file);
-        let partial = self.dir.join(format!(".{file}.partial"));
-        std::fs::write(&partial, bytes)
-            .and_then(|()| std::fs::rename(&partial, &path))
-            .map_err(|e| format!("writing {}: {e}", path.display()))?;
-        let stored = Arc::new(StoredModel {
-            name: name.to_string(),
-            path,
-            compiled,
-            uploaded: SystemTime::now(),
-            bytes: bytes.len() as u64,
-        });
-        models.insert(stored.compiled.version.clone(), stored.clone());
-        Ok(stored)
-    }
-
-    /// A stored model by version (`sha256:…`, or a unique prefix of its
-    /// hex) or by upload name (the newest of that name).
-    pub fn find(&self, key: &str) -> Option<Arc<StoredModel>> {
-        let models = self.models.lock().expect("not poisoned");
-        if let Some(m) = models.get(key) {
-            return Some(m.clone());
-        }
-        let hex = key.strip_prefix("sha256:").unwrap_or(key);
-        let by_prefix: Vec<_> = models
-            .values()
-            .filter(|m| hex.len() >= 8 && m.compiled.version["sha256:".len()..].starts_with(hex))
-            .collect();
-        if by_prefix.len() == 1 {
-            return Some(by_prefix[0].clone());
-        }
-        models
-            .values()
-            .filter(|m| m.name == key)
-            .max_by_key(|m| m.uploaded)
-            .cloned()
-    }
-
-    pub fn list(&self) -> Vec<Arc<StoredModel>> {
-        self.models
-            .lock()
-            .expect("not poisoned")
-            .values()
-            .cloned()
-            .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn linear(bias: f32) -> Vec<u8> {
-        format!(r#"{{"kind":"linear","features":["a","b"],"weights":[1.0,2.0],"bias":{bias}}}"#)
-            .into_bytes()
-    }
-
-    #[test]
-    fn the_store_keeps_one_copy_per_version_and_evicts_the_oldest_unused() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = ModelStore::open(dir.path(), 2, Device::Cpu).unwrap();
-        let a = store.upload("a", &linear(0.0), &[]).unwrap();
-        let again = store.upload("a-again", &linear(0.0), &[]).unwrap();
-        assert_eq!(a.compiled.version, again.compiled.version);
-        assert_eq!(store.list().len(), 1);
-        let b = store.upload("b", &linear(1.0), &[]).unwrap();
-        assert!(b.path.exists());
-        // Full: the third evicts the oldest that is not in use.
-        let in_use = vec![a.compiled.version.clone()];
-        let c = store.upload("c", &linear(2.0), &in_use).unwrap();
-        assert!(store.find(&a.compiled.version).is_some());
-        assert!(store.find("b").is_none(), "b was evicted");
-        assert!(!b.path.exists());
-        assert_eq!(
-            store.find("c").unwrap().compiled.version,
-            c.compiled.version
-        );
-        let prefix = &c.compiled.version["sha256:".len().."sha256:".len() + 12];
-        assert_eq!(store.find(prefix).unwrap().name, "c");
-        let all = vec![a.compiled.version.clone(), c.compiled.version.clone()];
-        let refused = store.upload("d", &linear(3.0), &all).err().unwrap();
-        assert!(refused.contains("all in use"), "{refused}");
-        let broken = store.upload("e", b"{\"learner\": 3}", &[]).err().unwrap();
-        assert!(broken.contains("upload:e"), "{broken}");
-    }
-}
+pub use store::{ModelStore, StoredModel};

@@ -1,9 +1,9 @@
-//! File sinks: Arrow IPC, Parquet or CSV, never seen half-written.
+//! One output file: Arrow IPC, Parquet or CSV, never seen half-written.
 //!
 //! Batches go to a hidden `.NAME.partial` file beside the target; `finish`
-//! flushes, syncs and renames it into place, so a reader sees either no file
-//! or a whole one. A sink dropped without `finish` (an error upstream)
-//! removes its partial file.
+//! flushes and publishes it ([`super::layout::publish`]: fsync, rename, fsync the
+//! directory), so a reader sees either no file or a whole one. A sink
+//! dropped without `finish` (an error upstream) removes its partial file.
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -12,19 +12,9 @@ use std::path::{Path, PathBuf};
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use roo_ingest::FileFormat;
-use thiserror::Error;
 
-#[derive(Debug, Error)]
-pub enum SinkError {
-    #[error("writing {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("writing {path}: {message}")]
-    Encode { path: String, message: String },
-}
+use super::layout::{partial_path, publish};
+use super::SinkError;
 
 enum Writer {
     Csv(arrow_csv::Writer<BufWriter<File>>),
@@ -160,94 +150,6 @@ impl FileSink {
 }
 
 impl Drop for FileSink {
-    fn drop(&mut self) {
-        if self.writer.take().is_some() {
-            let _ = std::fs::remove_file(&self.partial);
-        }
-    }
-}
-
-/// The hidden file a sink writes before it is complete: `.NAME.partial`
-/// beside `path`; `None` when the path names no file.
-fn partial_path(path: &Path) -> Option<PathBuf> {
-    let name = path.file_name()?.to_string_lossy();
-    Some(path.with_file_name(format!(".{name}.partial")))
-}
-
-/// Makes a finished partial file durable and gives it its name.
-fn publish(file: &File, partial: &Path, path: &Path) -> std::io::Result<()> {
-    file.sync_all()?;
-    std::fs::rename(partial, path)
-}
-
-/// Dead letters as NDJSON, one object per refused record:
-/// `{"source", "offset", "line", "reason", "raw", "raw_bytes"}` (`raw` is
-/// the record's first bytes as text, invalid UTF-8 replaced). Created at
-/// the first letter; like [`FileSink`], written to a partial file and
-/// renamed into place by `finish`.
-pub struct DeadLetterSink {
-    path: PathBuf,
-    partial: PathBuf,
-    writer: Option<BufWriter<File>>,
-    letters: u64,
-}
-
-impl DeadLetterSink {
-    pub fn new(path: impl AsRef<Path>) -> Self {
-        let path = path.as_ref().to_path_buf();
-        let partial = partial_path(&path).unwrap_or_else(|| path.with_extension("partial"));
-        Self {
-            path,
-            partial,
-            writer: None,
-            letters: 0,
-        }
-    }
-
-    pub fn write(&mut self, letters: &[roo_ingest::DeadLetter]) -> Result<(), SinkError> {
-        use std::io::Write;
-        if letters.is_empty() {
-            return Ok(());
-        }
-        let io = |source| SinkError::Io {
-            path: self.path.display().to_string(),
-            source,
-        };
-        if self.writer.is_none() {
-            self.writer = Some(BufWriter::new(File::create(&self.partial).map_err(io)?));
-        }
-        let writer = self.writer.as_mut().expect("created");
-        for d in letters {
-            let line = serde_json::json!({
-                "source": &*d.source,
-                "offset": d.offset,
-                "line": d.line,
-                "reason": d.reason,
-                "raw": String::from_utf8_lossy(&d.raw),
-                "raw_bytes": d.raw_len,
-            });
-            serde_json::to_writer(&mut *writer, &line).map_err(|e| io(e.into()))?;
-            writer.write_all(b"\n").map_err(io)?;
-        }
-        self.letters += letters.len() as u64;
-        Ok(())
-    }
-
-    /// Renames the file into place if any letter was written; returns the count.
-    pub fn finish(mut self) -> Result<u64, SinkError> {
-        let io = |source| SinkError::Io {
-            path: self.path.display().to_string(),
-            source,
-        };
-        if let Some(writer) = self.writer.take() {
-            let file = writer.into_inner().map_err(|e| io(e.into_error()))?;
-            publish(&file, &self.partial, &self.path).map_err(io)?;
-        }
-        Ok(self.letters)
-    }
-}
-
-impl Drop for DeadLetterSink {
     fn drop(&mut self) {
         if self.writer.take().is_some() {
             let _ = std::fs::remove_file(&self.partial);

@@ -1,0 +1,355 @@
+//! The daemon's config file (TOML): server settings and pipelines.
+//!
+//! Unknown fields and out-of-range values are errors that name the line and
+//! the field (serde with `deny_unknown_fields`; bounds checked while
+//! deserialising so the TOML parser reports where). Relative paths are
+//! relative to the config file's directory.
+//!
+//! This file is the file format (the serde types and `read`);
+//! `specs.rs` turns it into what the scheduler and Flight take.
+
+mod specs;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
+
+/// A number within `MIN..=MAX`, refused while parsing otherwise.
+#[derive(Clone, Copy, Debug)]
+pub struct Bounded<const MIN: u64, const MAX: u64>(pub u64);
+
+impl<const MIN: u64, const MAX: u64> Default for Bounded<MIN, MAX> {
+    fn default() -> Self {
+        Self(MIN)
+    }
+}
+
+impl<'de, const MIN: u64, const MAX: u64> Deserialize<'de> for Bounded<MIN, MAX> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let v = i64::deserialize(d)?;
+        if v < MIN as i64 || v as u64 > MAX {
+            return Err(D::Error::custom(format!(
+                "{v} is out of range; expected {MIN} to {MAX}"
+            )));
+        }
+        Ok(Self(v as u64))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: Server,
+    /// The Arrow Flight endpoint; none: no endpoint.
+    pub flight: Option<FlightConfig>,
+    /// None is fine with a `[flight]` section: a scoring service for
+    /// uploaded models.
+    #[serde(rename = "pipeline", default)]
+    pub pipelines: Vec<PipelineConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// `host:port` for `/metrics` and `/healthz`; none: no endpoint.
+    pub metrics: Option<String>,
+    /// Memory for batches in flight, split over every pipeline's queues.
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: Bounded<1, 1_048_576>,
+    /// Scoring threads (0: one per core).
+    #[serde(default)]
+    pub threads: Bounded<0, 1024>,
+}
+
+fn default_memory_mb() -> Bounded<1, 1_048_576> {
+    Bounded(256)
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            metrics: None,
+            memory_mb: default_memory_mb(),
+            threads: Bounded(0),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlightConfig {
+    /// `host:port` (port 0: any free port, logged).
+    pub listen: String,
+    /// Clients present one of these; none: calls need no credentials.
+    #[serde(rename = "token", default)]
+    pub tokens: Vec<TokenConfig>,
+    /// PEM files: with both, the endpoint speaks TLS (grpc+tls://).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Where upload-model keeps model files; none: uploads are refused.
+    pub model_dir: Option<PathBuf>,
+    #[serde(default = "default_models_max")]
+    pub models_max: Bounded<1, 1024>,
+    /// The largest gRPC message taken or sent (a batch, a model upload).
+    #[serde(default = "default_message_mb")]
+    pub message_mb: Bounded<1, 2047>,
+    /// DoExchange, DoPut and DoGet streams open at once; more are refused
+    /// with RESOURCE_EXHAUSTED.
+    #[serde(default = "default_streams_max")]
+    pub streams_max: Bounded<1, 65_536>,
+    /// A DoExchange or DoPut whose client sends nothing for this long is
+    /// closed, freeing its slot.
+    #[serde(default = "default_idle_secs")]
+    pub idle_secs: Bounded<1, 86_400>,
+    /// Batches held by every exchange and put together; past it, streams
+    /// wait before reading more.
+    #[serde(default = "default_flight_memory_mb")]
+    pub memory_mb: Bounded<16, 1_048_576>,
+}
+
+fn default_flight_memory_mb() -> Bounded<16, 1_048_576> {
+    Bounded(1024)
+}
+
+fn default_idle_secs() -> Bounded<1, 86_400> {
+    Bounded(300)
+}
+
+fn default_models_max() -> Bounded<1, 1024> {
+    Bounded(16)
+}
+fn default_message_mb() -> Bounded<1, 2047> {
+    Bounded(64)
+}
+fn default_streams_max() -> Bounded<1, 65_536> {
+    Bounded(256)
+}
+
+/// A bearer token: `secret`, or read from the environment variable `secret_env`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub name: String,
+    pub secret: Option<String>,
+    pub secret_env: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    pub name: String,
+    /// The model whose score is the decision; none: a pipeline of other
+    /// operators only.
+    pub model: Option<PathBuf>,
+    /// Candidate models scoring the same rows into `score_NAME`.
+    #[serde(rename = "shadow", default)]
+    pub shadows: Vec<ShadowConfig>,
+    #[serde(default)]
+    pub device: DeviceName,
+    #[serde(default = "default_max_rows")]
+    pub max_rows: Bounded<1, 16_777_216>,
+    #[serde(default = "default_linger_ms")]
+    pub linger_ms: Bounded<0, 60_000>,
+    #[serde(default = "default_record_bytes_max")]
+    pub record_bytes_max: Bounded<64, 1_073_741_824>,
+    pub source: SourceConfig,
+    #[serde(rename = "sink", default)]
+    pub sinks: Vec<SinkConfig>,
+    pub dead_letters: Option<DeadLettersConfig>,
+    /// An int64 input column with each event's time in microseconds since
+    /// the Unix epoch: latency is then also measured from it to the sink.
+    pub event_time: Option<String>,
+}
+
+/// `[[pipeline.shadow]]`: a candidate model in the shadow of the pipeline's.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowConfig {
+    pub name: String,
+    pub model: PathBuf,
+}
+
+fn default_max_rows() -> Bounded<1, 16_777_216> {
+    Bounded(8192)
+}
+fn default_linger_ms() -> Bounded<0, 60_000> {
+    Bounded(5)
+}
+fn default_record_bytes_max() -> Bounded<64, 1_073_741_824> {
+    Bounded(1 << 20)
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceName {
+    Cpu,
+    Gpu,
+    #[default]
+    Auto,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UringName {
+    #[default]
+    Auto,
+    Off,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SourceConfig {
+    File {
+        path: PathBuf,
+        /// csv, ndjson, f32, parquet, arrow (default: from the extension).
+        format: Option<String>,
+        #[serde(default)]
+        io_uring: UringName,
+    },
+    Tcp {
+        listen: String,
+        /// csv, ndjson, f32 or arrow.
+        format: String,
+        /// `name` (Float32) or `name:type` with type float32, float64,
+        /// int64, bool or string, in record order.
+        columns: Vec<String>,
+        /// CSV: each connection starts with a header naming the columns.
+        #[serde(default = "yes")]
+        header: bool,
+        #[serde(default = "default_connections_max")]
+        connections_max: Bounded<1, 65_536>,
+        #[serde(default)]
+        io_uring: UringName,
+    },
+    /// Batches sent by Flight clients with DoPut.
+    Flight {
+        /// `name` (Float32) or `name:type`, as for tcp; default: the
+        /// model's features, Float32.
+        columns: Option<Vec<String>>,
+    },
+    Generator {
+        /// Events a second (0: as fast as the pipeline takes them).
+        #[serde(default)]
+        rate: Bounded<0, 1_000_000_000>,
+        /// Events in all (0: no end).
+        #[serde(default)]
+        events: u64,
+        #[serde(default = "default_seed")]
+        seed: u64,
+    },
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_connections_max() -> Bounded<1, 65_536> {
+    Bounded(1024)
+}
+fn default_seed() -> u64 {
+    1
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SinkConfig {
+    Files {
+        dir: PathBuf,
+        /// parquet, arrow or csv.
+        format: String,
+        #[serde(default = "default_prefix")]
+        prefix: String,
+        #[serde(default = "default_rotate_mb")]
+        rotate_mb: Bounded<1, 1_048_576>,
+        #[serde(default = "default_rotate_secs")]
+        rotate_secs: Bounded<1, 86_400>,
+    },
+    Stdout {},
+}
+
+fn default_prefix() -> String {
+    "part".into()
+}
+fn default_rotate_mb() -> Bounded<1, 1_048_576> {
+    Bounded(64)
+}
+fn default_rotate_secs() -> Bounded<1, 86_400> {
+    Bounded(60)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLettersConfig {
+    pub dir: PathBuf,
+}
+
+/// Reads and parses `path`; the error names the file, line and field.
+pub fn read(path: &Path) -> Result<Config> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config {}", path.display()))?;
+    let config: Config = toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("config {}: {}", path.display(), e.to_string().trim_end()))?;
+    if config.pipelines.is_empty() && config.flight.is_none() {
+        bail!(
+            "config {}: no [[pipeline]] and no [flight]: nothing to run; expected at least one of them",
+            path.display()
+        );
+    }
+    let mut names = std::collections::HashSet::new();
+    for p in &config.pipelines {
+        if p.name.is_empty()
+            || !p
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            bail!(
+                "config {}: pipeline name {:?}: expected letters, digits, '-' or '_'",
+                path.display(),
+                p.name
+            );
+        }
+        if !names.insert(p.name.as_str()) {
+            bail!(
+                "config {}: two pipelines are named {:?}",
+                path.display(),
+                p.name
+            );
+        }
+        let mut shadows = std::collections::HashSet::new();
+        for s in &p.shadows {
+            if s.name.is_empty()
+                || !s
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                bail!(
+                    "config {}: pipeline {}: [[pipeline.shadow]] name {:?}: expected letters, digits or '_' (it names the column score_NAME)",
+                    path.display(),
+                    p.name,
+                    s.name
+                );
+            }
+            if !shadows.insert(s.name.as_str()) {
+                bail!(
+                    "config {}: pipeline {}: two [[pipeline.shadow]] are named {:?}",
+                    path.display(),
+                    p.name,
+                    s.name
+                );
+            }
+            if p.model.is_none() {
+                bail!(
+                    "config {}: pipeline {}: [[pipeline.shadow]] {:?} needs the pipeline's own model = \"…\" to shadow",
+                    path.display(),
+                    p.name,
+                    s.name
+                );
+            }
+        }
+    }
+    Ok(config)
+}

@@ -1,0 +1,277 @@
+//! The parsed config turned into the scheduler's `PipelineSpec`s and the
+//! Flight endpoint's settings: paths resolved against the config's
+//! directory, columns typed, formats named, queues sized from the memory
+//! budget.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use arrow_schema::{DataType, Field, Schema};
+use roo_ingest::{
+    BatchLimits, CsvHeader, FileFormat, IoUringMode, ReadOptions, StreamFormat, TcpSourceConfig,
+};
+use roo_scheduler::{queue_batches_for, Device, PipelineSpec, ShadowSpec, SinkSpec, SourceSpec};
+
+use super::{Config, DeviceName, SinkConfig, SourceConfig, UringName};
+use crate::flight::{FlightSettings, Token};
+
+fn resolve_in(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn column(spec: &str, pipeline: &str) -> Result<Field> {
+    let (name, kind) = spec.split_once(':').unwrap_or((spec, "float32"));
+    let data_type = match kind {
+        "float32" | "f32" => DataType::Float32,
+        "float64" | "f64" => DataType::Float64,
+        "int64" | "i64" => DataType::Int64,
+        "bool" => DataType::Boolean,
+        "string" | "utf8" => DataType::Utf8,
+        other => bail!(
+            "pipeline {pipeline}: column {spec:?}: type {other:?}; expected float32, float64, int64, bool or string"
+        ),
+    };
+    if name.is_empty() {
+        bail!("pipeline {pipeline}: column {spec:?} has no name");
+    }
+    Ok(Field::new(name, data_type, true))
+}
+
+fn file_format(name: &str, what: &str) -> Result<FileFormat> {
+    FileFormat::from_name(name).with_context(|| {
+        format!("{what}: format {name:?}: expected csv, ndjson, f32, parquet or arrow")
+    })
+}
+
+impl Config {
+    /// The Flight endpoint's settings, paths resolved against `base`.
+    pub fn flight(&self, base: &Path) -> Result<Option<FlightSettings>> {
+        let Some(f) = &self.flight else {
+            if self
+                .pipelines
+                .iter()
+                .any(|p| matches!(p.source, SourceConfig::Flight { .. }))
+            {
+                bail!("a pipeline's source is kind = \"flight\" but there is no [flight] section to receive its batches");
+            }
+            return Ok(None);
+        };
+        let listen: SocketAddr = f.listen.parse().with_context(|| {
+            format!(
+                "flight: listen {:?}: expected host:port, e.g. 127.0.0.1:7312",
+                f.listen
+            )
+        })?;
+        let mut tokens = Vec::new();
+        for t in &f.tokens {
+            let secret = match (&t.secret, &t.secret_env) {
+                (Some(s), None) => s.clone(),
+                (None, Some(var)) => std::env::var(var).with_context(|| {
+                    format!(
+                        "flight: token {:?}: the environment variable {var} is not set",
+                        t.name
+                    )
+                })?,
+                _ => bail!(
+                    "flight: token {:?}: expected one of secret or secret_env",
+                    t.name
+                ),
+            };
+            if secret.len() < 16 || !secret.chars().all(|c| c.is_ascii_graphic()) {
+                bail!(
+                    "flight: token {:?}: the secret must be at least 16 printable ASCII characters without spaces",
+                    t.name
+                );
+            }
+            if t.name.is_empty() || t.name.contains(':') {
+                bail!(
+                    "flight: token name {:?}: expected a non-empty name without ':'",
+                    t.name
+                );
+            }
+            tokens.push(Token {
+                name: t.name.clone(),
+                secret,
+            });
+        }
+        let tls = match (&f.tls_cert, &f.tls_key) {
+            (Some(c), Some(k)) => Some((resolve_in(base, c), resolve_in(base, k))),
+            (None, None) => None,
+            _ => bail!("flight: TLS needs both tls_cert and tls_key"),
+        };
+        Ok(Some(FlightSettings {
+            listen,
+            tokens,
+            tls,
+            model_dir: f.model_dir.as_ref().map(|d| resolve_in(base, d)),
+            models_max: f.models_max.0 as usize,
+            message_bytes_max: (f.message_mb.0 as usize) << 20,
+            streams_max: f.streams_max.0 as usize,
+            idle: Duration::from_secs(f.idle_secs.0),
+            memory_bytes: (f.memory_mb.0 as usize) << 20,
+        }))
+    }
+
+    /// The pipelines as the scheduler takes them, paths resolved against `base`.
+    pub fn specs(&self, base: &Path) -> Result<Vec<PipelineSpec>> {
+        let resolve = |p: &Path| resolve_in(base, p);
+        let memory = self.server.memory_mb.0 << 20;
+        let mut specs = Vec::new();
+        for p in &self.pipelines {
+            let name = &p.name;
+            let limits = BatchLimits {
+                max_rows: p.max_rows.0 as usize,
+                linger: Duration::from_millis(p.linger_ms.0),
+                record_bytes_max: p.record_bytes_max.0 as usize,
+            };
+            let uring = |u: UringName| {
+                if u == UringName::Off {
+                    IoUringMode::Off
+                } else {
+                    IoUringMode::Auto
+                }
+            };
+            let mut read = ReadOptions::default();
+            let (source, columns) = match &p.source {
+                SourceConfig::File {
+                    path,
+                    format,
+                    io_uring,
+                } => {
+                    let path = resolve(path);
+                    let format = match format {
+                        Some(f) => file_format(f, &format!("pipeline {name}: source"))?,
+                        None => FileFormat::from_path(&path).with_context(|| {
+                            format!("pipeline {name}: source {}: cannot tell the format from the extension; say format = ...", path.display())
+                        })?,
+                    };
+                    read.io_uring = uring(*io_uring);
+                    (SourceSpec::File { path, format }, 64)
+                }
+                SourceConfig::Tcp {
+                    listen,
+                    format,
+                    columns,
+                    header,
+                    connections_max,
+                    io_uring,
+                } => {
+                    let addr: SocketAddr = listen
+                        .parse()
+                        .with_context(|| format!("pipeline {name}: listen {listen:?}: expected host:port, e.g. 127.0.0.1:7000"))?;
+                    let fields = columns
+                        .iter()
+                        .map(|c| column(c, name))
+                        .collect::<Result<Vec<_>>>()?;
+                    let n = fields.len();
+                    let stream_format = match format.as_str() {
+                        "csv" => StreamFormat::Csv {
+                            header: if *header { CsvHeader::Check } else { CsvHeader::Absent },
+                            delimiter: b',',
+                        },
+                        "ndjson" => StreamFormat::Ndjson,
+                        "f32" => StreamFormat::RawF32,
+                        "arrow" => StreamFormat::ArrowIpc,
+                        other => bail!("pipeline {name}: tcp format {other:?}: expected csv, ndjson, f32 or arrow"),
+                    };
+                    let mut config = TcpSourceConfig::new(
+                        addr,
+                        stream_format,
+                        Some(Arc::new(Schema::new(fields))),
+                    );
+                    config.limits = limits;
+                    config.connections_max = connections_max.0 as usize;
+                    config.io_uring = uring(*io_uring);
+                    (SourceSpec::Tcp(config), n)
+                }
+                SourceConfig::Flight { columns } => match columns {
+                    Some(columns) => {
+                        let fields = columns
+                            .iter()
+                            .map(|c| column(c, name))
+                            .collect::<Result<Vec<_>>>()?;
+                        let n = fields.len();
+                        (
+                            SourceSpec::Push {
+                                schema: Some(Arc::new(Schema::new(fields))),
+                            },
+                            n,
+                        )
+                    }
+                    None if p.model.is_none() => bail!(
+                        "pipeline {name}: a flight source without columns takes the model's features, but the pipeline has no model; say columns = [...]"
+                    ),
+                    // The model's features, resolved when the model is loaded.
+                    None => (SourceSpec::Push { schema: None }, 64),
+                },
+                SourceConfig::Generator { rate, events, seed } => (
+                    SourceSpec::Generator {
+                        rate_per_s: rate.0,
+                        events: *events,
+                        seed: *seed,
+                    },
+                    31,
+                ),
+            };
+            let sinks = p
+                .sinks
+                .iter()
+                .map(|s| {
+                    Ok(match s {
+                        SinkConfig::Files {
+                            dir,
+                            format,
+                            prefix,
+                            rotate_mb,
+                            rotate_secs,
+                        } => SinkSpec::Files {
+                            dir: resolve(dir),
+                            prefix: prefix.clone(),
+                            format: file_format(format, &format!("pipeline {name}: sink"))?,
+                            rotate_bytes: rotate_mb.0 << 20,
+                            rotate: Duration::from_secs(rotate_secs.0),
+                        },
+                        SinkConfig::Stdout {} => SinkSpec::Stdout,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            specs.push(PipelineSpec {
+                name: name.clone(),
+                source,
+                limits,
+                model: p.model.as_deref().map(resolve),
+                shadows: p
+                    .shadows
+                    .iter()
+                    .map(|s| ShadowSpec {
+                        name: s.name.clone(),
+                        model: resolve(&s.model),
+                    })
+                    .collect(),
+                device: match p.device {
+                    DeviceName::Cpu => Device::Cpu,
+                    DeviceName::Gpu => Device::Gpu,
+                    DeviceName::Auto => Device::Auto,
+                },
+                sinks,
+                dead_letters: p.dead_letters.as_ref().map(|d| resolve(&d.dir)),
+                event_time: p.event_time.clone(),
+                queue_batches: queue_batches_for(
+                    memory,
+                    self.pipelines.len(),
+                    limits.max_rows,
+                    columns,
+                ),
+                read,
+            });
+        }
+        Ok(specs)
+    }
+}

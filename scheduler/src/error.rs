@@ -1,0 +1,132 @@
+//! The scheduler's errors. Each says what was being done and to what;
+//! the cause is its `source()`, never repeated in its own message, so a
+//! chain printed with [`chain`] (or anyhow's `{:#}`) says each thing once.
+
+use roo_ingest::IngestError;
+use roo_kernels::BindError;
+use thiserror::Error;
+
+use crate::models::ModelError;
+use crate::sinks::SinkError;
+
+/// An error and its causes on one line, joined by ": ".
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    out
+}
+
+/// A pipeline that could not start, failed while running, or refused a
+/// request.
+#[derive(Debug, Error)]
+pub enum PipelineError {
+    #[error("pipeline {pipeline}")]
+    Setup {
+        pipeline: String,
+        #[source]
+        source: Box<SetupError>,
+    },
+    #[error("pipeline {pipeline}: the {stage} stage failed")]
+    Stage {
+        pipeline: String,
+        stage: &'static str,
+        #[source]
+        source: StageError,
+    },
+    #[error("pipeline {pipeline}: the {stage} stage panicked")]
+    Panicked {
+        pipeline: String,
+        stage: &'static str,
+    },
+    #[error("pipeline {pipeline}: an invariant does not hold: {what}")]
+    Invariant { pipeline: String, what: String },
+    #[error("pipeline {pipeline}: {operator}: the new model was refused; the previous one keeps scoring")]
+    Reload {
+        pipeline: String,
+        operator: String,
+        #[source]
+        source: Box<ModelError>,
+    },
+    #[error("pipeline {pipeline}: batches can be pushed only into a pipeline whose source takes pushes (Flight DoPut); its source is a {kind}")]
+    NotPush {
+        pipeline: String,
+        kind: &'static str,
+    },
+    #[error("pipeline {pipeline} is stopping")]
+    Stopping { pipeline: String },
+    #[error("pipeline {pipeline} has no model")]
+    NoModel { pipeline: String },
+}
+
+/// Why a pipeline could not start.
+#[derive(Debug, Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Model(Box<ModelError>),
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("input {path} does not fit model {model}")]
+    InputFit {
+        path: String,
+        model: String,
+        #[source]
+        source: BindError,
+    },
+    #[error("event_time {column:?}: the input has no such column (it has {available})")]
+    EventTimeMissing { column: String, available: String },
+    #[error("event_time {column:?}: the column is {found}; expected int64 microseconds since the Unix epoch")]
+    EventTimeType { column: String, found: String },
+    #[error("a TCP source needs its columns")]
+    TcpColumns,
+    #[error(
+        "a push source without columns takes the model's features, but the pipeline has no model"
+    )]
+    PushColumns,
+    #[error("shadow {name:?} is declared twice")]
+    DuplicateShadow { name: String },
+    #[error("shadow {name:?}: a pipeline without a model has no decision to shadow")]
+    ShadowWithoutModel { name: String },
+    #[error("shadow {name:?}")]
+    Shadow {
+        name: String,
+        #[source]
+        source: Box<ModelError>,
+    },
+    #[error("starting the {stage} thread")]
+    Thread {
+        stage: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl From<ModelError> for SetupError {
+    fn from(e: ModelError) -> Self {
+        Self::Model(Box::new(e))
+    }
+}
+
+/// Why a running stage stopped.
+#[derive(Debug, Error)]
+pub enum StageError {
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("source {source_name}: batch {seq} arrived after batch {last}; expected {expected}")]
+    Order {
+        source_name: String,
+        seq: u64,
+        last: u64,
+        expected: u64,
+    },
+    #[error("source {source_name}: its first batch is number {seq}; expected 0")]
+    FirstBatch { source_name: String, seq: u64 },
+}

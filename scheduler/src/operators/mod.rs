@@ -1,0 +1,304 @@
+//! The operator chain: what a pipeline does between its source and its
+//! sinks.
+//!
+//! ```text
+//! source ─▶ [feature] ─▶ [enrich] ─▶ [score] ─▶ [shadow] ─▶ [audit] ─▶ [aggregate] ─▶ sinks
+//! ```
+//!
+//! An operator takes a [`Flow`] — an Arrow batch with its source, sequence
+//! number, offsets and ingest time — and passes one on, columns appended
+//! (the rest shared, not copied), or, like an aggregate, emits flows of its
+//! own when event time passes a window's end ([`Operator::emit`]). The
+//! order is fixed by kind ([`OperatorKind`]): a config lists operators per
+//! kind and the chain puts them in this order.
+//!
+//! Work that runs on a device (a GPU batch) may be left in flight
+//! ([`Step::InFlight`]): the chain begins the next batch before finishing
+//! it, so two batches overlap, and each operator still sees batches in
+//! order.
+//!
+//! Stateful operators snapshot their state to bytes and restore it
+//! bit-identically ([`crate::state`]): checkpoints, partition hand-over and
+//! tests use that one interface.
+
+pub mod score;
+
+use std::any::Any;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arrow_array::RecordBatch;
+use roo_ingest::{DeadLetter, IngestBatch};
+
+use crate::state::SnapshotError;
+
+/// The kinds of operator, in the order a chain runs them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum OperatorKind {
+    /// Per-key rolling features (`[[pipeline.feature]]`).
+    Feature,
+    /// A join with a versioned table (`[[pipeline.enrich]]`).
+    Enrich,
+    /// The pipeline's model (`model = …`): its score is the decision.
+    Score,
+    /// A candidate model scoring the same rows into columns of its own
+    /// (`[[pipeline.shadow]]`); never the decision.
+    Shadow,
+    /// The per-event audit record (`[pipeline.audit]`).
+    Audit,
+    /// Windowed aggregates (`[[pipeline.aggregate]]`); ends the chain.
+    Aggregate,
+}
+
+impl OperatorKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Feature => "feature",
+            Self::Enrich => "enrich",
+            Self::Score => "score",
+            Self::Shadow => "shadow",
+            Self::Audit => "audit",
+            Self::Aggregate => "aggregate",
+        }
+    }
+}
+
+/// One batch on its way through a pipeline.
+pub struct Flow {
+    pub source: Arc<str>,
+    /// 0, 1, 2, … per source.
+    pub seq: u64,
+    /// The source offsets the batch covers (bytes, or rows for sources of
+    /// ready-made batches).
+    pub offsets: Range<u64>,
+    /// When the batch's oldest event was read.
+    pub ingest_time: SystemTime,
+    /// The rows; `None` once an operator refused the batch whole (its rows
+    /// are then counted in a dead letter's `records`).
+    pub batch: Option<RecordBatch>,
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+impl Flow {
+    /// Rows still in the flow.
+    pub fn rows(&self) -> usize {
+        self.batch.as_ref().map_or(0, RecordBatch::num_rows)
+    }
+
+    /// Events this flow accounts for: rows plus what its dead letters stand for.
+    pub fn records(&self) -> u64 {
+        self.rows() as u64 + self.dead_letters.iter().map(|d| d.records).sum::<u64>()
+    }
+
+    /// Refuses the batch whole: its rows become one dead letter naming why.
+    pub fn refuse(&mut self, reason: String) {
+        let rows = self.rows() as u64;
+        if rows == 0 {
+            return;
+        }
+        self.batch = None;
+        self.dead_letters.push(DeadLetter {
+            source: self.source.clone(),
+            offset: self.offsets.start,
+            line: None,
+            raw: Vec::new(),
+            raw_len: 0,
+            reason,
+            records: rows,
+        });
+    }
+}
+
+impl From<IngestBatch> for Flow {
+    fn from(b: IngestBatch) -> Self {
+        Self {
+            source: b.source,
+            seq: b.seq,
+            offsets: b.offsets,
+            ingest_time: b.ingest_time,
+            batch: Some(b.batch),
+            dead_letters: b.dead_letters,
+        }
+    }
+}
+
+/// What [`Operator::begin`] did with a flow.
+pub enum Step {
+    /// Done: pass it on.
+    Done(Flow),
+    /// Work in flight on a device; [`Operator::finish`] completes it.
+    InFlight(InFlight),
+}
+
+/// A flow an operator has begun and not finished, with the operator's own
+/// record of the work (opaque to the chain).
+pub struct InFlight {
+    pub flow: Flow,
+    pub work: Box<dyn Any + Send>,
+    /// Whether part of the work is on a device now: worth holding while
+    /// the next batch begins.
+    pub on_device: bool,
+}
+
+/// One step of a pipeline's chain. Runs on the pipeline's operator thread,
+/// one flow at a time, in per-source order.
+pub trait Operator: Send {
+    /// The name it was configured with (the pipeline's model: "model").
+    fn name(&self) -> &str;
+
+    fn kind(&self) -> OperatorKind;
+
+    /// Processes one flow. An error about the data (a batch that cannot be
+    /// scored) refuses the batch into the dead letters ([`Flow::refuse`]);
+    /// it never panics and never stops the pipeline.
+    fn begin(&mut self, flow: Flow) -> Step;
+
+    /// Completes what [`Self::begin`] left in flight.
+    fn finish(&mut self, in_flight: InFlight) -> Flow {
+        in_flight.flow
+    }
+
+    /// Flows of the operator's own (an aggregate's closed windows), given
+    /// after each input flow, on idle ticks, and with `end` when the source
+    /// has ended. Most operators have none.
+    fn emit(&mut self, _end: bool, _out: &mut Vec<Flow>) {}
+
+    /// The operator's state as a snapshot ([`crate::state::encode`]).
+    fn snapshot(&self) -> Vec<u8>;
+
+    /// Replaces the operator's state with a snapshot's.
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), SnapshotError>;
+}
+
+/// A pipeline's operators in chain order.
+pub struct Chain {
+    operators: Vec<Box<dyn Operator>>,
+}
+
+impl Chain {
+    /// Orders `operators` by kind (stable within a kind: config order).
+    /// An aggregate ends a chain: at most one, and last.
+    pub fn new(mut operators: Vec<Box<dyn Operator>>) -> Self {
+        operators.sort_by_key(|o| o.kind());
+        assert!(
+            operators
+                .iter()
+                .filter(|o| o.kind() == OperatorKind::Aggregate)
+                .count()
+                <= 1,
+            "an aggregate ends a chain: one at most"
+        );
+        Self { operators }
+    }
+
+    pub fn len(&self) -> usize {
+        self.operators.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.operators.is_empty()
+    }
+
+    /// (kind, name) of each operator, in chain order.
+    pub fn describe(&self) -> Vec<(OperatorKind, String)> {
+        self.operators
+            .iter()
+            .map(|o| (o.kind(), o.name().to_string()))
+            .collect()
+    }
+
+    /// Runs `flow` from operator `from` on; stops at the first that leaves
+    /// work in flight and returns where to resume.
+    pub fn run(&mut self, flow: Flow, from: usize) -> Progress {
+        self.run_to(flow, from, self.operators.len())
+    }
+
+    /// Runs `flow` through operators `from..to`; `Done` means it reached
+    /// `to` (the end of the chain when `to` is its length).
+    pub fn run_to(&mut self, mut flow: Flow, from: usize, to: usize) -> Progress {
+        for at in from..to {
+            match self.operators[at].begin(flow) {
+                Step::Done(f) => flow = f,
+                Step::InFlight(work) => return Progress::InFlight { at, work },
+            }
+        }
+        Progress::Done(flow)
+    }
+
+    /// Completes the in-flight work of operator `at`, then runs the rest.
+    pub fn resume(&mut self, at: usize, work: InFlight) -> Progress {
+        let flow = self.operators[at].finish(work);
+        self.run(flow, at + 1)
+    }
+
+    /// Runs a flow through to its end, finishing in-flight work at once.
+    pub fn run_to_end(&mut self, flow: Flow) -> Flow {
+        let mut progress = self.run(flow, 0);
+        loop {
+            match progress {
+                Progress::Done(flow) => return flow,
+                Progress::InFlight { at, work } => progress = self.resume(at, work),
+            }
+        }
+    }
+
+    /// Every operator's own flows; those of operator `i` go through the
+    /// operators after it.
+    pub fn emit(&mut self, end: bool) -> Vec<Flow> {
+        let mut out = Vec::new();
+        for at in 0..self.operators.len() {
+            let mut own = Vec::new();
+            self.operators[at].emit(end, &mut own);
+            for flow in own {
+                let mut progress = self.run(flow, at + 1);
+                loop {
+                    match progress {
+                        Progress::Done(flow) => {
+                            out.push(flow);
+                            break;
+                        }
+                        Progress::InFlight { at, work } => progress = self.resume(at, work),
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Every operator's snapshot, in chain order, named by kind and name.
+    pub fn snapshot(&self) -> Vec<(OperatorKind, String, Vec<u8>)> {
+        self.operators
+            .iter()
+            .map(|o| (o.kind(), o.name().to_string(), o.snapshot()))
+            .collect()
+    }
+
+    /// Restores each operator from the snapshot taken under its kind and
+    /// name; an operator with none keeps its state.
+    pub fn restore(
+        &mut self,
+        snapshots: &[(OperatorKind, String, Vec<u8>)],
+    ) -> Result<(), (String, SnapshotError)> {
+        for o in &mut self.operators {
+            if let Some((_, _, bytes)) = snapshots
+                .iter()
+                .find(|(k, n, _)| *k == o.kind() && n == o.name())
+            {
+                o.restore(bytes)
+                    .map_err(|e| (format!("{} {}", o.kind().name(), o.name()), e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a flow is in the chain.
+pub enum Progress {
+    Done(Flow),
+    /// Operator `at` holds work in flight.
+    InFlight {
+        at: usize,
+        work: InFlight,
+    },
+}

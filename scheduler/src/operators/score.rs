@@ -1,0 +1,214 @@
+//! The scoring operator: a model over each batch, its scores and version
+//! appended as columns. The pipeline's model (kind `Score`) is the
+//! decision: a batch it cannot score is refused into the dead letters. A
+//! shadow (kind `Shadow`) scores the same rows into columns of its own and
+//! is never the decision: a batch it cannot score gets null shadow columns,
+//! counted, and the live path carries on.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow_array::{new_null_array, RecordBatch};
+
+use super::{Flow, InFlight, Operator, OperatorKind, Step};
+use crate::device::Placement;
+use crate::metrics::PipelineMetrics;
+use crate::models::{BegunBatch, BoundModel, ModelError, ModelSlot};
+use crate::state::{self, SnapshotError};
+
+/// Scores batches with the model in its slot, read once per batch (a swap
+/// lands between two batches).
+pub struct ScoreOperator {
+    name: String,
+    kind: OperatorKind,
+    slot: Arc<ModelSlot>,
+    pool: Arc<rayon::ThreadPool>,
+    metrics: Arc<PipelineMetrics>,
+}
+
+/// What a score operator holds while a batch is on the GPU.
+struct Scoring {
+    loaded: Arc<BoundModel>,
+    begun: BegunBatch,
+    began: Instant,
+}
+
+impl ScoreOperator {
+    /// `kind` is `Score` (the decision) or `Shadow`.
+    pub fn new(
+        name: &str,
+        kind: OperatorKind,
+        slot: Arc<ModelSlot>,
+        pool: Arc<rayon::ThreadPool>,
+        metrics: Arc<PipelineMetrics>,
+    ) -> Self {
+        assert!(matches!(kind, OperatorKind::Score | OperatorKind::Shadow));
+        Self {
+            name: name.to_string(),
+            kind,
+            slot,
+            pool,
+            metrics,
+        }
+    }
+
+    fn live(&self) -> bool {
+        self.kind == OperatorKind::Score
+    }
+
+    /// Passes the scored batch on, or handles a failure as the kind says.
+    fn done(
+        &self,
+        mut flow: Flow,
+        loaded: &BoundModel,
+        rows: usize,
+        began: Instant,
+        scored: Result<(RecordBatch, Placement), ModelError>,
+    ) -> Flow {
+        if self.live() {
+            let m = &self.metrics;
+            m.cpu_ns_per_row_estimate.store(
+                loaded.compiled.scorer.cpu_ns_per_row() as u64,
+                Ordering::Relaxed,
+            );
+            m.score_us.record(
+                (began.elapsed().as_micros() as u64 / rows.max(1) as u64).max(1),
+                rows as u64,
+            );
+        }
+        match scored {
+            Ok((batch, placement)) => {
+                if self.live() {
+                    let m = &self.metrics;
+                    match placement {
+                        Placement::Cpu => PipelineMetrics::add(&m.batches_cpu, 1),
+                        Placement::Gpu => PipelineMetrics::add(&m.batches_gpu, 1),
+                        Placement::CpuRetry(_) => {
+                            PipelineMetrics::add(&m.batches_cpu, 1);
+                            PipelineMetrics::add(&m.batches_cpu_retried, 1);
+                        }
+                    }
+                }
+                flow.batch = Some(batch);
+            }
+            Err(e) if self.live() => {
+                // A batch that cannot be scored is data, not a crash.
+                flow.refuse(format!(
+                    "a batch of {rows} rows could not be scored: {}",
+                    crate::error::chain(&e)
+                ));
+            }
+            Err(e) => {
+                PipelineMetrics::add(&self.metrics.shadow_failures, 1);
+                tracing::warn!(
+                    "shadow {}: a batch of {rows} rows could not be scored ({}); its shadow columns are null",
+                    self.name,
+                    crate::error::chain(&e)
+                );
+                flow.batch = flow.batch.take().map(|b| with_null_outputs(&b, loaded));
+            }
+        }
+        flow
+    }
+}
+
+/// `batch` with the model's output columns appended as nulls.
+fn with_null_outputs(batch: &RecordBatch, loaded: &BoundModel) -> RecordBatch {
+    let schema = loaded.output_schema();
+    let mut columns = batch.columns().to_vec();
+    for field in schema.fields().iter().skip(columns.len()) {
+        columns.push(new_null_array(field.data_type(), batch.num_rows()));
+    }
+    // The schema's output fields are declared non-nullable for the live
+    // model; a shadow's null columns need a nullable copy.
+    let fields: Vec<_> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            if i >= batch.num_columns() {
+                Arc::new(f.as_ref().clone().with_nullable(true))
+            } else {
+                f.clone()
+            }
+        })
+        .collect();
+    let schema = Arc::new(arrow_schema::Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    ));
+    RecordBatch::try_new(schema, columns).expect("null columns of the declared types and length")
+}
+
+impl Operator for ScoreOperator {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> OperatorKind {
+        self.kind
+    }
+
+    fn begin(&mut self, flow: Flow) -> Step {
+        let rows = flow.rows();
+        if rows == 0 {
+            // Nothing to score: an empty or refused batch passes as it is.
+            let mut flow = flow;
+            if flow.batch.as_ref().is_some_and(|b| b.num_rows() == 0) {
+                flow.batch = None;
+            }
+            return Step::Done(flow);
+        }
+        let loaded = self.slot.current();
+        let began = Instant::now();
+        let batch = flow.batch.as_ref().expect("rows > 0");
+        match loaded.begin(batch, &self.pool) {
+            Ok(begun) if begun.is_pending() => Step::InFlight(InFlight {
+                flow,
+                work: Box::new(Scoring {
+                    loaded,
+                    begun,
+                    began,
+                }),
+                on_device: true,
+            }),
+            Ok(begun) => {
+                let scored = loaded.finish(begun, &self.pool);
+                Step::Done(self.done(flow, &loaded, rows, began, scored))
+            }
+            Err(e) => Step::Done(self.done(flow, &loaded, rows, began, Err(e))),
+        }
+    }
+
+    fn finish(&mut self, in_flight: InFlight) -> Flow {
+        let Scoring {
+            loaded,
+            begun,
+            began,
+        } = *in_flight
+            .work
+            .downcast::<Scoring>()
+            .expect("a score operator's own work");
+        let rows = in_flight.flow.rows();
+        let scored = loaded.finish(begun, &self.pool);
+        self.done(in_flight.flow, &loaded, rows, began, scored)
+    }
+
+    /// Stateless: the model is named by the config and the model version
+    /// each row carries.
+    fn snapshot(&self) -> Vec<u8> {
+        state::encode(self.kind.name(), 1, &[])
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), SnapshotError> {
+        let (version, payload) = state::decode(self.kind.name(), snapshot)?;
+        if version != 1 || !payload.is_empty() {
+            return Err(SnapshotError::Version {
+                expected: "1, empty".into(),
+                found: version,
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,517 @@
+//! The pipeline runtime: a source stage, an operator stage running the
+//! chain ([`crate::operators`]), a sink stage; each on its own thread,
+//! joined by bounded crossbeam channels.
+//!
+//! Backpressure, not drops: when a sink is slow its channel fills, the
+//! operator stage blocks on it, the ingest channel fills, and the source
+//! stops reading (a TCP source stops handing receive buffers back, so the
+//! kernel's windows close on the senders). Order: one operator stage per
+//! pipeline takes batches in order and each sink writes them in order, so
+//! per-source order holds at the sinks (and is checked there). Offsets are
+//! acknowledged only once every sink holds the batch durably.
+//!
+//! Models swap atomically between batches ([`Pipeline::reload`]); every
+//! output row carries the version of the model that scored it.
+//!
+//! - `spec.rs`: what a pipeline is made of, resolved and checked.
+//! - `source.rs`, `operate.rs`, `deliver.rs`: the three stages.
+//! - `push.rs`: the way in for a push source (Flight DoPut).
+
+mod deliver;
+mod operate;
+mod push;
+mod source;
+mod spec;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use arrow_schema::SchemaRef;
+use crossbeam_channel::{bounded, Sender};
+use roo_ingest::IngestBatch;
+
+pub use push::{check_push_schema, PushError, Pusher, SchemaMismatch};
+pub use spec::{
+    check_spec, queue_batches_for, PipelineSpec, ShadowSpec, SinkSpec, SourceSpec, SpecReport,
+};
+
+use crate::error::{PipelineError, SetupError, StageError};
+use crate::metrics::{MetricsSnapshot, PipelineMetrics};
+use crate::models::{BatchScorer, BoundModel, CompiledModel, ModelSlot};
+use crate::operators::score::ScoreOperator;
+use crate::operators::{Chain, Flow, Operator, OperatorKind};
+use crate::sinks::{layout, DeadLetterFiles, OutputSink};
+use source::StopSignal;
+
+/// A stage thread and its name.
+type Stage = (&'static str, JoinHandle<Result<(), StageError>>);
+
+/// A running pipeline.
+pub struct Pipeline {
+    name: String,
+    metrics: Arc<PipelineMetrics>,
+    /// The pipeline's model (the decision), if it has one.
+    model: Option<Arc<ModelSlot>>,
+    /// Shadows, by name.
+    shadows: Vec<(String, Arc<ModelSlot>)>,
+    input_schema: SchemaRef,
+    source_kind: &'static str,
+    offset_unit: &'static str,
+    operators: Vec<(OperatorKind, String)>,
+    sinks: Vec<SinkSpec>,
+    dead_letters: Option<PathBuf>,
+    pool: Arc<rayon::ThreadPool>,
+    /// A push source's way in; `None` once stopping.
+    push: Mutex<Option<Sender<IngestBatch>>>,
+    max_rows: usize,
+    stop: Arc<StopSignal>,
+    /// The stage threads; taken by `join`.
+    threads: Mutex<Vec<Stage>>,
+    tcp_addr: Option<SocketAddr>,
+    failed: Arc<AtomicBool>,
+}
+
+/// What a pipeline did, once stopped.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PipelineCounts {
+    pub events_in: u64,
+    pub events_out: u64,
+    pub events_dead: u64,
+    pub batches: u64,
+    pub batches_gpu: u64,
+    /// Batches the GPU failed and the CPU scored again.
+    pub batches_cpu_retried: u64,
+}
+
+impl Pipeline {
+    /// Resolves the spec (every model loaded and compiled once, bound to
+    /// the schema it will see; the source opened) and starts the stages.
+    pub fn start(spec: PipelineSpec, pool: Arc<rayon::ThreadPool>) -> Result<Self, PipelineError> {
+        let setup = |source: SetupError| PipelineError::Setup {
+            pipeline: spec.name.clone(),
+            source: Box::new(source),
+        };
+        assert!(spec.queue_batches > 0 && spec.limits.max_rows > 0);
+        let resolved = spec::resolve(&spec).map_err(setup)?;
+        let metrics = Arc::new(PipelineMetrics::default());
+        let mut operators: Vec<Box<dyn Operator>> = Vec::new();
+        if let Some(m) = &resolved.model {
+            let loaded = m.slot.current();
+            let scorer = &loaded.compiled.scorer;
+            metrics
+                .cpu_ns_per_row_estimate
+                .store(scorer.cpu_ns_per_row() as u64, Ordering::Relaxed);
+            tracing::info!(
+                "pipeline {}: model {} ({}), {:.0} ns per row on the CPU at load; scoring on {}",
+                spec.name,
+                m.slot.path().display(),
+                loaded.version(),
+                scorer.cpu_ns_per_row(),
+                scorer.description()
+            );
+            operators.push(Box::new(ScoreOperator::new(
+                &m.name,
+                OperatorKind::Score,
+                m.slot.clone(),
+                pool.clone(),
+                metrics.clone(),
+            )));
+        }
+        for s in &resolved.shadows {
+            tracing::info!(
+                "pipeline {}: shadow {} scores with {} ({})",
+                spec.name,
+                s.name,
+                s.slot.path().display(),
+                s.slot.current().version()
+            );
+            operators.push(Box::new(ScoreOperator::new(
+                &s.name,
+                OperatorKind::Shadow,
+                s.slot.clone(),
+                pool.clone(),
+                metrics.clone(),
+            )));
+        }
+        let chain = Chain::new(operators);
+        let described = chain.describe();
+        let mut sinks = Vec::new();
+        for s in &spec.sinks {
+            sinks.push(OutputSink::open(s).map_err(|e| setup(e.into()))?);
+        }
+        let dead = match &spec.dead_letters {
+            Some(dir) => Some(DeadLetterFiles::open(dir).map_err(|e| setup(e.into()))?),
+            None => None,
+        };
+
+        let stop = StopSignal::new();
+        let (ingest_tx, ingest_rx) = bounded::<IngestBatch>(spec.queue_batches);
+        let (flow_tx, flow_rx) = bounded::<Flow>(spec.queue_batches);
+        let failed = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        let mut spawn =
+            |stage: &'static str, body: source::StageBody| -> Result<(), PipelineError> {
+                let failed = failed.clone();
+                let pipeline = spec.name.clone();
+                let handle = std::thread::Builder::new()
+                    .name(format!("roo-{stage}-{}", spec.name))
+                    .spawn(move || {
+                        let result = body();
+                        if let Err(e) = &result {
+                            tracing::error!(
+                                "pipeline {pipeline}: the {stage} stage failed: {}",
+                                crate::error::chain(e)
+                            );
+                            failed.store(true, Ordering::Release);
+                        }
+                        result
+                    })
+                    .map_err(|source| setup(SetupError::Thread { stage, source }))?;
+                threads.push((stage, handle));
+                Ok(())
+            };
+
+        let sink_metrics = metrics.clone();
+        let event_time = resolved.event_time;
+        spawn(
+            "sink",
+            Box::new(move || deliver::run(flow_rx, sinks, dead, event_time, &sink_metrics)),
+        )?;
+        let operate_metrics = metrics.clone();
+        spawn(
+            "score",
+            Box::new(move || {
+                operate::run(ingest_rx, flow_tx, chain, &operate_metrics);
+                Ok(())
+            }),
+        )?;
+        let started = source::start(
+            &spec.source,
+            &spec.name,
+            spec.limits,
+            resolved.file,
+            ingest_tx,
+            stop.clone(),
+            metrics.clone(),
+        );
+        let started = match started {
+            Ok(s) => s,
+            Err(e) => {
+                // The stages exit once the ingest sender (dropped with the
+                // failed source) is gone.
+                for (_, t) in threads {
+                    let _ = t.join();
+                }
+                return Err(setup(e));
+            }
+        };
+        if let Some(body) = started.body {
+            spawn("src", body)?;
+        }
+        Ok(Self {
+            name: spec.name.clone(),
+            metrics,
+            model: resolved.model.map(|m| m.slot),
+            shadows: resolved
+                .shadows
+                .into_iter()
+                .map(|s| (s.name, s.slot))
+                .collect(),
+            input_schema: resolved.input_schema,
+            source_kind: spec.source.kind(),
+            offset_unit: spec.source.offset_unit(),
+            operators: described,
+            sinks: spec.sinks,
+            dead_letters: spec.dead_letters,
+            pool,
+            push: Mutex::new(started.push),
+            max_rows: spec.limits.max_rows,
+            stop,
+            threads: Mutex::new(threads),
+            tcp_addr: started.tcp_addr,
+            failed,
+        })
+    }
+
+    /// A stage failed (a sink could not write, a file could not be read);
+    /// the pipeline has stopped or is stopping. `join` says why.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn metrics(&self) -> &Arc<PipelineMetrics> {
+        &self.metrics
+    }
+
+    /// Every figure of this pipeline at this moment: what `/metrics`, the
+    /// status line and the `pipeline-stats` action all show.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        self.metrics.snapshot(
+            &self.name,
+            self.source_kind,
+            self.offset_unit,
+            self.model_version(),
+            self.failed(),
+        )
+    }
+
+    /// The operators of the chain in order: (kind, name).
+    pub fn operators(&self) -> &[(OperatorKind, String)] {
+        &self.operators
+    }
+
+    /// The bound address of a TCP source.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
+    }
+
+    /// The version of the model scoring now; `None` without a model.
+    pub fn model_version(&self) -> Option<String> {
+        self.model
+            .as_ref()
+            .map(|m| m.current().version().to_string())
+    }
+
+    /// The model scoring now, bound to the pipeline's input.
+    pub fn model(&self) -> Option<Arc<BoundModel>> {
+        self.model.as_ref().map(|m| m.current())
+    }
+
+    /// The file a reload reads.
+    pub fn model_path(&self) -> Option<PathBuf> {
+        self.model.as_ref().map(|m| m.path())
+    }
+
+    pub fn input_schema(&self) -> &SchemaRef {
+        &self.input_schema
+    }
+
+    /// What the sinks receive: the input and every operator's columns, as
+    /// the models in place now write them.
+    pub fn output_schema(&self) -> SchemaRef {
+        if let Some((_, last)) = self.shadows.last() {
+            return last.current().output_schema().clone();
+        }
+        match &self.model {
+            Some(m) => m.current().output_schema().clone(),
+            None => self.input_schema.clone(),
+        }
+    }
+
+    /// "file", "tcp", "generator" or "push".
+    pub fn source_kind(&self) -> &'static str {
+        self.source_kind
+    }
+
+    pub fn sinks(&self) -> &[SinkSpec] {
+        &self.sinks
+    }
+
+    pub fn dead_letters_dir(&self) -> Option<&Path> {
+        self.dead_letters.as_deref()
+    }
+
+    /// The published files of the first file sink, in order; `None`
+    /// without a file sink.
+    pub fn output_files(&self) -> Option<Vec<PathBuf>> {
+        self.sinks.iter().find_map(|s| match s {
+            SinkSpec::Files {
+                dir,
+                prefix,
+                format,
+                ..
+            } => Some(layout::published(dir, prefix, format.extension())),
+            SinkSpec::Stdout => None,
+        })
+    }
+
+    /// The published dead-letter files, in order; `None` without a
+    /// dead-letter directory.
+    pub fn dead_letter_files(&self) -> Option<Vec<PathBuf>> {
+        self.dead_letters.as_deref().map(|dir| {
+            layout::published(
+                dir,
+                layout::DEAD_LETTER_PREFIX,
+                layout::DEAD_LETTER_EXTENSION,
+            )
+        })
+    }
+
+    /// A scorer with this pipeline's model for batches of any schema that
+    /// holds its features (a client's exchange): a hot swap applies from
+    /// its next batch. Its rows do not go to the pipeline's sinks.
+    pub fn scorer(&self) -> Result<BatchScorer, PipelineError> {
+        let model = self.model.as_ref().ok_or_else(|| PipelineError::NoModel {
+            pipeline: self.name.clone(),
+        })?;
+        Ok(BatchScorer::of_pipeline(model.cell(), self.pool.clone()))
+    }
+
+    /// Loads every model file again (the pipeline's and each shadow's) and
+    /// swaps each in between two batches. A model that fails to load or
+    /// fit is refused and the one before it keeps scoring. Returns the
+    /// pipeline model's version, or the first refusal.
+    pub fn reload(&self) -> Result<Option<String>, PipelineError> {
+        let mut first_error = None;
+        let mut version = None;
+        let slots = self
+            .model
+            .iter()
+            .map(|m| ("model".to_string(), m))
+            .chain(self.shadows.iter().map(|(n, s)| (format!("shadow {n}"), s)));
+        for (operator, slot) in slots {
+            match slot.reload() {
+                Ok(v) => {
+                    PipelineMetrics::add(&self.metrics.model_reloads, 1);
+                    if operator == "model" {
+                        version = Some(v);
+                    }
+                }
+                Err(source) => {
+                    PipelineMetrics::add(&self.metrics.model_reload_failures, 1);
+                    let e = PipelineError::Reload {
+                        pipeline: self.name.clone(),
+                        operator,
+                        source: Box::new(source),
+                    };
+                    if first_error.is_some() {
+                        tracing::error!("{}", crate::error::chain(&e));
+                    } else {
+                        first_error = Some(e);
+                    }
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(version),
+        }
+    }
+
+    /// Swaps in `model` (from `path`, which later reloads read) between two
+    /// batches; refused, with the current model scoring on, when it does
+    /// not fit the input.
+    pub fn activate(
+        &self,
+        model: Arc<CompiledModel>,
+        path: &Path,
+    ) -> Result<String, PipelineError> {
+        let slot = self.model.as_ref().ok_or_else(|| PipelineError::NoModel {
+            pipeline: self.name.clone(),
+        })?;
+        match slot.activate(model, path) {
+            Ok(v) => {
+                PipelineMetrics::add(&self.metrics.model_reloads, 1);
+                Ok(v)
+            }
+            Err(source) => {
+                PipelineMetrics::add(&self.metrics.model_reload_failures, 1);
+                Err(PipelineError::Reload {
+                    pipeline: self.name.clone(),
+                    operator: "model".into(),
+                    source: Box::new(source),
+                })
+            }
+        }
+    }
+
+    /// A way to push batches into a pipeline whose source is `Push`; one
+    /// per client stream, named `source` (its batches are numbered and
+    /// their offsets are row counts).
+    pub fn pusher(&self, source: &str) -> Result<Pusher, PipelineError> {
+        if self.source_kind != "push" {
+            return Err(PipelineError::NotPush {
+                pipeline: self.name.clone(),
+                kind: self.source_kind,
+            });
+        }
+        let tx = self
+            .push
+            .lock()
+            .expect("not poisoned")
+            .clone()
+            .ok_or_else(|| PipelineError::Stopping {
+                pipeline: self.name.clone(),
+            })?;
+        Ok(Pusher {
+            tx,
+            max_rows: self.max_rows,
+            schema: self.input_schema.clone(),
+            source: Arc::from(source),
+            seq: 0,
+            rows: 0,
+            stop: self.stop.clone(),
+            metrics: self.metrics.clone(),
+        })
+    }
+
+    /// Asks the source to stop reading; the stages drain behind it.
+    pub fn stop(&self) {
+        self.stop.stop();
+        self.push.lock().expect("not poisoned").take();
+    }
+
+    /// Every stage has exited (the source ended, or stop, and the queues drained).
+    pub fn finished(&self) -> bool {
+        self.threads
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .all(|(_, t)| t.is_finished())
+    }
+
+    /// Waits for the stages to drain and exit, and checks that every
+    /// event that came in went out: scored, or a dead letter. Once: a
+    /// second call finds no stage to wait for and reports the counts.
+    pub fn join(&self) -> Result<PipelineCounts, PipelineError> {
+        let threads = std::mem::take(&mut *self.threads.lock().expect("not poisoned"));
+        let mut failure = None;
+        for (stage, t) in threads {
+            let error = match t.join() {
+                Ok(Ok(())) => continue,
+                Ok(Err(source)) => PipelineError::Stage {
+                    pipeline: self.name.clone(),
+                    stage,
+                    source,
+                },
+                Err(_) => PipelineError::Panicked {
+                    pipeline: self.name.clone(),
+                    stage,
+                },
+            };
+            failure = failure.or(Some(error));
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let s = self.snapshot();
+        let counts = PipelineCounts {
+            events_in: s.events_in,
+            events_out: s.events_out,
+            events_dead: s.events_dead,
+            batches: s.batches,
+            batches_gpu: s.batches_gpu,
+            batches_cpu_retried: s.batches_cpu_retried,
+        };
+        if counts.events_in != counts.events_out + counts.events_dead {
+            return Err(PipelineError::Invariant {
+                pipeline: self.name.clone(),
+                what: format!(
+                    "{} events came in, but {} went out and {} are dead letters",
+                    counts.events_in, counts.events_out, counts.events_dead
+                ),
+            });
+        }
+        Ok(counts)
+    }
+}
+
+#[cfg(test)]
+mod tests;

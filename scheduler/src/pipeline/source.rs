@@ -1,0 +1,201 @@
+//! The source stage: a thread that reads a file, generates events or runs
+//! a TCP listener, and sends micro-batches into the ingest queue (blocking
+//! while it is full: backpressure). A push source has no thread: its
+//! pushers send into the queue themselves.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use roo_ingest::{BatchLimits, FileSource, IngestBatch, TcpSource};
+
+use super::spec::SourceSpec;
+use crate::error::{SetupError, StageError};
+use crate::generator::CardGenerator;
+use crate::metrics::PipelineMetrics;
+
+/// Tells the source to stop: a flag for loops that poll, and a channel
+/// whose closing wakes a thread that waits (no sleep loop).
+pub(crate) struct StopSignal {
+    flag: AtomicBool,
+    tx: Mutex<Option<Sender<()>>>,
+    rx: Receiver<()>,
+}
+
+impl StopSignal {
+    pub fn new() -> Arc<Self> {
+        let (tx, rx) = bounded(1);
+        Arc::new(Self {
+            flag: AtomicBool::new(false),
+            tx: Mutex::new(Some(tx)),
+            rx,
+        })
+    }
+
+    pub fn stop(&self) {
+        self.flag.store(true, Ordering::Release);
+        self.tx.lock().expect("not poisoned").take();
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+
+    /// Blocks until [`Self::stop`].
+    pub fn wait(&self) {
+        let _ = self.rx.recv();
+    }
+
+    /// Blocks until [`Self::stop`] or `timeout`; true when stopped.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        let _ = self.rx.recv_timeout(timeout);
+        self.stopped()
+    }
+}
+
+/// A stage's body, run on its own thread.
+pub(crate) type StageBody = Box<dyn FnOnce() -> Result<(), StageError> + Send>;
+
+/// What starting the source gave.
+pub(crate) struct SourceStarted {
+    /// The stage thread's body (none for a push source).
+    pub body: Option<StageBody>,
+    pub tcp_addr: Option<SocketAddr>,
+    /// A push source's sender; pushers hold clones for their stream.
+    pub push: Option<Sender<IngestBatch>>,
+}
+
+/// Prepares the source: a TCP listener is bound here (so an error is a
+/// setup error and the address is known at once); files and generators
+/// start reading when the returned body runs.
+pub(crate) fn start(
+    spec: &SourceSpec,
+    name: &str,
+    limits: BatchLimits,
+    file: Option<FileSource>,
+    tx: Sender<IngestBatch>,
+    stop: Arc<StopSignal>,
+    metrics: Arc<PipelineMetrics>,
+) -> Result<SourceStarted, SetupError> {
+    Ok(match spec.clone() {
+        SourceSpec::File { .. } => {
+            let source = file.expect("a file source is opened when resolved");
+            let max_rows = limits.max_rows;
+            SourceStarted {
+                body: Some(Box::new(move || {
+                    for b in source.batches(max_rows)? {
+                        let b = b?;
+                        let records = b.records() as u64;
+                        if stop.stopped() || tx.send(b).is_err() {
+                            break;
+                        }
+                        PipelineMetrics::add(&metrics.events_in, records);
+                    }
+                    Ok(())
+                })),
+                tcp_addr: None,
+                push: None,
+            }
+        }
+        SourceSpec::Generator {
+            rate_per_s,
+            events,
+            seed,
+        } => SourceStarted {
+            body: Some(Box::new(move || {
+                run_generator(rate_per_s, events, seed, limits, &stop, &tx, &metrics);
+                Ok(())
+            })),
+            tcp_addr: None,
+            push: None,
+        },
+        SourceSpec::Tcp(config) => {
+            let sender = tx.clone();
+            let m = metrics.clone();
+            let tcp = TcpSource::start(
+                config,
+                Box::new(move |b: IngestBatch| {
+                    let records = b.records() as u64;
+                    let sent = sender.send(b).is_ok();
+                    if sent {
+                        PipelineMetrics::add(&m.events_in, records);
+                    }
+                    sent
+                }),
+            )?;
+            let addr = tcp.local_addr();
+            tracing::info!("pipeline {name}: listening on tcp://{addr}");
+            SourceStarted {
+                body: Some(Box::new(move || {
+                    stop.wait();
+                    let report = tcp.stop()?;
+                    tracing::info!("tcp source stopped: {report:?}");
+                    drop(tx);
+                    Ok(())
+                })),
+                tcp_addr: Some(addr),
+                push: None,
+            }
+        }
+        SourceSpec::Push { .. } => SourceStarted {
+            body: None,
+            tcp_addr: None,
+            push: Some(tx),
+        },
+    })
+}
+
+fn run_generator(
+    rate_per_s: u64,
+    events: u64,
+    seed: u64,
+    limits: BatchLimits,
+    stop: &StopSignal,
+    tx: &Sender<IngestBatch>,
+    metrics: &PipelineMetrics,
+) {
+    let mut generator = CardGenerator::new(seed);
+    let source: Arc<str> = Arc::from("generator");
+    let started = Instant::now();
+    let mut produced = 0u64;
+    let mut seq = 0;
+    // At a set rate, a batch is what arrives in one linger period.
+    let per_batch = if rate_per_s == 0 {
+        limits.max_rows as u64
+    } else {
+        ((rate_per_s as f64 * limits.linger.as_secs_f64()).ceil() as u64)
+            .clamp(1, limits.max_rows as u64)
+    };
+    while !stop.stopped() && (events == 0 || produced < events) {
+        let rows = if events == 0 {
+            per_batch
+        } else {
+            per_batch.min(events - produced)
+        };
+        if rate_per_s > 0 {
+            let due =
+                started + Duration::from_secs_f64((produced + rows) as f64 / rate_per_s as f64);
+            let now = Instant::now();
+            if due > now && stop.wait_timeout(due - now) {
+                return;
+            }
+        }
+        let batch = generator.batch(rows as usize);
+        let b = IngestBatch {
+            source: source.clone(),
+            seq,
+            offsets: produced..produced + rows,
+            ingest_time: SystemTime::now(),
+            batch,
+            dead_letters: Vec::new(),
+        };
+        if tx.send(b).is_err() {
+            return;
+        }
+        seq += 1;
+        produced += rows;
+        PipelineMetrics::add(&metrics.events_in, rows);
+    }
+}

@@ -1,0 +1,333 @@
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::{Float32Array, RecordBatch};
+use arrow_schema::SchemaRef;
+use roo_ingest::{BatchLimits, FileFormat, ReadOptions};
+
+use super::*;
+use crate::device::Device;
+use crate::generator::{card_schema, CardGenerator};
+
+fn linear_model(dir: &Path, bias: f32) -> PathBuf {
+    let model = dir.join(format!("linear-{bias}.json"));
+    std::fs::write(
+        &model,
+        format!(
+            r#"{{"kind": "linear", "features": ["a", "b"], "weights": [1.0, 2.0], "bias": {bias}}}"#
+        ),
+    )
+    .unwrap();
+    model
+}
+
+fn ab_schema() -> SchemaRef {
+    Arc::new(arrow_schema::Schema::new(vec![
+        arrow_schema::Field::new("a", arrow_schema::DataType::Float32, true),
+        arrow_schema::Field::new("b", arrow_schema::DataType::Float32, true),
+    ]))
+}
+
+fn push_spec(dir: &Path, model: Option<PathBuf>, shadows: Vec<ShadowSpec>) -> PipelineSpec {
+    PipelineSpec {
+        name: "push".into(),
+        source: SourceSpec::Push {
+            schema: Some(ab_schema()),
+        },
+        limits: BatchLimits {
+            max_rows: 100,
+            ..BatchLimits::default()
+        },
+        model,
+        shadows,
+        device: Device::Cpu,
+        sinks: vec![SinkSpec::Files {
+            dir: dir.join("out"),
+            prefix: "part".into(),
+            format: FileFormat::ArrowIpc,
+            rotate_bytes: 1 << 30,
+            rotate: Duration::from_secs(3600),
+        }],
+        dead_letters: None,
+        queue_batches: 2,
+        read: ReadOptions::default(),
+        event_time: None,
+    }
+}
+
+fn pool() -> Arc<rayon::ThreadPool> {
+    Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap(),
+    )
+}
+
+fn ab_batch(rows: usize) -> (RecordBatch, Vec<f32>) {
+    let a: Vec<f32> = (0..rows).map(|i| i as f32).collect();
+    let batch = RecordBatch::try_new(
+        ab_schema(),
+        vec![
+            Arc::new(Float32Array::from(a.clone())),
+            Arc::new(Float32Array::from(vec![1.0f32; rows])),
+        ],
+    )
+    .unwrap();
+    (batch, a)
+}
+
+fn read_all(dir: &Path) -> Vec<RecordBatch> {
+    crate::sinks::layout::published(dir, "part", "arrow")
+        .into_iter()
+        .flat_map(|file| {
+            arrow_ipc::reader::FileReader::try_new(std::fs::File::open(file).unwrap(), None)
+                .unwrap()
+                .map(|b| b.unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn column(batches: &[RecordBatch], name: &str) -> Vec<f32> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name(name)
+                .unwrap_or_else(|| panic!("no column {name}"))
+                .as_any()
+                .downcast_ref::<Float32Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        })
+        .collect()
+}
+
+#[test]
+fn pushed_batches_are_checked_sliced_to_max_rows_and_scored() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = linear_model(dir.path(), 0.5);
+    let pipeline = Pipeline::start(push_spec(dir.path(), Some(model), vec![]), pool()).unwrap();
+    let mut pusher = pipeline.pusher("client-1").unwrap();
+    let (batch, a) = ab_batch(250);
+    assert_eq!(pusher.push(batch).unwrap(), 250);
+    let wrong = RecordBatch::try_new(
+        Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+            "a",
+            arrow_schema::DataType::Float64,
+            true,
+        )])),
+        vec![Arc::new(arrow_array::Float64Array::from(vec![1.0]))],
+    )
+    .unwrap();
+    let refused = pusher.push(wrong).unwrap_err().to_string();
+    assert!(
+        refused.contains("the pipeline takes [a: Float32, b: Float32]"),
+        "{refused}"
+    );
+    pipeline.stop();
+    assert!(matches!(
+        pusher.push(RecordBatch::new_empty(ab_schema())),
+        Err(PushError::Stopping { accepted: 250 })
+    ));
+    assert!(
+        pipeline.pusher("client-2").is_err(),
+        "no pushers once stopping"
+    );
+    drop(pusher);
+    let counts = pipeline.join().unwrap();
+    assert_eq!((counts.events_in, counts.events_out), (250, 250));
+    assert_eq!(counts.batches, 3, "sliced to max_rows");
+    let scores = column(&read_all(&dir.path().join("out")), "score");
+    let expected: Vec<f32> = a.iter().map(|a| a + 2.0 + 0.5).collect();
+    assert_eq!(scores, expected);
+}
+
+#[test]
+fn a_chain_of_two_scoring_operators_appends_both_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = linear_model(dir.path(), 0.5);
+    let shadow = vec![ShadowSpec {
+        name: "again".into(),
+        model: model.clone(),
+    }];
+    let pipeline = Pipeline::start(push_spec(dir.path(), Some(model), shadow), pool()).unwrap();
+    assert_eq!(
+        pipeline.operators(),
+        [
+            (OperatorKind::Score, "model".to_string()),
+            (OperatorKind::Shadow, "again".to_string())
+        ]
+    );
+    let names: Vec<String> = pipeline
+        .output_schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "a",
+            "b",
+            "score",
+            "model_version",
+            "score_again",
+            "model_version_again"
+        ]
+    );
+    let mut pusher = pipeline.pusher("c").unwrap();
+    let (batch, _) = ab_batch(120);
+    pusher.push(batch).unwrap();
+    drop(pusher);
+    pipeline.stop();
+    pipeline.join().unwrap();
+    let out = read_all(&dir.path().join("out"));
+    let live = column(&out, "score");
+    assert_eq!(live.len(), 120);
+    assert_eq!(live, column(&out, "score_again"), "same model, same scores");
+}
+
+#[test]
+fn a_pipeline_without_a_model_passes_its_rows_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = Pipeline::start(push_spec(dir.path(), None, vec![]), pool()).unwrap();
+    assert!(pipeline.operators().is_empty());
+    assert_eq!(pipeline.output_schema(), ab_schema());
+    assert!(pipeline.model_version().is_none());
+    assert!(pipeline.scorer().is_err(), "nothing to exchange against");
+    let mut pusher = pipeline.pusher("c").unwrap();
+    let (batch, a) = ab_batch(50);
+    pusher.push(batch).unwrap();
+    drop(pusher);
+    pipeline.stop();
+    let counts = pipeline.join().unwrap();
+    assert_eq!((counts.events_in, counts.events_out), (50, 50));
+    assert_eq!(column(&read_all(&dir.path().join("out")), "a"), a);
+}
+
+#[test]
+fn a_shadow_needs_a_model_and_a_name_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = linear_model(dir.path(), 0.5);
+    let shadow = |name: &str| ShadowSpec {
+        name: name.into(),
+        model: model.clone(),
+    };
+    let lonely = push_spec(dir.path(), None, vec![shadow("s")]);
+    let e = check_spec(&lonely).unwrap_err();
+    assert!(
+        crate::error::chain(&e).contains("no decision to shadow"),
+        "{}",
+        crate::error::chain(&e)
+    );
+    let twice = push_spec(
+        dir.path(),
+        Some(model.clone()),
+        vec![shadow("s"), shadow("s")],
+    );
+    let e = check_spec(&twice).unwrap_err();
+    assert!(
+        crate::error::chain(&e).contains("declared twice"),
+        "{}",
+        crate::error::chain(&e)
+    );
+}
+
+#[test]
+fn queues_are_sized_from_the_memory_budget() {
+    // 256 MiB over 2 pipelines × 2 queues, 4096 rows × 33 × 8 bytes a batch.
+    assert_eq!(queue_batches_for(256 << 20, 2, 4096, 31), 62);
+    assert_eq!(
+        queue_batches_for(1 << 20, 1, 65536, 31),
+        1,
+        "at least one batch"
+    );
+    assert_eq!(queue_batches_for(1 << 40, 1, 16, 1), 64, "at most 64");
+}
+
+#[test]
+fn rotating_files_close_on_a_thread_and_report_durability_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("part-000007.arrow"), b"older run").unwrap();
+    let spec = SinkSpec::Files {
+        dir: dir.path().to_path_buf(),
+        prefix: "part".into(),
+        format: FileFormat::ArrowIpc,
+        rotate_bytes: 1,
+        rotate: Duration::from_secs(3600),
+    };
+    let mut sink = OutputSink::open(&spec).unwrap();
+    let mut generator = CardGenerator::new(3);
+    for n in 1..=3 {
+        sink.write(&generator.batch(100), n).unwrap();
+    }
+    sink.close().unwrap();
+    assert_eq!(sink.durable_through().unwrap(), 3);
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    // A restart never overwrites: numbering continues after the last file.
+    assert_eq!(
+        names,
+        [
+            "part-000007.arrow",
+            "part-000008.arrow",
+            "part-000009.arrow",
+            "part-000010.arrow"
+        ]
+    );
+    let rows: usize = [
+        "part-000008.arrow",
+        "part-000009.arrow",
+        "part-000010.arrow",
+    ]
+    .iter()
+    .map(|n| {
+        arrow_ipc::reader::FileReader::try_new(
+            std::fs::File::open(dir.path().join(n)).unwrap(),
+            None,
+        )
+        .unwrap()
+        .map(|b| b.unwrap().num_rows())
+        .sum::<usize>()
+    })
+    .sum();
+    assert_eq!(rows, 300);
+}
+
+#[test]
+fn an_open_file_is_not_durable_until_it_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = SinkSpec::Files {
+        dir: dir.path().to_path_buf(),
+        prefix: "p".into(),
+        format: FileFormat::Parquet,
+        rotate_bytes: u64::MAX,
+        rotate: Duration::from_millis(50),
+    };
+    let mut sink = OutputSink::open(&spec).unwrap();
+    sink.write(&CardGenerator::new(1).batch(10), 1).unwrap();
+    assert_eq!(sink.durable_through().unwrap(), 0);
+    std::thread::sleep(Duration::from_millis(60));
+    sink.tick().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sink.durable_through().unwrap() < 1 {
+        assert!(Instant::now() < deadline);
+        std::thread::yield_now();
+    }
+    assert!(dir.path().join("p-000000.parquet").exists());
+}
+
+#[test]
+fn the_generator_is_deterministic_and_fits_the_card_schema() {
+    let a = CardGenerator::new(9).batch(1000);
+    let b = CardGenerator::new(9).batch(1000);
+    assert_eq!(a, b);
+    assert_eq!(a.schema(), card_schema());
+    let amount = a.column(1).as_any().downcast_ref::<Float32Array>().unwrap();
+    assert!(amount.values().iter().all(|v| *v > 0.0));
+}

@@ -1,0 +1,177 @@
+//! Rotating output files `DIR/PREFIX-NNNNNN.EXT`. Closing a file (flush,
+//! fsync, rename, fsync the directory) runs on a closer thread so the sink
+//! keeps writing the next file; the batches of a file become durable when
+//! its close completes.
+
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use crossbeam_channel::{bounded, Receiver, Sender};
+use roo_ingest::FileFormat;
+
+use super::files::FileSink;
+use super::layout;
+use super::SinkError;
+
+/// Files closed and not yet published, at most; past it the sink waits
+/// (fsync is the bottleneck then).
+const CLOSES_IN_FLIGHT_MAX: usize = 2;
+
+struct OpenFile {
+    sink: FileSink,
+    opened: Instant,
+    bytes: u64,
+    schema: SchemaRef,
+    last_batch: u64,
+}
+
+pub(crate) struct RotatingFiles {
+    dir: PathBuf,
+    prefix: String,
+    format: FileFormat,
+    rotate_bytes: u64,
+    rotate: Duration,
+    current: Option<OpenFile>,
+    next_index: u64,
+    to_closer: Option<Sender<(FileSink, u64)>>,
+    closed: Receiver<Result<u64, SinkError>>,
+    closer: Option<JoinHandle<()>>,
+    closes_in_flight: usize,
+    written: u64,
+    durable: u64,
+}
+
+impl RotatingFiles {
+    /// Numbering continues after the last published file in `dir`.
+    pub fn open(
+        dir: PathBuf,
+        prefix: String,
+        format: FileFormat,
+        rotate_bytes: u64,
+        rotate: Duration,
+    ) -> Result<Self, SinkError> {
+        std::fs::create_dir_all(&dir).map_err(|source| SinkError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        if !matches!(
+            format,
+            FileFormat::Parquet | FileFormat::ArrowIpc | FileFormat::Csv
+        ) {
+            return Err(SinkError::Format {
+                format: format!("{format:?}"),
+            });
+        }
+        let next_index = layout::next_free_index(&dir, &prefix, format.extension());
+        let (to_closer, closing) = bounded::<(FileSink, u64)>(CLOSES_IN_FLIGHT_MAX);
+        let (report, closed) = bounded::<Result<u64, SinkError>>(CLOSES_IN_FLIGHT_MAX + 1);
+        let closer = std::thread::Builder::new()
+            .name("roo-close".into())
+            .spawn(move || {
+                for (sink, last_batch) in closing.iter() {
+                    if report.send(sink.finish().map(|_| last_batch)).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|source| SinkError::Io {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        Ok(Self {
+            dir,
+            prefix,
+            format,
+            rotate_bytes,
+            rotate,
+            current: None,
+            next_index,
+            to_closer: Some(to_closer),
+            closed,
+            closer: Some(closer),
+            closes_in_flight: 0,
+            written: 0,
+            durable: 0,
+        })
+    }
+
+    pub fn write(&mut self, batch: &RecordBatch, number: u64) -> Result<(), SinkError> {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|c| c.schema != batch.schema())
+        {
+            // A model with other outputs or another version: a new file,
+            // so each file names one model.
+            self.close_current()?;
+        }
+        if self.current.is_none() {
+            let name = layout::file_name(&self.prefix, self.next_index, self.format.extension());
+            self.next_index += 1;
+            let sink = FileSink::create(self.dir.join(name), self.format, batch.schema())?;
+            self.current = Some(OpenFile {
+                sink,
+                opened: Instant::now(),
+                bytes: 0,
+                schema: batch.schema(),
+                last_batch: 0,
+            });
+        }
+        let current = self.current.as_mut().expect("opened");
+        current.sink.write(batch)?;
+        current.bytes += batch.get_array_memory_size() as u64;
+        current.last_batch = number;
+        self.written = number;
+        if current.bytes >= self.rotate_bytes || current.opened.elapsed() >= self.rotate {
+            self.close_current()?;
+        }
+        Ok(())
+    }
+
+    pub fn tick(&mut self) -> Result<(), SinkError> {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|c| c.opened.elapsed() >= self.rotate)
+        {
+            self.close_current()?;
+        }
+        Ok(())
+    }
+
+    fn close_current(&mut self) -> Result<(), SinkError> {
+        if let Some(c) = self.current.take() {
+            let gone = || SinkError::CloserGone {
+                dir: self.dir.display().to_string(),
+            };
+            let to_closer = self.to_closer.as_ref().ok_or_else(gone)?;
+            to_closer.send((c.sink, c.last_batch)).map_err(|_| gone())?;
+            self.closes_in_flight += 1;
+        }
+        Ok(())
+    }
+
+    pub fn durable_through(&mut self) -> Result<u64, SinkError> {
+        while let Ok(result) = self.closed.try_recv() {
+            self.durable = self.durable.max(result?);
+            self.closes_in_flight -= 1;
+        }
+        if self.current.is_none() && self.closes_in_flight == 0 {
+            self.durable = self.written;
+        }
+        Ok(self.durable)
+    }
+
+    /// Closes the open file and waits for every close to finish.
+    pub fn close(&mut self) -> Result<(), SinkError> {
+        self.close_current()?;
+        self.to_closer = None;
+        if let Some(t) = self.closer.take() {
+            let _ = t.join();
+        }
+        self.durable_through().map(drop)
+    }
+}
