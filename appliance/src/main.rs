@@ -154,8 +154,20 @@ fn devices() -> Result<()> {
 #[derive(Args)]
 struct ScoreArgs {
     /// XGBoost JSON/UBJSON, LightGBM text, ONNX, or roo linear-model JSON.
+    #[arg(long, required_unless_present = "config", conflicts_with = "config")]
+    model: Option<PathBuf>,
+    /// Run a pipeline of this config file over the input instead: its
+    /// whole operator chain (features, the model, shadows) in file order,
+    /// as the daemon would on the same events.
     #[arg(long)]
-    model: PathBuf,
+    config: Option<PathBuf>,
+    /// The pipeline of `--config` to run (needed when it has several).
+    #[arg(long, requires = "config")]
+    pipeline: Option<String>,
+    /// With `--config`: leave the model out and write the features alone
+    /// (a training set).
+    #[arg(long, requires = "config")]
+    no_model: bool,
     /// CSV with a header, NDJSON, raw little-endian f32 rows (`.f32`, one
     /// column per model feature), Parquet, or Arrow IPC (file or stream).
     #[arg(long)]
@@ -273,7 +285,26 @@ fn score(args: ScoreArgs) -> Result<()> {
         name.push(".deadletters.ndjson");
         PathBuf::from(name)
     });
-    let model = load_model(&args.model)?;
+    let read = roo_ingest::ReadOptions {
+        io_uring: if args.io_uring == IoUringArg::Off {
+            roo_ingest::IoUringMode::Off
+        } else {
+            roo_ingest::IoUringMode::Auto
+        },
+        ..Default::default()
+    };
+    let Some(model_path) = &args.model else {
+        let config = args.config.as_deref().expect("clap: --model or --config");
+        return score_with_config(
+            &args,
+            config,
+            input_format,
+            output_format,
+            dead_letters,
+            read,
+        );
+    };
+    let model = load_model(model_path)?;
     let report = score_file(&BatchJob {
         model: &model,
         input: args.input.clone(),
@@ -284,27 +315,21 @@ fn score(args: ScoreArgs) -> Result<()> {
         threads: args.threads,
         device: args.device.into(),
         dead_letters: dead_letters.clone(),
-        read: roo_ingest::ReadOptions {
-            io_uring: if args.io_uring == IoUringArg::Off {
-                roo_ingest::IoUringMode::Off
-            } else {
-                roo_ingest::IoUringMode::Auto
-            },
-            ..Default::default()
-        },
+        read,
     })?;
     let secs = report.elapsed.as_secs_f64();
     eprintln!(
         "roo: scored {} rows in {} batches with {} ({}) in {:.1} ms ({:.0} rows/s; scoring {:.1} ms) -> {}",
         report.rows,
         report.batches,
-        args.model.display(),
+        model_path.display(),
         model.version,
         secs * 1e3,
         report.rows as f64 / secs.max(1e-9),
         report.scoring.as_secs_f64() * 1e3,
         args.output.display()
     );
+
     eprintln!(
         "roo: scored on {}{}",
         report.device,
@@ -320,6 +345,71 @@ fn score(args: ScoreArgs) -> Result<()> {
     if report.dead_letters > 0 {
         eprintln!(
             "roo: {} records could not be read; they are in {}",
+            report.dead_letters,
+            dead_letters.display()
+        );
+    }
+    Ok(())
+}
+
+/// `roo score --config F [--pipeline P] [--no-model]`: the pipeline's chain
+/// over the input file.
+fn score_with_config(
+    args: &ScoreArgs,
+    config_path: &Path,
+    input_format: FileFormat,
+    output_format: FileFormat,
+    dead_letters: PathBuf,
+    read: roo_ingest::ReadOptions,
+) -> Result<()> {
+    let config = config::read(config_path)?;
+    let base = config_path.parent().unwrap_or(Path::new("."));
+    let mut specs = config.specs(base)?;
+    let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    let index = match &args.pipeline {
+        Some(p) => names.iter().position(|n| n == p).with_context(|| {
+            format!(
+                "--pipeline {p:?}: config {} has no such pipeline; it has {}",
+                config_path.display(),
+                names.join(", ")
+            )
+        })?,
+        None if names.len() == 1 => 0,
+        None => bail!(
+            "config {} has {} pipelines ({}); say which with --pipeline",
+            config_path.display(),
+            names.len(),
+            names.join(", ")
+        ),
+    };
+    let mut spec = specs.swap_remove(index);
+    spec.device = args.device.into();
+    let report = roo_scheduler::run_chain_over_file(roo_scheduler::ChainJob {
+        spec,
+        input: args.input.clone(),
+        input_format,
+        output: args.output.clone(),
+        output_format,
+        no_model: args.no_model,
+        threads: args.threads,
+        dead_letters: dead_letters.clone(),
+        read,
+    })?;
+    let secs = report.elapsed.as_secs_f64();
+    eprintln!(
+        "roo: pipeline {}: {} events through [{}] in {:.1} ms ({:.0} events/s), {} rows -> {}; {} keys held at the end",
+        names[index],
+        report.rows_in,
+        report.operators.join(", "),
+        secs * 1e3,
+        report.rows_in as f64 / secs.max(1e-9),
+        report.rows_out,
+        args.output.display(),
+        report.keys_held
+    );
+    if report.dead_letters > 0 {
+        eprintln!(
+            "roo: {} events were refused; they are in {}",
             report.dead_letters,
             dead_letters.display()
         );

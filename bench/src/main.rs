@@ -9,6 +9,7 @@
 
 #[macro_use]
 mod report;
+mod features;
 mod flight;
 mod gpu;
 mod ingest;
@@ -117,6 +118,24 @@ enum Bench {
         #[command(flatten)]
         common: Common,
     },
+    /// Per-key rolling features: the operator alone on one core over
+    /// Zipf-keyed events, beside pandas and a per-event Python stream.
+    Features {
+        /// Events in all.
+        #[arg(long, default_value_t = 10_000_000)]
+        events: usize,
+        /// Distinct cards (keys).
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: usize,
+        /// Events the peers (and roo beside them) run on: a prefix of the same stream.
+        #[arg(long, default_value_t = 1_000_000)]
+        peer_events: usize,
+        /// Skip the Python peers.
+        #[arg(long)]
+        no_peers: bool,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Flight DoExchange at batch sizes 1 … 65536 from Rust and pyarrow,
     /// beside a Python HTTP server calling XGBoost per request (build roo
     /// first: cargo build --release -p roo-appliance).
@@ -202,6 +221,19 @@ fn main() -> Result<()> {
             dollars_per_core_hour,
         })?,
         Bench::Flight { seconds, common } => flight::run(seconds, &common.python, &common.cache)?,
+        Bench::Features {
+            events,
+            keys,
+            peer_events,
+            no_peers,
+            common,
+        } => features::run(
+            events,
+            keys,
+            peer_events,
+            (!no_peers).then_some(common.python.as_str()),
+            &common.cache,
+        )?,
         Bench::Gpu {
             sizes,
             repeats,
@@ -222,7 +254,7 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-const SCENARIOS: [&str; 5] = ["kernels", "ingest", "pipeline", "flight", "gpu"];
+const SCENARIOS: [&str; 6] = ["kernels", "ingest", "pipeline", "flight", "gpu", "features"];
 
 /// Every scenario (or `only` those), then the report.
 fn all(quick: bool, out: &Path, price: f64, only: &[String], common: &Common) -> Result<()> {
@@ -242,6 +274,7 @@ fn all(quick: bool, out: &Path, price: f64, only: &[String], common: &Common) ->
         ("pipeline", if quick { 9 } else { 11 }),
         ("flight", 6),
         ("gpu", 6),
+        ("features", 5),
     ]
     .iter()
     .filter(|(s, _)| wanted(s))
@@ -295,6 +328,20 @@ fn all(quick: bool, out: &Path, price: f64, only: &[String], common: &Common) ->
                 (&[1000, 4096, 10000, 100_000, 1_000_000], 3)
             };
             sections.push(gpu::run(sizes, repeats, None, python, cache, quick)?);
+        }
+        if wanted("features") {
+            let (events, keys, peer_events) = if quick {
+                (200_000, 20_000, 50_000)
+            } else {
+                (10_000_000, 1_000_000, 1_000_000)
+            };
+            sections.push(features::run(
+                events,
+                keys,
+                peer_events,
+                Some(python),
+                cache,
+            )?);
         }
         Ok(())
     })();

@@ -290,6 +290,35 @@ impl Report {
                 });
             }
         }
+        if let Some(f) = self.section("features") {
+            if let Some(all) = f.find(crate::features::ROO_ALL) {
+                let ratio = all.events_per_s / 2e6;
+                out.push(Headline {
+                    target: "feature operator >= 2M events/s on one core (6 features, Zipf keys)"
+                        .into(),
+                    measured: format!("{:.2}M events/s", all.events_per_s / 1e6),
+                    ratio,
+                    goal: 1.0,
+                    met: ratio >= 1.0,
+                });
+            }
+            let cpu = |name: &str| f.find(name).and_then(|m| m.cpu_ns_per_event);
+            for (peer, goal) in [
+                (crate::features::PANDAS, 10.0),
+                (crate::features::PY_STREAM, 50.0),
+            ] {
+                if let (Some(r), Some(p)) = (cpu(crate::features::ROO_PREFIX), cpu(peer)) {
+                    let ratio = p / r;
+                    out.push(Headline {
+                        target: format!("features CPU per event <= 1/{goal:.0} of {peer}"),
+                        measured: format!("1/{ratio:.1} ({r:.0} vs {p:.0} CPU-ns/event)"),
+                        ratio,
+                        goal,
+                        met: ratio >= goal,
+                    });
+                }
+            }
+        }
         if let Some(k) = self.section("kernels") {
             for m in k
                 .measurements

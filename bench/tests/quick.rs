@@ -130,7 +130,10 @@ fn quick_run_writes_a_whole_and_sane_report() {
         .iter()
         .map(|s| s["scenario"].as_str().expect("scenario"))
         .collect();
-    assert_eq!(names, ["kernels", "ingest", "pipeline", "flight", "gpu"]);
+    assert_eq!(
+        names,
+        ["kernels", "ingest", "pipeline", "flight", "gpu", "features"]
+    );
     let gpu_required = std::env::var("ROO_REQUIRE_GPU").is_ok_and(|v| v == "1");
     for s in sections {
         let scenario = s["scenario"].as_str().expect("scenario");
@@ -211,6 +214,8 @@ fn quick_run_writes_a_whole_and_sane_report() {
         "pyarrow.csv micro-batches",
         "line-by-line",
         "2 cores",
+        "feature operator",
+        "features CPU per event",
     ] {
         let h = headline
             .iter()
@@ -227,6 +232,7 @@ fn quick_run_writes_a_whole_and_sane_report() {
         "## The daemon end to end",
         "## Arrow Flight DoExchange",
         "## CPU/GPU crossover",
+        "## Per-key rolling features",
         "set with --dollars-per-core-hour",
     ] {
         assert!(md.contains(needle), "report.md lacks {needle:?}");

@@ -81,8 +81,10 @@ pub enum SetupError {
     },
     #[error("event_time {column:?}: the input has no such column (it has {available})")]
     EventTimeMissing { column: String, available: String },
-    #[error("event_time {column:?}: the column is {found}; expected int64 microseconds since the Unix epoch")]
+    #[error("event_time {column:?}: the column is {found}; expected int64 microseconds since the Unix epoch, or a timestamp")]
     EventTimeType { column: String, found: String },
+    #[error(transparent)]
+    Features(#[from] crate::operators::features::FeatureError),
     #[error("a TCP source needs its columns")]
     TcpColumns,
     #[error(

@@ -1,6 +1,8 @@
-//! Synthetic card transactions for demos and benchmarks: a `txn_id` and the
-//! 30 features of `bench/python/cardgen.py` (same names, similar
-//! distributions, 2% missing in four columns), at a set rate or flat out.
+//! Synthetic card transactions for demos and benchmarks: [`CardGenerator`],
+//! a `txn_id` and the 30 ready-made features of `bench/python/cardgen.py`
+//! (same names, similar distributions, 2% missing in four columns); and
+//! [`TransactionGenerator`], raw transactions (card, merchant, time,
+//! amount) for roo to compute features from.
 
 use std::sync::Arc;
 
@@ -149,5 +151,131 @@ impl CardGenerator {
                 .map(|c| Arc::new(Float32Array::from(c)) as ArrayRef),
         );
         RecordBatch::try_new(card_schema(), arrays).expect("built to the schema")
+    }
+}
+
+/// The raw transactions a card network sends, before any feature: what
+/// rolling features are computed from.
+pub const TRANSACTION_COLUMNS: [&str; 9] = [
+    "txn_id",
+    "card_id",
+    "merchant_id",
+    "ts",
+    "amount",
+    "merchant_category",
+    "hour_of_day",
+    "is_online",
+    "is_international",
+];
+
+/// `txn_id`, `card_id`, `merchant_id`, `ts` (Int64: µs since the epoch),
+/// then `amount`, `merchant_category`, `hour_of_day`, `is_online`,
+/// `is_international` (Float32).
+pub fn transaction_schema() -> SchemaRef {
+    let fields: Vec<Field> = TRANSACTION_COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let t = if i < 4 {
+                DataType::Int64
+            } else {
+                DataType::Float32
+            };
+            Field::new(*n, t, false)
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+/// A compromised card: its next events come fast, large and at new merchants.
+struct Burst {
+    card: i64,
+    left: u32,
+}
+
+/// Raw card transactions (`examples/fraud/make_history.py` writes the
+/// same kind offline): `cards` cards whose activity is skewed (a few very
+/// busy, most quiet), merchants skewed likewise, events `gap_us` apart on
+/// average (exponential), and now and then a burst of fraud on one card:
+/// 5 to 15 large transactions seconds apart at many merchants.
+pub struct TransactionGenerator {
+    rng: CardGenerator,
+    next_id: i64,
+    clock_us: i64,
+    gap_us: f64,
+    cards: u32,
+    merchants: u32,
+    bursts: Vec<Burst>,
+}
+
+impl TransactionGenerator {
+    /// Starts at `start_us` (event time), one event per `gap_us` on average.
+    pub fn new(seed: u64, start_us: i64, gap_us: f64) -> Self {
+        Self {
+            rng: CardGenerator::new(seed),
+            next_id: 0,
+            clock_us: start_us,
+            gap_us,
+            cards: 20_000,
+            merchants: 2_000,
+            bursts: Vec::new(),
+        }
+    }
+
+    /// A skewed draw in 0..n: low ids are the busy ones.
+    fn skewed(&mut self, n: u32, power: f64) -> i64 {
+        ((self.rng.uniform().powf(power) * n as f64) as i64).min(n as i64 - 1)
+    }
+
+    /// The next `rows` transactions as one batch of [`transaction_schema`].
+    pub fn batch(&mut self, rows: usize) -> RecordBatch {
+        let mut ints: [Vec<i64>; 4] = std::array::from_fn(|_| Vec::with_capacity(rows));
+        let mut floats: [Vec<f32>; 5] = std::array::from_fn(|_| Vec::with_capacity(rows));
+        for _ in 0..rows {
+            let fraud_next = !self.bursts.is_empty() && self.rng.uniform() < 0.3;
+            let (card, fraud) = if fraud_next {
+                let i = self.rng.below(self.bursts.len() as u32) as usize;
+                let card = self.bursts[i].card;
+                self.bursts[i].left -= 1;
+                if self.bursts[i].left == 0 {
+                    self.bursts.swap_remove(i);
+                }
+                (card, true)
+            } else {
+                (self.skewed(self.cards, 3.0), false)
+            };
+            if !fraud && self.bursts.len() < 4 && self.rng.uniform() < 0.0005 {
+                let left = 5 + self.rng.below(11) as u32;
+                self.bursts.push(Burst { card, left });
+            }
+            self.clock_us += self.rng.exponential(self.gap_us).round() as i64;
+            let merchant = if fraud {
+                self.rng.below(self.merchants) as i64
+            } else {
+                self.skewed(self.merchants, 2.0)
+            };
+            let amount = (3.5 + 1.1 * self.rng.normal()).exp() * if fraud { 6.0 } else { 1.0 };
+            let hour = ((self.clock_us / 3_600_000_000) % 24) as f32;
+            ints[0].push(self.next_id);
+            ints[1].push(card);
+            ints[2].push(merchant);
+            ints[3].push(self.clock_us);
+            self.next_id += 1;
+            floats[0].push(((amount * 100.0).round() / 100.0) as f32);
+            floats[1].push((merchant % 40) as f32);
+            floats[2].push(hour);
+            floats[3].push((self.rng.uniform() < if fraud { 0.8 } else { 0.3 }) as u8 as f32);
+            floats[4].push((self.rng.uniform() < if fraud { 0.4 } else { 0.05 }) as u8 as f32);
+        }
+        let mut arrays: Vec<ArrayRef> = ints
+            .into_iter()
+            .map(|c| Arc::new(Int64Array::from(c)) as ArrayRef)
+            .collect();
+        arrays.extend(
+            floats
+                .into_iter()
+                .map(|c| Arc::new(Float32Array::from(c)) as ArrayRef),
+        );
+        RecordBatch::try_new(transaction_schema(), arrays).expect("built to the schema")
     }
 }

@@ -10,6 +10,7 @@
 //! This crate knows nothing of Flight, HTTP or the config file format.
 
 mod batch_job;
+mod chain_job;
 pub mod device;
 pub mod error;
 pub mod generator;
@@ -21,6 +22,7 @@ pub mod sinks;
 pub mod state;
 
 pub use batch_job::{score_file, BatchJob, JobError, JobReport};
+pub use chain_job::{run_chain_over_file, ChainJob, ChainReport};
 pub use device::{Begun, Device, DeviceScorer, Placement};
 pub use error::{PipelineError, SetupError, StageError};
 pub use metrics::{MetricsSnapshot, PipelineMetrics};
@@ -29,7 +31,7 @@ pub use models::{
     OutputNaming, StoredModel,
 };
 pub use pipeline::{
-    check_push_schema, check_spec, queue_batches_for, Pipeline, PipelineCounts, PipelineSpec,
-    PushError, Pusher, SchemaMismatch, ShadowSpec, SinkSpec, SourceSpec, SpecReport,
+    check_push_schema, check_spec, queue_batches_for, GeneratorStream, Pipeline, PipelineCounts,
+    PipelineSpec, PushError, Pusher, SchemaMismatch, ShadowSpec, SinkSpec, SourceSpec, SpecReport,
 };
 pub use sinks::{DeadLetterSink, FileSink, SinkError};

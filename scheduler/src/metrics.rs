@@ -84,6 +84,8 @@ pub struct PipelineMetrics {
     pub order_unchecked_batches: AtomicU64,
     /// Batches a shadow model could not score (its columns null).
     pub shadow_failures: AtomicU64,
+    /// Each stateful operator's figures, replaced after each batch.
+    operators: Mutex<Vec<OperatorStats>>,
     /// The cost model's estimate of CPU time per row, in nanoseconds.
     pub cpu_ns_per_row_estimate: AtomicU64,
     pub queue_scored: AtomicU64,
@@ -114,6 +116,18 @@ impl PipelineMetrics {
 
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Replaces the figures of the operator of that kind and name.
+    pub fn set_operator_stats(&self, stats: OperatorStats) {
+        let mut all = self.operators.lock().expect("not poisoned");
+        match all
+            .iter_mut()
+            .find(|s| s.kind == stats.kind && s.name == stats.name)
+        {
+            Some(s) => *s = stats,
+            None => all.push(stats),
+        }
     }
 
     /// Records that every sink holds `source` durably through `offset`.
@@ -215,6 +229,7 @@ impl PipelineMetrics {
                     unit: offset_unit.to_string(),
                 })
                 .collect(),
+            operators: self.operators.lock().expect("not poisoned").clone(),
             cost_cpu_ns_per_row: get(&self.cpu_ns_per_row_estimate),
             queue_ingested: get(&self.queue_ingested),
             queue_scored: get(&self.queue_scored),
@@ -253,6 +268,8 @@ pub struct MetricsSnapshot {
     pub shadow_failures: u64,
     /// Per source, the offset every sink holds durably.
     pub acked: Vec<AckedOffset>,
+    /// Each stateful operator's state.
+    pub operators: Vec<OperatorStats>,
     pub cost_cpu_ns_per_row: u64,
     pub queue_ingested: u64,
     pub queue_scored: u64,
@@ -277,6 +294,23 @@ pub struct StageHistogram {
     pub sum_s: f64,
     pub count: u64,
     pub buckets: Vec<(f64, u64)>,
+}
+
+/// A stateful operator's state: keys held, bytes, what its bounds did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct OperatorStats {
+    pub kind: &'static str,
+    pub name: String,
+    pub keys_held: u64,
+    pub state_bytes: u64,
+    /// Keys evicted at `keys_max` (least recently seen first).
+    pub keys_evicted: u64,
+    /// Keys dropped after idling longer than their longest window.
+    pub keys_expired: u64,
+    /// Events dropped from a key's windows at `events_per_key_max`.
+    pub events_dropped: u64,
+    /// Events refused as later than the lateness allows.
+    pub late_events: u64,
 }
 
 /// A source's acknowledged offset: bytes of a stream, or rows.

@@ -159,9 +159,57 @@ pub struct PipelineConfig {
     #[serde(rename = "sink", default)]
     pub sinks: Vec<SinkConfig>,
     pub dead_letters: Option<DeadLettersConfig>,
-    /// An int64 input column with each event's time in microseconds since
-    /// the Unix epoch: latency is then also measured from it to the sink.
+    /// An input column with each event's time (int64 microseconds since
+    /// the Unix epoch, or a timestamp): windows are measured in it, and
+    /// latency is also measured from it to the sink.
     pub event_time: Option<String>,
+    /// Per-key rolling features, computed before the model.
+    #[serde(rename = "feature", default)]
+    pub features: Vec<FeatureConfig>,
+    /// How much older than its key's newest event an event may be (e.g.
+    /// "30s"); older ones are dead letters.
+    #[serde(default = "default_lateness")]
+    pub lateness: String,
+    /// Keys held per key set; past it the least recently seen is evicted.
+    #[serde(default = "default_keys_max")]
+    pub keys_max: Bounded<1, 100_000_000>,
+    /// Events a key holds for its windows; past it the oldest are dropped.
+    #[serde(default = "default_events_per_key_max")]
+    pub events_per_key_max: Bounded<1, 100_000_000>,
+}
+
+fn default_lateness() -> String {
+    "0s".into()
+}
+fn default_keys_max() -> Bounded<1, 100_000_000> {
+    Bounded(1_000_000)
+}
+fn default_events_per_key_max() -> Bounded<1, 100_000_000> {
+    Bounded(100_000)
+}
+
+/// `[[pipeline.feature]]`: one rolling feature.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureConfig {
+    /// The output column.
+    pub name: String,
+    /// One key column, or a list for a compound key.
+    pub key: KeyColumns,
+    /// count, sum, mean, min, max, std, last, count_distinct or time_since_last.
+    pub agg: String,
+    /// The value aggregated (not for count and time_since_last).
+    pub column: Option<String>,
+    /// "10m", "24h", …; not for time_since_last.
+    pub window: Option<String>,
+}
+
+/// `key = "card_id"` or `key = ["card_id", "merchant_id"]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum KeyColumns {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// `[[pipeline.shadow]]`: a candidate model in the shadow of the pipeline's.
@@ -189,6 +237,14 @@ pub enum DeviceName {
     Gpu,
     #[default]
     Auto,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum GeneratorStreamName {
+    #[default]
+    Features,
+    Transactions,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
@@ -239,6 +295,10 @@ pub enum SourceConfig {
         events: u64,
         #[serde(default = "default_seed")]
         seed: u64,
+        /// "features" (30 ready-made card features) or "transactions" (raw
+        /// card transactions with event times, to compute features from).
+        #[serde(default)]
+        stream: GeneratorStreamName,
     },
 }
 

@@ -13,9 +13,16 @@ use arrow_schema::{DataType, Field, Schema};
 use roo_ingest::{
     BatchLimits, CsvHeader, FileFormat, IoUringMode, ReadOptions, StreamFormat, TcpSourceConfig,
 };
-use roo_scheduler::{queue_batches_for, Device, PipelineSpec, ShadowSpec, SinkSpec, SourceSpec};
+use roo_scheduler::{
+    queue_batches_for, Device, GeneratorStream, PipelineSpec, ShadowSpec, SinkSpec, SourceSpec,
+};
 
-use super::{Config, DeviceName, SinkConfig, SourceConfig, UringName};
+use roo_scheduler::operators::features::{parse_duration_us, Agg, FeatureSpec, StateLimits};
+
+use super::{
+    Config, DeviceName, GeneratorStreamName, KeyColumns, PipelineConfig, SinkConfig, SourceConfig,
+    UringName,
+};
 use crate::flight::{FlightSettings, Token};
 
 fn resolve_in(base: &Path, p: &Path) -> PathBuf {
@@ -211,11 +218,20 @@ impl Config {
                     // The model's features, resolved when the model is loaded.
                     None => (SourceSpec::Push { schema: None }, 64),
                 },
-                SourceConfig::Generator { rate, events, seed } => (
+                SourceConfig::Generator {
+                    rate,
+                    events,
+                    seed,
+                    stream,
+                } => (
                     SourceSpec::Generator {
                         rate_per_s: rate.0,
                         events: *events,
                         seed: *seed,
+                        stream: match stream {
+                            GeneratorStreamName::Features => GeneratorStream::Features,
+                            GeneratorStreamName::Transactions => GeneratorStream::Transactions,
+                        },
                     },
                     31,
                 ),
@@ -263,6 +279,13 @@ impl Config {
                 sinks,
                 dead_letters: p.dead_letters.as_ref().map(|d| resolve(&d.dir)),
                 event_time: p.event_time.clone(),
+                features: features(p)?,
+                state: StateLimits {
+                    lateness_us: parse_duration_us(&p.lateness)
+                        .map_err(|e| anyhow::anyhow!("pipeline {name}: lateness {e}"))?,
+                    keys_max: p.keys_max.0 as usize,
+                    events_per_key_max: p.events_per_key_max.0 as usize,
+                },
                 queue_batches: queue_batches_for(
                     memory,
                     self.pipelines.len(),
@@ -274,4 +297,52 @@ impl Config {
         }
         Ok(specs)
     }
+}
+
+/// The `[[pipeline.feature]]`s of a pipeline, each checked for what the
+/// config alone can tell (the agg, the window); the columns are checked
+/// against the input when the pipeline is resolved.
+fn features(p: &PipelineConfig) -> Result<Vec<FeatureSpec>> {
+    let mut out: Vec<FeatureSpec> = Vec::new();
+    for f in &p.features {
+        let at = format!("pipeline {}: [[pipeline.feature]] {:?}", p.name, f.name);
+        if f.name.is_empty() {
+            bail!(
+                "pipeline {}: a [[pipeline.feature]] has an empty name",
+                p.name
+            );
+        }
+        if out.iter().any(|o| o.name == f.name) {
+            bail!("{at}: two features are named {:?}", f.name);
+        }
+        let agg = Agg::parse(&f.agg)
+            .with_context(|| format!("{at}: agg {:?}: expected {}", f.agg, Agg::NAMES))?;
+        let window_us = match (&f.window, agg.windowed()) {
+            (Some(w), true) => {
+                let us = parse_duration_us(w).map_err(|e| anyhow::anyhow!("{at}: window {e}"))?;
+                if us == 0 {
+                    bail!("{at}: window {w:?}: expected a window longer than 0");
+                }
+                us
+            }
+            (None, true) => bail!("{at}: agg {agg} needs a window, e.g. window = \"1h\""),
+            (Some(w), false) => bail!("{at}: time_since_last has no window; remove window = {w:?}"),
+            (None, false) => 0,
+        };
+        let key = match &f.key {
+            KeyColumns::One(k) => vec![k.clone()],
+            KeyColumns::Many(k) => k.clone(),
+        };
+        if key.is_empty() {
+            bail!("{at}: key = []: expected a column, or a list of them");
+        }
+        out.push(FeatureSpec {
+            name: f.name.clone(),
+            key,
+            agg,
+            column: f.column.clone(),
+            window_us,
+        });
+    }
+    Ok(out)
 }

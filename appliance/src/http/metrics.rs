@@ -213,6 +213,62 @@ impl Collector for Figures {
                 .collect();
             self.gauge(e, name, help, &series)?;
         }
+        // Stateful operators (features): state held and what the bounds did.
+        let per_operator = |get: fn(&roo_scheduler::metrics::OperatorStats) -> u64| {
+            self.snapshots
+                .iter()
+                .flat_map(|s| {
+                    s.operators.iter().map(move |o| {
+                        (
+                            vec![
+                                ("pipeline", s.pipeline.clone()),
+                                ("operator", format!("{} {}", o.kind, o.name)),
+                            ],
+                            get(o),
+                        )
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+        let as_f64 = |v: Vec<(Labels, u64)>| -> Vec<(Labels, f64)> {
+            v.into_iter().map(|(l, x)| (l, x as f64)).collect()
+        };
+        self.gauge(
+            e,
+            "roo_operator_keys",
+            "keys an operator holds state for",
+            &as_f64(per_operator(|o| o.keys_held)),
+        )?;
+        self.gauge(
+            e,
+            "roo_operator_state_bytes",
+            "bytes of an operator's keyed state (estimated from what it holds)",
+            &as_f64(per_operator(|o| o.state_bytes)),
+        )?;
+        self.counter(
+            e,
+            "roo_operator_keys_evicted",
+            "keys evicted at keys_max (least recently seen first)",
+            &per_operator(|o| o.keys_evicted),
+        )?;
+        self.counter(
+            e,
+            "roo_operator_keys_expired",
+            "keys dropped after idling longer than their longest window",
+            &per_operator(|o| o.keys_expired),
+        )?;
+        self.counter(
+            e,
+            "roo_operator_events_dropped",
+            "events dropped from a key's windows at events_per_key_max",
+            &per_operator(|o| o.events_dropped),
+        )?;
+        self.counter(
+            e,
+            "roo_operator_late_events",
+            "events later than the lateness allows (dead letters)",
+            &per_operator(|o| o.late_events),
+        )?;
         let failed: Vec<(Labels, f64)> = self
             .snapshots
             .iter()

@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use arrow_array::{Int64Array, RecordBatch};
+use arrow_array::RecordBatch;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::error::StageError;
@@ -191,16 +191,14 @@ fn ack(
 /// microseconds since the Unix epoch) to now; a null or a time in the
 /// future counts as 0.
 fn record_event_latency(batch: &RecordBatch, c: usize, histogram: &Latency) {
-    let Some(times) = batch.column(c).as_any().downcast_ref::<Int64Array>() else {
-        return;
-    };
+    let times = crate::operators::features::event_times_us(batch.column(c));
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
         .as_micros() as i64;
     histogram.record_all(
         times
-            .iter()
+            .into_iter()
             .map(|t| t.map_or(0, |t| now.saturating_sub(t).max(0) as u64)),
     );
 }

@@ -35,8 +35,10 @@ use roo_ingest::IngestBatch;
 
 pub use push::{check_push_schema, PushError, Pusher, SchemaMismatch};
 pub use spec::{
-    check_spec, queue_batches_for, PipelineSpec, ShadowSpec, SinkSpec, SourceSpec, SpecReport,
+    check_spec, queue_batches_for, GeneratorStream, PipelineSpec, ShadowSpec, SinkSpec, SourceSpec,
+    SpecReport,
 };
+pub(crate) use spec::{resolve, Resolved};
 
 use crate::error::{PipelineError, SetupError, StageError};
 use crate::metrics::{MetricsSnapshot, PipelineMetrics};
@@ -58,6 +60,8 @@ pub struct Pipeline {
     /// Shadows, by name.
     shadows: Vec<(String, Arc<ModelSlot>)>,
     input_schema: SchemaRef,
+    /// The input and the features' columns, when there are features.
+    features_schema: Option<SchemaRef>,
     source_kind: &'static str,
     offset_unit: &'static str,
     operators: Vec<(OperatorKind, String)>,
@@ -95,48 +99,13 @@ impl Pipeline {
             source: Box::new(source),
         };
         assert!(spec.queue_batches > 0 && spec.limits.max_rows > 0);
-        let resolved = spec::resolve(&spec).map_err(setup)?;
         let metrics = Arc::new(PipelineMetrics::default());
-        let mut operators: Vec<Box<dyn Operator>> = Vec::new();
-        if let Some(m) = &resolved.model {
-            let loaded = m.slot.current();
-            let scorer = &loaded.compiled.scorer;
-            metrics
-                .cpu_ns_per_row_estimate
-                .store(scorer.cpu_ns_per_row() as u64, Ordering::Relaxed);
-            tracing::info!(
-                "pipeline {}: model {} ({}), {:.0} ns per row on the CPU at load; scoring on {}",
-                spec.name,
-                m.slot.path().display(),
-                loaded.version(),
-                scorer.cpu_ns_per_row(),
-                scorer.description()
-            );
-            operators.push(Box::new(ScoreOperator::new(
-                &m.name,
-                OperatorKind::Score,
-                m.slot.clone(),
-                pool.clone(),
-                metrics.clone(),
-            )));
-        }
-        for s in &resolved.shadows {
-            tracing::info!(
-                "pipeline {}: shadow {} scores with {} ({})",
-                spec.name,
-                s.name,
-                s.slot.path().display(),
-                s.slot.current().version()
-            );
-            operators.push(Box::new(ScoreOperator::new(
-                &s.name,
-                OperatorKind::Shadow,
-                s.slot.clone(),
-                pool.clone(),
-                metrics.clone(),
-            )));
-        }
-        let chain = Chain::new(operators);
+        let mut resolved = spec::resolve(&spec, &metrics).map_err(setup)?;
+        let features_schema = resolved
+            .features
+            .as_ref()
+            .map(|f| f.output_schema().clone());
+        let chain = chain_of(&spec.name, &mut resolved, &pool, &metrics);
         let described = chain.describe();
         let mut sinks = Vec::new();
         for s in &spec.sinks {
@@ -221,6 +190,7 @@ impl Pipeline {
                 .map(|s| (s.name, s.slot))
                 .collect(),
             input_schema: resolved.input_schema,
+            features_schema,
             source_kind: spec.source.kind(),
             offset_unit: spec.source.offset_unit(),
             operators: described,
@@ -299,9 +269,10 @@ impl Pipeline {
         if let Some((_, last)) = self.shadows.last() {
             return last.current().output_schema().clone();
         }
-        match &self.model {
-            Some(m) => m.current().output_schema().clone(),
-            None => self.input_schema.clone(),
+        match (&self.model, &self.features_schema) {
+            (Some(m), _) => m.current().output_schema().clone(),
+            (None, Some(f)) => f.clone(),
+            (None, None) => self.input_schema.clone(),
         }
     }
 
@@ -511,6 +482,64 @@ impl Pipeline {
         }
         Ok(counts)
     }
+}
+
+/// The operator chain a resolved spec makes: the features, the model,
+/// each shadow (taken out of `resolved`; the slots stay for the pipeline).
+pub(crate) fn chain_of(
+    pipeline: &str,
+    resolved: &mut spec::Resolved,
+    pool: &Arc<rayon::ThreadPool>,
+    metrics: &Arc<PipelineMetrics>,
+) -> Chain {
+    let mut operators: Vec<Box<dyn Operator>> = Vec::new();
+    if let Some(f) = resolved.features.take() {
+        tracing::info!(
+            "pipeline {}: {} features over keyed state",
+            pipeline,
+            f.specs_len()
+        );
+        operators.push(Box::new(f));
+    }
+    if let Some(m) = &resolved.model {
+        let loaded = m.slot.current();
+        let scorer = &loaded.compiled.scorer;
+        metrics
+            .cpu_ns_per_row_estimate
+            .store(scorer.cpu_ns_per_row() as u64, Ordering::Relaxed);
+        tracing::info!(
+            "pipeline {}: model {} ({}), {:.0} ns per row on the CPU at load; scoring on {}",
+            pipeline,
+            m.slot.path().display(),
+            loaded.version(),
+            scorer.cpu_ns_per_row(),
+            scorer.description()
+        );
+        operators.push(Box::new(ScoreOperator::new(
+            &m.name,
+            OperatorKind::Score,
+            m.slot.clone(),
+            pool.clone(),
+            metrics.clone(),
+        )));
+    }
+    for s in &resolved.shadows {
+        tracing::info!(
+            "pipeline {}: shadow {} scores with {} ({})",
+            pipeline,
+            s.name,
+            s.slot.path().display(),
+            s.slot.current().version()
+        );
+        operators.push(Box::new(ScoreOperator::new(
+            &s.name,
+            OperatorKind::Shadow,
+            s.slot.clone(),
+            pool.clone(),
+            metrics.clone(),
+        )));
+    }
+    Chain::new(operators)
 }
 
 #[cfg(test)]

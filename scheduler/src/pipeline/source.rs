@@ -11,9 +11,9 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use roo_ingest::{BatchLimits, FileSource, IngestBatch, TcpSource};
 
-use super::spec::SourceSpec;
+use super::spec::{GeneratorStream, SourceSpec};
 use crate::error::{SetupError, StageError};
-use crate::generator::CardGenerator;
+use crate::generator::{CardGenerator, TransactionGenerator};
 use crate::metrics::PipelineMetrics;
 
 /// Tells the source to stop: a flag for loops that poll, and a channel
@@ -103,9 +103,12 @@ pub(crate) fn start(
             rate_per_s,
             events,
             seed,
+            stream,
         } => SourceStarted {
             body: Some(Box::new(move || {
-                run_generator(rate_per_s, events, seed, limits, &stop, &tx, &metrics);
+                run_generator(
+                    rate_per_s, events, seed, stream, limits, &stop, &tx, &metrics,
+                );
                 Ok(())
             })),
             tcp_addr: None,
@@ -147,16 +150,30 @@ pub(crate) fn start(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_generator(
     rate_per_s: u64,
     events: u64,
     seed: u64,
+    stream: GeneratorStream,
     limits: BatchLimits,
     stop: &StopSignal,
     tx: &Sender<IngestBatch>,
     metrics: &PipelineMetrics,
 ) {
-    let mut generator = CardGenerator::new(seed);
+    let mut features = CardGenerator::new(seed);
+    // Raw transactions carry event times: from now, as fast as the rate
+    // (1 ms apart when flat out).
+    let now_us = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as i64;
+    let gap_us = if rate_per_s > 0 {
+        1e6 / rate_per_s as f64
+    } else {
+        1e3
+    };
+    let mut transactions = TransactionGenerator::new(seed, now_us, gap_us);
     let source: Arc<str> = Arc::from("generator");
     let started = Instant::now();
     let mut produced = 0u64;
@@ -182,7 +199,10 @@ fn run_generator(
                 return;
             }
         }
-        let batch = generator.batch(rows as usize);
+        let batch = match stream {
+            GeneratorStream::Features => features.batch(rows as usize),
+            GeneratorStream::Transactions => transactions.batch(rows as usize),
+        };
         let b = IngestBatch {
             source: source.clone(),
             seq,

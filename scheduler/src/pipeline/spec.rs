@@ -13,8 +13,10 @@ use roo_kernels::FeatureBinding;
 
 use crate::device::Device;
 use crate::error::{PipelineError, SetupError};
-use crate::generator::card_schema;
+use crate::generator::{card_schema, transaction_schema};
+use crate::metrics::PipelineMetrics;
 use crate::models::{CompiledModel, ModelSlot, OutputNaming};
+use crate::operators::features::{is_event_time_type, FeatureOperator, FeatureSpec, StateLimits};
 
 /// Where a pipeline's events come from.
 #[derive(Clone, Debug)]
@@ -29,6 +31,7 @@ pub enum SourceSpec {
         rate_per_s: u64,
         events: u64,
         seed: u64,
+        stream: GeneratorStream,
     },
     /// Batches pushed by the embedding program ([`super::Pipeline::pusher`]:
     /// Flight DoPut), each checked against `schema`; without one, the
@@ -59,6 +62,17 @@ impl SourceSpec {
             SourceSpec::Generator { .. } | SourceSpec::Push { .. } => "rows",
         }
     }
+}
+
+/// What a generator source makes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GeneratorStream {
+    /// A `txn_id` and 30 ready-made features ([`crate::generator::CardGenerator`]).
+    #[default]
+    Features,
+    /// Raw transactions to compute features from
+    /// ([`crate::generator::TransactionGenerator`]).
+    Transactions,
 }
 
 /// Where the rows at the end of the chain go.
@@ -97,6 +111,11 @@ pub struct PipelineSpec {
     pub model: Option<PathBuf>,
     /// Candidate models, in order.
     pub shadows: Vec<ShadowSpec>,
+    /// Per-key rolling features, computed before the model sees a batch
+    /// (their columns are the model's to read).
+    pub features: Vec<FeatureSpec>,
+    /// Bounds on keyed state (lateness, keys, events per key).
+    pub state: StateLimits,
     pub device: Device,
     pub sinks: Vec<SinkSpec>,
     /// A directory for dead-letter files (NDJSON); `None`: counted and logged only.
@@ -104,10 +123,11 @@ pub struct PipelineSpec {
     /// Batches each channel holds (the memory bound).
     pub queue_batches: usize,
     pub read: ReadOptions,
-    /// An Int64 input column holding each event's time (microseconds since
-    /// the Unix epoch): the sink stage then records each row's latency from
-    /// that time to its write (`event_to_sink`), which counts time spent
-    /// before roo read it (a sender's queue, the network).
+    /// An input column holding each event's time (Int64 microseconds since
+    /// the Unix epoch, or an Arrow timestamp): what windows are measured
+    /// in, and the sink stage records each row's latency from it to its
+    /// write (`event_to_sink`), which counts time spent before roo read it
+    /// (a sender's queue, the network).
     pub event_time: Option<String>,
 }
 
@@ -136,6 +156,8 @@ pub(crate) struct Resolved {
     pub input_schema: SchemaRef,
     /// The opened file, for a file source.
     pub file: Option<FileSource>,
+    /// The features, checked against the input (none without features).
+    pub features: Option<FeatureOperator>,
     /// The pipeline's model, then each shadow, each bound to the schema it sees.
     pub model: Option<ResolvedScorer>,
     pub shadows: Vec<ResolvedScorer>,
@@ -143,9 +165,13 @@ pub(crate) struct Resolved {
     pub event_time: Option<usize>,
 }
 
-/// Loads and compiles each model once, opens the source, binds every
-/// scoring operator to the schema it will see.
-pub(crate) fn resolve(spec: &PipelineSpec) -> Result<Resolved, SetupError> {
+/// Loads and compiles each model once, opens the source, checks the
+/// features and binds every scoring operator to the schema it will see.
+/// `metrics` are those the stateful operators report to.
+pub(crate) fn resolve(
+    spec: &PipelineSpec,
+    metrics: &Arc<PipelineMetrics>,
+) -> Result<Resolved, SetupError> {
     let compiled = match &spec.model {
         Some(path) => Some(CompiledModel::load(path, spec.device)?),
         None => None,
@@ -170,7 +196,14 @@ pub(crate) fn resolve(spec: &PipelineSpec) -> Result<Resolved, SetupError> {
             (source.schema(), Some(source))
         }
         SourceSpec::Tcp(c) => (c.schema.clone().ok_or(SetupError::TcpColumns)?, None),
-        SourceSpec::Generator { .. } => (card_schema(), None),
+        SourceSpec::Generator {
+            stream: GeneratorStream::Features,
+            ..
+        } => (card_schema(), None),
+        SourceSpec::Generator {
+            stream: GeneratorStream::Transactions,
+            ..
+        } => (transaction_schema(), None),
         SourceSpec::Push { schema: Some(s) } => (s.clone(), None),
         SourceSpec::Push { schema: None } => {
             let m = compiled.as_ref().ok_or(SetupError::PushColumns)?;
@@ -184,6 +217,21 @@ pub(crate) fn resolve(spec: &PipelineSpec) -> Result<Resolved, SetupError> {
         }
     };
     let event_time = event_time_column(spec, &input_schema)?;
+    let features = if spec.features.is_empty() {
+        None
+    } else {
+        Some(FeatureOperator::new(
+            &spec.features,
+            spec.state,
+            event_time,
+            &input_schema,
+            metrics.clone(),
+        )?)
+    };
+    // The model reads the input and the features.
+    let model_input = features
+        .as_ref()
+        .map_or(input_schema.clone(), |f| f.output_schema().clone());
     let model = match (&spec.model, compiled) {
         (Some(path), Some(compiled)) => Some(ResolvedScorer {
             name: "model".into(),
@@ -191,7 +239,7 @@ pub(crate) fn resolve(spec: &PipelineSpec) -> Result<Resolved, SetupError> {
                 compiled,
                 path,
                 spec.device,
-                &input_schema,
+                &model_input,
                 OutputNaming::Live,
             )?),
         }),
@@ -232,6 +280,7 @@ pub(crate) fn resolve(spec: &PipelineSpec) -> Result<Resolved, SetupError> {
     Ok(Resolved {
         input_schema,
         file,
+        features,
         model,
         shadows,
         event_time,
@@ -256,7 +305,7 @@ fn event_time_column(spec: &PipelineSpec, schema: &SchemaRef) -> Result<Option<u
                 .join(", "),
         })?;
     let data_type = schema.field(index).data_type();
-    if *data_type != DataType::Int64 {
+    if !is_event_time_type(data_type) {
         return Err(SetupError::EventTimeType {
             column: name.clone(),
             found: data_type.to_string(),
@@ -277,7 +326,8 @@ pub struct SpecReport {
 /// Checks a spec without starting it: every model loads and fits the
 /// schema it will see, the source opens.
 pub fn check_spec(spec: &PipelineSpec) -> Result<SpecReport, PipelineError> {
-    let resolved = resolve(spec).map_err(|source| PipelineError::Setup {
+    let metrics = Arc::new(PipelineMetrics::default());
+    let resolved = resolve(spec, &metrics).map_err(|source| PipelineError::Setup {
         pipeline: spec.name.clone(),
         source: Box::new(source),
     })?;

@@ -40,6 +40,8 @@ fn push_spec(dir: &Path, model: Option<PathBuf>, shadows: Vec<ShadowSpec>) -> Pi
         },
         model,
         shadows,
+        features: Vec::new(),
+        state: Default::default(),
         device: Device::Cpu,
         sinks: vec![SinkSpec::Files {
             dir: dir.join("out"),

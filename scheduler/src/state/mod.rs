@@ -107,6 +107,113 @@ pub fn decode<'a>(kind: &str, bytes: &'a [u8]) -> Result<(u32, &'a [u8]), Snapsh
     Ok((version, &bytes[at..at + payload_len]))
 }
 
+/// Builds a snapshot payload: little-endian words and length-prefixed bytes.
+#[derive(Default)]
+pub struct Writer {
+    pub buf: Vec<u8>,
+}
+
+impl Writer {
+    pub fn u8(&mut self, v: u8) {
+        self.buf.push(v);
+    }
+    pub fn u32(&mut self, v: u32) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+    pub fn u64(&mut self, v: u64) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+    pub fn i64(&mut self, v: i64) {
+        self.u64(v as u64);
+    }
+    /// Bit for bit: a restored float is the same float.
+    pub fn f64(&mut self, v: f64) {
+        self.u64(v.to_bits());
+    }
+    pub fn bytes(&mut self, v: &[u8]) {
+        self.u64(v.len() as u64);
+        self.buf.extend_from_slice(v);
+    }
+}
+
+/// Reads what a [`Writer`] wrote; every read is bounds-checked, so a
+/// payload that lies about a length is an error, not a panic or a huge
+/// allocation.
+pub struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, at: 0 }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], SnapshotError> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.bytes.len())
+            .ok_or_else(|| {
+                SnapshotError::Payload(format!(
+                    "{n} bytes wanted at byte {} of {}",
+                    self.at,
+                    self.bytes.len()
+                ))
+            })?;
+        let out = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(out)
+    }
+
+    pub fn u8(&mut self) -> Result<u8, SnapshotError> {
+        Ok(self.take(1)?[0])
+    }
+    pub fn u32(&mut self) -> Result<u32, SnapshotError> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+    pub fn u64(&mut self) -> Result<u64, SnapshotError> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+    pub fn i64(&mut self) -> Result<i64, SnapshotError> {
+        Ok(self.u64()? as i64)
+    }
+    pub fn f64(&mut self) -> Result<f64, SnapshotError> {
+        Ok(f64::from_bits(self.u64()?))
+    }
+    pub fn bytes(&mut self) -> Result<&'a [u8], SnapshotError> {
+        let n = self.u64()?;
+        self.take(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+    /// A count of items each at least `item_bytes` long, checked against
+    /// what is left (so a lying count cannot ask for a huge allocation).
+    pub fn count(&mut self, item_bytes: usize) -> Result<usize, SnapshotError> {
+        let n = self.u64()?;
+        let left = (self.bytes.len() - self.at) as u64;
+        if n.saturating_mul(item_bytes.max(1) as u64) > left {
+            return Err(SnapshotError::Payload(format!(
+                "{n} items of at least {item_bytes} bytes claimed, {left} bytes left"
+            )));
+        }
+        Ok(n as usize)
+    }
+    /// The payload was read to its end.
+    pub fn finish(self) -> Result<(), SnapshotError> {
+        if self.at == self.bytes.len() {
+            Ok(())
+        } else {
+            Err(SnapshotError::Payload(format!(
+                "{} bytes left over",
+                self.bytes.len() - self.at
+            )))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

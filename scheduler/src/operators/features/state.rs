@@ -1,0 +1,817 @@
+//! The keyed state of one key set: a table of keys (bounded, least
+//! recently seen evicted), per key a time-ordered buffer of its events'
+//! times and values, and per key and *group* — the features sharing one
+//! window and one value column — running aggregates: subtract-on-evict
+//! sums (compensated) and counts, Welford mean and M2, monotonic deques
+//! for min and max, and a shared multiset of (key, group, value) for
+//! distinct counts. O(1) amortised per event per group in event-time
+//! order; an out-of-order event (within lateness) is answered by a scan of
+//! its key's buffer and the key's groups rebuilt, O(events held).
+//!
+//! The rule every answer follows: an event with key `k` at time `t` sees
+//! the earlier-arrived events of `k` with `t - window < t' <= t`; never
+//! itself.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use super::hash::FastHash;
+use super::spec::Agg;
+
+/// A null in a distinct slot (a null number is NaN).
+pub const NULL_BITS: u64 = u64::MAX;
+const NO_SEQ: u64 = u64::MAX;
+
+/// How a value column is held per event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotKind {
+    /// f64 bits; NaN is null.
+    Number,
+    /// A digest of the value ([`super::hash::digest`]); [`NULL_BITS`] is null.
+    Distinct,
+}
+
+/// Features sharing a window and a value slot share one running group.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Group {
+    pub window_us: i64,
+    /// Index into the key set's value slots; `None` for count only.
+    pub slot: Option<usize>,
+    pub minmax: bool,
+    pub distinct: bool,
+}
+
+/// One feature of this key set: its aggregation, its group (unused for
+/// time_since_last) and its output column.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Feature {
+    pub agg: Agg,
+    pub group: usize,
+    pub out: usize,
+}
+
+/// A feature's value for one event.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Answer {
+    Int(i64),
+    Float(f64),
+    Null,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Run {
+    /// Sequence number of the first event in the window.
+    pub start: u64,
+    /// Events in the window.
+    pub count: u64,
+    /// Non-null values in the window.
+    pub n: u64,
+    pub sum: f64,
+    pub comp: f64,
+    pub mean: f64,
+    pub m2: f64,
+    pub distinct: u64,
+    pub last_seq: u64,
+    pub last: f64,
+    /// How many of the newest non-null values are equal (to `same_value`):
+    /// when all are, the spread is exactly 0 and the mean that value (as
+    /// pandas does), whatever rounding add-and-remove left behind.
+    pub same: u64,
+    pub same_value: f64,
+}
+
+impl Run {
+    fn empty(start: u64) -> Self {
+        Self {
+            start,
+            last_seq: NO_SEQ,
+            ..Self::default()
+        }
+    }
+}
+
+pub(super) struct Key {
+    /// Empty for a free slot.
+    pub key: Box<[u8]>,
+    /// The arrival counter when last seen (see `KeyedState::recency`).
+    pub seen: u32,
+    /// The newest event time seen; `i64::MIN` before any.
+    pub newest: i64,
+    /// The newest time among events dropped from the buffer; `i64::MIN`: none.
+    pub evicted_newest: i64,
+    /// Sequence number of `events`' first event.
+    pub first_seq: u64,
+    /// `stride` words per event: the time, then each value slot.
+    pub events: VecDeque<u64>,
+}
+
+/// A group's monotonic deques of sequence numbers: (min, max).
+pub(super) type MinMax = (VecDeque<u64>, VecDeque<u64>);
+
+/// What the state counts for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateCounts {
+    pub keys_evicted: u64,
+    pub keys_expired: u64,
+    pub events_dropped: u64,
+}
+
+/// One key set's state.
+pub struct KeyedState {
+    pub(super) slots: Vec<SlotKind>,
+    pub(super) groups: Vec<Group>,
+    pub(super) features: Vec<Feature>,
+    pub(super) stride: usize,
+    pub(super) keys_max: usize,
+    pub(super) events_per_key_max: usize,
+    pub(super) lateness_us: i64,
+    /// Events older than `newest - horizon_us` are never seen again.
+    pub(super) horizon_us: i64,
+    /// A key idle this long (by the pipeline's newest event time) is dropped; `None`: never.
+    pub(super) idle_us: Option<i64>,
+    /// Integer keys (one integer column: the common case) by value.
+    pub(super) ints: HashMap<u64, u32, FastHash>,
+    /// Other keys by their encoded bytes.
+    pub(super) table: HashMap<Box<[u8]>, u32, FastHash>,
+    pub(super) keys: Vec<Key>,
+    pub(super) free: Vec<u32>,
+    /// Least recently seen first: (slot, arrival counter) pushed at every
+    /// sighting; an entry whose counter is not its key's `seen` is stale
+    /// and skipped. Compacted when it grows past twice the keys, so it is
+    /// bounded and costs one append per event, not two random writes.
+    pub(super) recency: VecDeque<(u32, u32)>,
+    pub(super) clock: u32,
+    /// Events held over every key.
+    pub(super) events_held: usize,
+    pub(super) runs: Vec<Run>,
+    /// Per key and minmax group: (min deque, max deque) of sequence numbers.
+    pub(super) minmax: Vec<Option<Box<MinMax>>>,
+    /// (key slot, group, value digest) → occurrences in that window.
+    pub(super) distinct: HashMap<(u32, u32, u64), u32, FastHash>,
+    /// The newest event time of the pipeline (for idle expiry).
+    pub(super) max_time: i64,
+    pub(super) counts: StateCounts,
+    scratch: HashSet<u64, FastHash>,
+}
+
+impl KeyedState {
+    pub fn new(
+        slots: Vec<SlotKind>,
+        groups: Vec<Group>,
+        features: Vec<Feature>,
+        limits: super::spec::StateLimits,
+        idle_us: Option<i64>,
+    ) -> Self {
+        assert!(limits.keys_max > 0 && limits.events_per_key_max > 0);
+        assert!(groups.iter().all(|g| g.window_us > 0));
+        let longest = groups.iter().map(|g| g.window_us).max().unwrap_or(0);
+        Self {
+            stride: 1 + slots.len(),
+            slots,
+            groups,
+            features,
+            keys_max: limits.keys_max,
+            events_per_key_max: limits.events_per_key_max,
+            lateness_us: limits.lateness_us,
+            horizon_us: longest.saturating_add(limits.lateness_us),
+            idle_us,
+            ints: HashMap::default(),
+            table: HashMap::default(),
+            keys: Vec::new(),
+            free: Vec::new(),
+            recency: VecDeque::new(),
+            clock: 0,
+            events_held: 0,
+            runs: Vec::new(),
+            minmax: Vec::new(),
+            distinct: HashMap::default(),
+            max_time: i64::MIN,
+            counts: StateCounts::default(),
+            scratch: HashSet::default(),
+        }
+    }
+
+    /// Keys held now.
+    pub fn keys_held(&self) -> usize {
+        self.ints.len() + self.table.len()
+    }
+
+    /// Bytes of state, estimated from what is held.
+    /// From counts kept as it goes (O(1): read after every batch): per
+    /// key slot its record, runs, a table entry and its key bytes; per
+    /// event held its words; per distinct value its table entry; the
+    /// recency queue.
+    pub fn state_bytes(&self) -> usize {
+        let per_key = std::mem::size_of::<Key>()
+            + self.groups.len() * std::mem::size_of::<Run>()
+            + std::mem::size_of::<(u64, u32)>()
+            + 1
+            + 16;
+        self.keys.len() * per_key
+            + self.events_held * self.stride * 8
+            + self.distinct.len() * (std::mem::size_of::<((u32, u32, u64), u32)>() + 1)
+            + self.recency.len() * std::mem::size_of::<(u32, u32)>()
+    }
+
+    /// Events held in the keys' buffers.
+    pub fn events_held(&self) -> usize {
+        self.keys.iter().map(|k| k.events.len() / self.stride).sum()
+    }
+
+    pub fn counts(&self) -> StateCounts {
+        self.counts
+    }
+
+    /// The key's slot, if held.
+    #[inline]
+    pub fn find(&self, key: &[u8]) -> Option<u32> {
+        match int_key(key) {
+            Some(i) => self.ints.get(&i).copied(),
+            None => self.table.get(key).copied(),
+        }
+    }
+
+    /// Whether an event at `t` for the key in `slot` is later than its
+    /// key's newest by more than the lateness.
+    pub fn is_late(&self, slot: Option<u32>, t: i64) -> Option<i64> {
+        let k = &self.keys[slot? as usize];
+        (k.newest != i64::MIN && t < k.newest.saturating_sub(self.lateness_us)).then_some(k.newest)
+    }
+
+    /// Computes this key set's features for one event (into `out`, by
+    /// each feature's `out` index), then records the event. `found` is
+    /// [`Self::find`]'s answer for `key`; `values` one word per value slot.
+    /// The caller has checked lateness ([`Self::is_late`]).
+    pub fn process_at(
+        &mut self,
+        found: Option<u32>,
+        key: &[u8],
+        t: i64,
+        values: &[u64],
+        out: &mut [Answer],
+    ) {
+        debug_assert_eq!(values.len(), self.slots.len());
+        debug_assert_eq!(found, self.find(key));
+        self.max_time = self.max_time.max(t);
+        let slot = match found {
+            Some(s) => {
+                self.touch(s);
+                s
+            }
+            None => self.insert(key),
+        };
+        let k = &self.keys[slot as usize];
+        if k.newest == i64::MIN || t >= k.newest {
+            self.in_order(slot, t, values, out);
+        } else {
+            self.out_of_order(slot, t, values, out);
+        }
+        self.trim(slot);
+        self.expire();
+    }
+
+    fn insert(&mut self, key: &[u8]) -> u32 {
+        if self.keys_held() >= self.keys_max {
+            let victim = self.least_recent().expect("full, so a key is held");
+            self.remove(victim);
+            self.counts.keys_evicted += 1;
+        }
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                let s = self.keys.len() as u32;
+                assert!(s != u32::MAX, "key slots fit u32");
+                self.keys.push(Key {
+                    key: Box::default(),
+                    seen: 0,
+                    newest: i64::MIN,
+                    evicted_newest: i64::MIN,
+                    first_seq: 0,
+                    events: VecDeque::new(),
+                });
+                self.runs
+                    .extend(std::iter::repeat_n(Run::empty(0), self.groups.len()));
+                if self.groups.iter().any(|g| g.minmax) {
+                    self.minmax.extend((0..self.groups.len()).map(|_| None));
+                }
+                s
+            }
+        };
+        let k = &mut self.keys[slot as usize];
+        k.key = key.into();
+        k.newest = i64::MIN;
+        k.evicted_newest = i64::MIN;
+        k.first_seq = 0;
+        k.events.clear();
+        for g in 0..self.groups.len() {
+            self.runs[slot as usize * self.groups.len() + g] = Run::empty(0);
+            if let Some(Some(m)) = self.minmax.get_mut(slot as usize * self.groups.len() + g) {
+                m.0.clear();
+                m.1.clear();
+            }
+        }
+        match int_key(key) {
+            Some(i) => self.ints.insert(i, slot),
+            None => self.table.insert(key.into(), slot),
+        };
+        self.touch(slot);
+        slot
+    }
+
+    /// Forgets a key: its table entry, its window's distinct values, its events.
+    fn remove(&mut self, slot: u32) {
+        for g in 0..self.groups.len() {
+            if self.groups[g].distinct {
+                self.drop_window_distinct(slot, g);
+            }
+        }
+        let k = &mut self.keys[slot as usize];
+        let key = std::mem::take(&mut k.key);
+        self.events_held -= k.events.len() / self.stride;
+        k.events = VecDeque::new();
+        match int_key(&key) {
+            Some(i) => self.ints.remove(&i),
+            None => self.table.remove(&key),
+        };
+        self.free.push(slot);
+    }
+
+    /// Enters `key` in the table at `slot` (a restore).
+    pub(super) fn hold(&mut self, key: &[u8], slot: u32) {
+        match int_key(key) {
+            Some(i) => self.ints.insert(i, slot),
+            None => self.table.insert(key.into(), slot),
+        };
+    }
+
+    /// Marks a key seen now.
+    #[inline]
+    fn touch(&mut self, slot: u32) {
+        self.clock = self.clock.wrapping_add(1);
+        self.keys[slot as usize].seen = self.clock;
+        self.recency.push_back((slot, self.clock));
+        if self.recency.len() > 2 * self.keys_held() + 1024 {
+            let keys = &self.keys;
+            self.recency
+                .retain(|&(s, c)| !keys[s as usize].key.is_empty() && keys[s as usize].seen == c);
+        }
+    }
+
+    /// The least recently seen key held, dropping stale entries on the way.
+    fn least_recent(&mut self) -> Option<u32> {
+        while let Some(&(s, c)) = self.recency.front() {
+            let k = &self.keys[s as usize];
+            if !k.key.is_empty() && k.seen == c {
+                return Some(s);
+            }
+            self.recency.pop_front();
+        }
+        None
+    }
+
+    /// Drops least recently seen keys idle longer than `idle_us`.
+    fn expire(&mut self) {
+        let Some(idle) = self.idle_us else { return };
+        let cutoff = self.max_time.saturating_sub(idle);
+        while let Some(victim) = self.least_recent() {
+            if self.keys[victim as usize].newest >= cutoff {
+                break;
+            }
+            self.remove(victim);
+            self.counts.keys_expired += 1;
+        }
+    }
+
+    #[inline]
+    fn time_at(&self, slot: u32, seq: u64) -> i64 {
+        let k = &self.keys[slot as usize];
+        k.events[(seq - k.first_seq) as usize * self.stride] as i64
+    }
+
+    #[inline]
+    fn value_at(&self, slot: u32, seq: u64, value_slot: usize) -> u64 {
+        let k = &self.keys[slot as usize];
+        k.events[(seq - k.first_seq) as usize * self.stride + 1 + value_slot]
+    }
+
+    fn end_seq(&self, slot: u32) -> u64 {
+        let k = &self.keys[slot as usize];
+        k.first_seq + (k.events.len() / self.stride) as u64
+    }
+
+    fn in_order(&mut self, slot: u32, t: i64, values: &[u64], out: &mut [Answer]) {
+        let ng = self.groups.len();
+        for g in 0..ng {
+            self.advance(slot, g, t.saturating_sub(self.groups[g].window_us));
+        }
+        let previous = self.keys[slot as usize].newest;
+        for f in 0..self.features.len() {
+            let feature = &self.features[f];
+            out[feature.out] = if feature.agg == Agg::TimeSinceLast {
+                since(t, previous)
+            } else {
+                self.answer_run(slot, feature.group, feature.agg)
+            };
+        }
+        // The event joins every window of the events after it.
+        let seq = self.end_seq(slot);
+        let k = &mut self.keys[slot as usize];
+        k.events.push_back(t as u64);
+        k.events.extend(values.iter().copied());
+        k.newest = t;
+        self.events_held += 1;
+        for g in 0..ng {
+            self.add(slot, g, seq);
+        }
+    }
+
+    /// Removes from group `g`'s run the events at or before `cutoff`.
+    fn advance(&mut self, slot: u32, g: usize, cutoff: i64) {
+        let end = self.end_seq(slot);
+        loop {
+            let start = self.runs[slot as usize * self.groups.len() + g].start;
+            if start >= end || self.time_at(slot, start) > cutoff {
+                break;
+            }
+            self.sub(slot, g, start);
+            self.runs[slot as usize * self.groups.len() + g].start = start + 1;
+        }
+        let run = &mut self.runs[slot as usize * self.groups.len() + g];
+        if run.last_seq != NO_SEQ && run.last_seq < run.start {
+            run.last_seq = NO_SEQ;
+        }
+    }
+
+    /// Adds event `seq` to group `g`'s run.
+    fn add(&mut self, slot: u32, g: usize, seq: u64) {
+        let group = &self.groups[g];
+        let value = group
+            .slot
+            .map(|s| (self.slots[s], self.value_at(slot, seq, s)));
+        let i = slot as usize * self.groups.len() + g;
+        self.runs[i].count += 1;
+        let Some((kind, bits)) = value else { return };
+        match kind {
+            SlotKind::Number => {
+                let x = f64::from_bits(bits);
+                if x.is_nan() {
+                    return;
+                }
+                let run = &mut self.runs[i];
+                run.n += 1;
+                neumaier(&mut run.sum, &mut run.comp, x);
+                let d = x - run.mean;
+                run.mean += d / run.n as f64;
+                run.m2 += d * (x - run.mean);
+                run.last_seq = seq;
+                run.last = x;
+                if run.same > 0 && run.same_value == x {
+                    run.same += 1;
+                } else {
+                    run.same = 1;
+                    run.same_value = x;
+                }
+                if group.minmax {
+                    let stride = self.stride;
+                    let first = self.keys[slot as usize].first_seq;
+                    let events = &self.keys[slot as usize].events;
+                    let at = |s: u64| {
+                        f64::from_bits(
+                            events
+                                [(s - first) as usize * stride + 1 + group.slot.expect("numeric")],
+                        )
+                    };
+                    let m = self.minmax[i].get_or_insert_with(Default::default);
+                    while m.0.back().is_some_and(|&b| at(b) >= x) {
+                        m.0.pop_back();
+                    }
+                    m.0.push_back(seq);
+                    while m.1.back().is_some_and(|&b| at(b) <= x) {
+                        m.1.pop_back();
+                    }
+                    m.1.push_back(seq);
+                }
+            }
+            SlotKind::Distinct => {
+                if bits == NULL_BITS {
+                    return;
+                }
+                let run = &mut self.runs[i];
+                run.n += 1;
+                let n = self.distinct.entry((slot, g as u32, bits)).or_insert(0);
+                *n += 1;
+                if *n == 1 {
+                    self.runs[i].distinct += 1;
+                }
+            }
+        }
+    }
+
+    /// Removes event `seq` (the run's first) from group `g`'s run.
+    fn sub(&mut self, slot: u32, g: usize, seq: u64) {
+        let group = &self.groups[g];
+        let value = group
+            .slot
+            .map(|s| (self.slots[s], self.value_at(slot, seq, s)));
+        let i = slot as usize * self.groups.len() + g;
+        let run = &mut self.runs[i];
+        run.count -= 1;
+        let Some((kind, bits)) = value else { return };
+        match kind {
+            SlotKind::Number => {
+                let x = f64::from_bits(bits);
+                if x.is_nan() {
+                    return;
+                }
+                run.n -= 1;
+                run.same = run.same.min(run.n);
+                if run.n == 0 {
+                    // An empty window starts afresh: no drift carried over.
+                    run.sum = 0.0;
+                    run.comp = 0.0;
+                    run.mean = 0.0;
+                    run.m2 = 0.0;
+                } else if run.n == 1 {
+                    // One value left (the newest, `last`): exact again.
+                    run.sum = run.last;
+                    run.comp = 0.0;
+                    run.mean = run.last;
+                    run.m2 = 0.0;
+                } else {
+                    neumaier(&mut run.sum, &mut run.comp, -x);
+                    let d = x - run.mean;
+                    run.mean -= d / run.n as f64;
+                    run.m2 = (run.m2 - d * (x - run.mean)).max(0.0);
+                }
+                if let Some(m) = self.minmax.get_mut(i).and_then(Option::as_mut) {
+                    if m.0.front() == Some(&seq) {
+                        m.0.pop_front();
+                    }
+                    if m.1.front() == Some(&seq) {
+                        m.1.pop_front();
+                    }
+                }
+            }
+            SlotKind::Distinct => {
+                if bits == NULL_BITS {
+                    return;
+                }
+                run.n -= 1;
+                let key = (slot, g as u32, bits);
+                let n = self.distinct.get_mut(&key).expect("counted when added");
+                *n -= 1;
+                if *n == 0 {
+                    self.distinct.remove(&key);
+                    self.runs[i].distinct -= 1;
+                }
+            }
+        }
+    }
+
+    fn answer_run(&self, slot: u32, g: usize, agg: Agg) -> Answer {
+        let i = slot as usize * self.groups.len() + g;
+        let run = &self.runs[i];
+        let float = |ok: bool, v: f64| if ok { Answer::Float(v) } else { Answer::Null };
+        match agg {
+            Agg::Count => Answer::Int(run.count as i64),
+            Agg::CountDistinct => Answer::Int(run.distinct as i64),
+            Agg::Sum => float(run.n > 0, run.sum + run.comp),
+            Agg::Mean if run.n > 0 && run.same == run.n => Answer::Float(run.same_value),
+            Agg::Mean => float(run.n > 0, (run.sum + run.comp) / run.n as f64),
+            Agg::Std if run.n > 0 && run.same == run.n => Answer::Float(0.0),
+            Agg::Std => float(run.n > 0, (run.m2 / run.n as f64).sqrt()),
+            Agg::Last => float(run.last_seq != NO_SEQ, run.last),
+            Agg::Min | Agg::Max => {
+                let m = self.minmax[i].as_ref();
+                let q = m.map(|m| if agg == Agg::Min { &m.0 } else { &m.1 });
+                match q.and_then(|q| q.front()) {
+                    Some(&s) => Answer::Float(f64::from_bits(self.value_at(
+                        slot,
+                        s,
+                        self.groups[g].slot.expect("numeric"),
+                    ))),
+                    None => Answer::Null,
+                }
+            }
+            Agg::TimeSinceLast => unreachable!("answered from the key"),
+        }
+    }
+
+    /// An event older than its key's newest: answered by a scan over the
+    /// events held, then inserted in time order and the key's runs rebuilt.
+    fn out_of_order(&mut self, slot: u32, t: i64, values: &[u64], out: &mut [Answer]) {
+        let first = self.keys[slot as usize].first_seq;
+        let end = self.end_seq(slot);
+        // Earlier-arrived events with time <= t: those before the first
+        // held event later than t (the buffer is in time order; ties in
+        // arrival order).
+        let upto = {
+            let (mut lo, mut hi) = (first, end);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if self.time_at(slot, mid) <= t {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            lo
+        };
+        for f in 0..self.features.len() {
+            let feature = self.features[f].clone();
+            out[feature.out] = if feature.agg == Agg::TimeSinceLast {
+                let previous = if upto > first {
+                    self.time_at(slot, upto - 1)
+                } else {
+                    self.keys[slot as usize].evicted_newest
+                };
+                since(t, previous)
+            } else {
+                self.scan(slot, feature.group, feature.agg, t, upto)
+            };
+        }
+        // Rebuild: empty every run, insert, refill each to its window
+        // anchored at the key's newest time.
+        for g in 0..self.groups.len() {
+            if self.groups[g].distinct {
+                self.drop_window_distinct(slot, g);
+            }
+        }
+        let at = (upto - first) as usize * self.stride;
+        let k = &mut self.keys[slot as usize];
+        for (j, word) in std::iter::once(t as u64)
+            .chain(values.iter().copied())
+            .enumerate()
+        {
+            k.events.insert(at + j, word);
+        }
+        self.events_held += 1;
+        let newest = k.newest;
+        let end = self.end_seq(slot);
+        for g in 0..self.groups.len() {
+            let i = slot as usize * self.groups.len() + g;
+            if let Some(m) = self.minmax.get_mut(i).and_then(Option::as_mut) {
+                m.0.clear();
+                m.1.clear();
+            }
+            let cutoff = newest.saturating_sub(self.groups[g].window_us);
+            let mut start = first;
+            while start < end && self.time_at(slot, start) <= cutoff {
+                start += 1;
+            }
+            self.runs[i] = Run::empty(start);
+            for seq in start..end {
+                self.add(slot, g, seq);
+            }
+        }
+    }
+
+    /// Group `g`'s aggregate over held events `seq < upto` with time in
+    /// `(t - window, t]`, computed directly.
+    fn scan(&mut self, slot: u32, g: usize, agg: Agg, t: i64, upto: u64) -> Answer {
+        let group = self.groups[g].clone();
+        let cutoff = t.saturating_sub(group.window_us);
+        let first = self.keys[slot as usize].first_seq;
+        let mut from = upto;
+        while from > first && self.time_at(slot, from - 1) > cutoff {
+            from -= 1;
+        }
+        if agg == Agg::Count {
+            return Answer::Int((upto - from) as i64);
+        }
+        let value_slot = group.slot.expect("a value column");
+        if agg == Agg::CountDistinct {
+            let mut seen = std::mem::take(&mut self.scratch);
+            seen.clear();
+            for s in from..upto {
+                let bits = self.value_at(slot, s, value_slot);
+                if bits != NULL_BITS {
+                    seen.insert(bits);
+                }
+            }
+            let n = seen.len() as i64;
+            self.scratch = seen;
+            return Answer::Int(n);
+        }
+        let (mut n, mut sum, mut comp, mut mean, mut m2) = (0u64, 0.0, 0.0, 0.0, 0.0);
+        let (mut min, mut max, mut last) = (f64::INFINITY, f64::NEG_INFINITY, f64::NAN);
+        for s in from..upto {
+            let x = f64::from_bits(self.value_at(slot, s, value_slot));
+            if x.is_nan() {
+                continue;
+            }
+            n += 1;
+            neumaier(&mut sum, &mut comp, x);
+            let d = x - mean;
+            mean += d / n as f64;
+            m2 += d * (x - mean);
+            min = min.min(x);
+            max = max.max(x);
+            last = x;
+        }
+        if n == 0 {
+            return Answer::Null;
+        }
+        Answer::Float(match agg {
+            Agg::Sum => sum + comp,
+            Agg::Mean => (sum + comp) / n as f64,
+            Agg::Std => (m2 / n as f64).sqrt(),
+            Agg::Min => min,
+            Agg::Max => max,
+            Agg::Last => last,
+            Agg::Count | Agg::CountDistinct | Agg::TimeSinceLast => unreachable!(),
+        })
+    }
+
+    /// Removes group `g`'s window of `slot` from the distinct multiset.
+    fn drop_window_distinct(&mut self, slot: u32, g: usize) {
+        let i = slot as usize * self.groups.len() + g;
+        let Some(value_slot) = self.groups[g].slot else {
+            return;
+        };
+        let (start, end) = (self.runs[i].start, self.end_seq(slot));
+        for seq in start.max(self.keys[slot as usize].first_seq)..end {
+            let bits = self.value_at(slot, seq, value_slot);
+            if bits == NULL_BITS {
+                continue;
+            }
+            let key = (slot, g as u32, bits);
+            if let Some(n) = self.distinct.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    self.distinct.remove(&key);
+                }
+            }
+        }
+        self.runs[i].distinct = 0;
+    }
+
+    /// Drops events no future event can see, and past `events_per_key_max`
+    /// the oldest (counted).
+    fn trim(&mut self, slot: u32) {
+        let newest = self.keys[slot as usize].newest;
+        let horizon = newest.saturating_sub(self.horizon_us);
+        loop {
+            let k = &self.keys[slot as usize];
+            let held = k.events.len() / self.stride;
+            if held == 0 {
+                break;
+            }
+            let oldest = k.events[0] as i64;
+            let forced = held > self.events_per_key_max;
+            if !forced && oldest > horizon {
+                break;
+            }
+            let seq = k.first_seq;
+            for g in 0..self.groups.len() {
+                let i = slot as usize * self.groups.len() + g;
+                if self.runs[i].start == seq {
+                    // Still in this window (only when forced): leaves it now.
+                    self.sub(slot, g, seq);
+                    let run = &mut self.runs[i];
+                    run.start += 1;
+                    if run.last_seq == seq {
+                        run.last_seq = NO_SEQ;
+                    }
+                }
+            }
+            if forced {
+                self.counts.events_dropped += 1;
+            }
+            let stride = self.stride;
+            let k = &mut self.keys[slot as usize];
+            k.events.drain(..stride);
+            k.first_seq += 1;
+            self.events_held -= 1;
+            k.evicted_newest = k.evicted_newest.max(oldest);
+        }
+    }
+}
+
+/// An integer key's value, from its encoding (tag 1, then 8 bytes).
+#[inline]
+fn int_key(key: &[u8]) -> Option<u64> {
+    (key.len() == 9 && key[0] == 1)
+        .then(|| u64::from_le_bytes(key[1..9].try_into().expect("8 bytes")))
+}
+
+/// Seconds from `previous` to `t`; null when there was none.
+fn since(t: i64, previous: i64) -> Answer {
+    if previous == i64::MIN {
+        Answer::Null
+    } else {
+        Answer::Float((t - previous) as f64 / 1e6)
+    }
+}
+
+/// Neumaier's compensated addition: `sum + comp` carries what plain
+/// addition would round away, so subtract-on-evict does not drift.
+#[inline]
+fn neumaier(sum: &mut f64, comp: &mut f64, x: f64) {
+    let t = *sum + x;
+    if sum.abs() >= x.abs() {
+        *comp += (*sum - t) + x;
+    } else {
+        *comp += (x - t) + *sum;
+    }
+    *sum = t;
+}

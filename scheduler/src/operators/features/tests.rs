@@ -1,0 +1,464 @@
+//! The features against a plain reference written the obvious way: for
+//! every event, look at every earlier-arrived event of its key.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int64Type};
+use arrow_array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+
+use super::*;
+use crate::operators::{Flow, Operator, Step};
+
+/// One generated event: key (None: null), time µs, amount (None: null), merchant.
+#[derive(Clone, Debug)]
+struct Event {
+    key: Option<i64>,
+    t: i64,
+    amount: Option<f64>,
+    merchant: Option<String>,
+}
+
+/// A small deterministic generator (xorshift).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn chance(&mut self, p: f64) -> bool {
+        (self.next() % 1_000_000) as f64 / 1e6 < p
+    }
+}
+
+const S: i64 = 1_000_000;
+
+/// Ties, gaps, out-of-order events within `lateness` of the stream's
+/// newest time, a few beyond it, null keys and null values.
+fn stream(seed: u64, n: usize, keys: u64, lateness: i64) -> Vec<Event> {
+    let mut r = Rng(seed | 1);
+    let mut clock = 1_700_000_000 * S;
+    (0..n)
+        .map(|_| {
+            clock += match r.below(10) {
+                0..=2 => 0,                                   // ties
+                3..=7 => (r.below(60) as i64 + 1) * S,        // seconds apart
+                8 => (r.below(7200) as i64) * S,              // minutes to hours
+                _ => (r.below(3) as i64 + 1) * 3600 * S * 12, // gaps past the windows
+            };
+            let t = if r.chance(0.2) && lateness > 0 {
+                clock - r.below(lateness as u64 + 1) as i64
+            } else if r.chance(0.03) {
+                clock - lateness - (r.below(600) as i64 + 1) * S
+            } else {
+                clock
+            };
+            Event {
+                key: (!r.chance(0.05)).then(|| r.below(keys) as i64),
+                t,
+                amount: (!r.chance(0.1)).then(|| (r.below(100_000) as f64) / 100.0 - 200.0),
+                merchant: (!r.chance(0.05)).then(|| format!("m{}", r.below(7))),
+            }
+        })
+        .collect()
+}
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("card", DataType::Int64, true),
+        Field::new("ts", DataType::Int64, true),
+        Field::new("amount", DataType::Float64, true),
+        Field::new("merchant", DataType::Utf8, true),
+    ]))
+}
+
+fn batch(events: &[Event]) -> RecordBatch {
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(
+            events.iter().map(|e| e.key).collect::<Vec<_>>(),
+        )),
+        Arc::new(Int64Array::from(
+            events.iter().map(|e| Some(e.t)).collect::<Vec<_>>(),
+        )),
+        Arc::new(Float64Array::from(
+            events.iter().map(|e| e.amount).collect::<Vec<_>>(),
+        )),
+        Arc::new(StringArray::from(
+            events
+                .iter()
+                .map(|e| e.merchant.clone())
+                .collect::<Vec<_>>(),
+        )),
+    ];
+    RecordBatch::try_new(schema(), columns).unwrap()
+}
+
+fn feature(name: &str, agg: Agg, column: Option<&str>, window: &str) -> FeatureSpec {
+    FeatureSpec {
+        name: name.into(),
+        key: vec!["card".into()],
+        agg,
+        column: column.map(str::to_string),
+        window_us: if window.is_empty() {
+            0
+        } else {
+            parse_duration_us(window).unwrap()
+        },
+    }
+}
+
+fn all_features() -> Vec<FeatureSpec> {
+    vec![
+        feature("n_1h", Agg::Count, None, "1h"),
+        feature("sum_1h", Agg::Sum, Some("amount"), "1h"),
+        feature("mean_1d", Agg::Mean, Some("amount"), "24h"),
+        feature("std_1d", Agg::Std, Some("amount"), "24h"),
+        feature("min_10m", Agg::Min, Some("amount"), "10m"),
+        feature("max_10m", Agg::Max, Some("amount"), "10m"),
+        feature("last_1h", Agg::Last, Some("amount"), "1h"),
+        feature("merchants_1d", Agg::CountDistinct, Some("merchant"), "24h"),
+        feature("since", Agg::TimeSinceLast, None, ""),
+        feature("n_10m", Agg::Count, None, "10m"),
+        feature("sum_10m", Agg::Sum, Some("amount"), "10m"),
+    ]
+}
+
+fn operator(specs: &[FeatureSpec], limits: StateLimits) -> FeatureOperator {
+    FeatureOperator::new(
+        specs,
+        limits,
+        Some(1),
+        &schema(),
+        Arc::new(crate::metrics::PipelineMetrics::default()),
+    )
+    .unwrap()
+}
+
+/// One output value: an integer, a float, or null.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum V {
+    I(i64),
+    F(f64),
+    Null,
+}
+
+/// Runs `events` through `op` in batches of the given sizes; returns the
+/// rows out (feature values) and the dead letters' count.
+fn run(op: &mut FeatureOperator, events: &[Event], sizes: &[usize]) -> (Vec<Vec<V>>, usize) {
+    let mut out = Vec::new();
+    let mut dead = 0;
+    let mut at = 0;
+    let mut i = 0;
+    while at < events.len() {
+        let n = sizes[i % sizes.len()].min(events.len() - at);
+        i += 1;
+        let flow = Flow {
+            source: Arc::from("test"),
+            seq: 0,
+            offsets: 0..0,
+            ingest_time: SystemTime::now(),
+            batch: Some(batch(&events[at..at + n])),
+            dead_letters: Vec::new(),
+        };
+        at += n;
+        let Step::Done(flow) = op.begin(flow) else {
+            panic!("features finish at once")
+        };
+        dead += flow.dead_letters.len();
+        let b = flow.batch.unwrap();
+        for row in 0..b.num_rows() {
+            out.push(
+                (4..b.num_columns())
+                    .map(|c| {
+                        let col = b.column(c);
+                        if col.is_null(row) {
+                            V::Null
+                        } else if col.data_type() == &DataType::Int64 {
+                            V::I(col.as_primitive::<Int64Type>().value(row))
+                        } else {
+                            V::F(col.as_primitive::<Float64Type>().value(row))
+                        }
+                    })
+                    .collect(),
+            );
+        }
+    }
+    (out, dead)
+}
+
+/// The reference: every event against all earlier-arrived accepted events.
+fn reference(specs: &[FeatureSpec], events: &[Event], lateness: i64) -> (Vec<Vec<V>>, usize) {
+    let mut accepted: Vec<&Event> = Vec::new();
+    let mut out = Vec::new();
+    let mut dead = 0;
+    for e in events {
+        if let Some(k) = e.key {
+            let newest = accepted
+                .iter()
+                .filter(|p| p.key == Some(k))
+                .map(|p| p.t)
+                .max();
+            if newest.is_some_and(|n| e.t < n - lateness) {
+                dead += 1;
+                continue;
+            }
+        }
+        let row = specs
+            .iter()
+            .map(|s| {
+                let Some(k) = e.key else { return V::Null };
+                let mine: Vec<&&Event> = accepted.iter().filter(|p| p.key == Some(k)).collect();
+                if s.agg == Agg::TimeSinceLast {
+                    return match mine.iter().filter(|p| p.t <= e.t).map(|p| p.t).max() {
+                        Some(p) => V::F((e.t - p) as f64 / 1e6),
+                        None => V::Null,
+                    };
+                }
+                let window: Vec<&&&Event> = mine
+                    .iter()
+                    .filter(|p| e.t - s.window_us < p.t && p.t <= e.t)
+                    .collect();
+                let xs: Vec<f64> = window.iter().filter_map(|p| p.amount).collect();
+                let float = |v: Option<f64>| v.map_or(V::Null, V::F);
+                match s.agg {
+                    Agg::Count => V::I(window.len() as i64),
+                    Agg::CountDistinct => V::I(
+                        window
+                            .iter()
+                            .filter_map(|p| p.merchant.as_ref())
+                            .collect::<HashSet<_>>()
+                            .len() as i64,
+                    ),
+                    Agg::Sum => float((!xs.is_empty()).then(|| xs.iter().sum())),
+                    Agg::Mean => {
+                        float((!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64))
+                    }
+                    Agg::Std => float((!xs.is_empty()).then(|| {
+                        let m = xs.iter().sum::<f64>() / xs.len() as f64;
+                        (xs.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / xs.len() as f64).sqrt()
+                    })),
+                    Agg::Min => float(xs.iter().copied().reduce(f64::min)),
+                    Agg::Max => float(xs.iter().copied().reduce(f64::max)),
+                    Agg::Last => {
+                        // Most recent by time, ties by arrival.
+                        let mut best: Option<(i64, usize, f64)> = None;
+                        for (i, p) in window.iter().enumerate() {
+                            if let Some(a) = p.amount {
+                                if best.is_none_or(|(t, j, _)| (p.t, i) >= (t, j)) {
+                                    best = Some((p.t, i, a));
+                                }
+                            }
+                        }
+                        float(best.map(|b| b.2))
+                    }
+                    Agg::TimeSinceLast => unreachable!(),
+                }
+            })
+            .collect();
+        out.push(row);
+        accepted.push(e);
+    }
+    (out, dead)
+}
+
+fn close(a: &V, b: &V) -> bool {
+    match (a, b) {
+        (V::F(x), V::F(y)) => (x - y).abs() <= 1e-9 * (1.0 + x.abs().max(y.abs())) * 1e3,
+        _ => a == b,
+    }
+}
+
+fn assert_matches(got: &[Vec<V>], want: &[Vec<V>], specs: &[FeatureSpec]) {
+    assert_eq!(got.len(), want.len(), "rows out");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        for (f, s) in specs.iter().enumerate() {
+            assert!(
+                close(&g[f], &w[f]),
+                "event {i}, feature {}: roo {:?}, reference {:?}",
+                s.name,
+                g[f],
+                w[f]
+            );
+        }
+    }
+}
+
+#[test]
+fn every_aggregation_matches_the_reference_in_order_and_out_of_order() {
+    let specs = all_features();
+    for (seed, lateness) in [(1u64, 0i64), (2, 120 * S), (3, 3600 * S), (4, 30 * S)] {
+        let events = stream(seed, 4000, 12, lateness);
+        let limits = StateLimits {
+            lateness_us: lateness,
+            ..StateLimits::default()
+        };
+        let mut op = operator(&specs, limits);
+        let (got, dead) = run(&mut op, &events, &[1, 7, 64, 300, 1000]);
+        let (want, want_dead) = reference(&specs, &events, lateness);
+        assert_eq!(dead, want_dead, "seed {seed}: late events");
+        assert!(dead > 0, "the stream has late events");
+        assert_matches(&got, &want, &specs);
+        // The batch sizes change nothing, bit for bit.
+        let mut again = operator(&specs, limits);
+        let (one_by_one, _) = run(&mut again, &events, &[1]);
+        assert_eq!(
+            format!("{one_by_one:?}"),
+            format!("{got:?}"),
+            "seed {seed}: batch boundaries"
+        );
+        assert_eq!(op.counts().3, dead as u64, "late events counted");
+    }
+}
+
+#[test]
+fn snapshot_restore_continue_equals_an_uninterrupted_run() {
+    let specs = all_features();
+    let limits = StateLimits {
+        lateness_us: 300 * S,
+        ..StateLimits::default()
+    };
+    let events = stream(9, 3000, 20, 300 * S);
+    let mut whole = operator(&specs, limits);
+    let (all, _) = run(&mut whole, &events, &[100]);
+    let mut first = operator(&specs, limits);
+    let (head, _) = run(&mut first, &events[..1700], &[100]);
+    let bytes = first.snapshot();
+    let mut second = operator(&specs, limits);
+    second.restore(&bytes).unwrap();
+    assert_eq!(second.snapshot(), bytes, "restored bit for bit");
+    let (tail, _) = run(&mut second, &events[1700..], &[100]);
+    let resumed: Vec<_> = head.into_iter().chain(tail).collect();
+    assert_eq!(format!("{resumed:?}"), format!("{all:?}"));
+    // Another configuration's snapshot, or a torn one, is refused.
+    let other = vec![feature("n", Agg::Count, None, "2h")];
+    let mut wrong = operator(&other, limits);
+    assert!(wrong.restore(&bytes).is_err());
+    assert!(second.restore(&bytes[..bytes.len() - 1]).is_err());
+}
+
+#[test]
+fn keys_max_evicts_the_least_recently_seen_and_events_per_key_max_drops_the_oldest() {
+    let specs = vec![
+        feature("n", Agg::Count, None, "24h"),
+        feature("since", Agg::TimeSinceLast, None, ""),
+    ];
+    let limits = StateLimits {
+        lateness_us: 0,
+        keys_max: 3,
+        events_per_key_max: 4,
+    };
+    let mut op = operator(&specs, limits);
+    // Keys 0..5 in turn, a second apart: each new key past 3 evicts the
+    // least recently seen, so every event finds its key gone.
+    let events: Vec<Event> = (0..50)
+        .map(|i| Event {
+            key: Some(i % 5),
+            t: 1_700_000_000 * S + i * S,
+            amount: Some(1.0),
+            merchant: None,
+        })
+        .collect();
+    let (out, _) = run(&mut op, &events, &[16]);
+    assert!(out.iter().all(|r| r[0] == V::I(0) && r[1] == V::Null));
+    let (evicted, _, _, _) = op.counts();
+    assert_eq!(evicted, 50 - 3);
+    assert_eq!(op.keys_held(), 3);
+    // One key, many events: only 4 are held, the count stops at 4.
+    let mut op = operator(&specs, limits);
+    let events: Vec<Event> = (0..20)
+        .map(|i| Event {
+            key: Some(1),
+            t: 1_700_000_000 * S + i * S,
+            amount: Some(1.0),
+            merchant: None,
+        })
+        .collect();
+    let (out, _) = run(&mut op, &events, &[20]);
+    assert_eq!(out[19][0], V::I(4));
+    assert_eq!(
+        out[19][1],
+        V::F(1.0),
+        "time since last of any age still known"
+    );
+    assert_eq!(
+        op.counts().2,
+        20 - 4,
+        "events dropped at events_per_key_max"
+    );
+}
+
+#[test]
+fn idle_keys_are_dropped_without_changing_a_windowed_answer() {
+    let specs = vec![
+        feature("n", Agg::Count, None, "1h"),
+        feature("s", Agg::Sum, Some("amount"), "10m"),
+    ];
+    let limits = StateLimits {
+        lateness_us: 60 * S,
+        ..StateLimits::default()
+    };
+    let events = stream(21, 5000, 400, 60 * S);
+    let mut op = operator(&specs, limits);
+    let (got, _) = run(&mut op, &events, &[50]);
+    let (want, _) = reference(&specs, &events, 60 * S);
+    assert_matches(&got, &want, &specs);
+    assert!(op.counts().1 > 0, "some keys expired");
+    assert!(op.keys_held() < 400);
+}
+
+#[test]
+fn bad_features_are_refused_with_what_and_where() {
+    let limits = StateLimits::default();
+    let metrics = Arc::new(crate::metrics::PipelineMetrics::default());
+    let make = |f: FeatureSpec| {
+        FeatureOperator::new(&[f], limits, Some(1), &schema(), metrics.clone())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    let e = make(feature("x", Agg::Sum, Some("nope"), "1h"));
+    assert!(
+        e.contains(
+            "feature \"x\": the input has no column \"nope\" (it has card, ts, amount, merchant)"
+        ),
+        "{e}"
+    );
+    let e = make(feature("x", Agg::Sum, Some("merchant"), "1h"));
+    assert!(
+        e.contains("reads column \"merchant\", which is Utf8; expected a number"),
+        "{e}"
+    );
+    let e = make(feature("x", Agg::Sum, None, "1h"));
+    assert!(e.contains("needs a column"), "{e}");
+    let e = make(feature("amount", Agg::Count, None, "1h"));
+    assert!(e.contains("exists already"), "{e}");
+    let e = make(feature("x", Agg::Count, None, ""));
+    assert!(e.contains("needs a window longer than 0"), "{e}");
+    let mut f = feature("x", Agg::Count, None, "1h");
+    f.key = vec!["amount".into()];
+    let e = make(f);
+    assert!(
+        e.contains("key column \"amount\" is Float64; expected an integer, a string or a boolean"),
+        "{e}"
+    );
+    let e = FeatureOperator::new(
+        &[feature("x", Agg::Count, None, "1h")],
+        limits,
+        None,
+        &schema(),
+        metrics.clone(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("event_time"), "{e}");
+}
