@@ -87,15 +87,10 @@ fn write_state(w: &mut Writer, s: &KeyedState) {
             }
         }
     }
-    // By key: a snapshot of the same state is the same bytes.
-    let mut distinct: Vec<_> = s.distinct.iter().map(|(k, n)| (*k, *n)).collect();
-    distinct.sort_unstable();
-    w.u64(distinct.len() as u64);
-    for ((slot, group, value), n) in distinct {
-        w.u32(slot);
-        w.u32(group);
-        w.u64(value);
-        w.u32(n);
+    // Which distinct windows keep a map (their content is the window's).
+    w.u64(s.distinct.len() as u64);
+    for m in &s.distinct {
+        w.u8(m.is_some() as u8);
     }
 }
 
@@ -234,11 +229,20 @@ fn read_state(r: &mut Reader, like: &KeyedState) -> Result<KeyedState, SnapshotE
             _ => return Err(bad("a min/max flag is neither 0 nor 1")),
         });
     }
-    let distinct = r.count(20)?;
-    for _ in 0..distinct {
-        let key = (r.u32()?, r.u32()?, r.u64()?);
-        let n = r.u32()?;
-        s.distinct.insert(key, n);
+    let distinct = r.count(1)?;
+    if distinct != 0 && distinct != keys * s.groups.len() {
+        return Err(bad("distinct maps for other keys"));
+    }
+    s.distinct = vec![None; distinct];
+    let groups = s.groups.len().max(1);
+    for i in 0..distinct {
+        match r.u8()? {
+            0 => {}
+            1 if s.groups[i % groups].distinct && !s.keys[i / groups].key.is_empty() => {
+                s.rebuild_distinct_map((i / groups) as u32, i % groups)
+            }
+            _ => return Err(bad("a distinct map flag that does not fit")),
+        }
     }
     Ok(s)
 }

@@ -19,6 +19,10 @@ use super::spec::Agg;
 
 /// A null in a distinct slot (a null number is NaN).
 pub const NULL_BITS: u64 = u64::MAX;
+/// A distinct group's window of more values than this keeps a map…
+const MAP_FROM: u64 = 32;
+/// …until it holds fewer than this (hysteresis: no rebuild at every event).
+const MAP_UNTIL: u64 = 8;
 const NO_SEQ: u64 = u64::MAX;
 
 /// How a value column is held per event.
@@ -145,8 +149,15 @@ pub struct KeyedState {
     pub(super) runs: Vec<Run>,
     /// Per key and minmax group: (min deque, max deque) of sequence numbers.
     pub(super) minmax: Vec<Option<Box<MinMax>>>,
-    /// (key slot, group, value digest) → occurrences in that window.
-    pub(super) distinct: HashMap<(u32, u32, u64), u32, FastHash>,
+    /// Per key and distinct group, for a window of more than
+    /// [`MAP_FROM`] values: value digest → occurrences. A smaller window
+    /// is counted by scanning its events (already in cache), so the quiet
+    /// majority of keys costs no table and no random access.
+    // Boxed: a key without a map pays 8 bytes here, not a whole empty map's 32.
+    #[allow(clippy::box_collection)]
+    pub(super) distinct: Vec<Option<Box<HashMap<u64, u32, FastHash>>>>,
+    /// Entries over every distinct map.
+    pub(super) distinct_entries: usize,
     /// The newest event time of the pipeline (for idle expiry).
     pub(super) max_time: i64,
     pub(super) counts: StateCounts,
@@ -183,7 +194,8 @@ impl KeyedState {
             events_held: 0,
             runs: Vec::new(),
             minmax: Vec::new(),
-            distinct: HashMap::default(),
+            distinct: Vec::new(),
+            distinct_entries: 0,
             max_time: i64::MIN,
             counts: StateCounts::default(),
             scratch: HashSet::default(),
@@ -208,7 +220,8 @@ impl KeyedState {
             + 16;
         self.keys.len() * per_key
             + self.events_held * self.stride * 8
-            + self.distinct.len() * (std::mem::size_of::<((u32, u32, u64), u32)>() + 1)
+            + self.distinct_entries * (std::mem::size_of::<(u64, u32)>() + 1)
+            + self.distinct.len() * std::mem::size_of::<usize>()
             + self.recency.len() * std::mem::size_of::<(u32, u32)>()
     }
 
@@ -292,6 +305,9 @@ impl KeyedState {
                     .extend(std::iter::repeat_n(Run::empty(0), self.groups.len()));
                 if self.groups.iter().any(|g| g.minmax) {
                     self.minmax.extend((0..self.groups.len()).map(|_| None));
+                }
+                if self.groups.iter().any(|g| g.distinct) {
+                    self.distinct.extend((0..self.groups.len()).map(|_| None));
                 }
                 s
             }
@@ -495,12 +511,32 @@ impl KeyedState {
                 if bits == NULL_BITS {
                     return;
                 }
-                let run = &mut self.runs[i];
-                run.n += 1;
-                let n = self.distinct.entry((slot, g as u32, bits)).or_insert(0);
-                *n += 1;
-                if *n == 1 {
+                self.runs[i].n += 1;
+                if let Some(map) = self.distinct[i].as_mut() {
+                    let n = map.entry(bits).or_insert(0);
+                    *n += 1;
+                    if *n == 1 {
+                        self.runs[i].distinct += 1;
+                        self.distinct_entries += 1;
+                    }
+                    return;
+                }
+                let vs = group.slot.expect("a value column");
+                let start = self.runs[i].start;
+                if !(start..seq).any(|s| self.value_at(slot, s, vs) == bits) {
                     self.runs[i].distinct += 1;
+                }
+                if self.runs[i].n > MAP_FROM {
+                    let mut map: HashMap<u64, u32, FastHash> = HashMap::default();
+                    for s in start..=seq {
+                        let v = self.value_at(slot, s, vs);
+                        if v != NULL_BITS {
+                            *map.entry(v).or_insert(0) += 1;
+                        }
+                    }
+                    debug_assert_eq!(map.len() as u64, self.runs[i].distinct);
+                    self.distinct_entries += map.len();
+                    self.distinct[i] = Some(Box::new(map));
                 }
             }
         }
@@ -556,11 +592,23 @@ impl KeyedState {
                     return;
                 }
                 run.n -= 1;
-                let key = (slot, g as u32, bits);
-                let n = self.distinct.get_mut(&key).expect("counted when added");
-                *n -= 1;
-                if *n == 0 {
-                    self.distinct.remove(&key);
+                if let Some(map) = self.distinct[i].as_mut() {
+                    let n = map.get_mut(&bits).expect("counted when added");
+                    *n -= 1;
+                    if *n == 0 {
+                        map.remove(&bits);
+                        self.runs[i].distinct -= 1;
+                        self.distinct_entries -= 1;
+                    }
+                    if self.runs[i].n < MAP_UNTIL {
+                        let map = self.distinct[i].take().expect("present");
+                        self.distinct_entries -= map.len();
+                    }
+                    return;
+                }
+                let vs = self.groups[g].slot.expect("a value column");
+                let end = self.end_seq(slot);
+                if !(seq + 1..end).any(|s| self.value_at(slot, s, vs) == bits) {
                     self.runs[i].distinct -= 1;
                 }
             }
@@ -722,27 +770,30 @@ impl KeyedState {
         })
     }
 
-    /// Removes group `g`'s window of `slot` from the distinct multiset.
+    /// Forgets group `g`'s distinct values of `slot` (its window emptied
+    /// or the key gone).
     fn drop_window_distinct(&mut self, slot: u32, g: usize) {
         let i = slot as usize * self.groups.len() + g;
-        let Some(value_slot) = self.groups[g].slot else {
-            return;
-        };
-        let (start, end) = (self.runs[i].start, self.end_seq(slot));
-        for seq in start.max(self.keys[slot as usize].first_seq)..end {
-            let bits = self.value_at(slot, seq, value_slot);
-            if bits == NULL_BITS {
-                continue;
-            }
-            let key = (slot, g as u32, bits);
-            if let Some(n) = self.distinct.get_mut(&key) {
-                *n -= 1;
-                if *n == 0 {
-                    self.distinct.remove(&key);
-                }
-            }
+        if let Some(map) = self.distinct.get_mut(i).and_then(Option::take) {
+            self.distinct_entries -= map.len();
         }
         self.runs[i].distinct = 0;
+    }
+
+    /// Rebuilds group `g`'s distinct map of `slot` from its window (a restore).
+    pub(super) fn rebuild_distinct_map(&mut self, slot: u32, g: usize) {
+        let i = slot as usize * self.groups.len() + g;
+        let vs = self.groups[g].slot.expect("a value column");
+        let mut map: HashMap<u64, u32, FastHash> = HashMap::default();
+        let first = self.keys[slot as usize].first_seq;
+        for s in self.runs[i].start.max(first)..self.end_seq(slot) {
+            let v = self.value_at(slot, s, vs);
+            if v != NULL_BITS {
+                *map.entry(v).or_insert(0) += 1;
+            }
+        }
+        self.distinct_entries += map.len();
+        self.distinct[i] = Some(Box::new(map));
     }
 
     /// Drops events no future event can see, and past `events_per_key_max`

@@ -462,3 +462,56 @@ fn bad_features_are_refused_with_what_and_where() {
     .to_string();
     assert!(e.contains("event_time"), "{e}");
 }
+
+/// Busy keys: windows of hundreds of events (distinct counts kept in a
+/// map past 32 values, back to scans below 8), with out-of-order events.
+#[test]
+fn busy_keys_with_large_windows_match_the_reference() {
+    let specs = all_features();
+    let lateness = 90 * S;
+    let mut r = Rng(77);
+    let mut clock = 1_700_000_000 * S;
+    let events: Vec<Event> = (0..6000)
+        .map(|i| {
+            // Dense for a while, then a lull that empties the windows.
+            clock += if i % 1500 == 0 {
+                30 * 3600 * S
+            } else {
+                (r.below(20) as i64) * S
+            };
+            let t = if r.chance(0.15) {
+                clock - r.below(lateness as u64) as i64
+            } else {
+                clock
+            };
+            Event {
+                key: Some(r.below(3) as i64),
+                t,
+                amount: (!r.chance(0.1)).then(|| (r.below(10_000) as f64) / 10.0),
+                merchant: (!r.chance(0.05)).then(|| format!("m{}", r.below(90))),
+            }
+        })
+        .collect();
+    let limits = StateLimits {
+        lateness_us: lateness,
+        ..StateLimits::default()
+    };
+    let mut op = operator(&specs, limits);
+    let (got, _) = run(&mut op, &events, &[97]);
+    let (want, _) = reference(&specs, &events, lateness);
+    assert_matches(&got, &want, &specs);
+    let distinct = specs.iter().position(|s| s.name == "merchants_1d").unwrap();
+    assert!(
+        want.iter()
+            .any(|row| matches!(row[distinct], V::I(n) if n > 40)),
+        "windows hold more than 32 distinct values"
+    );
+    // Snapshot in the middle of map mode, restore, continue.
+    let mut first = operator(&specs, limits);
+    let (head, _) = run(&mut first, &events[..3100], &[97]);
+    let mut second = operator(&specs, limits);
+    second.restore(&first.snapshot()).unwrap();
+    let (tail, _) = run(&mut second, &events[3100..], &[97]);
+    let resumed: Vec<_> = head.into_iter().chain(tail).collect();
+    assert_eq!(format!("{resumed:?}"), format!("{got:?}"));
+}
