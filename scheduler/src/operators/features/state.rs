@@ -457,12 +457,19 @@ impl KeyedState {
         }
     }
 
+    /// Event `seq`'s value in group `g`'s slot, with the slot's kind;
+    /// `None` for a group without a value column.
+    #[inline]
+    fn group_value(&self, slot: u32, g: usize, seq: u64) -> Option<(SlotKind, u64)> {
+        self.groups[g]
+            .slot
+            .map(|s| (self.slots[s], self.value_at(slot, seq, s)))
+    }
+
     /// Adds event `seq` to group `g`'s run.
     fn add(&mut self, slot: u32, g: usize, seq: u64) {
         let group = &self.groups[g];
-        let value = group
-            .slot
-            .map(|s| (self.slots[s], self.value_at(slot, seq, s)));
+        let value = self.group_value(slot, g, seq);
         let i = slot as usize * self.groups.len() + g;
         self.runs[i].count += 1;
         let Some((kind, bits)) = value else { return };
@@ -544,10 +551,7 @@ impl KeyedState {
 
     /// Removes event `seq` (the run's first) from group `g`'s run.
     fn sub(&mut self, slot: u32, g: usize, seq: u64) {
-        let group = &self.groups[g];
-        let value = group
-            .slot
-            .map(|s| (self.slots[s], self.value_at(slot, seq, s)));
+        let value = self.group_value(slot, g, seq);
         let i = slot as usize * self.groups.len() + g;
         let run = &mut self.runs[i];
         run.count -= 1;

@@ -515,3 +515,55 @@ fn busy_keys_with_large_windows_match_the_reference() {
     let resumed: Vec<_> = head.into_iter().chain(tail).collect();
     assert_eq!(format!("{resumed:?}"), format!("{got:?}"));
 }
+
+/// An Arrow timestamp column is an event time too, in any unit: the same
+/// events give the same features as microseconds in an Int64 column.
+#[test]
+fn a_timestamp_event_time_is_read_in_its_unit() {
+    use arrow_array::TimestampMillisecondArray;
+    use arrow_schema::TimeUnit;
+    let ms: Vec<i64> = (0..50).map(|i| 1_700_000_000_000 + i * 7_000).collect();
+    let times: ArrayRef = Arc::new(TimestampMillisecondArray::from(ms.clone()));
+    let us: Vec<Option<i64>> = ms.iter().map(|m| Some(m * 1000)).collect();
+    assert_eq!(event_times_us(&times), us);
+    let schema: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("card", DataType::Int64, true),
+        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(Int64Array::from(vec![1i64; 50])), times],
+    )
+    .unwrap();
+    let specs = vec![
+        feature("n_1m", Agg::Count, None, "1m"),
+        feature("since", Agg::TimeSinceLast, None, ""),
+    ];
+    let mut op = FeatureOperator::new(
+        &specs,
+        StateLimits::default(),
+        Some(1),
+        &schema,
+        Arc::new(crate::metrics::PipelineMetrics::default()),
+    )
+    .unwrap();
+    let flow = Flow {
+        source: Arc::from("t"),
+        seq: 0,
+        offsets: 0..0,
+        ingest_time: SystemTime::now(),
+        batch: Some(batch),
+        dead_letters: Vec::new(),
+    };
+    let Step::Done(flow) = op.begin(flow) else {
+        panic!("done at once")
+    };
+    let out = flow.batch.unwrap();
+    let n = out.column(2).as_primitive::<Int64Type>();
+    let since = out.column(3).as_primitive::<Float64Type>();
+    // 7 s apart: a minute holds the 8 before (56 s), never more.
+    assert_eq!(n.value(0), 0);
+    assert_eq!(n.value(49), 8);
+    assert!(since.is_null(0));
+    assert_eq!(since.value(1), 7.0);
+}
