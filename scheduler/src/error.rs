@@ -91,6 +91,8 @@ pub enum SetupError {
         "a push source without columns takes the model's features, but the pipeline has no model"
     )]
     PushColumns,
+    #[error("a push source of a pipeline with features needs its columns (the keys, the event time, the values): they are not the model's features")]
+    PushColumnsWithFeatures,
     #[error("shadow {name:?} is declared twice")]
     DuplicateShadow { name: String },
     #[error("shadow {name:?}: a pipeline without a model has no decision to shadow")]

@@ -206,6 +206,11 @@ pub(crate) fn resolve(
         } => (transaction_schema(), None),
         SourceSpec::Push { schema: Some(s) } => (s.clone(), None),
         SourceSpec::Push { schema: None } => {
+            if !spec.features.is_empty() {
+                // The model reads computed columns, and the features read
+                // keys and times the model does not: say the columns.
+                return Err(SetupError::PushColumnsWithFeatures);
+            }
             let m = compiled.as_ref().ok_or(SetupError::PushColumns)?;
             let fields: Vec<Field> = m
                 .model
