@@ -21,7 +21,7 @@ use futures::StreamExt;
 use hdrhistogram::Histogram;
 use roo_scheduler::generator::CardGenerator;
 
-use crate::pipeline::Daemon;
+use crate::daemon::Daemon;
 use crate::report::{Latency, Measurement, Section};
 
 const SIZES: [usize; 4] = [1, 64, 1024, 65536];

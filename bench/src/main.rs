@@ -9,6 +9,7 @@
 
 #[macro_use]
 mod report;
+mod daemon;
 mod features;
 mod flight;
 mod gpu;
@@ -574,7 +575,7 @@ mod tests {
 
     #[test]
     fn thread_roles_drop_pipeline_and_pool_suffixes() {
-        use crate::pipeline::role;
+        use crate::daemon::role;
         assert_eq!(role("roo-sink-bench"), "roo-sink");
         assert_eq!(role("roo-score-1"), "roo-score");
         assert_eq!(role("roo-read"), "roo-read");

@@ -16,112 +16,34 @@
 //!
 //! One operator holds every feature of a pipeline; features sharing a key
 //! share that key's state (`state.rs`), and features sharing a key, a
-//! window and a column share one running aggregate. State snapshots to
-//! bytes and restores bit-identically (`snapshot.rs`).
+//! window and a column share one running aggregate (`window.rs`). Columns
+//! are read and written through `columns.rs`; what a feature is, and what
+//! is refused, is `spec.rs`. State snapshots to bytes and restores
+//! bit-identically (`snapshot.rs`).
 
+mod columns;
 mod hash;
 mod snapshot;
 pub mod spec;
 mod state;
+mod window;
 
 use std::sync::Arc;
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::{Float64Type, Int64Type};
-use arrow_array::{Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch};
-use arrow_buffer::NullBuffer;
-use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow_array::{ArrayRef, BooleanArray, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use roo_ingest::DeadLetter;
-use thiserror::Error;
 
-pub use spec::{parse_duration_us, Agg, DurationError, FeatureSpec, StateLimits};
-use state::{Answer, Feature, Group, KeyedState, SlotKind, NULL_BITS};
+use columns::{
+    encode_key, key_column, key_kind, value_column, FeatureColumn, KeyColumn, KeyKind, ValueColumn,
+};
+pub use columns::{event_times_us, is_event_time_type};
+pub use spec::{parse_duration_us, Agg, DurationError, FeatureError, FeatureSpec, StateLimits};
+use state::{Answer, Feature, Group, KeyedState, SlotKind};
 
 use super::{Flow, Operator, OperatorKind, Step};
 use crate::metrics::{OperatorStats, PipelineMetrics};
 use crate::state::SnapshotError;
-
-/// A feature that cannot be computed on this input.
-#[derive(Debug, Error, PartialEq)]
-pub enum FeatureError {
-    #[error("feature {feature:?}: the input has no column {column:?} (it has {available})")]
-    NoColumn {
-        feature: String,
-        column: String,
-        available: String,
-    },
-    #[error("feature {feature:?}: key column {column:?} is {found}; expected an integer, a string or a boolean")]
-    KeyType {
-        feature: String,
-        column: String,
-        found: String,
-    },
-    #[error("feature {feature:?}: agg {agg} reads column {column:?}, which is {found}; expected a number")]
-    NotNumeric {
-        feature: String,
-        agg: Agg,
-        column: String,
-        found: String,
-    },
-    #[error("feature {feature:?}: agg {agg} needs a column to aggregate")]
-    NoValueColumn { feature: String, agg: Agg },
-    #[error("feature {feature:?}: agg {agg} reads no column; remove column = {column:?}")]
-    ExtraColumn {
-        feature: String,
-        agg: Agg,
-        column: String,
-    },
-    #[error("feature {feature:?}: agg {agg} needs a window longer than 0")]
-    NoWindow { feature: String, agg: Agg },
-    #[error("feature {feature:?}: time_since_last has no window")]
-    ExtraWindow { feature: String },
-    #[error("feature {feature:?}: no key column")]
-    NoKey { feature: String },
-    #[error("feature {feature:?}: the output column {feature:?} exists already (an input column or another feature)")]
-    Duplicate { feature: String },
-    #[error("features need the pipeline's event_time column")]
-    NoEventTime,
-    #[error("event_time {column:?} is {found}; expected int64 microseconds since the Unix epoch or a timestamp")]
-    EventTimeType { column: String, found: String },
-}
-
-/// Is `t` a type the event time may have.
-pub fn is_event_time_type(t: &DataType) -> bool {
-    matches!(t, DataType::Int64 | DataType::Timestamp(_, _))
-}
-
-/// The event times of `array` (Int64 µs or a timestamp of any unit) in
-/// microseconds; nulls as `None`.
-pub fn event_times_us(array: &ArrayRef) -> Vec<Option<i64>> {
-    let raw =
-        arrow_cast::cast(array, &DataType::Int64).expect("int64 and timestamps cast to int64");
-    let raw = raw.as_primitive::<Int64Type>();
-    let to_us: fn(i64) -> i64 = match array.data_type() {
-        DataType::Timestamp(TimeUnit::Second, _) => |x| x.saturating_mul(1_000_000),
-        DataType::Timestamp(TimeUnit::Millisecond, _) => |x| x.saturating_mul(1_000),
-        DataType::Timestamp(TimeUnit::Nanosecond, _) => |x| x.div_euclid(1_000),
-        _ => |x| x,
-    };
-    raw.iter().map(|t| t.map(to_us)).collect()
-}
-
-/// How a key column is read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum KeyKind {
-    Int,
-    Text,
-    Bool,
-}
-
-fn key_kind(t: &DataType) -> Option<KeyKind> {
-    match t {
-        t if t.is_integer() => Some(KeyKind::Int),
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Some(KeyKind::Text),
-        DataType::Dictionary(_, v) if key_kind(v) == Some(KeyKind::Text) => Some(KeyKind::Text),
-        DataType::Boolean => Some(KeyKind::Bool),
-        _ => None,
-    }
-}
 
 /// One key set: its key columns, value slots (column, kind) and state.
 struct KeySet {
@@ -131,19 +53,6 @@ struct KeySet {
     /// Reused per row: the encoded key.
     key: Vec<u8>,
     slot_words: Vec<u64>,
-}
-
-/// A key column of one batch, normalised.
-enum KeyColumn {
-    Int(Int64Array),
-    Text(arrow_array::StringArray),
-    Bool(BooleanArray),
-}
-
-/// A value column of one batch, normalised.
-enum ValueColumn {
-    Number(Float64Array),
-    Digest(Vec<u64>),
 }
 
 /// The feature operator.
@@ -419,10 +328,11 @@ impl FeatureOperator {
             })
             .collect();
         let n_in = batch.num_columns();
-        let n_out = self.specs.len();
-        let mut ints: Vec<Vec<i64>> = (0..n_out).map(|_| Vec::with_capacity(rows)).collect();
-        let mut floats: Vec<Vec<f64>> = (0..n_out).map(|_| Vec::with_capacity(rows)).collect();
-        let mut valid: Vec<Vec<bool>> = (0..n_out).map(|_| Vec::with_capacity(rows)).collect();
+        let mut outputs: Vec<FeatureColumn> = self
+            .specs
+            .iter()
+            .map(|s| FeatureColumn::new(s.agg.integer(), rows))
+            .collect();
         let mut keep = vec![true; rows];
         let mut letters = Vec::new();
         let mut found: Vec<Option<u32>> = vec![None; self.sets.len()];
@@ -476,46 +386,20 @@ impl FeatureOperator {
                     continue;
                 }
                 for (w, v) in set.slot_words.iter_mut().zip(&values[s]) {
-                    *w = match v {
-                        ValueColumn::Number(a) => {
-                            if a.is_valid(row) {
-                                a.value(row).to_bits()
-                            } else {
-                                f64::NAN.to_bits()
-                            }
-                        }
-                        ValueColumn::Digest(d) => d[row],
-                    };
+                    *w = v.word(row);
                 }
                 set.state
                     .process_at(found[s], &set.key, t, &set.slot_words, &mut self.answers);
             }
-            for f in 0..n_out {
-                let (i, x, ok) = match self.answers[n_in + f] {
-                    Answer::Int(v) => (v, 0.0, true),
-                    Answer::Float(v) => (0, v, true),
-                    Answer::Null => (0, 0.0, false),
-                };
-                ints[f].push(i);
-                floats[f].push(x);
-                valid[f].push(ok);
+            for (f, column) in outputs.iter_mut().enumerate() {
+                column.push(self.answers[n_in + f]);
             }
         }
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-        let kept: Vec<usize> = (0..rows).filter(|&r| keep[r]).collect();
-        debug_assert_eq!(kept.len(), ints.first().map_or(kept.len(), Vec::len));
-        for (f, spec) in self.specs.iter().enumerate() {
-            let nulls = Some(NullBuffer::from(std::mem::take(&mut valid[f])));
-            columns.push(if spec.agg.integer() {
-                Arc::new(Int64Array::new(std::mem::take(&mut ints[f]).into(), nulls))
-            } else {
-                Arc::new(Float64Array::new(
-                    std::mem::take(&mut floats[f]).into(),
-                    nulls,
-                ))
-            });
-        }
-        if kept.len() < rows {
+        columns.extend(outputs.into_iter().map(FeatureColumn::finish));
+        if letters.is_empty() {
+            debug_assert!(keep.iter().all(|k| *k));
+        } else {
             // The input's columns lose the refused rows; the feature
             // columns were built for the kept rows only.
             let mask = BooleanArray::from(keep);
@@ -538,100 +422,6 @@ fn letter(source: &Arc<str>, offset: u64, reason: String) -> DeadLetter {
         raw_len: 0,
         reason,
         records: 1,
-    }
-}
-
-fn key_column(array: &ArrayRef, kind: KeyKind) -> KeyColumn {
-    match kind {
-        KeyKind::Int => KeyColumn::Int(
-            arrow_cast::cast(array, &DataType::Int64)
-                .expect("integers cast to int64")
-                .as_primitive::<Int64Type>()
-                .clone(),
-        ),
-        KeyKind::Text => KeyColumn::Text(
-            arrow_cast::cast(array, &DataType::Utf8)
-                .expect("text casts to utf8")
-                .as_string::<i32>()
-                .clone(),
-        ),
-        KeyKind::Bool => KeyColumn::Bool(array.as_boolean().clone()),
-    }
-}
-
-/// Writes row `row`'s key into `out`; false when any part is null.
-fn encode_key(columns: &[KeyColumn], row: usize, out: &mut Vec<u8>) -> bool {
-    out.clear();
-    for c in columns {
-        match c {
-            KeyColumn::Int(a) => {
-                if a.is_null(row) {
-                    return false;
-                }
-                out.push(1);
-                out.extend_from_slice(&a.value(row).to_le_bytes());
-            }
-            KeyColumn::Text(a) => {
-                if a.is_null(row) {
-                    return false;
-                }
-                let s = a.value(row).as_bytes();
-                out.push(2);
-                out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-                out.extend_from_slice(s);
-            }
-            KeyColumn::Bool(a) => {
-                if a.is_null(row) {
-                    return false;
-                }
-                out.push(3);
-                out.push(a.value(row) as u8);
-            }
-        }
-    }
-    true
-}
-
-fn value_column(array: &ArrayRef, kind: SlotKind) -> ValueColumn {
-    match kind {
-        SlotKind::Number => ValueColumn::Number(
-            arrow_cast::cast(array, &DataType::Float64)
-                .expect("numbers cast to float64")
-                .as_primitive::<Float64Type>()
-                .clone(),
-        ),
-        SlotKind::Distinct => {
-            let t = array.data_type();
-            let digests = if let Some(kind) = key_kind(t) {
-                let column = key_column(array, kind);
-                let mut buf = Vec::new();
-                (0..array.len())
-                    .map(|r| {
-                        if encode_key(std::slice::from_ref(&column), r, &mut buf) {
-                            hash::digest(&buf)
-                        } else {
-                            NULL_BITS
-                        }
-                    })
-                    .collect()
-            } else {
-                let a =
-                    arrow_cast::cast(array, &DataType::Float64).expect("numbers cast to float64");
-                let a = a.as_primitive::<Float64Type>();
-                (0..a.len())
-                    .map(|r| {
-                        let x = a.value(r);
-                        if a.is_null(r) || x.is_nan() {
-                            NULL_BITS
-                        } else {
-                            // -0.0 and 0.0 are one value.
-                            hash::digest(&(x + 0.0).to_bits().to_le_bytes())
-                        }
-                    })
-                    .collect()
-            };
-            ValueColumn::Digest(digests)
-        }
     }
 }
 

@@ -8,7 +8,8 @@
 use std::collections::VecDeque;
 
 use super::hash::digest;
-use super::state::{KeyedState, Run, StateCounts};
+use super::state::{KeyedState, StateCounts};
+use super::window::Run;
 use super::FeatureOperator;
 use crate::state::{self, Reader, SnapshotError, Writer};
 

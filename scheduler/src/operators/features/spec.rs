@@ -115,6 +115,50 @@ impl Default for StateLimits {
     }
 }
 
+/// A feature that cannot be computed on this input.
+#[derive(Debug, Error, PartialEq)]
+pub enum FeatureError {
+    #[error("feature {feature:?}: the input has no column {column:?} (it has {available})")]
+    NoColumn {
+        feature: String,
+        column: String,
+        available: String,
+    },
+    #[error("feature {feature:?}: key column {column:?} is {found}; expected an integer, a string or a boolean")]
+    KeyType {
+        feature: String,
+        column: String,
+        found: String,
+    },
+    #[error("feature {feature:?}: agg {agg} reads column {column:?}, which is {found}; expected a number")]
+    NotNumeric {
+        feature: String,
+        agg: Agg,
+        column: String,
+        found: String,
+    },
+    #[error("feature {feature:?}: agg {agg} needs a column to aggregate")]
+    NoValueColumn { feature: String, agg: Agg },
+    #[error("feature {feature:?}: agg {agg} reads no column; remove column = {column:?}")]
+    ExtraColumn {
+        feature: String,
+        agg: Agg,
+        column: String,
+    },
+    #[error("feature {feature:?}: agg {agg} needs a window longer than 0")]
+    NoWindow { feature: String, agg: Agg },
+    #[error("feature {feature:?}: time_since_last has no window")]
+    ExtraWindow { feature: String },
+    #[error("feature {feature:?}: no key column")]
+    NoKey { feature: String },
+    #[error("feature {feature:?}: the output column {feature:?} exists already (an input column or another feature)")]
+    Duplicate { feature: String },
+    #[error("features need the pipeline's event_time column")]
+    NoEventTime,
+    #[error("event_time {column:?} is {found}; expected int64 microseconds since the Unix epoch or a timestamp")]
+    EventTimeType { column: String, found: String },
+}
+
 /// A window or lateness that is not `N` followed by s, m, h or d.
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error("{text:?}: expected a whole number followed by s, m, h or d (e.g. \"10m\", \"24h\"){why}")]
