@@ -11,21 +11,7 @@ mod common;
 use common::{example, read_ipc_dir, roo, score_sample, Daemon};
 
 fn check_config(text: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(example("model.json"), dir.path().join("model.json")).unwrap();
-    let path = dir.path().join("roo.toml");
-    std::fs::write(&path, text).unwrap();
-    let out = roo()
-        .args(["check-config", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    common::check_config_refused(text)
 }
 
 #[test]

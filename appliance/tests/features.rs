@@ -266,23 +266,10 @@ fn pandas_agrees_on_generated_transactions() {
 
 #[test]
 fn bad_features_are_refused_at_check_config() {
-    let dir = tempfile::tempdir().unwrap();
     let check = |feature: &str| {
-        let path = dir.path().join("bad.toml");
-        std::fs::write(
-            &path,
-            format!(
-                "[[pipeline]]\nname = \"p\"\nevent_time = \"ts\"\n\n[pipeline.source]\nkind = \"generator\"\nstream = \"transactions\"\nevents = 10\n\n[[pipeline.feature]]\n{feature}\n"
-            ),
-        )
-        .unwrap();
-        let out = roo()
-            .args(["check-config", "--config"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(1));
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        common::check_config_refused(&format!(
+            "[[pipeline]]\nname = \"p\"\nevent_time = \"ts\"\n\n[pipeline.source]\nkind = \"generator\"\nstream = \"transactions\"\nevents = 10\n\n[[pipeline.feature]]\n{feature}\n"
+        ))
     };
     let e = check(
         "name = \"x\"\nkey = \"card_id\"\nagg = \"median\"\ncolumn = \"amount\"\nwindow = \"1h\"",

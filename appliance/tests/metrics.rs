@@ -120,3 +120,38 @@ fn metrics_parse_strictly_and_a_stalled_client_holds_up_no_one() {
     let (code, lines) = daemon.finish();
     assert_eq!(code, Some(0), "{}", lines.join("\n"));
 }
+
+/// The endpoint serves at most 64 connections at once: with 64 clients
+/// holding half a request each, the next scrape waits for a slot, and gets
+/// one as soon as a client leaves.
+#[test]
+fn metrics_connections_are_bounded_and_a_freed_slot_serves_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("roo.toml");
+    std::fs::write(
+        &config,
+        "[server]\nmetrics = \"127.0.0.1:0\"\n\n[flight]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(&config, Stdio::null());
+    let addr = daemon.ready().metrics.unwrap();
+    let mut held: Vec<TcpStream> = (0..64)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHo").unwrap();
+            s
+        })
+        .collect();
+    let waiting = {
+        let addr = addr.clone();
+        std::thread::spawn(move || http_get(&addr, "/healthz"))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!waiting.is_finished(), "a 65th connection was served");
+    held.pop();
+    assert_eq!(waiting.join().unwrap(), (200, "ok\n".to_string()));
+    drop(held);
+    daemon.signal(libc::SIGTERM);
+    let (code, lines) = daemon.finish();
+    assert_eq!(code, Some(0), "{}", lines.join("\n"));
+}

@@ -84,7 +84,7 @@ pub fn run_chain_over_file(job: ChainJob) -> Result<ChainReport, PipelineError> 
                 })
             })?,
     );
-    let empty_schema = output_schema(&resolved);
+    let empty_schema = resolved.output_schema();
     let mut chain = chain_of(&name, &mut resolved, &pool, &metrics);
     let operators = chain
         .describe()
@@ -163,18 +163,4 @@ pub fn run_chain_over_file(job: ChainJob) -> Result<ChainReport, PipelineError> 
     }
     report.elapsed = started.elapsed();
     Ok(report)
-}
-
-/// What the chain writes: the last operator's output schema.
-fn output_schema(resolved: &crate::pipeline::Resolved) -> arrow_schema::SchemaRef {
-    if let Some(s) = resolved.shadows.last() {
-        return s.slot.current().output_schema().clone();
-    }
-    if let Some(m) = &resolved.model {
-        return m.slot.current().output_schema().clone();
-    }
-    if let Some(f) = &resolved.features {
-        return f.output_schema().clone();
-    }
-    resolved.input_schema.clone()
 }

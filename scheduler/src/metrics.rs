@@ -142,12 +142,16 @@ impl PipelineMetrics {
                 .expect("full");
             acked.remove(&oldest);
         }
-        acked.insert(source.clone(), (offset, n));
+        match acked.get_mut(source) {
+            Some(entry) => *entry = (offset, n),
+            None => {
+                acked.insert(source.clone(), (offset, n));
+            }
+        }
     }
 
-    /// Each stage's latency as a histogram with buckets bounded at
-    /// `bounds_us` (ascending, microseconds; a last +Inf bucket added).
-    pub fn histograms(&self, bounds_us: &[u64]) -> Vec<StageHistogram> {
+    /// The latency of each stage, by the name metrics give it.
+    fn stages(&self) -> [(&'static str, &Latency); 5] {
         [
             ("wait", &self.wait_us),
             ("score", &self.score_us),
@@ -155,30 +159,36 @@ impl PipelineMetrics {
             ("end_to_end", &self.end_to_end_us),
             ("event_to_sink", &self.event_to_sink_us),
         ]
-        .into_iter()
-        .map(|(stage, latency)| {
-            let h = latency.0.lock().expect("not poisoned");
-            // Per-bucket counts as differences of cumulative ones, so a
-            // bucket bound inside one of the histogram's bins is counted once.
-            let mut below = 0u64;
-            let mut buckets: Vec<(f64, u64)> = bounds_us
-                .iter()
-                .map(|&high| {
-                    let cumulative = h.count_between(0, high).max(below);
-                    let n = cumulative - below;
-                    below = cumulative;
-                    (high as f64 / 1e6, n)
-                })
-                .collect();
-            buckets.push((f64::MAX, h.len().saturating_sub(below)));
-            StageHistogram {
-                stage,
-                sum_s: h.mean() * h.len() as f64 / 1e6,
-                count: h.len(),
-                buckets,
-            }
-        })
-        .collect()
+    }
+
+    /// Each stage's latency as a histogram with buckets bounded at
+    /// `bounds_us` (ascending, microseconds; a last +Inf bucket added).
+    pub fn histograms(&self, bounds_us: &[u64]) -> Vec<StageHistogram> {
+        self.stages()
+            .into_iter()
+            .map(|(stage, latency)| {
+                let h = latency.0.lock().expect("not poisoned");
+                // Per-bucket counts as differences of cumulative ones, so a
+                // bucket bound inside one of the histogram's bins is counted once.
+                let mut below = 0u64;
+                let mut buckets: Vec<(f64, u64)> = bounds_us
+                    .iter()
+                    .map(|&high| {
+                        let cumulative = h.count_between(0, high).max(below);
+                        let n = cumulative - below;
+                        below = cumulative;
+                        (high as f64 / 1e6, n)
+                    })
+                    .collect();
+                buckets.push((f64::MAX, h.len().saturating_sub(below)));
+                StageHistogram {
+                    stage,
+                    sum_s: h.mean() * h.len() as f64 / 1e6,
+                    count: h.len(),
+                    buckets,
+                }
+            })
+            .collect()
     }
 
     /// Every figure now, for one pipeline.
@@ -233,13 +243,11 @@ impl PipelineMetrics {
             cost_cpu_ns_per_row: get(&self.cpu_ns_per_row_estimate),
             queue_ingested: get(&self.queue_ingested),
             queue_scored: get(&self.queue_scored),
-            latency: vec![
-                latency("wait", &self.wait_us),
-                latency("score", &self.score_us),
-                latency("sink", &self.sink_us),
-                latency("end_to_end", &self.end_to_end_us),
-                latency("event_to_sink", &self.event_to_sink_us),
-            ],
+            latency: self
+                .stages()
+                .into_iter()
+                .map(|(stage, h)| latency(stage, h))
+                .collect(),
         }
     }
 }

@@ -3,7 +3,10 @@
 //! `GET /healthz` (200 `ok`; 503 `draining` once the daemon is stopping,
 //! so a load balancer stops sending), served by axum on a small tokio runtime of its own.
 //! Connections are handled concurrently: a slow client holds only its own.
+//! They are bounded (`listener.rs`): 64 at once, each closed after 30 s
+//! without a byte from its client.
 
+mod listener;
 mod metrics;
 
 use std::net::SocketAddr;
@@ -83,7 +86,8 @@ impl HttpServer {
             });
         let (shutdown, on_shutdown) = tokio::sync::oneshot::channel::<()>();
         runtime.block_on(async {
-            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let listener =
+                listener::BoundedListener::new(tokio::net::TcpListener::from_std(listener)?);
             tokio::spawn(async move {
                 let served = axum::serve(listener, app)
                     .with_graceful_shutdown(async {

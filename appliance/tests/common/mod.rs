@@ -331,3 +331,23 @@ pub fn python(modules: &str) -> Option<String> {
     eprintln!("SKIPPED: {python} cannot import {modules}; set ROO_PYTHON to a Python that can");
     None
 }
+
+/// `roo check-config` on `text` written beside the example's model (as
+/// `model.json`): it must refuse; returns what it said on stderr.
+pub fn check_config_refused(text: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(example("model.json"), dir.path().join("model.json")).unwrap();
+    let path = dir.path().join("roo.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = roo()
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}

@@ -235,7 +235,13 @@ impl Chain {
 
     /// Runs a flow through to its end, finishing in-flight work at once.
     pub fn run_to_end(&mut self, flow: Flow) -> Flow {
-        let mut progress = self.run(flow, 0);
+        let progress = self.run(flow, 0);
+        self.complete(progress)
+    }
+
+    /// Finishes whatever `progress` left in flight, and every operator
+    /// after it, waiting for device work.
+    pub fn complete(&mut self, mut progress: Progress) -> Flow {
         loop {
             match progress {
                 Progress::Done(flow) => return flow,
@@ -252,16 +258,8 @@ impl Chain {
             let mut own = Vec::new();
             self.operators[at].emit(end, &mut own);
             for flow in own {
-                let mut progress = self.run(flow, at + 1);
-                loop {
-                    match progress {
-                        Progress::Done(flow) => {
-                            out.push(flow);
-                            break;
-                        }
-                        Progress::InFlight { at, work } => progress = self.resume(at, work),
-                    }
-                }
+                let progress = self.run(flow, at + 1);
+                out.push(self.complete(progress));
             }
         }
         out

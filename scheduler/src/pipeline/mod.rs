@@ -34,11 +34,11 @@ use crossbeam_channel::{bounded, Sender};
 use roo_ingest::IngestBatch;
 
 pub use push::{check_push_schema, PushError, Pusher, SchemaMismatch};
+pub(crate) use spec::resolve;
 pub use spec::{
     check_spec, queue_batches_for, GeneratorStream, PipelineSpec, ShadowSpec, SinkSpec, SourceSpec,
     SpecReport,
 };
-pub(crate) use spec::{resolve, Resolved};
 
 use crate::error::{PipelineError, SetupError, StageError};
 use crate::metrics::{MetricsSnapshot, PipelineMetrics};
@@ -266,14 +266,12 @@ impl Pipeline {
     /// What the sinks receive: the input and every operator's columns, as
     /// the models in place now write them.
     pub fn output_schema(&self) -> SchemaRef {
-        if let Some((_, last)) = self.shadows.last() {
-            return last.current().output_schema().clone();
-        }
-        match (&self.model, &self.features_schema) {
-            (Some(m), _) => m.current().output_schema().clone(),
-            (None, Some(f)) => f.clone(),
-            (None, None) => self.input_schema.clone(),
-        }
+        spec::chain_output_schema(
+            &self.input_schema,
+            self.features_schema.as_ref(),
+            self.model.as_deref(),
+            self.shadows.last().map(|(_, s)| s.as_ref()),
+        )
     }
 
     /// "file", "tcp", "generator" or "push".

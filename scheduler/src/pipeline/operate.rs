@@ -107,13 +107,8 @@ fn finish(
     tx: &Sender<Flow>,
     metrics: &PipelineMetrics,
 ) -> bool {
-    let mut progress = chain.resume(at, work);
-    loop {
-        match progress {
-            Progress::Done(flow) => return send(flow, tx, metrics),
-            Progress::InFlight { at, work } => progress = chain.resume(at, work),
-        }
-    }
+    let flow = chain.complete(Progress::InFlight { at, work });
+    send(flow, tx, metrics)
 }
 
 fn send_all(flows: Vec<Flow>, tx: &Sender<Flow>, metrics: &PipelineMetrics) -> bool {

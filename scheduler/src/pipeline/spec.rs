@@ -165,6 +165,34 @@ pub(crate) struct Resolved {
     pub event_time: Option<usize>,
 }
 
+/// What the chain writes: the last operator's output — the last shadow's,
+/// else the model's (as the models in place now bind), else the features',
+/// else the input.
+pub(crate) fn chain_output_schema(
+    input: &SchemaRef,
+    features: Option<&SchemaRef>,
+    model: Option<&ModelSlot>,
+    last_shadow: Option<&ModelSlot>,
+) -> SchemaRef {
+    match (last_shadow.or(model), features) {
+        (Some(m), _) => m.current().output_schema().clone(),
+        (None, Some(f)) => f.clone(),
+        (None, None) => input.clone(),
+    }
+}
+
+impl Resolved {
+    /// The chain's output schema at start ([`chain_output_schema`]).
+    pub fn output_schema(&self) -> SchemaRef {
+        chain_output_schema(
+            &self.input_schema,
+            self.features.as_ref().map(|f| f.output_schema()),
+            self.model.as_ref().map(|m| m.slot.as_ref()),
+            self.shadows.last().map(|s| s.slot.as_ref()),
+        )
+    }
+}
+
 /// Loads and compiles each model once, opens the source, checks the
 /// features and binds every scoring operator to the schema it will see.
 /// `metrics` are those the stateful operators report to.
