@@ -333,3 +333,49 @@ fn the_generator_is_deterministic_and_fits_the_card_schema() {
     let amount = a.column(1).as_any().downcast_ref::<Float32Array>().unwrap();
     assert!(amount.values().iter().all(|v| *v > 0.0));
 }
+
+#[test]
+fn a_reload_swaps_each_shadow_and_a_broken_one_keeps_its_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = linear_model(dir.path(), 0.5);
+    let candidate = linear_model(dir.path(), 1.5);
+    let shadow = vec![ShadowSpec {
+        name: "c".into(),
+        model: candidate.clone(),
+    }];
+    let pipeline = Pipeline::start(push_spec(dir.path(), Some(model), shadow), pool()).unwrap();
+    let version = |p: &Pipeline| {
+        p.output_schema()
+            .metadata()
+            .get("roo.shadow.c.version")
+            .cloned()
+            .unwrap()
+    };
+    let before = version(&pipeline);
+    // A new candidate file: the reload swaps the shadow too.
+    std::fs::write(
+        &candidate,
+        r#"{"kind": "linear", "features": ["a", "b"], "weights": [1.0, 2.0], "bias": 9.0}"#,
+    )
+    .unwrap();
+    pipeline.reload().unwrap();
+    let swapped = version(&pipeline);
+    assert_ne!(swapped, before);
+    // A broken one is refused, naming the shadow; the model and the shadow
+    // in place keep scoring.
+    std::fs::write(&candidate, b"{\"learner\": 3}").unwrap();
+    let e = crate::error::chain(&pipeline.reload().unwrap_err());
+    assert!(e.contains("shadow c: the new model was refused"), "{e}");
+    assert_eq!(version(&pipeline), swapped);
+    let mut pusher = pipeline.pusher("p").unwrap();
+    let (batch, a) = ab_batch(10);
+    pusher.push(batch).unwrap();
+    drop(pusher);
+    pipeline.stop();
+    pipeline.join().unwrap();
+    let out = read_all(&dir.path().join("out"));
+    let expected: Vec<f32> = a.iter().map(|a| a + 2.0 + 9.0).collect();
+    assert_eq!(column(&out, "score_c"), expected);
+    let live: Vec<f32> = a.iter().map(|a| a + 2.0 + 0.5).collect();
+    assert_eq!(column(&out, "score"), live);
+}
