@@ -88,7 +88,12 @@ pub fn check_config(path: &Path) -> Result<()> {
             .iter()
             .map(|(name, v)| format!(", shadow {name} {v}"))
             .collect();
-        println!("pipeline {}: ok ({model}{shadows})", spec.name);
+        let tables: String = report
+            .tables
+            .iter()
+            .map(|(name, v, rows, keys)| format!(", table {name} {v} ({rows} rows, {keys} keys)"))
+            .collect();
+        println!("pipeline {}: ok ({model}{shadows}{tables})", spec.name);
     }
     Ok(())
 }
@@ -221,6 +226,18 @@ pub fn serve(path: &Path, ready_file: Option<&Path>) -> Result<()> {
                         }
                         Ok(None) => {}
                         Err(e) => tracing::error!("{}", roo_scheduler::error::chain(&e)),
+                    }
+                    for (table, result) in p.reload_tables(None).unwrap_or_default() {
+                        match result {
+                            Ok(version) => {
+                                tracing::info!("pipeline {}: table {table} now {version}", p.name())
+                            }
+                            Err(e) => tracing::error!(
+                                "pipeline {}: table {table} refused, the snapshot before kept: {}",
+                                p.name(),
+                                roo_scheduler::error::chain(&e)
+                            ),
+                        }
                     }
                 }
             }

@@ -61,6 +61,12 @@ pub enum PipelineError {
     Stopping { pipeline: String },
     #[error("pipeline {pipeline} has no model")]
     NoModel { pipeline: String },
+    #[error("pipeline {pipeline} has no table {table:?} (its tables: {tables})")]
+    NoTable {
+        pipeline: String,
+        table: String,
+        tables: String,
+    },
 }
 
 /// Why a pipeline could not start.
@@ -91,8 +97,12 @@ pub enum SetupError {
         "a push source without columns takes the model's features, but the pipeline has no model"
     )]
     PushColumns,
-    #[error("a push source of a pipeline with features needs its columns (the keys, the event time, the values): they are not the model's features")]
+    #[error("a push source of a pipeline with features or tables needs its columns (the keys, the event time, the values): they are not the model's features")]
     PushColumnsWithFeatures,
+    #[error(transparent)]
+    Enrich(#[from] crate::operators::enrich::EnrichError),
+    #[error("enrich {name:?} is declared twice")]
+    DuplicateEnrich { name: String },
     #[error("shadow {name:?} is declared twice")]
     DuplicateShadow { name: String },
     #[error("shadow {name:?}: a pipeline without a model has no decision to shadow")]

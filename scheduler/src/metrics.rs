@@ -319,6 +319,17 @@ pub struct OperatorStats {
     pub events_dropped: u64,
     /// Events refused as later than the lateness allows.
     pub late_events: u64,
+    /// An enrichment's table: rows in the snapshot in use.
+    pub table_rows: u64,
+    /// Snapshots loaded from the table's file (the first load included).
+    pub table_loads: u64,
+    /// Loads refused (the snapshot before kept).
+    pub table_load_failures: u64,
+    /// Upserts applied (Flight DoPut).
+    pub table_upserts: u64,
+    /// Events that joined no row (null or unknown key, or before the
+    /// key's first version).
+    pub events_unmatched: u64,
 }
 
 /// A source's acknowledged offset: bytes of a stream, or rows.

@@ -176,6 +176,46 @@ pub struct PipelineConfig {
     /// Events a key holds for its windows; past it the oldest are dropped.
     #[serde(default = "default_events_per_key_max")]
     pub events_per_key_max: Bounded<1, 100_000_000>,
+    /// Tables joined to each event (after the features, before the model).
+    #[serde(rename = "enrich", default)]
+    pub enrich: Vec<EnrichConfig>,
+}
+
+/// `[[pipeline.enrich]]`: a table joined to each event by key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrichConfig {
+    /// Names the operator, the `NAME_version` column, and the table for
+    /// Flight (DoPut `["tables", NAME]`, the `reload-table` action).
+    pub name: String,
+    /// Parquet, Arrow IPC or CSV; watched, reloaded when it changes.
+    pub table: PathBuf,
+    /// The event's column and the table's column of the same name.
+    pub key: String,
+    /// The table's columns to append; default: every other column.
+    pub columns: Option<Vec<String>>,
+    /// A table column (int64 µs since the epoch): each row is a version
+    /// of its key from then on; events join the version valid at their
+    /// event time.
+    pub valid_from: Option<String>,
+    /// "null" (null columns, NaN to a model) or "dead_letter".
+    #[serde(default)]
+    pub missing: MissingName,
+    /// The table's memory bound; a load past it is refused.
+    #[serde(default = "default_table_mb")]
+    pub table_mb: Bounded<1, 1_048_576>,
+}
+
+fn default_table_mb() -> Bounded<1, 1_048_576> {
+    Bounded(roo_scheduler::operators::enrich::TABLE_MB_DEFAULT)
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MissingName {
+    #[default]
+    Null,
+    DeadLetter,
 }
 
 fn default_lateness() -> String {
@@ -407,6 +447,30 @@ pub fn read(path: &Path) -> Result<Config> {
                     path.display(),
                     p.name,
                     s.name
+                );
+            }
+        }
+        let mut tables = std::collections::HashSet::new();
+        for e in &p.enrich {
+            if e.name.is_empty()
+                || !e
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                bail!(
+                    "config {}: pipeline {}: [[pipeline.enrich]] name {:?}: expected letters, digits or '_' (it names the column NAME_version)",
+                    path.display(),
+                    p.name,
+                    e.name
+                );
+            }
+            if !tables.insert(e.name.as_str()) {
+                bail!(
+                    "config {}: pipeline {}: two [[pipeline.enrich]] are named {:?}",
+                    path.display(),
+                    p.name,
+                    e.name
                 );
             }
         }

@@ -17,11 +17,12 @@ use roo_scheduler::{
     queue_batches_for, Device, GeneratorStream, PipelineSpec, ShadowSpec, SinkSpec, SourceSpec,
 };
 
+use roo_scheduler::operators::enrich::{EnrichSpec, Missing};
 use roo_scheduler::operators::features::{parse_duration_us, Agg, FeatureSpec, StateLimits};
 
 use super::{
-    Config, DeviceName, GeneratorStreamName, KeyColumns, PipelineConfig, SinkConfig, SourceConfig,
-    UringName,
+    Config, DeviceName, GeneratorStreamName, KeyColumns, MissingName, PipelineConfig, SinkConfig,
+    SourceConfig, UringName,
 };
 use crate::flight::{FlightSettings, Token};
 
@@ -280,6 +281,22 @@ impl Config {
                 dead_letters: p.dead_letters.as_ref().map(|d| resolve(&d.dir)),
                 event_time: p.event_time.clone(),
                 features: features(p)?,
+                enrich: p
+                    .enrich
+                    .iter()
+                    .map(|e| EnrichSpec {
+                        name: e.name.clone(),
+                        table: resolve(&e.table),
+                        key: e.key.clone(),
+                        columns: e.columns.clone(),
+                        valid_from: e.valid_from.clone(),
+                        missing: match e.missing {
+                            MissingName::Null => Missing::Null,
+                            MissingName::DeadLetter => Missing::DeadLetter,
+                        },
+                        table_bytes_max: (e.table_mb.0 as usize) << 20,
+                    })
+                    .collect(),
                 state: StateLimits {
                     lateness_us: parse_duration_us(&p.lateness)
                         .map_err(|e| anyhow::anyhow!("pipeline {name}: lateness {e}"))?,

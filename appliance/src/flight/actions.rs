@@ -1,5 +1,5 @@
 //! DoAction: `list-models`, `upload-model`, `activate-model`,
-//! `pipeline-stats`, `reload`. Bodies and replies are JSON (serde types
+//! `pipeline-stats`, `reload`, `reload-table` (in `tables.rs`). Bodies and replies are JSON (serde types
 //! below); actions that read or compile files run on the blocking pool.
 
 use std::sync::Arc;
@@ -49,12 +49,13 @@ pub(super) async fn list_actions(
     ))))
 }
 
-const ACTIONS: [(&str, &str); 5] = [
+const ACTIONS: [(&str, &str); 6] = [
     ("list-models", "the models each pipeline scores with and the models uploaded; body: empty"),
     ("upload-model", "stores a model file (XGBoost JSON/UBJSON, LightGBM text, ONNX, roo linear JSON; recognised by content); body: the file's bytes; reply: its version"),
     ("activate-model", "swaps a stored model into a pipeline between two batches; body: {\"pipeline\": P, \"model\": VERSION}"),
     ("pipeline-stats", "counters, queue depths and latency per pipeline; body: empty or a pipeline name"),
-    ("reload", "reads each pipeline's model file again (as SIGHUP); body: empty or a pipeline name"),
+    ("reload", "reads each pipeline's model file again; body: empty or a pipeline name"),
+    ("reload-table", "reads a table's file again and swaps it in between two batches (upserts not in the file are dropped); body: {\"table\": NAME} or {\"table\": NAME, \"pipeline\": P}"),
 ];
 
 /// `activate-model`'s body.
@@ -267,6 +268,7 @@ fn run_action(shared: &Shared, who: &str, action: &Action) -> Result<Bytes, Stat
                 .collect();
             Ok(reply(&results))
         }
+        "reload-table" => super::tables::reload_table(shared, &action.body),
         other => Err(invalid(format!(
             "unknown action {other:?}; expected one of {}",
             ACTIONS.map(|(t, _)| t).join(", ")

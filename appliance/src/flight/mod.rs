@@ -8,14 +8,16 @@
 //!   stream: a slow reader stops the server reading (HTTP/2 flow control).
 //! - **DoPut** into a pipeline whose source is `kind = "flight"`: batches
 //!   enter its queue (blocking when full) and go to its sinks; `PutResult`s
-//!   carry `{"rows_accepted": N}`, cumulative.
+//!   carry `{"rows_accepted": N}`, cumulative. DoPut with descriptor
+//!   `["tables", NAME]` upserts rows into every pipeline's table NAME
+//!   (`tables.rs`), acknowledged once the next batch joins them.
 //! - **DoGet** by ticket `{"pipeline": P, "stream": "output" | "dead_letters"}`:
 //!   the files the pipeline's sinks have published.
 //! - **ListFlights / GetFlightInfo / GetSchema**: one flight per pipeline; its
 //!   schema is the output's, the input's is in `app_metadata` (and GetSchema
 //!   on path `[P, "input"]`).
 //! - **DoAction**: `list-models`, `upload-model`, `activate-model`,
-//!   `pipeline-stats`, `reload`; replies are JSON.
+//!   `pipeline-stats`, `reload`, `reload-table`; replies are JSON.
 //! - **Auth**: bearer tokens from the config; Handshake turns basic auth
 //!   (token name, secret) into the bearer header. TLS when configured.
 //!
@@ -26,7 +28,8 @@
 //! - `auth.rs`: tokens, the per-call check and the Handshake.
 //! - `streams.rs`: reading a client's IPC messages, encoding replies.
 //! - `exchange.rs` (DoExchange), `put.rs` (DoPut), `get.rs` (DoGet, flight
-//!   infos, schemas), `actions.rs` (DoAction).
+//!   infos, schemas), `actions.rs` (DoAction), `tables.rs` (table
+//!   upserts and reloads).
 
 mod actions;
 mod auth;
@@ -34,6 +37,7 @@ mod exchange;
 mod get;
 mod put;
 mod streams;
+mod tables;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

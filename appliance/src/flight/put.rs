@@ -15,6 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::streams::{opening, refuse, Incoming, Stopped};
+use super::tables::{table_path, upsert};
 use super::{invalid, BoxStream, Shared, REPLY_QUEUE};
 
 /// A `PutResult`'s `app_metadata`: the rows of this stream accepted so
@@ -39,23 +40,30 @@ pub(super) async fn do_put(
     // The reply starts now: a client may send nothing until it has it.
     tokio::spawn(async move {
         let _slot = slot;
-        let opened = opening(&mut input, shared.idle, "DoPut", "a pipeline")
-            .await
-            .and_then(|(first, path)| {
-                let n = shared.next_stream.fetch_add(1, Ordering::Relaxed);
-                let source = format!("flight:{who}@{peer}#{n}");
-                let pusher = shared
-                    .pipeline(&path[0])?
-                    .pusher(&source)
-                    .map_err(|e| match e {
-                        // The config's words for it are the appliance's to say.
-                        PipelineError::NotPush { .. } => Status::failed_precondition(format!(
-                            "{e}; a pipeline takes DoPut when its source is kind = \"flight\""
-                        )),
-                        e => Status::failed_precondition(e.to_string()),
-                    })?;
-                Ok((first, pusher))
-            });
+        let opened = match opening(&mut input, shared.idle, "DoPut", "a pipeline or a table").await
+        {
+            Ok(o) => o,
+            Err(status) => return refuse(&tx, status, shared.idle).await,
+        };
+        if let Some(table) = table_path(&opened.1).map(str::to_string) {
+            let (first, _) = opened;
+            return upsert(shared, tx, input, first, table, who).await;
+        }
+        let opened = Ok::<_, Status>(opened).and_then(|(first, path)| {
+            let n = shared.next_stream.fetch_add(1, Ordering::Relaxed);
+            let source = format!("flight:{who}@{peer}#{n}");
+            let pusher = shared
+                .pipeline(&path[0])?
+                .pusher(&source)
+                .map_err(|e| match e {
+                    // The config's words for it are the appliance's to say.
+                    PipelineError::NotPush { .. } => Status::failed_precondition(format!(
+                        "{e}; a pipeline takes DoPut when its source is kind = \"flight\""
+                    )),
+                    e => Status::failed_precondition(e.to_string()),
+                })?;
+            Ok((first, pusher))
+        });
         let (first, pusher) = match opened {
             Ok(o) => o,
             Err(status) => return refuse(&tx, status, shared.idle).await,

@@ -269,6 +269,37 @@ impl Collector for Figures {
             "events later than the lateness allows (dead letters)",
             &per_operator(|o| o.late_events),
         )?;
+        // Tables (enrichment): the snapshot in use, loads, upserts, misses.
+        self.gauge(
+            e,
+            "roo_operator_table_rows",
+            "rows of the table snapshot an enrichment joins",
+            &as_f64(per_operator(|o| o.table_rows)),
+        )?;
+        self.counter(
+            e,
+            "roo_operator_table_loads",
+            "table snapshots loaded from the file (the first load included)",
+            &per_operator(|o| o.table_loads),
+        )?;
+        self.counter(
+            e,
+            "roo_operator_table_load_failures",
+            "table loads refused (the snapshot before kept)",
+            &per_operator(|o| o.table_load_failures),
+        )?;
+        self.counter(
+            e,
+            "roo_operator_table_upserts",
+            "upserts applied to a table (Flight DoPut)",
+            &per_operator(|o| o.table_upserts),
+        )?;
+        self.counter(
+            e,
+            "roo_operator_events_unmatched",
+            "events that joined no table row (null or unknown key, before the first version)",
+            &per_operator(|o| o.events_unmatched),
+        )?;
         let failed: Vec<(Labels, f64)> = self
             .snapshots
             .iter()

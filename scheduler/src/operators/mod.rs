@@ -21,6 +21,7 @@
 //! bit-identically ([`crate::state`]): checkpoints, partition hand-over and
 //! tests use that one interface.
 
+pub mod enrich;
 pub mod features;
 pub mod score;
 

@@ -43,10 +43,11 @@ pub use spec::{
 use crate::error::{PipelineError, SetupError, StageError};
 use crate::metrics::{MetricsSnapshot, PipelineMetrics};
 use crate::models::{BatchScorer, BoundModel, CompiledModel, ModelSlot};
+use crate::operators::enrich::{EnrichError, LiveTable, TableWatcher};
 use crate::operators::score::ScoreOperator;
 use crate::operators::{Chain, Flow, Operator, OperatorKind};
 use crate::sinks::{layout, DeadLetterFiles, OutputSink};
-use source::StopSignal;
+pub(crate) use source::StopSignal;
 
 /// A stage thread and its name.
 type Stage = (&'static str, JoinHandle<Result<(), StageError>>);
@@ -60,8 +61,12 @@ pub struct Pipeline {
     /// Shadows, by name.
     shadows: Vec<(String, Arc<ModelSlot>)>,
     input_schema: SchemaRef,
-    /// The input and the features' columns, when there are features.
-    features_schema: Option<SchemaRef>,
+    /// What the model reads when features or tables come before it.
+    model_input: Option<SchemaRef>,
+    /// The tables joined (`[[pipeline.enrich]]`), in chain order.
+    tables: Vec<Arc<LiveTable>>,
+    /// Reloads tables whose file changed; stopped by `join`.
+    watcher: Mutex<Option<TableWatcher>>,
     source_kind: &'static str,
     offset_unit: &'static str,
     operators: Vec<(OperatorKind, String)>,
@@ -101,11 +106,22 @@ impl Pipeline {
         assert!(spec.queue_batches > 0 && spec.limits.max_rows > 0);
         let metrics = Arc::new(PipelineMetrics::default());
         let mut resolved = spec::resolve(&spec, &metrics).map_err(setup)?;
-        let features_schema = resolved
-            .features
-            .as_ref()
-            .map(|f| f.output_schema().clone());
+        let model_input = resolved.model_input();
+        let tables: Vec<Arc<LiveTable>> =
+            resolved.enrich.iter().map(|e| e.live().clone()).collect();
         let chain = chain_of(&spec.name, &mut resolved, &pool, &metrics);
+        let watcher = if tables.is_empty() {
+            None
+        } else {
+            Some(
+                TableWatcher::start(&spec.name, tables.clone()).map_err(|source| {
+                    setup(SetupError::Thread {
+                        stage: "table watcher",
+                        source,
+                    })
+                })?,
+            )
+        };
         let described = chain.describe();
         let mut sinks = Vec::new();
         for s in &spec.sinks {
@@ -190,7 +206,9 @@ impl Pipeline {
                 .map(|s| (s.name, s.slot))
                 .collect(),
             input_schema: resolved.input_schema,
-            features_schema,
+            model_input,
+            tables,
+            watcher: Mutex::new(watcher),
             source_kind: spec.source.kind(),
             offset_unit: spec.source.offset_unit(),
             operators: described,
@@ -268,7 +286,7 @@ impl Pipeline {
     pub fn output_schema(&self) -> SchemaRef {
         spec::chain_output_schema(
             &self.input_schema,
-            self.features_schema.as_ref(),
+            self.model_input.as_ref(),
             self.model.as_deref(),
             self.shadows.last().map(|(_, s)| s.as_ref()),
         )
@@ -364,6 +382,46 @@ impl Pipeline {
         }
     }
 
+    /// The tables this pipeline joins, in chain order.
+    pub fn tables(&self) -> &[Arc<LiveTable>] {
+        &self.tables
+    }
+
+    /// The table named `name`.
+    pub fn table(&self, name: &str) -> Result<&Arc<LiveTable>, PipelineError> {
+        self.tables
+            .iter()
+            .find(|t| t.name() == name)
+            .ok_or_else(|| PipelineError::NoTable {
+                pipeline: self.name.clone(),
+                table: name.to_string(),
+                tables: self
+                    .tables
+                    .iter()
+                    .map(|t| t.name().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    /// Reads each table file again (or only the table `only`) and swaps
+    /// each in between two batches; a table that fails to load is refused
+    /// and the one before it stays. One result per table: its new version
+    /// or why it was refused.
+    pub fn reload_tables(
+        &self,
+        only: Option<&str>,
+    ) -> Result<Vec<(String, Result<Arc<str>, EnrichError>)>, PipelineError> {
+        let chosen: Vec<&Arc<LiveTable>> = match only {
+            Some(name) => vec![self.table(name)?],
+            None => self.tables.iter().collect(),
+        };
+        Ok(chosen
+            .into_iter()
+            .map(|t| (t.name().to_string(), t.reload()))
+            .collect())
+    }
+
     /// Swaps in `model` (from `path`, which later reloads read) between two
     /// batches; refused, with the current model scoring on, when it does
     /// not fit the input.
@@ -441,6 +499,9 @@ impl Pipeline {
     /// second call finds no stage to wait for and reports the counts.
     pub fn join(&self) -> Result<PipelineCounts, PipelineError> {
         let threads = std::mem::take(&mut *self.threads.lock().expect("not poisoned"));
+        if let Some(mut w) = self.watcher.lock().expect("not poisoned").take() {
+            w.stop();
+        }
         let mut failure = None;
         for (stage, t) in threads {
             let error = match t.join() {
@@ -482,8 +543,9 @@ impl Pipeline {
     }
 }
 
-/// The operator chain a resolved spec makes: the features, the model,
-/// each shadow (taken out of `resolved`; the slots stay for the pipeline).
+/// The operator chain a resolved spec makes: the features, the tables,
+/// the model, each shadow (taken out of `resolved`; the slots stay for the
+/// pipeline).
 pub(crate) fn chain_of(
     pipeline: &str,
     resolved: &mut spec::Resolved,
@@ -498,6 +560,20 @@ pub(crate) fn chain_of(
             f.specs_len()
         );
         operators.push(Box::new(f));
+    }
+    for e in resolved.enrich.drain(..) {
+        let t = e.live().current();
+        tracing::info!(
+            "pipeline {}: enrich {} joins {} ({}: {} rows, {} keys, {} bytes)",
+            pipeline,
+            e.live().name(),
+            e.live().spec().table.display(),
+            t.version(),
+            t.rows(),
+            t.keys(),
+            t.bytes()
+        );
+        operators.push(Box::new(e));
     }
     if let Some(m) = &resolved.model {
         let loaded = m.slot.current();

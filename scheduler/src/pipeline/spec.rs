@@ -16,6 +16,7 @@ use crate::error::{PipelineError, SetupError};
 use crate::generator::{card_schema, transaction_schema};
 use crate::metrics::PipelineMetrics;
 use crate::models::{CompiledModel, ModelSlot, OutputNaming};
+use crate::operators::enrich::{EnrichOperator, EnrichSpec, LiveTable};
 use crate::operators::features::{is_event_time_type, FeatureOperator, FeatureSpec, StateLimits};
 
 /// Where a pipeline's events come from.
@@ -116,6 +117,9 @@ pub struct PipelineSpec {
     pub features: Vec<FeatureSpec>,
     /// Bounds on keyed state (lateness, keys, events per key).
     pub state: StateLimits,
+    /// Tables joined to each event after the features, before the model
+    /// (their columns are the model's to read), in order.
+    pub enrich: Vec<EnrichSpec>,
     pub device: Device,
     pub sinks: Vec<SinkSpec>,
     /// A directory for dead-letter files (NDJSON); `None`: counted and logged only.
@@ -158,6 +162,9 @@ pub(crate) struct Resolved {
     pub file: Option<FileSource>,
     /// The features, checked against the input (none without features).
     pub features: Option<FeatureOperator>,
+    /// The enrichments, each checked against what the operator before it
+    /// outputs.
+    pub enrich: Vec<EnrichOperator>,
     /// The pipeline's model, then each shadow, each bound to the schema it sees.
     pub model: Option<ResolvedScorer>,
     pub shadows: Vec<ResolvedScorer>,
@@ -166,15 +173,15 @@ pub(crate) struct Resolved {
 }
 
 /// What the chain writes: the last operator's output — the last shadow's,
-/// else the model's (as the models in place now bind), else the features',
-/// else the input.
+/// else the model's (as the models in place now bind), else what the model
+/// would read (the features' and enrichments' output), else the input.
 pub(crate) fn chain_output_schema(
     input: &SchemaRef,
-    features: Option<&SchemaRef>,
+    model_input: Option<&SchemaRef>,
     model: Option<&ModelSlot>,
     last_shadow: Option<&ModelSlot>,
 ) -> SchemaRef {
-    match (last_shadow.or(model), features) {
+    match (last_shadow.or(model), model_input) {
         (Some(m), _) => m.current().output_schema().clone(),
         (None, Some(f)) => f.clone(),
         (None, None) => input.clone(),
@@ -182,11 +189,21 @@ pub(crate) fn chain_output_schema(
 }
 
 impl Resolved {
+    /// What the model reads when operators come before it: the last
+    /// enrichment's output, else the features'.
+    pub fn model_input(&self) -> Option<SchemaRef> {
+        match (self.enrich.last(), &self.features) {
+            (Some(e), _) => Some(e.output_schema().clone()),
+            (None, Some(f)) => Some(f.output_schema().clone()),
+            (None, None) => None,
+        }
+    }
+
     /// The chain's output schema at start ([`chain_output_schema`]).
     pub fn output_schema(&self) -> SchemaRef {
         chain_output_schema(
             &self.input_schema,
-            self.features.as_ref().map(|f| f.output_schema()),
+            self.model_input().as_ref(),
             self.model.as_ref().map(|m| m.slot.as_ref()),
             self.shadows.last().map(|s| s.slot.as_ref()),
         )
@@ -211,7 +228,11 @@ pub(crate) fn resolve(
                 (f, _) => FileSource::open(path, *f),
             }?
             .with_read_options(spec.read.clone());
-            if let Some(m) = &compiled {
+            // With features or tables the model also reads columns
+            // computed on the way; the file keeps its own types and the
+            // model is bound to what reaches it.
+            let computed = !spec.features.is_empty() || !spec.enrich.is_empty();
+            if let Some(m) = compiled.as_ref().filter(|_| !computed) {
                 let columns = FeatureBinding::feature_columns(&m.model, &source.schema()).map_err(
                     |source| SetupError::InputFit {
                         path: path.display().to_string(),
@@ -234,9 +255,10 @@ pub(crate) fn resolve(
         } => (transaction_schema(), None),
         SourceSpec::Push { schema: Some(s) } => (s.clone(), None),
         SourceSpec::Push { schema: None } => {
-            if !spec.features.is_empty() {
-                // The model reads computed columns, and the features read
-                // keys and times the model does not: say the columns.
+            if !spec.features.is_empty() || !spec.enrich.is_empty() {
+                // The model reads computed columns, and the features and
+                // tables read keys and times the model does not: say the
+                // columns.
                 return Err(SetupError::PushColumnsWithFeatures);
             }
             let m = compiled.as_ref().ok_or(SetupError::PushColumns)?;
@@ -261,10 +283,22 @@ pub(crate) fn resolve(
             metrics.clone(),
         )?)
     };
-    // The model reads the input and the features.
-    let model_input = features
+    // Each table joins what the operator before it outputs.
+    let mut model_input = features
         .as_ref()
         .map_or(input_schema.clone(), |f| f.output_schema().clone());
+    let mut enrich: Vec<EnrichOperator> = Vec::new();
+    for e in &spec.enrich {
+        if enrich.iter().any(|o| o.live().name() == e.name) {
+            return Err(SetupError::DuplicateEnrich {
+                name: e.name.clone(),
+            });
+        }
+        let live = Arc::new(LiveTable::open(e, metrics.clone())?);
+        let operator = EnrichOperator::new(live, event_time, &model_input)?;
+        model_input = operator.output_schema().clone();
+        enrich.push(operator);
+    }
     let model = match (&spec.model, compiled) {
         (Some(path), Some(compiled)) => Some(ResolvedScorer {
             name: "model".into(),
@@ -314,6 +348,7 @@ pub(crate) fn resolve(
         input_schema,
         file,
         features,
+        enrich,
         model,
         shadows,
         event_time,
@@ -354,6 +389,8 @@ pub struct SpecReport {
     pub model_version: Option<String>,
     /// (name, version) of each shadow.
     pub shadows: Vec<(String, String)>,
+    /// (name, version, rows, keys) of each table.
+    pub tables: Vec<(String, String, usize, usize)>,
 }
 
 /// Checks a spec without starting it: every model loads and fits the
@@ -372,6 +409,19 @@ pub fn check_spec(spec: &PipelineSpec) -> Result<SpecReport, PipelineError> {
             .shadows
             .iter()
             .map(|s| (s.name.clone(), s.slot.current().version().to_string()))
+            .collect(),
+        tables: resolved
+            .enrich
+            .iter()
+            .map(|e| {
+                let t = e.live().current();
+                (
+                    e.live().name().to_string(),
+                    t.version().to_string(),
+                    t.rows(),
+                    t.keys(),
+                )
+            })
             .collect(),
     })
 }

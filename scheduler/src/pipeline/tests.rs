@@ -41,6 +41,7 @@ fn push_spec(dir: &Path, model: Option<PathBuf>, shadows: Vec<ShadowSpec>) -> Pi
         model,
         shadows,
         features: Vec::new(),
+        enrich: Vec::new(),
         state: Default::default(),
         device: Device::Cpu,
         sinks: vec![SinkSpec::Files {

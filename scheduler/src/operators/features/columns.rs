@@ -35,13 +35,13 @@ pub fn event_times_us(array: &ArrayRef) -> Vec<Option<i64>> {
 
 /// How a key column is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum KeyKind {
+pub(crate) enum KeyKind {
     Int,
     Text,
     Bool,
 }
 
-pub(super) fn key_kind(t: &DataType) -> Option<KeyKind> {
+pub(crate) fn key_kind(t: &DataType) -> Option<KeyKind> {
     match t {
         t if t.is_integer() => Some(KeyKind::Int),
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Some(KeyKind::Text),

@@ -21,8 +21,8 @@
 //! is refused, is `spec.rs`. State snapshots to bytes and restores
 //! bit-identically (`snapshot.rs`).
 
-mod columns;
-mod hash;
+pub(crate) mod columns;
+pub(crate) mod hash;
 mod snapshot;
 pub mod spec;
 mod state;
@@ -285,6 +285,7 @@ impl FeatureOperator {
             keys_expired: 0,
             events_dropped: 0,
             late_events: self.late_events,
+            ..Default::default()
         };
         for s in &self.sets {
             let c = s.state.counts();
