@@ -10,6 +10,7 @@
 #[macro_use]
 mod report;
 mod daemon;
+mod enrich;
 mod features;
 mod flight;
 mod gpu;
@@ -137,6 +138,24 @@ enum Bench {
         #[command(flatten)]
         common: Common,
     },
+    /// Enrichment: the table join alone on one core (integer and string
+    /// keys, as-of and latest row), beside pandas merge_asof and merge.
+    Enrich {
+        /// Events in all.
+        #[arg(long, default_value_t = 10_000_000)]
+        events: usize,
+        /// Keys of the table.
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: usize,
+        /// Events the peers (and roo beside them) run on: a prefix of the same stream.
+        #[arg(long, default_value_t = 1_000_000)]
+        peer_events: usize,
+        /// Skip the pandas peers.
+        #[arg(long)]
+        no_peers: bool,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Flight DoExchange at batch sizes 1 … 65536 from Rust and pyarrow,
     /// beside a Python HTTP server calling XGBoost per request (build roo
     /// first: cargo build --release -p roo-appliance).
@@ -235,6 +254,19 @@ fn main() -> Result<()> {
             (!no_peers).then_some(common.python.as_str()),
             &common.cache,
         )?,
+        Bench::Enrich {
+            events,
+            keys,
+            peer_events,
+            no_peers,
+            common,
+        } => enrich::run(
+            events,
+            keys,
+            peer_events,
+            (!no_peers).then_some(common.python.as_str()),
+            &common.cache,
+        )?,
         Bench::Gpu {
             sizes,
             repeats,
@@ -255,7 +287,9 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-const SCENARIOS: [&str; 6] = ["kernels", "ingest", "pipeline", "flight", "gpu", "features"];
+const SCENARIOS: [&str; 7] = [
+    "kernels", "ingest", "pipeline", "flight", "gpu", "features", "enrich",
+];
 
 /// Every scenario (or `only` those), then the report.
 fn all(quick: bool, out: &Path, price: f64, only: &[String], common: &Common) -> Result<()> {
@@ -276,6 +310,7 @@ fn all(quick: bool, out: &Path, price: f64, only: &[String], common: &Common) ->
         ("flight", 6),
         ("gpu", 6),
         ("features", 5),
+        ("enrich", 3),
     ]
     .iter()
     .filter(|(s, _)| wanted(s))
@@ -343,6 +378,14 @@ fn all(quick: bool, out: &Path, price: f64, only: &[String], common: &Common) ->
                 Some(python),
                 cache,
             )?);
+        }
+        if wanted("enrich") {
+            let (events, keys, peer_events) = if quick {
+                (200_000, 20_000, 50_000)
+            } else {
+                (10_000_000, 1_000_000, 1_000_000)
+            };
+            sections.push(enrich::run(events, keys, peer_events, Some(python), cache)?);
         }
         Ok(())
     })();

@@ -319,6 +319,37 @@ impl Report {
                 }
             }
         }
+        if let Some(e) = self.section("enrich") {
+            for case in &crate::enrich::CASES {
+                let goal = if case.text { 4e6 } else { 10e6 };
+                if let Some(all) = e.find(case.roo).filter(|_| case.as_of) {
+                    let ratio = all.events_per_s / goal;
+                    out.push(Headline {
+                        target: format!(
+                            "enrich >= {:.0}M lookups/s on one core ({} keys, as-of)",
+                            goal / 1e6,
+                            if case.text { "string" } else { "integer" }
+                        ),
+                        measured: format!("{:.2}M lookups/s", all.events_per_s / 1e6),
+                        ratio,
+                        goal: 1.0,
+                        met: ratio >= 1.0,
+                    });
+                }
+                let roo = format!("{}{}", case.roo, crate::enrich::PREFIX);
+                let cpu = |name: &str| e.find(name).and_then(|m| m.cpu_ns_per_event);
+                if let (Some(r), Some(p)) = (cpu(&roo), cpu(case.peer)) {
+                    let ratio = p / r;
+                    out.push(Headline {
+                        target: format!("enrich CPU per event <= 1/5 of {}", case.peer),
+                        measured: format!("1/{ratio:.1} ({r:.0} vs {p:.0} CPU-ns/event)"),
+                        ratio,
+                        goal: 5.0,
+                        met: ratio >= 5.0,
+                    });
+                }
+            }
+        }
         if let Some(k) = self.section("kernels") {
             for m in k
                 .measurements

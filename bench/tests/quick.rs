@@ -132,7 +132,7 @@ fn quick_run_writes_a_whole_and_sane_report() {
         .collect();
     assert_eq!(
         names,
-        ["kernels", "ingest", "pipeline", "flight", "gpu", "features"]
+        ["kernels", "ingest", "pipeline", "flight", "gpu", "features", "enrich"]
     );
     let gpu_required = std::env::var("ROO_REQUIRE_GPU").is_ok_and(|v| v == "1");
     for s in sections {
@@ -216,6 +216,9 @@ fn quick_run_writes_a_whole_and_sane_report() {
         "2 cores",
         "feature operator",
         "features CPU per event",
+        "lookups/s on one core (integer keys",
+        "enrich CPU per event <= 1/5 of pandas merge_asof(by=key), string keys",
+        "pandas merge(how=left)",
     ] {
         let h = headline
             .iter()
@@ -233,6 +236,7 @@ fn quick_run_writes_a_whole_and_sane_report() {
         "## Arrow Flight DoExchange",
         "## CPU/GPU crossover",
         "## Per-key rolling features",
+        "## Enrichment",
         "set with --dollars-per-core-hour",
     ] {
         assert!(md.contains(needle), "report.md lacks {needle:?}");

@@ -2,7 +2,8 @@
 
 1. a month of raw transactions (history.py) -> examples/fraud/out/history.parquet
 2. roo score --config roo.toml --pipeline live --no-model: the "live"
-   pipeline's features over the history, in time order: the training set,
+   pipeline's features over the history, in time order, and each card's
+   profile (profiles.csv) as it was at each event: the training set,
    computed by the same operators the stream runs
 3. XGBoost on those features -> examples/fraud/live_model.json
 4. `roo serve --config examples/fraud/roo.toml` scores live transactions
@@ -25,6 +26,8 @@ from history import transactions  # noqa: E402
 
 # What the card network sends and the model reads, beside roo's features.
 RAW = ["amount", "merchant_category", "hour_of_day", "is_online", "is_international"]
+# The profile columns the model reads (home_country is text: not a model input).
+PROFILE = ["credit_limit", "account_age_days", "prior_chargebacks"]
 
 
 def main():
@@ -42,11 +45,11 @@ def main():
     train = out / "train.parquet"
     subprocess.run([args.roo, "score", "--config", str(HERE / "roo.toml"), "--pipeline", "live",
                     "--input", str(history), "--output", str(train), "--no-model"], check=True)
-    print(f"2. roo's features over the history -> {train}")
+    print(f"2. roo's features and the profile as of each event over the history -> {train}")
 
     import xgboost as xgb
     table = pq.read_table(train)
-    features = RAW + [f["name"] for f in pipeline_features()]
+    features = RAW + [f["name"] for f in pipeline_features()] + PROFILE
     X = table.select(features).to_pandas()
     y = table.column("is_fraud").to_numpy()
     cut = int(len(X) * 0.8)  # train on the first 24 days, test on the rest

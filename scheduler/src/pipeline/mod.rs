@@ -49,6 +49,9 @@ use crate::operators::{Chain, Flow, Operator, OperatorKind};
 use crate::sinks::{layout, DeadLetterFiles, OutputSink};
 pub(crate) use source::StopSignal;
 
+/// A table's name and its reload's outcome: the new version, or why not.
+pub type TableReload = (String, Result<Arc<str>, EnrichError>);
+
 /// A stage thread and its name.
 type Stage = (&'static str, JoinHandle<Result<(), StageError>>);
 
@@ -408,10 +411,7 @@ impl Pipeline {
     /// each in between two batches; a table that fails to load is refused
     /// and the one before it stays. One result per table: its new version
     /// or why it was refused.
-    pub fn reload_tables(
-        &self,
-        only: Option<&str>,
-    ) -> Result<Vec<(String, Result<Arc<str>, EnrichError>)>, PipelineError> {
+    pub fn reload_tables(&self, only: Option<&str>) -> Result<Vec<TableReload>, PipelineError> {
         let chosen: Vec<&Arc<LiveTable>> = match only {
             Some(name) => vec![self.table(name)?],
             None => self.tables.iter().collect(),

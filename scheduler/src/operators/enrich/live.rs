@@ -160,6 +160,11 @@ impl LiveTable {
         out
     }
 
+    /// Events that joined no row so far.
+    pub fn unmatched(&self) -> u64 {
+        self.unmatched.load(Ordering::Relaxed)
+    }
+
     /// Sets the operator's figures in the pipeline's metrics.
     pub(super) fn publish(&self) {
         let table = self.current();

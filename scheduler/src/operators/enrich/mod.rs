@@ -32,6 +32,7 @@ use arrow_array::{
     Array, ArrayRef, BooleanArray, DictionaryArray, Int32Array, RecordBatch, StringArray,
     UInt32Array,
 };
+use arrow_buffer::{BooleanBuffer, NullBuffer, ScalarBuffer};
 use arrow_schema::{Field, Schema, SchemaRef};
 use roo_ingest::DeadLetter;
 
@@ -209,35 +210,40 @@ impl EnrichOperator {
             self.live.unmatched.fetch_add(unmatched, Ordering::Relaxed);
         }
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-        let indices: UInt32Array = match &keep {
-            None if unmatched == 0 => UInt32Array::from(std::mem::take(&mut self.rows)),
-            None => self
-                .rows
-                .iter()
-                .map(|&r| (r != MISSING).then_some(r))
-                .collect(),
-            Some(keep) => {
-                let mask = BooleanArray::from(keep.clone());
-                for c in &mut columns {
-                    *c = arrow_select::filter::filter(c, &mask).expect("same length");
-                }
-                self.rows
-                    .iter()
-                    .zip(keep)
-                    .filter(|(_, k)| **k)
-                    .map(|(&r, _)| (r != MISSING).then_some(r))
-                    .collect()
+        if let Some(keep) = &keep {
+            // The refused rows leave the input's columns and the lookups.
+            let mask = BooleanArray::from(keep.clone());
+            for c in &mut columns {
+                *c = arrow_select::filter::filter(c, &mask).expect("same length");
             }
-        };
+            let mut at = 0;
+            self.rows.retain(|_| {
+                at += 1;
+                keep[at - 1]
+            });
+        }
+        let rows_out = self.rows.len();
+        // Unjoined rows are null indices (their value 0, in range).
+        let nulls = self.rows.contains(&MISSING).then(|| {
+            let rows = &self.rows;
+            NullBuffer::new(BooleanBuffer::collect_bool(rows.len(), |i| {
+                rows[i] != MISSING
+            }))
+        });
+        if nulls.is_some() {
+            for r in &mut self.rows {
+                if *r == MISSING {
+                    *r = 0;
+                }
+            }
+        }
+        let indices = UInt32Array::new(ScalarBuffer::from(std::mem::take(&mut self.rows)), nulls);
         for c in table.columns() {
             columns.push(arrow_select::take::take(c, &indices, None).expect("rows in range"));
         }
-        let rows_out = indices.len();
-        if indices.null_count() == 0 {
-            // Give the buffer back for the next batch when nothing else holds it.
-            if let Ok(v) = indices.into_parts().1.into_inner().into_vec() {
-                self.rows = v;
-            }
+        // Give the buffer back for the next batch (nothing else holds it).
+        if let Ok(v) = indices.into_parts().1.into_inner().into_vec() {
+            self.rows = v;
         }
         columns.push(Arc::new(DictionaryArray::new(
             Int32Array::from(vec![0; rows_out]),

@@ -242,7 +242,18 @@ impl Table {
                     reason: d.reason.clone(),
                 });
             }
-            held += b.batch.get_array_memory_size();
+            // The bytes the rows cover: a slice of a mapped file shares
+            // the whole file's buffers, which its array size would count.
+            held += b
+                .batch
+                .columns()
+                .iter()
+                .map(|c| {
+                    c.to_data()
+                        .get_slice_memory_size()
+                        .unwrap_or_else(|_| c.get_array_memory_size())
+                })
+                .sum::<usize>();
             if held > spec.table_bytes_max {
                 let rows = batches.iter().map(|b| b.num_rows() as u64).sum::<u64>()
                     + b.batch.num_rows() as u64;

@@ -402,12 +402,7 @@ fn missing_dead_letter_sends_unjoined_events_to_the_dead_letters_naming_the_key(
         "{reasons:?}"
     );
     // The kept rows are the joined ones, in order, with their own values.
-    check(
-        &out,
-        &rows,
-        true,
-        &op.live().current().version().to_string(),
-    );
+    check(&out, &rows, true, op.live().current().version().as_ref());
     assert_eq!(
         op.live()
             .unmatched
@@ -718,25 +713,20 @@ fn a_failed_reload_keeps_the_snapshot_in_use_and_counts() {
     let before = live.current().version().clone();
     // Broken: a duplicate version; then a changed column type.
     let mut dup = rows.clone();
-    let newest = rows
-        .iter()
-        .filter(|r| r.key == rows[0].key)
-        .last()
-        .expect("a row");
+    let newest = rows.iter().rfind(|r| r.key == rows[0].key).expect("a row");
     dup.push(newest.clone());
     replace(&path, &table_batch(&dup, false, true));
     let e = live
         .reload_if_changed()
         .expect("the file changed")
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(e.to_string().contains("both hold key"), "{e}");
     assert!(
         live.reload_if_changed().is_none(),
         "a broken file is tried once per change"
     );
     std::fs::write(&path, "card,valid_from,credit_limit,country\n1,5,x,PT\n").expect("write");
-    let e = live.reload().err().expect("refused");
+    let e = live.reload().expect_err("refused");
     assert!(
         e.to_string()
             .contains("column \"credit_limit\" is now Utf8, was Float64"),
@@ -816,7 +806,7 @@ fn upserts_are_seen_by_the_next_batch_and_name_a_new_version() {
         vec![Arc::new(StringArray::from(vec!["x"]))],
     )
     .expect("batch");
-    let e = live.upsert(&bad).err().expect("refused");
+    let e = live.upsert(&bad).expect_err("refused");
     assert!(
         e.to_string()
             .contains("upsert: column \"card\": is Utf8; expected an integer"),
