@@ -258,9 +258,7 @@ fn a_running_daemon_reloads_refuses_and_upserts_its_table() {
     let path = dir.path().join("live.toml");
     std::fs::write(
         &path,
-        format!(
-            "[server]\nmetrics = \"127.0.0.1:0\"\n\n[flight]\nlisten = \"127.0.0.1:0\"\n\n[[pipeline]]\nname = \"e\"\nevent_time = \"ts\"\nmax_rows = 1000\nlinger_ms = 2\n\n[pipeline.source]\nkind = \"flight\"\ncolumns = [\"txn_id:int64\", \"card_id:int64\", \"ts:int64\", \"amount:float64\"]\n\n[[pipeline.sink]]\nkind = \"files\"\ndir = \"out\"\nformat = \"arrow\"\nrotate_secs = 1\n\n[[pipeline.enrich]]\nname = \"profile\"\ntable = \"profiles.csv\"\nkey = \"card_id\"\nvalid_from = \"valid_from\"\n"
-        ),
+            "[server]\nmetrics = \"127.0.0.1:0\"\n\n[flight]\nlisten = \"127.0.0.1:0\"\n\n[[pipeline]]\nname = \"e\"\nevent_time = \"ts\"\nmax_rows = 1000\nlinger_ms = 2\n\n[pipeline.source]\nkind = \"flight\"\ncolumns = [\"txn_id:int64\", \"card_id:int64\", \"ts:int64\", \"amount:float64\"]\n\n[[pipeline.sink]]\nkind = \"files\"\ndir = \"out\"\nformat = \"arrow\"\nrotate_secs = 1\n\n[[pipeline.enrich]]\nname = \"profile\"\ntable = \"profiles.csv\"\nkey = \"card_id\"\nvalid_from = \"valid_from\"\n",
     )
     .unwrap();
     let mut daemon = Daemon::start(&path, Stdio::null());
