@@ -11,9 +11,8 @@ mod common;
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-use arrow_array::{Array, RecordBatch};
 use common::{read_ipc_dir, roo, Daemon};
 
 const START: i64 = 1_790_000_000_000_000;
@@ -100,34 +99,6 @@ fn config(dir: &Path, name: &str, source: &str, sink: &str) -> PathBuf {
     path
 }
 
-/// Every column from `n_1h` on, as text (floats by their bits).
-fn joined_columns(batches: &[RecordBatch]) -> Vec<(String, Vec<String>)> {
-    let schema = batches[0].schema();
-    let first = schema.index_of("n_1h").unwrap();
-    (first..schema.fields().len())
-        .map(|c| {
-            let values = batches
-                .iter()
-                .flat_map(|b| {
-                    let col = b.column(c);
-                    (0..col.len()).map(move |r| {
-                        if col.is_null(r) {
-                            "null".to_string()
-                        } else if let Some(f) =
-                            col.as_any().downcast_ref::<arrow_array::Float64Array>()
-                        {
-                            format!("{:016x}", f.value(r).to_bits())
-                        } else {
-                            arrow_cast::display::array_value_to_string(col, r).unwrap()
-                        }
-                    })
-                })
-                .collect();
-            (schema.field(c).name().clone(), values)
-        })
-        .collect()
-}
-
 #[test]
 fn batch_and_stream_join_bit_identically_as_of_each_event() {
     let dir = tempfile::tempdir().unwrap();
@@ -142,29 +113,14 @@ fn batch_and_stream_join_bit_identically_as_of_each_event() {
         "",
     );
     let out = dir.path().join("batch.arrow");
-    let run = roo()
-        .args(["score", "--config"])
-        .arg(&batch_config)
-        .args(["--input"])
-        .arg(&data)
-        .arg("--output")
-        .arg(&out)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "{said}");
+    let (batch, said) = common::score_config(&batch_config, &data, &out);
     assert!(
         said.contains("[feature features, enrich profile]"),
         "{said}"
     );
-    let file = std::fs::File::open(&out).unwrap();
-    let batch: Vec<RecordBatch> = arrow_ipc::reader::FileReader::try_new(file, None)
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
     let batch_rows: usize = batch.iter().map(|b| b.num_rows()).sum();
     assert_eq!(batch_rows, rows, "no event is late past 60 s");
-    let joined = joined_columns(&batch);
+    let joined = common::columns_as_text(&batch, "n_1h");
     let limits = &joined.iter().find(|(n, _)| n == "credit_limit").unwrap().1;
     let missing = limits.iter().filter(|v| *v == "null").count();
     // Cards 1000..1100 and cards seen before their first version.
@@ -207,7 +163,7 @@ fn batch_and_stream_join_bit_identically_as_of_each_event() {
     let (code, lines) = daemon.finish();
     assert_eq!(code, Some(0), "{}", lines.join("\n"));
     let stream = read_ipc_dir(&dir.path().join("stream"));
-    let s = joined_columns(&stream);
+    let s = common::columns_as_text(&stream, "n_1h");
     assert_eq!(
         joined.len(),
         5,
@@ -229,19 +185,11 @@ fn pandas_merge_asof_and_merge_agree() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/enrich_pandas.py");
-    let out = Command::new(python)
-        .arg(script)
-        .arg(env!("CARGO_BIN_EXE_roo"))
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let said = common::run_python(
+        &python,
+        "enrich_pandas.py",
+        &[common::roo_path(), dir.path().as_os_str()],
     );
-    assert!(out.status.success(), "{said}");
     assert_eq!(said.matches("pandas agrees").count(), 3, "{said}");
 }
 
@@ -263,20 +211,13 @@ fn a_running_daemon_reloads_refuses_and_upserts_its_table() {
     .unwrap();
     let mut daemon = Daemon::start(&path, Stdio::null());
     let flight = daemon.ready().flight.unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/enrich_live.py");
-    let out = Command::new(python)
-        .arg(script)
-        .arg(format!("grpc://{flight}"))
-        .arg(daemon.child.id().to_string())
-        .arg(dir.path().join("profiles.csv"))
-        .output()
-        .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (address, pid) = (format!("grpc://{flight}"), daemon.child.id().to_string());
+    let table = dir.path().join("profiles.csv");
+    let said = common::run_python(
+        &python,
+        "enrich_live.py",
+        &[address.as_ref(), pid.as_ref(), table.as_os_str()],
     );
-    assert!(out.status.success(), "{said}");
     assert!(said.contains("ok: upserts dropped by SIGHUP"), "{said}");
     assert!(daemon.metric("roo_operator_table_load_failures_total") >= 1.0);
     assert_eq!(daemon.metric("roo_operator_table_upserts_total"), 1.0);

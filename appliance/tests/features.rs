@@ -8,10 +8,9 @@ mod common;
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-use arrow_array::{Array, RecordBatch};
-use common::{read_ipc_dir, roo, Daemon};
+use common::{read_ipc_dir, Daemon};
 
 /// Raw transactions as CSV: in time order but for some events that come
 /// up to 50 s late (within the pipeline's 60 s lateness) and a few that
@@ -132,33 +131,6 @@ fn config(dir: &Path, source: &str, sink: &str) -> PathBuf {
     path
 }
 
-fn feature_columns(batches: &[RecordBatch]) -> Vec<(String, Vec<String>)> {
-    let schema = batches[0].schema();
-    let first = schema.index_of("n_1h").unwrap();
-    (first..schema.fields().len())
-        .map(|c| {
-            let values = batches
-                .iter()
-                .flat_map(|b| {
-                    let col = b.column(c);
-                    (0..col.len()).map(move |r| {
-                        if col.is_null(r) {
-                            "null".to_string()
-                        } else if let Some(f) =
-                            col.as_any().downcast_ref::<arrow_array::Float64Array>()
-                        {
-                            format!("{:016x}", f.value(r).to_bits())
-                        } else {
-                            arrow_cast::display::array_value_to_string(col, r).unwrap()
-                        }
-                    })
-                })
-                .collect();
-            (schema.field(c).name().clone(), values)
-        })
-        .collect()
-}
-
 #[test]
 fn batch_and_stream_compute_bit_identical_features() {
     let dir = tempfile::tempdir().unwrap();
@@ -172,23 +144,8 @@ fn batch_and_stream_compute_bit_identical_features() {
         "",
     );
     let out = dir.path().join("batch.arrow");
-    let run = roo()
-        .args(["score", "--config"])
-        .arg(&batch_config)
-        .args(["--input"])
-        .arg(&data)
-        .arg("--output")
-        .arg(&out)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "{said}");
+    let (batch, said) = common::score_config(&batch_config, &data, &out);
     assert!(said.contains("[feature features]"), "{said}");
-    let file = std::fs::File::open(&out).unwrap();
-    let batch: Vec<RecordBatch> = arrow_ipc::reader::FileReader::try_new(file, None)
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
     let batch_rows: usize = batch.iter().map(|b| b.num_rows()).sum();
     let dead = rows - batch_rows;
     assert!(dead > 0 && dead < rows / 50, "{dead} late events refused");
@@ -231,7 +188,10 @@ fn batch_and_stream_compute_bit_identical_features() {
     let (code, lines) = daemon.finish();
     assert_eq!(code, Some(0), "{}", lines.join("\n"));
     let stream = read_ipc_dir(&dir.path().join("stream"));
-    let (b, s) = (feature_columns(&batch), feature_columns(&stream));
+    let (b, s) = (
+        common::columns_as_text(&batch, "n_1h"),
+        common::columns_as_text(&stream, "n_1h"),
+    );
     assert_eq!(b.len(), 10);
     for ((name, bv), (_, sv)) in b.iter().zip(&s) {
         assert_eq!(bv.len(), sv.len(), "{name}");
@@ -248,19 +208,11 @@ fn pandas_agrees_on_generated_transactions() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/features_pandas.py");
-    let out = Command::new(python)
-        .arg(script)
-        .arg(env!("CARGO_BIN_EXE_roo"))
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let said = common::run_python(
+        &python,
+        "features_pandas.py",
+        &[common::roo_path(), dir.path().as_os_str()],
     );
-    assert!(out.status.success(), "{said}");
     assert!(said.contains("pandas agrees"), "{said}");
 }
 

@@ -11,9 +11,9 @@ use anyhow::{Context, Result};
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use roo_scheduler::operators::enrich::{EnrichOperator, EnrichSpec, LiveTable, Missing};
-use roo_scheduler::operators::{Flow, Operator, Step};
 use roo_scheduler::PipelineMetrics;
 
+use crate::features::{prefix, time_batches};
 use crate::report::{process_peak_rss_mib, reset_peak_rss, Measurement, Run, Section};
 
 /// The three joins, named as the report shows them.
@@ -188,46 +188,6 @@ fn write_ipc(path: &Path, batches: &[RecordBatch]) -> Result<()> {
     Ok(())
 }
 
-/// The operator over `batches` on this thread: (run, events that joined nothing).
-fn time_operator(op: &mut EnrichOperator, batches: &[RecordBatch]) -> Result<Run> {
-    let (run, out) = Run::time(|| {
-        let mut rows = 0;
-        for b in batches {
-            let flow = Flow {
-                source: Arc::from("bench"),
-                seq: 0,
-                offsets: 0..0,
-                ingest_time: std::time::SystemTime::now(),
-                batch: Some(b.clone()),
-                dead_letters: Vec::new(),
-            };
-            if let Step::Done(f) = op.begin(flow) {
-                rows += f.rows();
-            }
-        }
-        rows
-    });
-    anyhow::ensure!(
-        out == batches.iter().map(|b| b.num_rows()).sum::<usize>(),
-        "every event comes out"
-    );
-    Ok(run)
-}
-
-fn prefix(batches: &[RecordBatch], n: usize) -> Vec<RecordBatch> {
-    let mut left = n;
-    batches
-        .iter()
-        .map_while(|b| {
-            (left > 0).then(|| {
-                let k = left.min(b.num_rows());
-                left -= k;
-                b.slice(0, k)
-            })
-        })
-        .collect()
-}
-
 pub fn run(
     events: usize,
     keys: usize,
@@ -276,7 +236,7 @@ pub fn run(
         drop(t);
         let batches = generate(events, keys, case.text);
         let mut op = EnrichOperator::new(live.clone(), Some(1), &event_schema(case.text))?;
-        let run = time_operator(&mut op, &batches)?;
+        let run = time_batches(&mut op, &batches)?;
         let rss = process_peak_rss_mib();
         say!(
             "  {}: {:.2} M lookups/s on one core, {:.0} CPU-ns/event, {} of {events} events joined a row; \
@@ -298,7 +258,7 @@ pub fn run(
         let first = prefix(&batches, peer_events);
         drop(batches);
         let before = live.unmatched();
-        let roo_prefix = time_operator(&mut op, &first)?;
+        let roo_prefix = time_batches(&mut op, &first)?;
         let roo_matched = peer_events as u64 - (live.unmatched() - before);
         let roo_name = format!("{}{PREFIX}", case.roo);
         section.push(Measurement::roo(

@@ -126,6 +126,13 @@ fn time_operator(batches: &[RecordBatch]) -> Result<(Run, usize, usize, usize)> 
         &schema(),
         Arc::new(PipelineMetrics::default()),
     )?;
+    let run = time_batches(&mut op, batches)?;
+    Ok((run, op.keys_held(), op.state_bytes(), op.events_held()))
+}
+
+/// Times one operator over `batches` on this thread (CPU time of the
+/// process); every event must come out.
+pub(crate) fn time_batches(op: &mut dyn Operator, batches: &[RecordBatch]) -> Result<Run> {
     let (run, out) = Run::time(|| {
         let mut rows = 0;
         for b in batches {
@@ -147,7 +154,22 @@ fn time_operator(batches: &[RecordBatch]) -> Result<(Run, usize, usize, usize)> 
         out == batches.iter().map(|b| b.num_rows()).sum::<usize>(),
         "every event comes out"
     );
-    Ok((run, op.keys_held(), op.state_bytes(), op.events_held()))
+    Ok(run)
+}
+
+/// The first `n` events of `batches`.
+pub(crate) fn prefix(batches: &[RecordBatch], n: usize) -> Vec<RecordBatch> {
+    let mut left = n;
+    batches
+        .iter()
+        .map_while(|b| {
+            (left > 0).then(|| {
+                let k = left.min(b.num_rows());
+                left -= k;
+                b.slice(0, k)
+            })
+        })
+        .collect()
 }
 
 pub fn run(
@@ -195,19 +217,7 @@ pub fn run(
     };
     let peer_events = peer_events.min(events);
     crate::report::step("features: the peers' events");
-    let prefix: Vec<RecordBatch> = {
-        let mut left = peer_events;
-        batches
-            .iter()
-            .map_while(|b| {
-                (left > 0).then(|| {
-                    let n = left.min(b.num_rows());
-                    left -= n;
-                    b.slice(0, n)
-                })
-            })
-            .collect()
-    };
+    let prefix = prefix(&batches, peer_events);
     let (roo_prefix, ..) = time_operator(&prefix)?;
     section.push(Measurement::roo(
         ROO_PREFIX,

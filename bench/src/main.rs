@@ -46,6 +46,32 @@ struct Common {
     cache: PathBuf,
 }
 
+/// The size of an operator scenario (features, enrich): events, keys, and
+/// the prefix the Python peers run on.
+#[derive(Args, Clone)]
+struct OperatorRun {
+    /// Events in all.
+    #[arg(long, default_value_t = 10_000_000)]
+    events: usize,
+    /// Distinct keys (cards; the table's keys).
+    #[arg(long, default_value_t = 1_000_000)]
+    keys: usize,
+    /// Events the peers (and roo beside them) run on: a prefix of the same stream.
+    #[arg(long, default_value_t = 1_000_000)]
+    peer_events: usize,
+    /// Skip the Python peers.
+    #[arg(long)]
+    no_peers: bool,
+    #[command(flatten)]
+    common: Common,
+}
+
+impl OperatorRun {
+    fn python(&self) -> Option<&str> {
+        (!self.no_peers).then_some(self.common.python.as_str())
+    }
+}
+
 #[derive(Subcommand)]
 enum Bench {
     /// Every scenario, with the peers, into a Markdown report, JSON and SVG
@@ -122,40 +148,10 @@ enum Bench {
     },
     /// Per-key rolling features: the operator alone on one core over
     /// Zipf-keyed events, beside pandas and a per-event Python stream.
-    Features {
-        /// Events in all.
-        #[arg(long, default_value_t = 10_000_000)]
-        events: usize,
-        /// Distinct cards (keys).
-        #[arg(long, default_value_t = 1_000_000)]
-        keys: usize,
-        /// Events the peers (and roo beside them) run on: a prefix of the same stream.
-        #[arg(long, default_value_t = 1_000_000)]
-        peer_events: usize,
-        /// Skip the Python peers.
-        #[arg(long)]
-        no_peers: bool,
-        #[command(flatten)]
-        common: Common,
-    },
+    Features(OperatorRun),
     /// Enrichment: the table join alone on one core (integer and string
     /// keys, as-of and latest row), beside pandas merge_asof and merge.
-    Enrich {
-        /// Events in all.
-        #[arg(long, default_value_t = 10_000_000)]
-        events: usize,
-        /// Keys of the table.
-        #[arg(long, default_value_t = 1_000_000)]
-        keys: usize,
-        /// Events the peers (and roo beside them) run on: a prefix of the same stream.
-        #[arg(long, default_value_t = 1_000_000)]
-        peer_events: usize,
-        /// Skip the pandas peers.
-        #[arg(long)]
-        no_peers: bool,
-        #[command(flatten)]
-        common: Common,
-    },
+    Enrich(OperatorRun),
     /// Flight DoExchange at batch sizes 1 … 65536 from Rust and pyarrow,
     /// beside a Python HTTP server calling XGBoost per request (build roo
     /// first: cargo build --release -p roo-appliance).
@@ -241,32 +237,12 @@ fn main() -> Result<()> {
             dollars_per_core_hour,
         })?,
         Bench::Flight { seconds, common } => flight::run(seconds, &common.python, &common.cache)?,
-        Bench::Features {
-            events,
-            keys,
-            peer_events,
-            no_peers,
-            common,
-        } => features::run(
-            events,
-            keys,
-            peer_events,
-            (!no_peers).then_some(common.python.as_str()),
-            &common.cache,
-        )?,
-        Bench::Enrich {
-            events,
-            keys,
-            peer_events,
-            no_peers,
-            common,
-        } => enrich::run(
-            events,
-            keys,
-            peer_events,
-            (!no_peers).then_some(common.python.as_str()),
-            &common.cache,
-        )?,
+        Bench::Features(r) => {
+            features::run(r.events, r.keys, r.peer_events, r.python(), &r.common.cache)?
+        }
+        Bench::Enrich(r) => {
+            enrich::run(r.events, r.keys, r.peer_events, r.python(), &r.common.cache)?
+        }
         Bench::Gpu {
             sizes,
             repeats,

@@ -351,3 +351,76 @@ pub fn check_config_refused(text: &str) -> String {
     );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// Every column from `first` on, as text (floats by their bits, so a
+/// comparison is bit for bit), with its name.
+pub fn columns_as_text(batches: &[RecordBatch], first: &str) -> Vec<(String, Vec<String>)> {
+    use arrow_array::Array;
+    let schema = batches[0].schema();
+    let first = schema.index_of(first).unwrap();
+    (first..schema.fields().len())
+        .map(|c| {
+            let values = batches
+                .iter()
+                .flat_map(|b| {
+                    let col = b.column(c);
+                    (0..col.len()).map(move |r| {
+                        if col.is_null(r) {
+                            "null".to_string()
+                        } else if let Some(f) =
+                            col.as_any().downcast_ref::<arrow_array::Float64Array>()
+                        {
+                            format!("{:016x}", f.value(r).to_bits())
+                        } else {
+                            arrow_cast::display::array_value_to_string(col, r).unwrap()
+                        }
+                    })
+                })
+                .collect();
+            (schema.field(c).name().clone(), values)
+        })
+        .collect()
+}
+
+/// `roo score --config CONFIG --input INPUT --output OUTPUT` (an Arrow IPC
+/// file); it must succeed. Returns the output's batches and what it said.
+pub fn score_config(config: &Path, input: &Path, output: &Path) -> (Vec<RecordBatch>, String) {
+    let run = roo()
+        .args(["score", "--config"])
+        .arg(config)
+        .args(["--input"])
+        .arg(input)
+        .arg("--output")
+        .arg(output)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert!(run.status.success(), "{said}");
+    let file = std::fs::File::open(output).unwrap();
+    let batches = arrow_ipc::reader::FileReader::try_new(file, None)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    (batches, said)
+}
+
+/// Runs `tests/python/SCRIPT` with `args` under `python`; it must exit 0.
+/// Returns what it printed (stdout, then stderr).
+pub fn run_python(python: &str, script: &str, args: &[&std::ffi::OsStr]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
+    let out = Command::new(python).arg(path).args(args).output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{script}: {said}");
+    said
+}
+
+/// The roo binary under test, as an argument.
+pub fn roo_path() -> &'static std::ffi::OsStr {
+    std::ffi::OsStr::new(env!("CARGO_BIN_EXE_roo"))
+}

@@ -125,6 +125,30 @@ impl From<IngestBatch> for Flow {
     }
 }
 
+/// A dead letter for one row an operator refused (no raw bytes: the row
+/// was already parsed), at the batch's offset.
+pub(crate) fn row_letter(source: &Arc<str>, offset: u64, reason: String) -> DeadLetter {
+    DeadLetter {
+        source: source.clone(),
+        offset,
+        line: None,
+        raw: Vec::new(),
+        raw_len: 0,
+        reason,
+        records: 1,
+    }
+}
+
+/// A schema's column names, for an error that says what there is.
+pub(crate) fn column_names(schema: &arrow_schema::Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// What [`Operator::begin`] did with a flow.
 pub enum Step {
     /// Done: pass it on.

@@ -365,12 +365,7 @@ fn event_time_column(spec: &PipelineSpec, schema: &SchemaRef) -> Result<Option<u
         .index_of(name)
         .map_err(|_| SetupError::EventTimeMissing {
             column: name.clone(),
-            available: schema
-                .fields()
-                .iter()
-                .map(|f| f.name().as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+            available: crate::operators::column_names(schema),
         })?;
     let data_type = schema.field(index).data_type();
     if !is_event_time_type(data_type) {

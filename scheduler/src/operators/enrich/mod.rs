@@ -42,7 +42,7 @@ pub use table::{Table, TABLE_ROWS_MAX};
 pub use watch::{TableWatcher, WATCH_INTERVAL};
 
 use super::features::columns::event_times_us;
-use super::{Flow, Operator, OperatorKind, Step};
+use super::{column_names, row_letter, Flow, Operator, OperatorKind, Step};
 use crate::state::{self, SnapshotError};
 use table::{version_field, EventKeys, KeyArray, MISSING};
 
@@ -74,12 +74,7 @@ impl EnrichOperator {
             .map_err(|_| EnrichError::NoEventKey {
                 name: name.clone(),
                 column: spec.key.clone(),
-                available: input
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                available: column_names(input),
             })?;
         let table = live.current();
         let event_type = input.field(key_column).data_type();
@@ -170,7 +165,7 @@ impl EnrichOperator {
                     self.times.push(t.unwrap_or(i64::MIN));
                     if t.is_none() {
                         keep.get_or_insert_with(|| vec![true; n])[row] = false;
-                        letters.push(letter(source, offset, format!(
+                        letters.push(row_letter(source, offset, format!(
                             "row {row} of the batch at offset {offset}: no event time (the event_time column is null); enrich {:?} joins by event time",
                             spec.name
                         )));
@@ -198,7 +193,7 @@ impl EnrichOperator {
                 } else {
                     format!("no row for key {key}")
                 };
-                letters.push(letter(source, offset, format!(
+                letters.push(row_letter(source, offset, format!(
                     "row {row} of the batch at offset {offset}: enrich {:?}: {why} in table {} ({}); missing = \"dead_letter\"",
                     spec.name,
                     spec.table.display(),
@@ -253,18 +248,6 @@ impl EnrichOperator {
         let out = RecordBatch::try_new(self.output_schema.clone(), columns)
             .expect("columns built for the output schema");
         (out, letters)
-    }
-}
-
-fn letter(source: &Arc<str>, offset: u64, reason: String) -> DeadLetter {
-    DeadLetter {
-        source: source.clone(),
-        offset,
-        line: None,
-        raw: Vec::new(),
-        raw_len: 0,
-        reason,
-        records: 1,
     }
 }
 

@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 
 use super::index::{Index, Slot, Tags, PREFETCH_AHEAD};
 use super::spec::{EnrichError, EnrichSpec};
+use crate::operators::column_names;
 use crate::operators::features::columns::{event_times_us, is_event_time_type, key_kind, KeyKind};
 
 /// A lookup that found no row.
@@ -177,14 +178,7 @@ impl Table {
         })?;
         let source = FileSource::open(path, format).map_err(read_error)?;
         let schema = source.schema();
-        let available = || {
-            schema
-                .fields()
-                .iter()
-                .map(|f| f.name().as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let available = || column_names(&schema);
         let find = |column: &str, what: &'static str| {
             schema
                 .index_of(column)

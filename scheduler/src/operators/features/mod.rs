@@ -41,7 +41,7 @@ pub use columns::{event_times_us, is_event_time_type};
 pub use spec::{parse_duration_us, Agg, DurationError, FeatureError, FeatureSpec, StateLimits};
 use state::{Answer, Feature, Group, KeyedState, SlotKind};
 
-use super::{Flow, Operator, OperatorKind, Step};
+use super::{column_names, row_letter, Flow, Operator, OperatorKind, Step};
 use crate::metrics::{OperatorStats, PipelineMetrics};
 use crate::state::SnapshotError;
 
@@ -84,14 +84,7 @@ impl FeatureOperator {
                 found: time_field.data_type().to_string(),
             });
         }
-        let available = || {
-            input
-                .fields()
-                .iter()
-                .map(|f| f.name().as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let available = || column_names(input);
         let column = |feature: &str, name: &str| {
             input.index_of(name).map_err(|_| FeatureError::NoColumn {
                 feature: feature.to_string(),
@@ -341,7 +334,7 @@ impl FeatureOperator {
         for row in 0..rows {
             let Some(t) = times[row] else {
                 keep[row] = false;
-                letters.push(letter(flow_source, offset, format!(
+                letters.push(row_letter(flow_source, offset, format!(
                     "row {row} of the batch at offset {offset}: no event time (the event_time column is null)"
                 )));
                 continue;
@@ -371,7 +364,7 @@ impl FeatureOperator {
                             .unwrap_or_default()
                     })
                     .collect();
-                letters.push(letter(flow_source, offset, format!(
+                letters.push(row_letter(flow_source, offset, format!(
                     "row {row} of the batch at offset {offset}: event time {t} µs is {} µs older than key [{}]'s newest event ({newest} µs), past the lateness of {} µs",
                     newest - t,
                     key.join(", "),
@@ -411,18 +404,6 @@ impl FeatureOperator {
         let out = RecordBatch::try_new(self.output_schema.clone(), columns)
             .expect("columns built for the output schema");
         (out, letters)
-    }
-}
-
-fn letter(source: &Arc<str>, offset: u64, reason: String) -> DeadLetter {
-    DeadLetter {
-        source: source.clone(),
-        offset,
-        line: None,
-        raw: Vec::new(),
-        raw_len: 0,
-        reason,
-        records: 1,
     }
 }
 
