@@ -13,8 +13,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use arrow_array::RecordBatch;
 use arrow_schema::FieldRef;
 
+use super::load::stamp;
 use super::spec::{EnrichError, EnrichSpec};
-use super::table::{stamp, Table};
+use super::table::Table;
 use crate::metrics::{OperatorStats, PipelineMetrics};
 use crate::operators::OperatorKind;
 

@@ -13,13 +13,16 @@
 //! it joined.
 //!
 //! - `spec.rs`: what an enrichment is and what is refused.
-//! - `table.rs`: one immutable snapshot (load, build, lookup, upsert).
+//! - `table.rs`: one immutable snapshot (build, lookup, upsert);
+//!   `load.rs`: reading it from a file; `keys.rs`: key columns normalised.
 //! - `index.rs`: its key index.
 //! - `live.rs`: the snapshot in use, swapped by reloads and upserts.
 //! - `watch.rs`: reloads a table whose file changed.
 
 mod index;
+mod keys;
 mod live;
+mod load;
 pub mod spec;
 mod table;
 mod watch;
@@ -44,7 +47,8 @@ pub use watch::{TableWatcher, WATCH_INTERVAL};
 use super::features::columns::event_times_us;
 use super::{column_names, row_letter, Flow, Operator, OperatorKind, Step};
 use crate::state::{self, SnapshotError};
-use table::{version_field, EventKeys, KeyArray, MISSING};
+use keys::{EventKeys, KeyArray};
+use table::{version_field, MISSING};
 
 /// The enrich operator.
 pub struct EnrichOperator {
