@@ -236,7 +236,7 @@ pub fn run(
         drop(t);
         let batches = generate(events, keys, case.text);
         let mut op = EnrichOperator::new(live.clone(), Some(1), &event_schema(case.text))?;
-        let run = time_batches(&mut op, &batches)?;
+        let (run, _) = time_batches(&mut op, &batches)?;
         let rss = process_peak_rss_mib();
         say!(
             "  {}: {:.2} M lookups/s on one core, {:.0} CPU-ns/event, {} of {events} events joined a row; \
@@ -258,7 +258,7 @@ pub fn run(
         let first = prefix(&batches, peer_events);
         drop(batches);
         let before = live.unmatched();
-        let roo_prefix = time_batches(&mut op, &first)?;
+        let (roo_prefix, _) = time_batches(&mut op, &first)?;
         let roo_matched = peer_events as u64 - (live.unmatched() - before);
         let roo_name = format!("{}{PREFIX}", case.roo);
         section.push(Measurement::roo(

@@ -126,35 +126,35 @@ fn time_operator(batches: &[RecordBatch]) -> Result<(Run, usize, usize, usize)> 
         &schema(),
         Arc::new(PipelineMetrics::default()),
     )?;
-    let run = time_batches(&mut op, batches)?;
+    let (run, _) = time_batches(&mut op, batches)?;
     Ok((run, op.keys_held(), op.state_bytes(), op.events_held()))
 }
 
 /// Times one operator over `batches` on this thread (CPU time of the
-/// process); every event must come out.
-pub(crate) fn time_batches(op: &mut dyn Operator, batches: &[RecordBatch]) -> Result<Run> {
-    let (run, out) = Run::time(|| {
-        let mut rows = 0;
+/// process), its own flows (an aggregate's windows) emitted after each
+/// batch and at the end as a pipeline does; every event must be accounted
+/// for. Returns the run and the result rows emitted.
+pub(crate) fn time_batches(op: &mut dyn Operator, batches: &[RecordBatch]) -> Result<(Run, usize)> {
+    let (run, (events, results)) = Run::time(|| {
+        let (mut events, mut results) = (0, 0);
+        let mut own = Vec::new();
         for b in batches {
-            let flow = Flow {
-                source: Arc::from("bench"),
-                seq: 0,
-                offsets: 0..0,
-                ingest_time: std::time::SystemTime::now(),
-                batch: Some(b.clone()),
-                dead_letters: Vec::new(),
-            };
+            let flow = Flow::of_events(Arc::from("bench"), 0, 0..0, b.clone());
             if let Step::Done(f) = op.begin(flow) {
-                rows += f.rows();
+                events += f.records();
             }
+            op.emit(false, &mut own);
+            results += own.drain(..).map(|f| f.rows()).sum::<usize>();
         }
-        rows
+        op.emit(true, &mut own);
+        results += own.drain(..).map(|f| f.rows()).sum::<usize>();
+        (events, results)
     });
     anyhow::ensure!(
-        out == batches.iter().map(|b| b.num_rows()).sum::<usize>(),
-        "every event comes out"
+        events == batches.iter().map(|b| b.num_rows() as u64).sum::<u64>(),
+        "every event is accounted for"
     );
-    Ok(run)
+    Ok((run, results))
 }
 
 /// The first `n` events of `batches`.

@@ -38,8 +38,12 @@ pub struct ChainJob {
 #[derive(Clone, Debug)]
 pub struct ChainReport {
     pub rows_in: u64,
+    /// Events written (rows that are not an aggregate's results).
     pub rows_out: u64,
     pub dead_letters: u64,
+    /// Events an aggregate counted, and the result rows it wrote.
+    pub aggregated: u64,
+    pub results_out: u64,
     pub batches: u64,
     pub elapsed: Duration,
     /// The operators run, in order: "feature features", "score model", …
@@ -98,6 +102,8 @@ pub fn run_chain_over_file(job: ChainJob) -> Result<ChainReport, PipelineError> 
         rows_in: 0,
         rows_out: 0,
         dead_letters: 0,
+        aggregated: 0,
+        results_out: 0,
         batches: 0,
         elapsed: Duration::ZERO,
         operators,
@@ -118,8 +124,13 @@ pub fn run_chain_over_file(job: ChainJob) -> Result<ChainReport, PipelineError> 
                 )?);
             }
             sink.as_mut().expect("created").write(&batch)?;
-            report.rows_out += batch.num_rows() as u64;
+            if flow.results {
+                report.results_out += batch.num_rows() as u64;
+            } else {
+                report.rows_out += batch.num_rows() as u64;
+            }
         }
+        report.aggregated += flow.aggregated;
         report.batches += 1;
         Ok(())
     };
@@ -152,12 +163,12 @@ pub fn run_chain_over_file(job: ChainJob) -> Result<ChainReport, PipelineError> 
         .iter()
         .map(|o| o.keys_held)
         .sum();
-    if report.rows_in != report.rows_out + report.dead_letters {
+    if report.rows_in != report.rows_out + report.dead_letters + report.aggregated {
         return Err(PipelineError::Invariant {
             pipeline: name,
             what: format!(
-                "{} events came in, but {} went out and {} are dead letters",
-                report.rows_in, report.rows_out, report.dead_letters
+                "{} events came in, but {} went out, {} are dead letters and {} were aggregated",
+                report.rows_in, report.rows_out, report.dead_letters, report.aggregated
             ),
         });
     }

@@ -61,6 +61,8 @@ pub enum PipelineError {
     Stopping { pipeline: String },
     #[error("pipeline {pipeline} has no model")]
     NoModel { pipeline: String },
+    #[error("pipeline {pipeline} has no aggregate ([[pipeline.aggregate]]): it has no latest window")]
+    NoAggregate { pipeline: String },
     #[error("pipeline {pipeline} has no table {table:?} (its tables: {tables})")]
     NoTable {
         pipeline: String,
@@ -101,6 +103,10 @@ pub enum SetupError {
     PushColumnsWithFeatures,
     #[error(transparent)]
     Enrich(#[from] crate::operators::enrich::EnrichError),
+    #[error(transparent)]
+    Aggregate(#[from] crate::operators::aggregate::AggregateError),
+    #[error("aggregates {first:?} and {second:?}: an aggregate ends a pipeline's chain, so a pipeline has one at most")]
+    TwoAggregates { first: String, second: String },
     #[error("enrich {name:?} is declared twice")]
     DuplicateEnrich { name: String },
     #[error("shadow {name:?} is declared twice")]

@@ -66,6 +66,10 @@ pub struct PipelineMetrics {
     /// Rows scored and written to every sink.
     pub events_out: AtomicU64,
     pub events_dead: AtomicU64,
+    /// Events an aggregate counted into its windows (not written as rows).
+    pub events_aggregated: AtomicU64,
+    /// An aggregate's result rows written to every sink.
+    pub results_out: AtomicU64,
     pub batches: AtomicU64,
     pub batches_cpu: AtomicU64,
     pub batches_gpu: AtomicU64,
@@ -219,6 +223,8 @@ impl PipelineMetrics {
             events_in: get(&self.events_in),
             events_out: get(&self.events_out),
             events_dead: get(&self.events_dead),
+            events_aggregated: get(&self.events_aggregated),
+            results_out: get(&self.results_out),
             batches: get(&self.batches),
             batches_cpu: get(&self.batches_cpu),
             batches_gpu: get(&self.batches_gpu),
@@ -265,6 +271,10 @@ pub struct MetricsSnapshot {
     /// Rows written to every sink.
     pub events_out: u64,
     pub events_dead: u64,
+    /// Events an aggregate counted into its windows.
+    pub events_aggregated: u64,
+    /// An aggregate's result rows written.
+    pub results_out: u64,
     pub batches: u64,
     pub batches_cpu: u64,
     pub batches_gpu: u64,
@@ -330,6 +340,11 @@ pub struct OperatorStats {
     /// Events that joined no row (null or unknown key, or before the
     /// key's first version).
     pub events_unmatched: u64,
+    /// An aggregate's windows emitted.
+    pub windows_emitted: u64,
+    /// An aggregate's Space-Saving takeovers: a key taking over another's
+    /// counter in a pane past `keys_max`.
+    pub summary_takeovers: u64,
 }
 
 /// A source's acknowledged offset: bytes of a stream, or rows.

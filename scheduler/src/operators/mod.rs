@@ -21,6 +21,7 @@
 //! bit-identically ([`crate::state`]): checkpoints, partition hand-over and
 //! tests use that one interface.
 
+pub mod aggregate;
 pub mod enrich;
 pub mod features;
 pub mod score;
@@ -80,17 +81,38 @@ pub struct Flow {
     /// are then counted in a dead letter's `records`).
     pub batch: Option<RecordBatch>,
     pub dead_letters: Vec<DeadLetter>,
+    /// Events an aggregate took into its windows: accounted for, not
+    /// passed on.
+    pub aggregated: u64,
+    /// The rows are an aggregate's results (windows), not events.
+    pub results: bool,
 }
 
 impl Flow {
+    /// A flow of `batch`'s events, read now, no dead letters yet.
+    pub fn of_events(source: Arc<str>, seq: u64, offsets: Range<u64>, batch: RecordBatch) -> Self {
+        Self {
+            source,
+            seq,
+            offsets,
+            ingest_time: SystemTime::now(),
+            batch: Some(batch),
+            dead_letters: Vec::new(),
+            aggregated: 0,
+            results: false,
+        }
+    }
+
     /// Rows still in the flow.
     pub fn rows(&self) -> usize {
         self.batch.as_ref().map_or(0, RecordBatch::num_rows)
     }
 
-    /// Events this flow accounts for: rows plus what its dead letters stand for.
+    /// Events this flow accounts for: rows (unless results), what its
+    /// dead letters stand for, and events aggregated.
     pub fn records(&self) -> u64 {
-        self.rows() as u64 + self.dead_letters.iter().map(|d| d.records).sum::<u64>()
+        let rows = if self.results { 0 } else { self.rows() as u64 };
+        rows + self.dead_letters.iter().map(|d| d.records).sum::<u64>() + self.aggregated
     }
 
     /// Refuses the batch whole: its rows become one dead letter naming why.
@@ -121,6 +143,8 @@ impl From<IngestBatch> for Flow {
             ingest_time: b.ingest_time,
             batch: Some(b.batch),
             dead_letters: b.dead_letters,
+            aggregated: 0,
+            results: false,
         }
     }
 }

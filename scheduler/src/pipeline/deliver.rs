@@ -89,9 +89,10 @@ pub(crate) fn run(
     event_time: Option<usize>,
     metrics: &PipelineMetrics,
 ) -> Result<(), StageError> {
-    // (batch number, source, offset it ends at), written but not yet
-    // durable in every sink, oldest first.
-    let mut pending: VecDeque<(u64, Arc<str>, u64)> = VecDeque::new();
+    // (batch number, source and the offset it ends at — none for an
+    // aggregate's results), written but not yet durable in every sink,
+    // oldest first.
+    let mut pending: VecDeque<(u64, Option<(Arc<str>, u64)>)> = VecDeque::new();
     let mut number = 0u64;
     let mut order = OrderCheck::new(SOURCES_ORDER_CHECKED_MAX);
     loop {
@@ -126,8 +127,16 @@ pub(crate) fn run(
         if !order.check(&flow.source, flow.seq)? {
             PipelineMetrics::add(&metrics.order_unchecked_batches, 1);
         }
-        pending.push_back((number, flow.source.clone(), flow.offsets.end));
-        PipelineMetrics::add(&metrics.events_out, rows);
+        let events = if flow.results {
+            PipelineMetrics::add(&metrics.results_out, rows);
+            pending.push_back((number, None));
+            0
+        } else {
+            PipelineMetrics::add(&metrics.events_out, rows);
+            pending.push_back((number, Some((flow.source.clone(), flow.offsets.end))));
+            rows
+        };
+        PipelineMetrics::add(&metrics.events_aggregated, flow.aggregated);
         PipelineMetrics::add(
             &metrics.events_dead,
             flow.dead_letters.iter().map(|d| d.records).sum(),
@@ -140,11 +149,11 @@ pub(crate) fn run(
             .unwrap_or_default();
         metrics
             .end_to_end_us
-            .record(latency.as_micros() as u64, rows.max(1));
+            .record(latency.as_micros() as u64, events.max(1));
         metrics
             .recent_end_to_end_us
-            .record(latency.as_micros() as u64, rows.max(1));
-        if let (Some(c), Some(batch)) = (event_time, batch) {
+            .record(latency.as_micros() as u64, events.max(1));
+        if let (Some(c), Some(batch), false) = (event_time, batch, flow.results) {
             record_event_latency(batch, c, &metrics.event_to_sink_us);
         }
         ack(&mut pending, &mut sinks, &mut dead, number, metrics)?;
@@ -162,7 +171,7 @@ pub(crate) fn run(
 /// Acknowledges every batch every sink now holds durably: its source's
 /// offset, and the dead letters written with it (published).
 fn ack(
-    pending: &mut VecDeque<(u64, Arc<str>, u64)>,
+    pending: &mut VecDeque<(u64, Option<(Arc<str>, u64)>)>,
     sinks: &mut [OutputSink],
     dead: &mut Option<DeadLetterFiles>,
     number: u64,
@@ -173,9 +182,10 @@ fn ack(
         through = through.min(s.durable_through()?);
     }
     let mut any = false;
-    while pending.front().is_some_and(|(n, _, _)| *n <= through) {
-        let (_, source, offset) = pending.pop_front().expect("checked");
-        metrics.ack(&source, offset);
+    while pending.front().is_some_and(|(n, _)| *n <= through) {
+        if let (_, Some((source, offset))) = pending.pop_front().expect("checked") {
+            metrics.ack(&source, offset);
+        }
         any = true;
     }
     if any {

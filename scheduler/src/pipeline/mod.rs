@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use crossbeam_channel::{bounded, Sender};
 use roo_ingest::IngestBatch;
@@ -43,6 +44,7 @@ pub use spec::{
 use crate::error::{PipelineError, SetupError, StageError};
 use crate::metrics::{MetricsSnapshot, PipelineMetrics};
 use crate::models::{BatchScorer, BoundModel, CompiledModel, ModelSlot};
+use crate::operators::aggregate::LatestWindow;
 use crate::operators::enrich::{EnrichError, LiveTable, TableWatcher};
 use crate::operators::score::ScoreOperator;
 use crate::operators::{Chain, Flow, Operator, OperatorKind};
@@ -66,6 +68,8 @@ pub struct Pipeline {
     input_schema: SchemaRef,
     /// What the model reads when features or tables come before it.
     model_input: Option<SchemaRef>,
+    /// The aggregate ending the chain: its rows' schema and latest window.
+    aggregate: Option<(SchemaRef, Arc<LatestWindow>)>,
     /// The tables joined (`[[pipeline.enrich]]`), in chain order.
     tables: Vec<Arc<LiveTable>>,
     /// Reloads tables whose file changed; stopped by `join`.
@@ -92,6 +96,8 @@ pub struct PipelineCounts {
     pub events_in: u64,
     pub events_out: u64,
     pub events_dead: u64,
+    /// Events an aggregate counted (its result rows are not events).
+    pub events_aggregated: u64,
     pub batches: u64,
     pub batches_gpu: u64,
     /// Batches the GPU failed and the CPU scored again.
@@ -110,6 +116,10 @@ impl Pipeline {
         let metrics = Arc::new(PipelineMetrics::default());
         let mut resolved = spec::resolve(&spec, &metrics).map_err(setup)?;
         let model_input = resolved.model_input();
+        let aggregate = resolved
+            .aggregate
+            .as_ref()
+            .map(|a| (a.output_schema().clone(), a.latest()));
         let tables: Vec<Arc<LiveTable>> =
             resolved.enrich.iter().map(|e| e.live().clone()).collect();
         let chain = chain_of(&spec.name, &mut resolved, &pool, &metrics);
@@ -210,6 +220,7 @@ impl Pipeline {
                 .collect(),
             input_schema: resolved.input_schema,
             model_input,
+            aggregate,
             tables,
             watcher: Mutex::new(watcher),
             source_kind: spec.source.kind(),
@@ -287,12 +298,26 @@ impl Pipeline {
     /// What the sinks receive: the input and every operator's columns, as
     /// the models in place now write them.
     pub fn output_schema(&self) -> SchemaRef {
+        if let Some((schema, _)) = &self.aggregate {
+            return schema.clone();
+        }
         spec::chain_output_schema(
             &self.input_schema,
             self.model_input.as_ref(),
             self.model.as_deref(),
             self.shadows.last().map(|(_, s)| s.as_ref()),
         )
+    }
+
+    /// The latest window the pipeline's aggregate emitted: `Err` when it
+    /// has no aggregate, `Ok(None)` before the first window.
+    pub fn latest_window(&self) -> Result<Option<RecordBatch>, PipelineError> {
+        match &self.aggregate {
+            Some((_, latest)) => Ok(latest.get()),
+            None => Err(PipelineError::NoAggregate {
+                pipeline: self.name.clone(),
+            }),
+        }
     }
 
     /// "file", "tcp", "generator" or "push".
@@ -526,16 +551,17 @@ impl Pipeline {
             events_in: s.events_in,
             events_out: s.events_out,
             events_dead: s.events_dead,
+            events_aggregated: s.events_aggregated,
             batches: s.batches,
             batches_gpu: s.batches_gpu,
             batches_cpu_retried: s.batches_cpu_retried,
         };
-        if counts.events_in != counts.events_out + counts.events_dead {
+        if counts.events_in != counts.events_out + counts.events_dead + counts.events_aggregated {
             return Err(PipelineError::Invariant {
                 pipeline: self.name.clone(),
                 what: format!(
-                    "{} events came in, but {} went out and {} are dead letters",
-                    counts.events_in, counts.events_out, counts.events_dead
+                    "{} events came in, but {} went out, {} are dead letters and {} were aggregated",
+                    counts.events_in, counts.events_out, counts.events_dead, counts.events_aggregated
                 ),
             });
         }
@@ -612,6 +638,20 @@ pub(crate) fn chain_of(
             pool.clone(),
             metrics.clone(),
         )));
+    }
+    if let Some(a) = resolved.aggregate.take() {
+        let s = a.spec();
+        tracing::info!(
+            "pipeline {}: aggregate {} ({} by {}, window {} µs every {} µs, top {})",
+            pipeline,
+            s.name,
+            s.agg,
+            s.key.join(", "),
+            s.window_us,
+            s.every_us,
+            s.top
+        );
+        operators.push(Box::new(a));
     }
     Chain::new(operators)
 }

@@ -17,6 +17,7 @@ use crate::generator::{card_schema, transaction_schema};
 use crate::metrics::PipelineMetrics;
 use crate::models::{CompiledModel, ModelSlot, OutputNaming};
 use crate::operators::enrich::{EnrichOperator, EnrichSpec, LiveTable};
+use crate::operators::aggregate::{AggregateOperator, AggregateSpec};
 use crate::operators::features::{is_event_time_type, FeatureOperator, FeatureSpec, StateLimits};
 
 /// Where a pipeline's events come from.
@@ -120,6 +121,9 @@ pub struct PipelineSpec {
     /// Tables joined to each event after the features, before the model
     /// (their columns are the model's to read), in order.
     pub enrich: Vec<EnrichSpec>,
+    /// A windowed aggregate ending the chain (one at most): its rows go to
+    /// the sinks, the events it counts do not.
+    pub aggregate: Vec<AggregateSpec>,
     pub device: Device,
     pub sinks: Vec<SinkSpec>,
     /// A directory for dead-letter files (NDJSON); `None`: counted and logged only.
@@ -168,6 +172,8 @@ pub(crate) struct Resolved {
     /// The pipeline's model, then each shadow, each bound to the schema it sees.
     pub model: Option<ResolvedScorer>,
     pub shadows: Vec<ResolvedScorer>,
+    /// The aggregate ending the chain, checked against what reaches it.
+    pub aggregate: Option<AggregateOperator>,
     /// The `event_time` column's index in the input (and output) schema.
     pub event_time: Option<usize>,
 }
@@ -199,8 +205,12 @@ impl Resolved {
         }
     }
 
-    /// The chain's output schema at start ([`chain_output_schema`]).
+    /// The chain's output schema at start: the aggregate's rows, else
+    /// [`chain_output_schema`].
     pub fn output_schema(&self) -> SchemaRef {
+        if let Some(a) = &self.aggregate {
+            return a.output_schema().clone();
+        }
         chain_output_schema(
             &self.input_schema,
             self.model_input().as_ref(),
@@ -344,6 +354,21 @@ pub(crate) fn resolve(
             slot: Arc::new(slot),
         });
     }
+    let aggregate = match spec.aggregate.as_slice() {
+        [] => None,
+        [a] => Some(AggregateOperator::new(
+            a,
+            event_time,
+            &schema_or(&schema, &model_input, model.is_some()),
+            metrics.clone(),
+        )?),
+        [first, second, ..] => {
+            return Err(SetupError::TwoAggregates {
+                first: first.name.clone(),
+                second: second.name.clone(),
+            })
+        }
+    };
     Ok(Resolved {
         input_schema,
         file,
@@ -351,8 +376,19 @@ pub(crate) fn resolve(
         enrich,
         model,
         shadows,
+        aggregate,
         event_time,
     })
+}
+
+/// What reaches the operator after the models: the last scorer's output
+/// (`scored`), else the features' and tables' output.
+fn schema_or(scored: &SchemaRef, model_input: &SchemaRef, has_model: bool) -> SchemaRef {
+    if has_model {
+        scored.clone()
+    } else {
+        model_input.clone()
+    }
 }
 
 /// The index of the spec's `event_time` column in `schema` (the output

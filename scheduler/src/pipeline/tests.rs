@@ -42,6 +42,7 @@ fn push_spec(dir: &Path, model: Option<PathBuf>, shadows: Vec<ShadowSpec>) -> Pi
         shadows,
         features: Vec::new(),
         enrich: Vec::new(),
+        aggregate: Vec::new(),
         state: Default::default(),
         device: Device::Cpu,
         sinks: vec![SinkSpec::Files {

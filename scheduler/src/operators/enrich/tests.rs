@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type};
@@ -204,14 +203,7 @@ fn reference(rows: &[Row], key: Option<i64>, t: i64, valid_from: bool) -> Option
 }
 
 fn flow(batch: RecordBatch, seq: u64) -> Flow {
-    Flow {
-        source: Arc::from("test"),
-        seq,
-        offsets: 0..batch.num_rows() as u64,
-        ingest_time: SystemTime::now(),
-        batch: Some(batch),
-        dead_letters: Vec::new(),
-    }
+    Flow::of_events(Arc::from("test"), seq, 0..batch.num_rows() as u64, batch)
 }
 
 fn operator(spec: &EnrichSpec, text: bool) -> EnrichOperator {

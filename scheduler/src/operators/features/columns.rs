@@ -52,7 +52,7 @@ pub(crate) fn key_kind(t: &DataType) -> Option<KeyKind> {
 }
 
 /// A key column of one batch, normalised.
-pub(super) enum KeyColumn {
+pub(crate) enum KeyColumn {
     Int(Int64Array),
     Text(arrow_array::StringArray),
     Bool(BooleanArray),
@@ -110,7 +110,7 @@ impl FeatureColumn {
     }
 }
 
-pub(super) fn key_column(array: &ArrayRef, kind: KeyKind) -> KeyColumn {
+pub(crate) fn key_column(array: &ArrayRef, kind: KeyKind) -> KeyColumn {
     match kind {
         KeyKind::Int => KeyColumn::Int(
             arrow_cast::cast(array, &DataType::Int64)
@@ -129,33 +129,49 @@ pub(super) fn key_column(array: &ArrayRef, kind: KeyKind) -> KeyColumn {
 }
 
 /// Writes row `row`'s key into `out`; false when any part is null.
-pub(super) fn encode_key(columns: &[KeyColumn], row: usize, out: &mut Vec<u8>) -> bool {
+pub(crate) fn encode_key(columns: &[KeyColumn], row: usize, out: &mut Vec<u8>) -> bool {
+    out.clear();
+    columns.iter().all(|c| encode_part(c, row, out))
+}
+
+/// Writes row `row`'s key into `out`, a null part as the tag 0 (a null
+/// key is a key of its own, as an aggregate groups it).
+pub(crate) fn encode_key_or_null(columns: &[KeyColumn], row: usize, out: &mut Vec<u8>) {
     out.clear();
     for c in columns {
-        match c {
-            KeyColumn::Int(a) => {
-                if a.is_null(row) {
-                    return false;
-                }
-                out.push(1);
-                out.extend_from_slice(&a.value(row).to_le_bytes());
+        if !encode_part(c, row, out) {
+            out.push(0);
+        }
+    }
+}
+
+/// One key column's part of row `row`: a tag (1 integer, 2 text, 3
+/// boolean) then the value; false (nothing written) when null.
+#[inline]
+fn encode_part(c: &KeyColumn, row: usize, out: &mut Vec<u8>) -> bool {
+    match c {
+        KeyColumn::Int(a) => {
+            if a.is_null(row) {
+                return false;
             }
-            KeyColumn::Text(a) => {
-                if a.is_null(row) {
-                    return false;
-                }
-                let s = a.value(row).as_bytes();
-                out.push(2);
-                out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-                out.extend_from_slice(s);
+            out.push(1);
+            out.extend_from_slice(&a.value(row).to_le_bytes());
+        }
+        KeyColumn::Text(a) => {
+            if a.is_null(row) {
+                return false;
             }
-            KeyColumn::Bool(a) => {
-                if a.is_null(row) {
-                    return false;
-                }
-                out.push(3);
-                out.push(a.value(row) as u8);
+            let s = a.value(row).as_bytes();
+            out.push(2);
+            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            out.extend_from_slice(s);
+        }
+        KeyColumn::Bool(a) => {
+            if a.is_null(row) {
+                return false;
             }
+            out.push(3);
+            out.push(a.value(row) as u8);
         }
     }
     true

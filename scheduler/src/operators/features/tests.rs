@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type};
@@ -161,14 +160,7 @@ fn run(op: &mut FeatureOperator, events: &[Event], sizes: &[usize]) -> (Vec<Vec<
     while at < events.len() {
         let n = sizes[i % sizes.len()].min(events.len() - at);
         i += 1;
-        let flow = Flow {
-            source: Arc::from("test"),
-            seq: 0,
-            offsets: 0..0,
-            ingest_time: SystemTime::now(),
-            batch: Some(batch(&events[at..at + n])),
-            dead_letters: Vec::new(),
-        };
+        let flow = Flow::of_events(Arc::from("test"), 0, 0..0, batch(&events[at..at + n]));
         at += n;
         let Step::Done(flow) = op.begin(flow) else {
             panic!("features finish at once")
@@ -547,14 +539,7 @@ fn a_timestamp_event_time_is_read_in_its_unit() {
         Arc::new(crate::metrics::PipelineMetrics::default()),
     )
     .unwrap();
-    let flow = Flow {
-        source: Arc::from("t"),
-        seq: 0,
-        offsets: 0..0,
-        ingest_time: SystemTime::now(),
-        batch: Some(batch),
-        dead_letters: Vec::new(),
-    };
+    let flow = Flow::of_events(Arc::from("t"), 0, 0..0, batch);
     let Step::Done(flow) = op.begin(flow) else {
         panic!("done at once")
     };
