@@ -403,10 +403,16 @@ fn score_with_config(
         report.operators.join(", "),
         secs * 1e3,
         report.rows_in as f64 / secs.max(1e-9),
-        report.rows_out,
+        report.rows_out + report.results_out,
         args.output.display(),
         report.keys_held
     );
+    if report.aggregated > 0 {
+        eprintln!(
+            "roo: {} events aggregated into {} window rows",
+            report.aggregated, report.results_out
+        );
+    }
     if report.dead_letters > 0 {
         eprintln!(
             "roo: {} events were refused; they are in {}",

@@ -304,6 +304,10 @@ pub fn serve(path: &Path, ready_file: Option<&Path>) -> Result<()> {
     for p in &running {
         let name = p.name().to_string();
         match p.join() {
+            Ok(c) if c.events_aggregated > 0 => eprintln!(
+                "roo: pipeline {name}: {} events in, {} aggregated, {} dead letters, {} batches",
+                c.events_in, c.events_aggregated, c.events_dead, c.batches
+            ),
             Ok(c) => eprintln!(
                 "roo: pipeline {name}: {} events in, {} scored, {} dead letters, {} batches ({} on the GPU, {} retried on the CPU after a GPU error)",
                 c.events_in, c.events_out, c.events_dead, c.batches, c.batches_gpu, c.batches_cpu_retried

@@ -61,7 +61,9 @@ pub enum PipelineError {
     Stopping { pipeline: String },
     #[error("pipeline {pipeline} has no model")]
     NoModel { pipeline: String },
-    #[error("pipeline {pipeline} has no aggregate ([[pipeline.aggregate]]): it has no latest window")]
+    #[error(
+        "pipeline {pipeline} has no aggregate ([[pipeline.aggregate]]): it has no latest window"
+    )]
     NoAggregate { pipeline: String },
     #[error("pipeline {pipeline} has no table {table:?} (its tables: {tables})")]
     NoTable {

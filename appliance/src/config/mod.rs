@@ -179,6 +179,42 @@ pub struct PipelineConfig {
     /// Tables joined to each event (after the features, before the model).
     #[serde(rename = "enrich", default)]
     pub enrich: Vec<EnrichConfig>,
+    /// A windowed aggregate ending the chain (one at most): its rows go to
+    /// the sinks instead of the events.
+    #[serde(rename = "aggregate", default)]
+    pub aggregates: Vec<AggregateConfig>,
+}
+
+/// `[[pipeline.aggregate]]`: per key, count / sum / mean / max over
+/// hopping windows of event time, the best `top` keys of each window.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateConfig {
+    pub name: String,
+    /// One key column, or a list for a compound key.
+    pub key: KeyColumns,
+    /// count, sum, mean or max.
+    pub agg: String,
+    /// The value aggregated (sum, mean, max).
+    pub column: Option<String>,
+    /// The window's length ("5m")...
+    pub window: String,
+    /// ...ending at every multiple of this ("10s"), aligned to the epoch.
+    pub every: String,
+    /// Rows per window; 0: every key.
+    #[serde(default = "default_top")]
+    pub top: Bounded<0, 10_000>,
+    /// Distinct keys a pane counts exactly; past it a Space-Saving summary
+    /// of this many counters (count, sum) with an error bound per row.
+    #[serde(default = "default_aggregate_keys_max")]
+    pub keys_max: Bounded<1, 100_000_000>,
+}
+
+fn default_top() -> Bounded<0, 10_000> {
+    Bounded(10)
+}
+fn default_aggregate_keys_max() -> Bounded<1, 100_000_000> {
+    Bounded(roo_scheduler::operators::aggregate::KEYS_MAX_DEFAULT as u64)
 }
 
 /// `[[pipeline.enrich]]`: a table joined to each event by key.
@@ -252,6 +288,15 @@ pub enum KeyColumns {
     Many(Vec<String>),
 }
 
+impl KeyColumns {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            Self::One(k) => vec![k.clone()],
+            Self::Many(k) => k.clone(),
+        }
+    }
+}
+
 /// `[[pipeline.shadow]]`: a candidate model in the shadow of the pipeline's.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -285,6 +330,7 @@ pub enum GeneratorStreamName {
     #[default]
     Features,
     Transactions,
+    Tweets,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
@@ -335,8 +381,9 @@ pub enum SourceConfig {
         events: u64,
         #[serde(default = "default_seed")]
         seed: u64,
-        /// "features" (30 ready-made card features) or "transactions" (raw
-        /// card transactions with event times, to compute features from).
+        /// "features" (30 ready-made card features), "transactions" (raw
+        /// card transactions with event times, to compute features from)
+        /// or "tweets" (hashtags, likes and times, with trends).
         #[serde(default)]
         stream: GeneratorStreamName,
     },

@@ -17,12 +17,13 @@ use roo_scheduler::{
     queue_batches_for, Device, GeneratorStream, PipelineSpec, ShadowSpec, SinkSpec, SourceSpec,
 };
 
+use roo_scheduler::operators::aggregate::{AggFn, AggregateSpec};
 use roo_scheduler::operators::enrich::{EnrichSpec, Missing};
 use roo_scheduler::operators::features::{parse_duration_us, Agg, FeatureSpec, StateLimits};
 
 use super::{
-    Config, DeviceName, GeneratorStreamName, KeyColumns, MissingName, PipelineConfig, SinkConfig,
-    SourceConfig, UringName,
+    Config, DeviceName, GeneratorStreamName, MissingName, PipelineConfig, SinkConfig, SourceConfig,
+    UringName,
 };
 use crate::flight::{FlightSettings, Token};
 
@@ -232,6 +233,7 @@ impl Config {
                         stream: match stream {
                             GeneratorStreamName::Features => GeneratorStream::Features,
                             GeneratorStreamName::Transactions => GeneratorStream::Transactions,
+                            GeneratorStreamName::Tweets => GeneratorStream::Tweets,
                         },
                     },
                     31,
@@ -297,6 +299,7 @@ impl Config {
                         table_bytes_max: (e.table_mb.0 as usize) << 20,
                     })
                     .collect(),
+                aggregate: aggregates(p)?,
                 state: StateLimits {
                     lateness_us: parse_duration_us(&p.lateness)
                         .map_err(|e| anyhow::anyhow!("pipeline {name}: lateness {e}"))?,
@@ -314,6 +317,53 @@ impl Config {
         }
         Ok(specs)
     }
+}
+
+/// The `[[pipeline.aggregate]]` of a pipeline (one at most), checked for
+/// what the config alone can tell; its columns are checked against what
+/// reaches it when the pipeline is resolved.
+fn aggregates(p: &PipelineConfig) -> Result<Vec<AggregateSpec>> {
+    if let [first, second, ..] = p.aggregates.as_slice() {
+        bail!(
+            "pipeline {}: aggregates {:?} and {:?}: an aggregate ends the chain, so a pipeline has one at most",
+            p.name,
+            first.name,
+            second.name
+        );
+    }
+    let lateness_us = parse_duration_us(&p.lateness)
+        .map_err(|e| anyhow::anyhow!("pipeline {}: lateness {e}", p.name))?;
+    p.aggregates
+        .iter()
+        .map(|a| {
+            let at = format!("pipeline {}: [[pipeline.aggregate]] {:?}", p.name, a.name);
+            if a.name.is_empty() {
+                bail!(
+                    "pipeline {}: a [[pipeline.aggregate]] has an empty name",
+                    p.name
+                );
+            }
+            let agg = AggFn::parse(&a.agg)
+                .with_context(|| format!("{at}: agg {:?}: expected {}", a.agg, AggFn::NAMES))?;
+            let duration = |what: &str, text: &str| {
+                parse_duration_us(text).map_err(|e| anyhow::anyhow!("{at}: {what} {e}"))
+            };
+            let spec = AggregateSpec {
+                name: a.name.clone(),
+                key: a.key.to_vec(),
+                agg,
+                column: a.column.clone(),
+                window_us: duration("window", &a.window)?,
+                every_us: duration("every", &a.every)?,
+                top: a.top.0 as usize,
+                keys_max: a.keys_max.0 as usize,
+                lateness_us,
+            };
+            spec.check()
+                .with_context(|| format!("pipeline {}", p.name))?;
+            Ok(spec)
+        })
+        .collect()
 }
 
 /// The `[[pipeline.feature]]`s of a pipeline, each checked for what the
@@ -346,10 +396,7 @@ fn features(p: &PipelineConfig) -> Result<Vec<FeatureSpec>> {
             (Some(w), false) => bail!("{at}: time_since_last has no window; remove window = {w:?}"),
             (None, false) => 0,
         };
-        let key = match &f.key {
-            KeyColumns::One(k) => vec![k.clone()],
-            KeyColumns::Many(k) => k.clone(),
-        };
+        let key = f.key.to_vec();
         if key.is_empty() {
             bail!("{at}: key = []: expected a column, or a list of them");
         }

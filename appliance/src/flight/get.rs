@@ -47,7 +47,9 @@ pub(super) async fn get_schema(
 }
 
 /// What a DoGet ticket names: `{"pipeline": P, "stream": "output" |
-/// "dead_letters"}` (GetFlightInfo hands these out), or `P/output`.
+/// "dead_letters" | "latest"}` (GetFlightInfo hands these out), or
+/// `P/output`. `latest`: the rows of the latest window the pipeline's
+/// aggregate emitted (a dashboard polls it).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TicketRequest {
@@ -63,10 +65,11 @@ enum TicketStream {
     Output,
     #[serde(alias = "dead-letters")]
     DeadLetters,
+    Latest,
 }
 
 const TICKET_EXPECTED: &str =
-    "expected {\"pipeline\": P, \"stream\": \"output\" | \"dead_letters\"} or P/output";
+    "expected {\"pipeline\": P, \"stream\": \"output\" | \"dead_letters\" | \"latest\"} or P/output";
 
 fn parse_ticket(bytes: &[u8]) -> Result<TicketRequest, Status> {
     let text = std::str::from_utf8(bytes)
@@ -79,6 +82,7 @@ fn parse_ticket(bytes: &[u8]) -> Result<TicketRequest, Status> {
     let stream = match stream {
         "output" => TicketStream::Output,
         "dead_letters" | "dead-letters" => TicketStream::DeadLetters,
+        "latest" => TicketStream::Latest,
         other => {
             return Err(invalid(format!(
                 "ticket: stream {other:?}; {TICKET_EXPECTED}"
@@ -99,27 +103,44 @@ pub(super) async fn do_get(
     let slot = shared.stream_slot()?;
     let ticket = parse_ticket(&request.get_ref().ticket)?;
     let p = shared.pipeline(&ticket.pipeline)?;
-    let files = match ticket.stream {
-        TicketStream::Output => p.output_files().ok_or_else(|| {
-            Status::failed_precondition(format!(
-                "pipeline {} has no file sink to read from",
-                ticket.pipeline
-            ))
-        })?,
-        TicketStream::DeadLetters => p.dead_letter_files().ok_or_else(|| {
+    let dead_letters = match ticket.stream {
+        TicketStream::Output => false,
+        TicketStream::DeadLetters => true,
+        TicketStream::Latest => {
+            // One batch: the latest window (none yet: empty, with its schema).
+            let latest = p
+                .latest_window()
+                .map_err(|e| Status::failed_precondition(chain(&e)))?;
+            let batch =
+                latest.unwrap_or_else(|| RecordBatch::new_empty(wire_schema(&p.output_schema())));
+            let (tx, rx) = mpsc::channel(1);
+            tx.try_send(Ok(batch)).expect("room for one");
+            drop(slot);
+            return Ok(Response::new(encode(rx, shared.message_bytes_max)));
+        }
+    };
+    let files = if dead_letters {
+        p.dead_letter_files().ok_or_else(|| {
             Status::failed_precondition(format!(
                 "pipeline {} keeps no dead letters (no [pipeline.dead_letters])",
                 ticket.pipeline
             ))
-        })?,
+        })?
+    } else {
+        p.output_files().ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "pipeline {} has no file sink to read from",
+                ticket.pipeline
+            ))
+        })?
     };
-    let schema = match ticket.stream {
-        TicketStream::Output => wire_schema(&p.output_schema()),
-        TicketStream::DeadLetters => layout::dead_letter_schema(),
+    let schema = if dead_letters {
+        layout::dead_letter_schema()
+    } else {
+        wire_schema(&p.output_schema())
     };
     drop(p);
     let (tx, rx) = mpsc::channel(REPLY_QUEUE);
-    let stream = ticket.stream;
     tokio::task::spawn_blocking(move || {
         let _slot = slot;
         let send = |b: Result<RecordBatch, String>| {
@@ -132,9 +153,10 @@ pub(super) async fn do_get(
                 any = true;
                 send(Ok(b))
             };
-            let sent = match stream {
-                TicketStream::Output => layout::read_output_file(&file, &schema, &mut each),
-                TicketStream::DeadLetters => layout::read_dead_letters(&file, &mut each),
+            let sent = if dead_letters {
+                layout::read_dead_letters(&file, &mut each)
+            } else {
+                layout::read_output_file(&file, &schema, &mut each)
             };
             match sent {
                 Ok(true) => {}
@@ -218,6 +240,9 @@ pub(super) fn flight_info(shared: &Shared, name: &str) -> Result<FlightInfo, Sta
     }
     if p.dead_letters_dir().is_some() {
         info = info.with_endpoint(ticket(TicketStream::DeadLetters));
+    }
+    if p.latest_window().is_ok() {
+        info = info.with_endpoint(ticket(TicketStream::Latest));
     }
     Ok(info)
 }

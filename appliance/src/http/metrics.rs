@@ -101,7 +101,7 @@ impl Collector for Figures {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let e = &mut encoder;
         type Get = fn(&MetricsSnapshot) -> u64;
-        let counters: [(&str, &str, Get); 10] = [
+        let counters: [(&str, &str, Get); 12] = [
             (
                 "roo_events_in",
                 "records read from the source (rows and dead letters)",
@@ -113,6 +113,16 @@ impl Collector for Figures {
             ("roo_events_dead", "events sent to the dead letters", |s| {
                 s.events_dead
             }),
+            (
+                "roo_events_aggregated",
+                "events an aggregate counted into its windows (not written as rows)",
+                |s| s.events_aggregated,
+            ),
+            (
+                "roo_results_out",
+                "an aggregate's window rows written to every sink",
+                |s| s.results_out,
+            ),
             ("roo_batches", "batches through the operator chain", |s| {
                 s.batches
             }),
@@ -299,6 +309,18 @@ impl Collector for Figures {
             "roo_operator_events_unmatched",
             "events that joined no table row (null or unknown key, before the first version)",
             &per_operator(|o| o.events_unmatched),
+        )?;
+        self.counter(
+            e,
+            "roo_operator_windows_emitted",
+            "windows an aggregate emitted",
+            &per_operator(|o| o.windows_emitted),
+        )?;
+        self.counter(
+            e,
+            "roo_operator_summary_takeovers",
+            "Space-Saving takeovers: a key taking another's counter in a pane past keys_max",
+            &per_operator(|o| o.summary_takeovers),
         )?;
         let failed: Vec<(Labels, f64)> = self
             .snapshots

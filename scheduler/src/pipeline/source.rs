@@ -13,7 +13,7 @@ use roo_ingest::{BatchLimits, FileSource, IngestBatch, TcpSource};
 
 use super::spec::{GeneratorStream, SourceSpec};
 use crate::error::{SetupError, StageError};
-use crate::generator::{CardGenerator, TransactionGenerator};
+use crate::generator::{CardGenerator, TransactionGenerator, TweetGenerator};
 use crate::metrics::PipelineMetrics;
 
 /// Tells the source to stop: a flag for loops that poll, and a channel
@@ -174,6 +174,9 @@ fn run_generator(
         1e3
     };
     let mut transactions = TransactionGenerator::new(seed, now_us, gap_us);
+    // Tweets: 100,000 hashtags, Zipf 1.1, with trends.
+    let mut tweets = (stream == GeneratorStream::Tweets)
+        .then(|| TweetGenerator::new(seed, now_us, gap_us, 100_000, 1.1, true));
     let source: Arc<str> = Arc::from("generator");
     let started = Instant::now();
     let mut produced = 0u64;
@@ -202,6 +205,10 @@ fn run_generator(
         let batch = match stream {
             GeneratorStream::Features => features.batch(rows as usize),
             GeneratorStream::Transactions => transactions.batch(rows as usize),
+            GeneratorStream::Tweets => tweets
+                .as_mut()
+                .expect("made for the tweets stream")
+                .batch(rows as usize),
         };
         let b = IngestBatch {
             source: source.clone(),

@@ -13,11 +13,11 @@ use roo_kernels::FeatureBinding;
 
 use crate::device::Device;
 use crate::error::{PipelineError, SetupError};
-use crate::generator::{card_schema, transaction_schema};
+use crate::generator::{card_schema, transaction_schema, tweet_schema};
 use crate::metrics::PipelineMetrics;
 use crate::models::{CompiledModel, ModelSlot, OutputNaming};
-use crate::operators::enrich::{EnrichOperator, EnrichSpec, LiveTable};
 use crate::operators::aggregate::{AggregateOperator, AggregateSpec};
+use crate::operators::enrich::{EnrichOperator, EnrichSpec, LiveTable};
 use crate::operators::features::{is_event_time_type, FeatureOperator, FeatureSpec, StateLimits};
 
 /// Where a pipeline's events come from.
@@ -75,6 +75,8 @@ pub enum GeneratorStream {
     /// Raw transactions to compute features from
     /// ([`crate::generator::TransactionGenerator`]).
     Transactions,
+    /// Tweets with Zipf hashtags and trends ([`crate::generator::TweetGenerator`]).
+    Tweets,
 }
 
 /// Where the rows at the end of the chain go.
@@ -263,6 +265,10 @@ pub(crate) fn resolve(
             stream: GeneratorStream::Transactions,
             ..
         } => (transaction_schema(), None),
+        SourceSpec::Generator {
+            stream: GeneratorStream::Tweets,
+            ..
+        } => (tweet_schema(), None),
         SourceSpec::Push { schema: Some(s) } => (s.clone(), None),
         SourceSpec::Push { schema: None } => {
             if !spec.features.is_empty() || !spec.enrich.is_empty() {

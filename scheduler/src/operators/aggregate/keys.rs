@@ -17,9 +17,7 @@ use arrow_array::types::Int64Type;
 use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch};
 use arrow_schema::{DataType, FieldRef};
 
-use crate::operators::features::columns::{
-    encode_key_or_null, key_column, KeyColumn, KeyKind,
-};
+use crate::operators::features::columns::{encode_key_or_null, key_column, KeyColumn, KeyKind};
 use crate::operators::features::hash::FastHash;
 
 /// One batch's key columns, normalised once.
@@ -216,9 +214,9 @@ pub(super) fn key_arrays<'a>(
                     let mut b = StringBuilder::new();
                     for k in keys.clone() {
                         match nth(k) {
-                            Part::Text(v) => {
-                                b.append_value(std::str::from_utf8(v).expect("keys come from UTF-8"))
-                            }
+                            Part::Text(v) => b.append_value(
+                                std::str::from_utf8(v).expect("keys come from UTF-8"),
+                            ),
                             _ => b.append_null(),
                         }
                     }

@@ -33,8 +33,8 @@
 
 mod keys;
 mod panes;
-pub mod spec;
 mod snapshot;
+pub mod spec;
 #[cfg(test)]
 mod tests;
 mod windows;

@@ -126,15 +126,21 @@ pub enum AggregateError {
         window_us: i64,
         every_us: i64,
     },
-    #[error("aggregate {aggregate}: window / every is {panes} panes; at most {PANES_PER_WINDOW_MAX}")]
+    #[error(
+        "aggregate {aggregate}: window / every is {panes} panes; at most {PANES_PER_WINDOW_MAX}"
+    )]
     TooManyPanes { aggregate: String, panes: i64 },
     #[error("aggregate {aggregate}: top = {top}; expected 0 (every key) to {TOP_MAX}")]
     Top { aggregate: String, top: usize },
     #[error("aggregate {aggregate}: keys_max = 0; expected at least 1")]
     KeysMax { aggregate: String },
-    #[error("aggregate {aggregate}: the pipeline has no event_time; windows are measured in event time")]
+    #[error(
+        "aggregate {aggregate}: the pipeline has no event_time; windows are measured in event time"
+    )]
     NoEventTime { aggregate: String },
-    #[error("aggregate {aggregate}: output column {column:?} is also a key column; rename the key")]
+    #[error(
+        "aggregate {aggregate}: output column {column:?} is also a key column; rename the key"
+    )]
     ColumnClash { aggregate: String, column: String },
 }
 

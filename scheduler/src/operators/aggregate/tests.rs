@@ -154,7 +154,12 @@ fn rows_of(batches: &[RecordBatch]) -> Vec<Row> {
 
 /// Runs `events` through the operator in batches cut at `cuts`, emitting
 /// after each batch as a chain does; returns rows and dead letters.
-fn run(op: &mut AggregateOperator, events: &[Event], cuts: &[usize], text: bool) -> (Vec<Row>, u64) {
+fn run(
+    op: &mut AggregateOperator,
+    events: &[Event],
+    cuts: &[usize],
+    text: bool,
+) -> (Vec<Row>, u64) {
     let mut batches = Vec::new();
     let mut dead = 0;
     let mut at = 0;
@@ -169,7 +174,11 @@ fn run(op: &mut AggregateOperator, events: &[Event], cuts: &[usize], text: bool)
         };
         assert!(flow.batch.is_none(), "an aggregate passes no events on");
         dead += flow.dead_letters.iter().map(|d| d.records).sum::<u64>();
-        assert_eq!(flow.records(), (cut - at) as u64, "every event accounted for");
+        assert_eq!(
+            flow.records(),
+            (cut - at) as u64,
+            "every event accounted for"
+        );
         op.emit(false, &mut own);
         at = cut;
     }
@@ -277,7 +286,8 @@ fn stream(seed: u64, n: usize, keys: u64) -> Vec<Event> {
                 _ => Some(clock),
             };
             Event {
-                key: (rng.below(40) != 0).then(|| (rng.below(keys) * rng.below(keys)) as i64 / keys as i64),
+                key: (rng.below(40) != 0)
+                    .then(|| (rng.below(keys) * rng.below(keys)) as i64 / keys as i64),
                 t,
                 v: (rng.below(30) != 0).then(|| rng.below(6) as f64),
             }
@@ -309,9 +319,18 @@ fn exact_windows_match_the_reference_for_every_aggregation() {
                 let events = stream(seed * 97 + agg as u64, 3_000, 30);
                 let want = reference(&spec, &events, text);
                 assert!(!want.0.is_empty());
-                let got = run(&mut operator(&spec, text), &events, &cuts(seed, 3_000), text);
+                let got = run(
+                    &mut operator(&spec, text),
+                    &events,
+                    &cuts(seed, 3_000),
+                    text,
+                );
                 assert_eq!(got.1, want.1, "{agg} seed {seed}: dead letters");
-                assert_eq!(got.0.len(), want.0.len(), "{agg} seed {seed} text {text}: rows");
+                assert_eq!(
+                    got.0.len(),
+                    want.0.len(),
+                    "{agg} seed {seed} text {text}: rows"
+                );
                 for (g, w) in got.0.iter().zip(&want.0) {
                     assert_eq!(g, w, "{agg} seed {seed} window {window} text {text}");
                 }
@@ -369,10 +388,16 @@ fn late_events_are_dead_letters_naming_the_window() {
     // Watermark 26 after the first: 18 (window ending 20) is late, and so
     // is 9; 31's pane ends at 40.
     assert_eq!(flow.aggregated, 1);
-    let reasons: Vec<&str> = flow.dead_letters.iter().map(|d| d.reason.as_str()).collect();
+    let reasons: Vec<&str> = flow
+        .dead_letters
+        .iter()
+        .map(|d| d.reason.as_str())
+        .collect();
     assert_eq!(reasons.len(), 3, "{reasons:?}");
     assert!(
-        reasons[0].contains("event time 18 µs falls in the window ending 20 µs, already emitted (watermark 26 µs)"),
+        reasons[0].contains(
+            "event time 18 µs falls in the window ending 20 µs, already emitted (watermark 26 µs)"
+        ),
         "{}",
         reasons[0]
     );
@@ -429,7 +454,10 @@ fn space_saving_bounds_hold_past_keys_max() {
                 let k: i64 = r.3.parse().unwrap();
                 let t = truth.get(&k).copied().unwrap_or(0) as f64;
                 // value − error_bound ≤ true ≤ value.
-                assert!(r.4 - r.5 <= t && t <= r.4, "window {end} key {k}: true {t}, row {r:?}");
+                assert!(
+                    r.4 - r.5 <= t && t <= r.4,
+                    "window {end} key {k}: true {t}, row {r:?}"
+                );
                 bounded += (r.5 > 0.0) as usize;
             }
             // Every key whose true count beats the last row is reported.
@@ -509,7 +537,8 @@ fn snapshot_restore_continue_equals_an_uninterrupted_run() {
         let mut own = Vec::new();
         let mut batches = Vec::new();
         for part in [&events[..2_000], &events[2_000..3_000]] {
-            let Step::Done(_) = first.begin(Flow::of_events(Arc::from("t"), 0, 0..0, batch(part, false)))
+            let Step::Done(_) =
+                first.begin(Flow::of_events(Arc::from("t"), 0, 0..0, batch(part, false)))
             else {
                 panic!()
             };

@@ -166,9 +166,7 @@ impl Windows {
 
     #[inline]
     fn advance(&mut self, t: i64) {
-        self.watermark = self
-            .watermark
-            .max(t.saturating_sub(self.spec.lateness_us));
+        self.watermark = self.watermark.max(t.saturating_sub(self.spec.lateness_us));
         self.max_time = self.max_time.max(t);
     }
 
@@ -527,9 +525,8 @@ impl Windows {
             })
             .collect();
         let order = |a: &(u32, f64, Dd), b: &(u32, f64, Dd)| -> Ordering {
-            b.1.total_cmp(&a.1).then_with(|| {
-                compare(&self.slots[a.0 as usize].key, &self.slots[b.0 as usize].key)
-            })
+            b.1.total_cmp(&a.1)
+                .then_with(|| compare(&self.slots[a.0 as usize].key, &self.slots[b.0 as usize].key))
         };
         let mut dropped = None;
         if list.len() > keep {

@@ -2,12 +2,17 @@
 //! a `txn_id` and the 30 ready-made features of `bench/python/cardgen.py`
 //! (same names, similar distributions, 2% missing in four columns); and
 //! [`TransactionGenerator`], raw transactions (card, merchant, time,
-//! amount) for roo to compute features from.
+//! amount) for roo to compute features from; and, in `tweets.rs`,
+//! [`TweetGenerator`], tweets with Zipf hashtags and trends.
+
+mod tweets;
 
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Float32Array, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
+
+pub use tweets::{hashtag, tweet_schema, TweetGenerator};
 
 /// The features, in the order the bundled models were trained on.
 pub const CARD_FEATURES: [&str; 30] = [
