@@ -11,6 +11,7 @@
 mod report;
 mod daemon;
 mod enrich;
+mod topk;
 mod features;
 mod flight;
 mod gpu;
@@ -152,6 +153,10 @@ enum Bench {
     /// Enrichment: the table join alone on one core (integer and string
     /// keys, as-of and latest row), beside pandas merge_asof and merge.
     Enrich(OperatorRun),
+    /// Sliding-window top-K: the aggregate alone on one core counting
+    /// Zipf hashtags (5-minute windows every 10 s, top 10), beside a Python
+    /// Counter stream and pandas groupby per window.
+    Topk(OperatorRun),
     /// Flight DoExchange at batch sizes 1 … 65536 from Rust and pyarrow,
     /// beside a Python HTTP server calling XGBoost per request (build roo
     /// first: cargo build --release -p roo-appliance).
@@ -243,6 +248,7 @@ fn main() -> Result<()> {
         Bench::Enrich(r) => {
             enrich::run(r.events, r.keys, r.peer_events, r.python(), &r.common.cache)?
         }
+        Bench::Topk(r) => topk::run(r.events, r.keys, r.peer_events, r.python(), &r.common.cache)?,
         Bench::Gpu {
             sizes,
             repeats,
@@ -263,8 +269,8 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-const SCENARIOS: [&str; 7] = [
-    "kernels", "ingest", "pipeline", "flight", "gpu", "features", "enrich",
+const SCENARIOS: [&str; 8] = [
+    "kernels", "ingest", "pipeline", "flight", "gpu", "features", "enrich", "topk",
 ];
 
 /// Every scenario (or `only` those), then the report.
@@ -287,6 +293,7 @@ fn all(quick: bool, out: &Path, price: f64, only: &[String], common: &Common) ->
         ("gpu", 6),
         ("features", 5),
         ("enrich", 3),
+        ("topk", 4),
     ]
     .iter()
     .filter(|(s, _)| wanted(s))
@@ -362,6 +369,14 @@ fn all(quick: bool, out: &Path, price: f64, only: &[String], common: &Common) ->
                 (10_000_000, 1_000_000, 1_000_000)
             };
             sections.push(enrich::run(events, keys, peer_events, Some(python), cache)?);
+        }
+        if wanted("topk") {
+            let (events, keys, peer_events) = if quick {
+                (200_000, 20_000, 50_000)
+            } else {
+                (10_000_000, 1_000_000, 1_000_000)
+            };
+            sections.push(topk::run(events, keys, peer_events, Some(python), cache)?);
         }
         Ok(())
     })();

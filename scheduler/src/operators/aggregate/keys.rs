@@ -8,32 +8,43 @@
 //! bytes), 3 boolean (1 byte) — then the value.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_array::builder::{BooleanBuilder, Int64Builder, StringBuilder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
-use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch};
+use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, FieldRef};
 
 use crate::operators::features::columns::{encode_key_or_null, key_column, KeyColumn, KeyKind};
 use crate::operators::features::hash::FastHash;
+use hashbrown::HashTable;
+use std::hash::BuildHasher;
 
 /// One batch's key columns, normalised once.
 pub(super) enum BatchKeys {
     /// One integer column: looked up by value.
     Int(Int64Array),
+    /// One text column: looked up by its bytes (no encoding per row).
+    Text(StringArray),
     /// Anything else: each row's key encoded into bytes.
     Encoded(Vec<KeyColumn>),
 }
 
 impl BatchKeys {
     pub fn read(batch: &RecordBatch, columns: &[(usize, KeyKind)]) -> Self {
-        if let [(c, KeyKind::Int)] = columns {
-            let a = arrow_cast::cast(batch.column(*c), &DataType::Int64)
-                .expect("integers cast to int64");
-            return Self::Int(a.as_primitive::<Int64Type>().clone());
+        match columns {
+            [(c, KeyKind::Int)] => {
+                let a = arrow_cast::cast(batch.column(*c), &DataType::Int64)
+                    .expect("integers cast to int64");
+                return Self::Int(a.as_primitive::<Int64Type>().clone());
+            }
+            [(c, KeyKind::Text)] => {
+                let a = arrow_cast::cast(batch.column(*c), &DataType::Utf8)
+                    .expect("text casts to utf8");
+                return Self::Text(a.as_string::<i32>().clone());
+            }
+            _ => {}
         }
         Self::Encoded(
             columns
@@ -44,97 +55,176 @@ impl BatchKeys {
     }
 }
 
-/// Keys → slots. Slots are numbered densely and reused once free.
-#[derive(Default)]
-pub(super) struct KeyIndex {
-    ints: HashMap<i64, u32, FastHash>,
-    null_int: Option<u32>,
-    bytes: HashMap<Box<[u8]>, u32, FastHash>,
-    /// Reused per row.
-    buf: Vec<u8>,
+/// How a key set is indexed: one integer column, one text column, or
+/// encoded keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Shape {
+    Int,
+    Text,
+    Encoded,
 }
 
-/// Where a row's key was found, or that it is new (its encoding in
-/// `KeyIndex::pending`).
+impl Shape {
+    pub fn of(columns: &[(usize, KeyKind)]) -> Self {
+        match columns {
+            [(_, KeyKind::Int)] => Self::Int,
+            [(_, KeyKind::Text)] => Self::Text,
+            _ => Self::Encoded,
+        }
+    }
+}
+
+/// Where a row's key was found, or that it is new.
 pub(super) enum Found {
     Slot(u32),
     New,
 }
 
+/// Keys → slots: a table of slot ids, each found by its slot's own key
+/// (one copy of every key, in the slot). One integer column is hashed by
+/// value, one text column by its bytes, other keys by their encoding; a
+/// null single key has a slot of its own. Slots are numbered densely and
+/// reused once free.
+pub(super) struct KeyIndex {
+    shape: Shape,
+    hasher: FastHash,
+    table: HashTable<u32>,
+    /// Each slot's hash (what the table rehashes by when it grows).
+    hashes: Vec<u64>,
+    null: Option<u32>,
+    /// Bytes of the keys held (their encodings).
+    pub key_bytes: usize,
+    /// Reused per row.
+    buf: Vec<u8>,
+}
+
+/// The part of a stored key the index hashes and compares.
+#[inline]
+fn lookup_bytes(shape: Shape, key: &[u8]) -> &[u8] {
+    match shape {
+        // [1, 8 bytes LE]: the value's bytes.
+        Shape::Int => &key[1..],
+        // [2, u32 length, bytes]: the text.
+        Shape::Text => &key[5..],
+        Shape::Encoded => key,
+    }
+}
+
 impl KeyIndex {
-    /// Row `row`'s slot, or `Found::New` (then [`Self::insert`] it).
+    pub fn new(shape: Shape) -> Self {
+        Self {
+            shape,
+            hasher: FastHash::default(),
+            table: HashTable::new(),
+            hashes: Vec::new(),
+            null: None,
+            key_bytes: 0,
+            buf: Vec::new(),
+        }
+    }
+
     #[inline]
-    pub fn find(&mut self, keys: &BatchKeys, row: usize) -> Found {
-        let hit = match keys {
-            BatchKeys::Int(a) if a.is_null(row) => self.null_int,
-            BatchKeys::Int(a) => self.ints.get(&a.value(row)).copied(),
+    fn hash(&self, bytes: &[u8]) -> u64 {
+        self.hasher.hash_one(bytes)
+    }
+
+    /// Row `row`'s slot, or `Found::New` (then [`Self::insert`] it);
+    /// `keys` holds each slot's stored key.
+    #[inline]
+    pub fn find<'k>(&mut self, rows: &BatchKeys, row: usize, keys: impl Fn(u32) -> &'k [u8]) -> Found {
+        let shape = self.shape;
+        let int_bytes;
+        let bytes: &[u8] = match rows {
+            BatchKeys::Int(a) if a.is_null(row) => return self.null.map_or(Found::New, Found::Slot),
+            BatchKeys::Text(a) if a.is_null(row) => return self.null.map_or(Found::New, Found::Slot),
+            BatchKeys::Int(a) => {
+                int_bytes = a.value(row).to_le_bytes();
+                &int_bytes
+            }
+            BatchKeys::Text(a) => a.value(row).as_bytes(),
             BatchKeys::Encoded(columns) => {
                 encode_key_or_null(columns, row, &mut self.buf);
-                self.bytes.get(self.buf.as_slice()).copied()
+                &self.buf
             }
         };
-        hit.map_or(Found::New, Found::Slot)
+        let hash = self.hash(bytes);
+        self.table
+            .find(hash, |&s| lookup_bytes(shape, keys(s)) == bytes)
+            .map_or(Found::New, |&s| Found::Slot(s))
     }
 
-    /// Inserts row `row`'s key as `slot`; returns its encoding to keep.
-    pub fn insert(&mut self, keys: &BatchKeys, row: usize, slot: u32) -> Box<[u8]> {
-        match keys {
-            BatchKeys::Int(a) if a.is_null(row) => {
-                self.null_int = Some(slot);
-                Box::new([0])
-            }
-            BatchKeys::Int(a) => {
-                let v = a.value(row);
-                self.ints.insert(v, slot);
-                let mut k = Vec::with_capacity(9);
-                k.push(1);
-                k.extend_from_slice(&v.to_le_bytes());
-                k.into_boxed_slice()
-            }
+    /// Row `row`'s key, encoded, to store in `slot`; indexes it there.
+    pub fn insert(&mut self, rows: &BatchKeys, row: usize, slot: u32) -> Box<[u8]> {
+        let key: Box<[u8]> = match rows {
+            BatchKeys::Int(a) if a.is_null(row) => Box::new([0]),
+            BatchKeys::Text(a) if a.is_null(row) => Box::new([0]),
+            BatchKeys::Int(a) => encode_int(a.value(row)),
+            BatchKeys::Text(a) => encode_text(a.value(row).as_bytes()),
             BatchKeys::Encoded(columns) => {
                 encode_key_or_null(columns, row, &mut self.buf);
-                let k: Box<[u8]> = self.buf.as_slice().into();
-                self.bytes.insert(k.clone(), slot);
-                k
+                self.buf.as_slice().into()
             }
-        }
+        };
+        self.insert_encoded(&key, slot);
+        key
     }
 
-    /// Re-registers a stored key (a restore).
-    pub fn insert_encoded(&mut self, single_int: bool, key: &[u8], slot: u32) {
-        if single_int {
-            match key {
-                [0] => self.null_int = Some(slot),
-                [1, rest @ ..] => {
-                    let v = i64::from_le_bytes(rest.try_into().expect("8 bytes"));
-                    self.ints.insert(v, slot);
-                }
-                _ => unreachable!("a single integer key is encoded as null or 1 + 8 bytes"),
-            }
-        } else {
-            self.bytes.insert(key.into(), slot);
-        }
+    fn is_null_single(&self, key: &[u8]) -> bool {
+        self.shape != Shape::Encoded && key == [0]
     }
 
-    /// Forgets a key whose slot is free.
-    pub fn remove(&mut self, single_int: bool, key: &[u8]) {
-        if single_int {
-            match key {
-                [0] => self.null_int = None,
-                [1, rest @ ..] => {
-                    self.ints
-                        .remove(&i64::from_le_bytes(rest.try_into().expect("8 bytes")));
-                }
-                _ => unreachable!("a single integer key is encoded as null or 1 + 8 bytes"),
-            }
-        } else {
-            self.bytes.remove(key);
+    /// Indexes a stored key (a new one, or a restored one) as `slot`.
+    pub fn insert_encoded(&mut self, key: &[u8], slot: u32) {
+        self.key_bytes += key.len();
+        if self.is_null_single(key) {
+            self.null = Some(slot);
+            return;
+        }
+        let hash = self.hash(lookup_bytes(self.shape, key));
+        let at = slot as usize;
+        if self.hashes.len() <= at {
+            self.hashes.resize(at + 1, 0);
+        }
+        self.hashes[at] = hash;
+        // Growth rehashes by the kept hashes, without the keys.
+        let hashes = &self.hashes;
+        self.table
+            .insert_unique(hash, slot, |&s| hashes[s as usize]);
+    }
+
+    /// Forgets `slot`'s key (the slot is being freed).
+    pub fn remove(&mut self, key: &[u8], slot: u32) {
+        self.key_bytes -= key.len();
+        if self.is_null_single(key) {
+            self.null = None;
+            return;
+        }
+        let hash = self.hashes[slot as usize];
+        if let Ok(entry) = self.table.find_entry(hash, |&s| s == slot) {
+            entry.remove();
         }
     }
 
     pub fn len(&self) -> usize {
-        self.ints.len() + usize::from(self.null_int.is_some()) + self.bytes.len()
+        self.table.len() + usize::from(self.null.is_some())
     }
+}
+
+/// A single integer key's encoding (as `encode_key_or_null` writes it).
+fn encode_int(v: i64) -> Box<[u8]> {
+    let mut k = Vec::with_capacity(9);
+    k.push(1);
+    k.extend_from_slice(&v.to_le_bytes());
+    k.into_boxed_slice()
+}
+
+/// A single text key's encoding.
+fn encode_text(v: &[u8]) -> Box<[u8]> {
+    let mut k = Vec::with_capacity(5 + v.len());
+    k.push(2);
+    k.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    k.extend_from_slice(v);
+    k.into_boxed_slice()
 }
 
 /// One decoded part of a key.

@@ -47,7 +47,7 @@ use arrow_array::types::Float64Type;
 use arrow_array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, FieldRef, Schema, SchemaRef};
 
-use super::features::columns::{event_times_us, is_event_time_type, key_kind, KeyKind};
+use super::features::columns::{event_times_us_array, is_event_time_type, key_kind, KeyKind};
 use super::{column_names, row_letter, Flow, Operator, OperatorKind, Step};
 use crate::metrics::{OperatorStats, PipelineMetrics};
 use crate::state::SnapshotError;
@@ -158,9 +158,9 @@ impl AggregateOperator {
         fields.extend(key_fields.iter().cloned());
         fields.push(Arc::new(Field::new("value", value_type.clone(), false)));
         fields.push(Arc::new(Field::new("error_bound", value_type, false)));
-        let single_int = matches!(key_columns.as_slice(), [(_, KeyKind::Int)]);
+        let shape = keys::Shape::of(&key_columns);
         Ok(Self {
-            windows: Windows::new(spec.clone(), single_int),
+            windows: Windows::new(spec.clone(), shape),
             key_columns,
             key_fields,
             value_column,
@@ -207,7 +207,7 @@ impl AggregateOperator {
             return;
         };
         let offset = flow.offsets.start;
-        let times = event_times_us(batch.column(self.time_column));
+        let times = event_times_us_array(batch.column(self.time_column));
         let keys = keys::BatchKeys::read(&batch, &self.key_columns);
         let values: Option<Float64Array> = self.value_column.map(|c| {
             arrow_cast::cast(batch.column(c), &DataType::Float64)
@@ -216,13 +216,15 @@ impl AggregateOperator {
                 .clone()
         });
         let mut counted = 0u64;
-        for (row, t) in times.into_iter().enumerate() {
-            let Some(t) = t else {
+        let nulls = times.null_count() > 0;
+        for row in 0..times.len() {
+            if nulls && times.is_null(row) {
                 flow.dead_letters.push(row_letter(&flow.source, offset, format!(
                     "row {row} of the batch at offset {offset}: no event time (the event_time column is null)"
                 )));
                 continue;
-            };
+            }
+            let t = times.value(row);
             let outcome = match &values {
                 None => self.windows.add(&keys, row, t, 0.0),
                 // sum, mean and max skip a missing value.

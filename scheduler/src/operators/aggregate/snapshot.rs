@@ -135,7 +135,7 @@ pub(super) fn read(op: &mut AggregateOperator, bytes: &[u8]) -> Result<(), Snaps
     }
     // Everything is read into a new state before the old is replaced: a
     // bad snapshot leaves the operator as it was.
-    let mut w = Windows::new(old.spec.clone(), old.single_int);
+    let mut w = Windows::new(old.spec.clone(), old.shape);
     w.watermark = r.i64()?;
     w.max_time = r.i64()?;
     w.w_end = r.i64()?;
@@ -202,7 +202,7 @@ pub(super) fn read(op: &mut AggregateOperator, bytes: &[u8]) -> Result<(), Snaps
     }
     for (i, slot) in w.slots.iter().enumerate() {
         if slot.refs > 0 {
-            w.index.insert_encoded(w.single_int, &slot.key, i as u32);
+            w.index.insert_encoded(&slot.key, i as u32);
         }
     }
     op.windows = w;

@@ -15,7 +15,7 @@
 use std::cmp::Ordering;
 use std::collections::VecDeque;
 
-use super::keys::{compare, BatchKeys, Found, KeyIndex};
+use super::keys::{compare, BatchKeys, Found, KeyIndex, Shape};
 use super::panes::{Dd, Pane, NO_ENTRY};
 use super::spec::{AggFn, AggregateSpec};
 
@@ -74,7 +74,7 @@ pub(super) struct Counts {
 
 pub(super) struct Windows {
     pub spec: AggregateSpec,
-    pub single_int: bool,
+    pub shape: Shape,
     pub slots: Vec<Slot>,
     pub free: Vec<u32>,
     pub index: KeyIndex,
@@ -100,13 +100,13 @@ pub(super) struct Windows {
 }
 
 impl Windows {
-    pub fn new(spec: AggregateSpec, single_int: bool) -> Self {
+    pub fn new(spec: AggregateSpec, shape: Shape) -> Self {
         Self {
             spec,
-            single_int,
+            shape,
             slots: Vec::new(),
             free: Vec::new(),
-            index: KeyIndex::default(),
+            index: KeyIndex::new(shape),
             open: Vec::new(),
             window: VecDeque::new(),
             w_end: i64::MIN,
@@ -189,7 +189,8 @@ impl Windows {
             return Err(Refusal::Infinite);
         }
         let p = self.open_pane(end);
-        let found = self.index.find(keys, row);
+        let slots = &self.slots;
+        let found = self.index.find(keys, row, |s| &slots[s as usize].key);
         // This key's entry in the pane, if it has one.
         let entry = match found {
             Found::New => None,
@@ -285,7 +286,7 @@ impl Windows {
         if slot.refs == 0 {
             debug_assert_eq!(slot.in_window, 0);
             let key = std::mem::take(&mut slot.key);
-            self.index.remove(self.single_int, &key);
+            self.index.remove(&key, s);
             self.free.push(s);
         }
     }
@@ -515,7 +516,8 @@ impl Windows {
     }
 
     /// The best `keep` of `slots` as (slot, value), in order, and the
-    /// highest level among those left out.
+    /// highest level among those left out. The cut is found by value alone;
+    /// keys are compared only among the values tied with it.
     fn ordered(&self, slots: Vec<u32>, keep: usize) -> (Vec<(u32, f64)>, Option<Dd>) {
         let mut list: Vec<(u32, f64, Dd)> = slots
             .into_iter()
@@ -525,26 +527,49 @@ impl Windows {
             })
             .collect();
         let order = |a: &(u32, f64, Dd), b: &(u32, f64, Dd)| -> Ordering {
-            b.1.total_cmp(&a.1)
-                .then_with(|| compare(&self.slots[a.0 as usize].key, &self.slots[b.0 as usize].key))
+            b.1.total_cmp(&a.1).then_with(|| self.key_order(a.0, b.0))
         };
         let mut dropped = None;
+        let mut drop = |e: &(u32, f64, Dd)| dropped = Some(higher(e.2, dropped));
         if list.len() > keep {
-            list.select_nth_unstable_by(keep - 1, order);
-            for (_, _, level) in &list[keep..] {
-                dropped = Some(higher(dropped.unwrap_or(*level), Some(*level)));
+            list.select_nth_unstable_by(keep - 1, |a, b| b.1.total_cmp(&a.1));
+            let cut = list[keep - 1].1;
+            let (mut contenders, out): (Vec<_>, Vec<_>) = list
+                .into_iter()
+                .partition(|e| e.1.total_cmp(&cut) != Ordering::Less);
+            out.iter().for_each(&mut drop);
+            if contenders.len() > keep {
+                contenders.select_nth_unstable_by(keep - 1, order);
+                contenders[keep..].iter().for_each(&mut drop);
+                contenders.truncate(keep);
             }
-            list.truncate(keep);
+            list = contenders;
         }
         list.sort_unstable_by(order);
         (list.into_iter().map(|(s, v, _)| (s, v)).collect(), dropped)
     }
 
+    /// Two slots' keys in the output order (`keys::compare`), a single
+    /// text or integer key compared without decoding.
+    fn key_order(&self, a: u32, b: u32) -> Ordering {
+        let (x, y) = (&self.slots[a as usize].key, &self.slots[b as usize].key);
+        let null = |k: &[u8]| k == [0];
+        match self.shape {
+            Shape::Text | Shape::Int if null(x) || null(y) => null(y).cmp(&null(x)),
+            Shape::Text => x[5..].cmp(&y[5..]),
+            Shape::Int => {
+                let v = |k: &[u8]| i64::from_le_bytes(k[1..9].try_into().expect("8 bytes"));
+                v(x).cmp(&v(y))
+            }
+            Shape::Encoded => compare(x, y),
+        }
+    }
+
     /// Bytes of state held (slots, keys, panes, index).
     pub fn bytes(&self) -> usize {
         self.slots.capacity() * std::mem::size_of::<Slot>()
-            + self.slots.iter().map(|s| s.key.len()).sum::<usize>()
-            + self.index.len() * 24
+            + self.index.key_bytes
+            + self.index.len() * 12
             + self.open.iter().map(|(_, p)| p.bytes()).sum::<usize>()
             + self.window.iter().map(|(_, p)| p.bytes()).sum::<usize>()
     }

@@ -21,16 +21,21 @@ pub fn is_event_time_type(t: &DataType) -> bool {
 /// The event times of `array` (Int64 µs or a timestamp of any unit) in
 /// microseconds; nulls as `None`.
 pub fn event_times_us(array: &ArrayRef) -> Vec<Option<i64>> {
+    event_times_us_array(array).iter().collect()
+}
+
+/// The event times of `array` in microseconds as an Int64 array (nulls
+/// kept; no copy when it already is Int64 µs).
+pub fn event_times_us_array(array: &ArrayRef) -> Int64Array {
     let raw =
         arrow_cast::cast(array, &DataType::Int64).expect("int64 and timestamps cast to int64");
     let raw = raw.as_primitive::<Int64Type>();
-    let to_us: fn(i64) -> i64 = match array.data_type() {
-        DataType::Timestamp(TimeUnit::Second, _) => |x| x.saturating_mul(1_000_000),
-        DataType::Timestamp(TimeUnit::Millisecond, _) => |x| x.saturating_mul(1_000),
-        DataType::Timestamp(TimeUnit::Nanosecond, _) => |x| x.div_euclid(1_000),
-        _ => |x| x,
-    };
-    raw.iter().map(|t| t.map(to_us)).collect()
+    match array.data_type() {
+        DataType::Timestamp(TimeUnit::Second, _) => raw.unary(|x| x.saturating_mul(1_000_000)),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => raw.unary(|x| x.saturating_mul(1_000)),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => raw.unary(|x| x.div_euclid(1_000)),
+        _ => raw.clone(),
+    }
 }
 
 /// How a key column is read.

@@ -37,7 +37,7 @@ use roo_ingest::DeadLetter;
 use columns::{
     encode_key, key_column, key_kind, value_column, FeatureColumn, KeyColumn, KeyKind, ValueColumn,
 };
-pub use columns::{event_times_us, is_event_time_type};
+pub use columns::{event_times_us, event_times_us_array, is_event_time_type};
 pub use spec::{parse_duration_us, Agg, DurationError, FeatureError, FeatureSpec, StateLimits};
 use state::{Answer, Feature, Group, KeyedState, SlotKind};
 
