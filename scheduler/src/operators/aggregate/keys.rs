@@ -74,6 +74,52 @@ impl Shape {
     }
 }
 
+/// A stored key: up to 22 bytes inline (most keys: no allocation, and in
+/// the same cache lines as its slot), longer ones on the heap.
+#[derive(Clone)]
+pub(super) enum KeyBytes {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Heap(Box<[u8]>),
+}
+
+const INLINE: usize = 22;
+
+impl Default for KeyBytes {
+    fn default() -> Self {
+        Self::Inline {
+            len: 0,
+            bytes: [0; INLINE],
+        }
+    }
+}
+
+impl From<&[u8]> for KeyBytes {
+    fn from(k: &[u8]) -> Self {
+        if k.len() <= INLINE {
+            let mut bytes = [0; INLINE];
+            bytes[..k.len()].copy_from_slice(k);
+            Self::Inline {
+                len: k.len() as u8,
+                bytes,
+            }
+        } else {
+            Self::Heap(k.into())
+        }
+    }
+}
+
+impl std::ops::Deref for KeyBytes {
+    type Target = [u8];
+
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Inline { len, bytes } => &bytes[..*len as usize],
+            Self::Heap(b) => b,
+        }
+    }
+}
+
 /// Where a row's key was found, or that it is new.
 pub(super) enum Found {
     Slot(u32),
@@ -154,17 +200,24 @@ impl KeyIndex {
     }
 
     /// Row `row`'s key, encoded, to store in `slot`; indexes it there.
-    pub fn insert(&mut self, rows: &BatchKeys, row: usize, slot: u32) -> Box<[u8]> {
-        let key: Box<[u8]> = match rows {
-            BatchKeys::Int(a) if a.is_null(row) => Box::new([0]),
-            BatchKeys::Text(a) if a.is_null(row) => Box::new([0]),
-            BatchKeys::Int(a) => encode_int(a.value(row)),
-            BatchKeys::Text(a) => encode_text(a.value(row).as_bytes()),
-            BatchKeys::Encoded(columns) => {
-                encode_key_or_null(columns, row, &mut self.buf);
-                self.buf.as_slice().into()
+    pub fn insert(&mut self, rows: &BatchKeys, row: usize, slot: u32) -> KeyBytes {
+        self.buf.clear();
+        match rows {
+            BatchKeys::Int(a) if a.is_null(row) => self.buf.push(0),
+            BatchKeys::Text(a) if a.is_null(row) => self.buf.push(0),
+            BatchKeys::Int(a) => {
+                self.buf.push(1);
+                self.buf.extend_from_slice(&a.value(row).to_le_bytes());
             }
-        };
+            BatchKeys::Text(a) => {
+                let v = a.value(row).as_bytes();
+                self.buf.push(2);
+                self.buf.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                self.buf.extend_from_slice(v);
+            }
+            BatchKeys::Encoded(columns) => encode_key_or_null(columns, row, &mut self.buf),
+        }
+        let key = KeyBytes::from(self.buf.as_slice());
         self.insert_encoded(&key, slot);
         key
     }
@@ -208,23 +261,6 @@ impl KeyIndex {
     pub fn len(&self) -> usize {
         self.table.len() + usize::from(self.null.is_some())
     }
-}
-
-/// A single integer key's encoding (as `encode_key_or_null` writes it).
-fn encode_int(v: i64) -> Box<[u8]> {
-    let mut k = Vec::with_capacity(9);
-    k.push(1);
-    k.extend_from_slice(&v.to_le_bytes());
-    k.into_boxed_slice()
-}
-
-/// A single text key's encoding.
-fn encode_text(v: &[u8]) -> Box<[u8]> {
-    let mut k = Vec::with_capacity(5 + v.len());
-    k.push(2);
-    k.extend_from_slice(&(v.len() as u32).to_le_bytes());
-    k.extend_from_slice(v);
-    k.into_boxed_slice()
 }
 
 /// One decoded part of a key.

@@ -15,13 +15,13 @@
 use std::cmp::Ordering;
 use std::collections::VecDeque;
 
-use super::keys::{compare, BatchKeys, Found, KeyIndex, Shape};
+use super::keys::{compare, BatchKeys, Found, KeyBytes, KeyIndex, Shape};
 use super::panes::{Dd, Pane, NO_ENTRY};
 use super::spec::{AggFn, AggregateSpec};
 
 /// One key held by some pane.
 pub(super) struct Slot {
-    pub key: Box<[u8]>,
+    pub key: KeyBytes,
     /// Entries (in open and window panes) that are this key's.
     pub refs: u32,
     /// The newest open pane (its end) that may hold this key's entry; no
@@ -57,7 +57,7 @@ pub(super) enum Refusal {
 pub(super) struct WindowRows {
     pub end: i64,
     /// (slot's key, value, error bound), best first.
-    pub rows: Vec<(Box<[u8]>, f64, f64)>,
+    pub rows: Vec<(KeyBytes, f64, f64)>,
 }
 
 /// Counters for metrics.
@@ -454,7 +454,7 @@ impl Windows {
     }
 
     /// The window's rows: value descending, then key ascending.
-    fn rank(&mut self) -> Vec<(Box<[u8]>, f64, f64)> {
+    fn rank(&mut self) -> Vec<(KeyBytes, f64, f64)> {
         let top = self.spec.top;
         let keep = if top == 0 {
             usize::MAX
@@ -593,7 +593,7 @@ fn neg(x: Dd) -> Dd {
 impl Slot {
     pub fn empty() -> Self {
         Self {
-            key: Box::new([]),
+            key: KeyBytes::default(),
             refs: 0,
             pane: i64::MIN,
             entry: NO_ENTRY,
