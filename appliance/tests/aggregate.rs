@@ -163,6 +163,37 @@ fn pandas_agrees_on_generated_tweets() {
     assert!(said.contains("pandas agrees"), "{said}");
 }
 
+/// Tweets put over Flight; the top 5 hashtags over 60 s every 10 s.
+const LATEST_CONFIG: &str = r#"
+[server]
+metrics = "127.0.0.1:0"
+
+[flight]
+listen = "127.0.0.1:0"
+
+[[pipeline]]
+name = "t"
+event_time = "ts"
+lateness = "2s"
+
+[pipeline.source]
+kind = "flight"
+columns = ["tweet_id:int64", "ts:int64", "hashtag:string", "user_id:int64", "likes:int64"]
+
+[[pipeline.sink]]
+kind = "files"
+dir = "windows"
+format = "arrow"
+
+[[pipeline.aggregate]]
+name = "top_tags"
+key = "hashtag"
+agg = "count"
+window = "60s"
+every = "10s"
+top = 5
+"#;
+
 #[test]
 fn a_pyarrow_client_reads_the_latest_window() {
     let Some(python) = common::python("pandas, pyarrow, numpy") else {
@@ -170,13 +201,7 @@ fn a_pyarrow_client_reads_the_latest_window() {
     };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("roo.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[server]\nmetrics = \"127.0.0.1:0\"\n\n[flight]\nlisten = \"127.0.0.1:0\"\n\n[[pipeline]]\nname = \"t\"\nevent_time = \"ts\"\nlateness = \"2s\"\n\n[pipeline.source]\nkind = \"flight\"\ncolumns = [\"tweet_id:int64\", \"ts:int64\", \"hashtag:string\", \"user_id:int64\", \"likes:int64\"]\n\n[[pipeline.sink]]\nkind = \"files\"\ndir = \"windows\"\nformat = \"arrow\"\n\n[[pipeline.aggregate]]\nname = \"top_tags\"\nkey = \"hashtag\"\nagg = \"count\"\nwindow = \"60s\"\nevery = \"10s\"\ntop = 5\n"
-        ),
-    )
-    .unwrap();
+    std::fs::write(&path, LATEST_CONFIG).unwrap();
     let mut daemon = Daemon::start(&path, Stdio::null());
     let flight = daemon.ready().flight.unwrap();
     let said = common::run_python(

@@ -11,7 +11,6 @@
 mod report;
 mod daemon;
 mod enrich;
-mod topk;
 mod features;
 mod flight;
 mod gpu;
@@ -19,6 +18,7 @@ mod ingest;
 mod kernels;
 mod pipeline;
 mod plot;
+mod topk;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -350,6 +350,34 @@ impl Report {
                 }
             }
         }
+        if let Some(t) = self.section("topk") {
+            if let Some(all) = t.find(crate::topk::ROO_ALL) {
+                let ratio = all.events_per_s / 5e6;
+                out.push(Headline {
+                    target: "topk >= 5M events/s on one core (exact, Zipf 1.1 hashtags, top 10)"
+                        .into(),
+                    measured: format!("{:.2}M events/s", all.events_per_s / 1e6),
+                    ratio,
+                    goal: 1.0,
+                    met: ratio >= 1.0,
+                });
+            }
+            let cpu = |name: &str| t.find(name).and_then(|m| m.cpu_ns_per_event);
+            let best_peer = [crate::topk::PY_STREAM, crate::topk::PANDAS]
+                .into_iter()
+                .filter_map(|p| cpu(p).map(|c| (p, c)))
+                .min_by(|a, b| a.1.total_cmp(&b.1));
+            if let (Some(r), Some((peer, p))) = (cpu(crate::topk::ROO_PREFIX), best_peer) {
+                let ratio = p / r;
+                out.push(Headline {
+                    target: format!("topk CPU per event <= 1/20 of the better peer ({peer})"),
+                    measured: format!("1/{ratio:.1} ({r:.0} vs {p:.0} CPU-ns/event)"),
+                    ratio,
+                    goal: 20.0,
+                    met: ratio >= 20.0,
+                });
+            }
+        }
         if let Some(k) = self.section("kernels") {
             for m in k
                 .measurements

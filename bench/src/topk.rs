@@ -88,7 +88,10 @@ fn time_operator(batches: &[RecordBatch]) -> Result<(Run, Windows)> {
         aggregated
     });
     let events: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-    anyhow::ensure!(aggregated == events, "{aggregated} of {events} events aggregated");
+    anyhow::ensure!(
+        aggregated == events,
+        "{aggregated} of {events} events aggregated"
+    );
     let mut w = Windows {
         rows: 0,
         firsts: Vec::new(),
@@ -151,9 +154,8 @@ pub fn run(
         w.state_bytes as f64 / (1 << 20) as f64,
         rss - rss_before
     );
-    section.push(
-        Measurement::roo(ROO_ALL, events as f64, run.wall_s, Some(run.cpu_s)).rss(Some(rss)),
-    );
+    section
+        .push(Measurement::roo(ROO_ALL, events as f64, run.wall_s, Some(run.cpu_s)).rss(Some(rss)));
     let Some(python) = python else {
         section.detail = crate::report::take_lines();
         return Ok(section);
@@ -172,10 +174,8 @@ pub fn run(
     std::fs::create_dir_all(cache)?;
     let path = cache.join(format!("topk_{peer_events}_{keys}.arrow"));
     {
-        let mut writer = arrow_ipc::writer::FileWriter::try_new(
-            std::fs::File::create(&path)?,
-            &tweet_schema(),
-        )?;
+        let mut writer =
+            arrow_ipc::writer::FileWriter::try_new(std::fs::File::create(&path)?, &tweet_schema())?;
         for b in &first {
             writer.write(b)?;
         }

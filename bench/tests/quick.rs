@@ -132,7 +132,7 @@ fn quick_run_writes_a_whole_and_sane_report() {
         .collect();
     assert_eq!(
         names,
-        ["kernels", "ingest", "pipeline", "flight", "gpu", "features", "enrich"]
+        ["kernels", "ingest", "pipeline", "flight", "gpu", "features", "enrich", "topk"]
     );
     let gpu_required = std::env::var("ROO_REQUIRE_GPU").is_ok_and(|v| v == "1");
     for s in sections {
@@ -219,6 +219,8 @@ fn quick_run_writes_a_whole_and_sane_report() {
         "lookups/s on one core (integer keys",
         "enrich CPU per event <= 1/5 of pandas merge_asof(by=key), string keys",
         "pandas merge(how=left)",
+        "topk >= 5M events/s on one core",
+        "topk CPU per event <= 1/20 of the better peer",
     ] {
         let h = headline
             .iter()
@@ -237,6 +239,7 @@ fn quick_run_writes_a_whole_and_sane_report() {
         "## CPU/GPU crossover",
         "## Per-key rolling features",
         "## Enrichment",
+        "## Sliding-window top-K",
         "set with --dollars-per-core-hour",
     ] {
         assert!(md.contains(needle), "report.md lacks {needle:?}");

@@ -75,7 +75,7 @@ const BURST_EVERY_US: f64 = 45e6;
 impl Burst {
     fn share(&self, t: i64) -> f64 {
         let dt = t - self.start_us;
-        if dt < 0 || dt >= RISE_US + FALL_US {
+        if !(0..RISE_US + FALL_US).contains(&dt) {
             0.0
         } else if dt < RISE_US {
             self.peak * dt as f64 / RISE_US as f64

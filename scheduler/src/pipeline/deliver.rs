@@ -82,6 +82,10 @@ impl OrderCheck {
     }
 }
 
+/// A batch written but not yet durable in every sink: its number, and the
+/// source offset it ends at (none for an aggregate's results).
+type Pending = (u64, Option<(Arc<str>, u64)>);
+
 pub(crate) fn run(
     rx: Receiver<Flow>,
     mut sinks: Vec<OutputSink>,
@@ -92,7 +96,7 @@ pub(crate) fn run(
     // (batch number, source and the offset it ends at — none for an
     // aggregate's results), written but not yet durable in every sink,
     // oldest first.
-    let mut pending: VecDeque<(u64, Option<(Arc<str>, u64)>)> = VecDeque::new();
+    let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut number = 0u64;
     let mut order = OrderCheck::new(SOURCES_ORDER_CHECKED_MAX);
     loop {
@@ -171,7 +175,7 @@ pub(crate) fn run(
 /// Acknowledges every batch every sink now holds durably: its source's
 /// offset, and the dead letters written with it (published).
 fn ack(
-    pending: &mut VecDeque<(u64, Option<(Arc<str>, u64)>)>,
+    pending: &mut VecDeque<Pending>,
     sinks: &mut [OutputSink],
     dead: &mut Option<DeadLetterFiles>,
     number: u64,

@@ -177,12 +177,21 @@ impl KeyIndex {
     /// Row `row`'s slot, or `Found::New` (then [`Self::insert`] it);
     /// `keys` holds each slot's stored key.
     #[inline]
-    pub fn find<'k>(&mut self, rows: &BatchKeys, row: usize, keys: impl Fn(u32) -> &'k [u8]) -> Found {
+    pub fn find<'k>(
+        &mut self,
+        rows: &BatchKeys,
+        row: usize,
+        keys: impl Fn(u32) -> &'k [u8],
+    ) -> Found {
         let shape = self.shape;
         let int_bytes;
         let bytes: &[u8] = match rows {
-            BatchKeys::Int(a) if a.is_null(row) => return self.null.map_or(Found::New, Found::Slot),
-            BatchKeys::Text(a) if a.is_null(row) => return self.null.map_or(Found::New, Found::Slot),
+            BatchKeys::Int(a) if a.is_null(row) => {
+                return self.null.map_or(Found::New, Found::Slot)
+            }
+            BatchKeys::Text(a) if a.is_null(row) => {
+                return self.null.map_or(Found::New, Found::Slot)
+            }
             BatchKeys::Int(a) => {
                 int_bytes = a.value(row).to_le_bytes();
                 &int_bytes

@@ -190,6 +190,10 @@ fn run(
     (rows_of(&batches), dead)
 }
 
+/// A key in the output order: null (0) first, then text by bytes or
+/// integers by value.
+type SortKey = (u8, Vec<u8>, i64);
+
 /// The reference: the rule per event in arrival order, then every window
 /// computed from the accepted events directly.
 fn reference(spec: &AggregateSpec, events: &[Event], text: bool) -> (Vec<Row>, u64) {
@@ -218,8 +222,8 @@ fn reference(spec: &AggregateSpec, events: &[Event], text: bool) -> (Vec<Row>, u
     let mut rows = Vec::new();
     let mut end = first;
     while end <= last {
-        // key (as sorted) → (count, sum, max, values seen)
-        let mut groups: BTreeMap<(u8, Vec<u8>, i64), (String, i64, f64, f64)> = BTreeMap::new();
+        // key (as sorted) → (name, count, sum, max)
+        let mut groups: BTreeMap<SortKey, (String, i64, f64, f64)> = BTreeMap::new();
         for (k, t, v) in &accepted {
             if !(end - spec.window_us < *t && *t <= end) {
                 continue;
@@ -244,7 +248,7 @@ fn reference(spec: &AggregateSpec, events: &[Event], text: bool) -> (Vec<Row>, u
             g.2 += x;
             g.3 = g.3.max(x);
         }
-        let mut list: Vec<((u8, Vec<u8>, i64), String, f64)> = groups
+        let mut list: Vec<(SortKey, String, f64)> = groups
             .into_iter()
             .map(|(order, (name, n, sum, max))| {
                 let value = match spec.agg {
