@@ -13,7 +13,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use roo_scheduler::operators::enrich::{EnrichOperator, EnrichSpec, LiveTable, Missing};
 use roo_scheduler::PipelineMetrics;
 
-use crate::features::{prefix, time_batches};
+use crate::features::{prefix, time_batches, write_ipc};
 use crate::report::{process_peak_rss_mib, reset_peak_rss, Measurement, Run, Section};
 
 /// The three joins, named as the report shows them.
@@ -174,18 +174,6 @@ fn generate(n: usize, keys: usize, text: bool) -> Vec<RecordBatch> {
         at += m;
     }
     batches
-}
-
-fn write_ipc(path: &Path, batches: &[RecordBatch]) -> Result<()> {
-    let mut w = arrow_ipc::writer::FileWriter::try_new(
-        std::fs::File::create(path).with_context(|| path.display().to_string())?,
-        &batches[0].schema(),
-    )?;
-    for b in batches {
-        w.write(b)?;
-    }
-    w.finish()?;
-    Ok(())
 }
 
 pub fn run(

@@ -157,6 +157,19 @@ pub(crate) fn time_batches(op: &mut dyn Operator, batches: &[RecordBatch]) -> Re
     Ok((run, results))
 }
 
+/// Writes `batches` (at least one) to an Arrow IPC file for a peer to read.
+pub(crate) fn write_ipc(path: &Path, batches: &[RecordBatch]) -> Result<()> {
+    let mut w = arrow_ipc::writer::FileWriter::try_new(
+        std::fs::File::create(path).with_context(|| path.display().to_string())?,
+        &batches[0].schema(),
+    )?;
+    for b in batches {
+        w.write(b)?;
+    }
+    w.finish()?;
+    Ok(())
+}
+
 /// The first `n` events of `batches`.
 pub(crate) fn prefix(batches: &[RecordBatch], n: usize) -> Vec<RecordBatch> {
     let mut left = n;
@@ -227,14 +240,7 @@ pub fn run(
     ));
     std::fs::create_dir_all(cache)?;
     let path = cache.join(format!("features_{peer_events}_{keys}.arrow"));
-    {
-        let mut w =
-            arrow_ipc::writer::FileWriter::try_new(std::fs::File::create(&path)?, &schema())?;
-        for b in &prefix {
-            w.write(b)?;
-        }
-        w.finish()?;
-    }
+    write_ipc(&path, &prefix)?;
     crate::report::step("features: pandas and a Python stream");
     let out = crate::run_script(
         python,

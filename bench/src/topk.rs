@@ -17,7 +17,7 @@ use roo_scheduler::operators::aggregate::{AggFn, AggregateOperator, AggregateSpe
 use roo_scheduler::operators::{Flow, Operator, Step};
 use roo_scheduler::PipelineMetrics;
 
-use crate::features::prefix;
+use crate::features::{prefix, write_ipc};
 use crate::report::{process_peak_rss_mib, reset_peak_rss, Measurement, Run, Section};
 
 pub const ROO_ALL: &str = "roo, aggregate top-10, one core, all events";
@@ -173,14 +173,7 @@ pub fn run(
     ));
     std::fs::create_dir_all(cache)?;
     let path = cache.join(format!("topk_{peer_events}_{keys}.arrow"));
-    {
-        let mut writer =
-            arrow_ipc::writer::FileWriter::try_new(std::fs::File::create(&path)?, &tweet_schema())?;
-        for b in &first {
-            writer.write(b)?;
-        }
-        writer.finish()?;
-    }
+    write_ipc(&path, &first)?;
     drop(first);
     crate::report::step("topk: Python and pandas");
     let out = crate::run_script(

@@ -25,6 +25,8 @@ pub mod aggregate;
 pub mod enrich;
 pub mod features;
 pub mod score;
+#[cfg(test)]
+mod test_rng;
 
 use std::any::Any;
 use std::ops::Range;

@@ -55,6 +55,23 @@ pub fn encode(kind: &str, version: u32, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A snapshot's payload, checked to be whole, of `kind` and of `version`
+/// (the one payload version this roo reads).
+pub fn decode_version<'a>(
+    kind: &str,
+    version: u32,
+    bytes: &'a [u8],
+) -> Result<&'a [u8], SnapshotError> {
+    let (found, payload) = decode(kind, bytes)?;
+    if found != version {
+        return Err(SnapshotError::Version {
+            expected: version.to_string(),
+            found,
+        });
+    }
+    Ok(payload)
+}
+
 /// A snapshot's payload and its version, checked to be whole and of `kind`.
 pub fn decode<'a>(kind: &str, bytes: &'a [u8]) -> Result<(u32, &'a [u8]), SnapshotError> {
     let need = |needed: usize| {

@@ -118,13 +118,7 @@ pub(super) fn write(op: &AggregateOperator) -> Vec<u8> {
 }
 
 pub(super) fn read(op: &mut AggregateOperator, bytes: &[u8]) -> Result<(), SnapshotError> {
-    let (version, payload) = state::decode(KIND, bytes)?;
-    if version != VERSION {
-        return Err(SnapshotError::Version {
-            expected: VERSION.to_string(),
-            found: version,
-        });
-    }
+    let payload = state::decode_version(KIND, VERSION, bytes)?;
     let mut r = Reader::new(payload);
     let old = &op.windows;
     if r.u64()? != fingerprint(old) {

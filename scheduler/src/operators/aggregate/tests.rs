@@ -4,6 +4,7 @@
 //! and beyond the lateness, null keys and values, split into batches at
 //! random (the result never depends on where).
 
+use crate::operators::test_rng::Rng;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -27,20 +28,6 @@ struct Event {
 
 /// A window's row as compared: (start, end, rank, key, value, error).
 type Row = (i64, i64, i64, String, f64, f64);
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn spec(agg: AggFn, window: i64, top: usize, lateness: i64) -> AggregateSpec {
     AggregateSpec {
@@ -598,4 +585,36 @@ fn bad_aggregates_are_refused_with_what_was_expected() {
     s = base.clone();
     s.key = vec!["v".into()];
     assert!(new(&s, Some(1)).contains("key column v is Float64"));
+}
+
+#[test]
+fn extreme_and_negative_times_never_panic() {
+    for agg in [AggFn::Count, AggFn::Sum, AggFn::Max] {
+        let mut s = spec(agg, 30, 2, 5);
+        s.keys_max = 1;
+        let times = [
+            i64::MIN,
+            i64::MIN + 1,
+            -25,
+            -10,
+            0,
+            1,
+            i64::MAX - 1,
+            i64::MAX,
+            7,
+        ];
+        let events: Vec<Event> = times
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| Event {
+                key: Some(i as i64 % 3),
+                t: Some(t),
+                v: Some(i as f64),
+            })
+            .collect();
+        let (rows, dead) = run(&mut operator(&s, false), &events, &[3, 5], false);
+        // After a time near i64::MAX every later event is late.
+        assert!(dead >= 1, "{agg}: {dead}");
+        assert!(rows.iter().all(|r| r.2 >= 1 && r.2 <= 2));
+    }
 }

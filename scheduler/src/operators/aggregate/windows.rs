@@ -226,7 +226,7 @@ impl Windows {
                     let o = &mut self.slots[old as usize];
                     if o.pane == end {
                         // No longer in this pane; maybe in an older one.
-                        o.pane = end - self.spec.every_us;
+                        o.pane = end.saturating_sub(self.spec.every_us);
                         o.entry = NO_ENTRY;
                     }
                     self.release(old);

@@ -2,6 +2,7 @@
 //! event, scan every row of the table for its key and keep the greatest
 //! `valid_from <= t`.
 
+use crate::operators::test_rng::Rng;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -14,24 +15,6 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use super::*;
 use crate::metrics::PipelineMetrics;
 use crate::operators::{Flow, Operator, Step};
-
-/// A small deterministic generator (xorshift).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        (self.next() % 1_000_000) as f64 / 1e6 < p
-    }
-}
 
 /// One table row: key, valid_from, limit (None: null), country.
 #[derive(Clone, Debug)]

@@ -96,13 +96,7 @@ fn write_state(w: &mut Writer, s: &KeyedState) {
 }
 
 pub(super) fn read(op: &mut FeatureOperator, bytes: &[u8]) -> Result<(), SnapshotError> {
-    let (version, payload) = state::decode(KIND, bytes)?;
-    if version != VERSION {
-        return Err(SnapshotError::Version {
-            expected: VERSION.to_string(),
-            found: version,
-        });
-    }
+    let payload = state::decode_version(KIND, VERSION, bytes)?;
     let mut r = Reader::new(payload);
     if r.u64()? != fingerprint(op) {
         return Err(SnapshotError::Payload(

@@ -1,6 +1,7 @@
 //! The features against a plain reference written the obvious way: for
 //! every event, look at every earlier-arrived event of its key.
 
+use crate::operators::test_rng::Rng;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -19,24 +20,6 @@ struct Event {
     t: i64,
     amount: Option<f64>,
     merchant: Option<String>,
-}
-
-/// A small deterministic generator (xorshift).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        (self.next() % 1_000_000) as f64 / 1e6 < p
-    }
 }
 
 const S: i64 = 1_000_000;
