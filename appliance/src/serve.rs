@@ -93,7 +93,25 @@ pub fn check_config(path: &Path) -> Result<()> {
             .iter()
             .map(|(name, v, rows, keys)| format!(", table {name} {v} ({rows} rows, {keys} keys)"))
             .collect();
-        println!("pipeline {}: ok ({model}{shadows}{tables})", spec.name);
+        let aggregate: String = spec
+            .aggregate
+            .iter()
+            .map(|a| {
+                format!(
+                    ", aggregate {} ({} by {}, window {} s every {} s, top {})",
+                    a.name,
+                    a.agg,
+                    a.key.join(", "),
+                    a.window_us as f64 / 1e6,
+                    a.every_us as f64 / 1e6,
+                    a.top
+                )
+            })
+            .collect();
+        println!(
+            "pipeline {}: ok ({model}{shadows}{tables}{aggregate})",
+            spec.name
+        );
     }
     Ok(())
 }
