@@ -293,7 +293,7 @@ fn all(quick: bool, out: &Path, price: f64, only: &[String], common: &Common) ->
         ("gpu", 6),
         ("features", 5),
         ("enrich", 3),
-        ("topk", 4),
+        ("topk", 5),
     ]
     .iter()
     .filter(|(s, _)| wanted(s))

@@ -24,6 +24,10 @@ pub const ROO_ALL: &str = "roo, aggregate top-10, one core, all events";
 pub const ROO_PREFIX: &str = "roo, aggregate top-10, one core, the peers' events";
 pub const PY_STREAM: &str = "Python, Counter per pane, heapq per window";
 pub const PANDAS: &str = "pandas, groupby per window";
+pub const ROO_SUMMARY: &str = "roo, aggregate top-10, Space-Saving (keys_max 1,000), one core";
+
+/// Counters per pane in the summary run: far fewer than a pane's hashtags.
+const SUMMARY_KEYS_MAX: usize = 1_000;
 
 const BATCH_ROWS: usize = 8192;
 const START: i64 = 1_790_000_000_000_000;
@@ -33,7 +37,7 @@ const WINDOW_US: i64 = 300_000_000;
 const EVERY_US: i64 = 10_000_000;
 const TOP: usize = 10;
 
-fn spec() -> AggregateSpec {
+fn spec(keys_max: usize) -> AggregateSpec {
     AggregateSpec {
         name: "top_hashtags".into(),
         key: vec!["hashtag".into()],
@@ -42,8 +46,7 @@ fn spec() -> AggregateSpec {
         window_us: WINDOW_US,
         every_us: EVERY_US,
         top: TOP,
-        // Exact: more than any pane's distinct hashtags.
-        keys_max: 1 << 22,
+        keys_max,
         lateness_us: 1_000_000,
     }
 }
@@ -61,19 +64,26 @@ fn generate(events: usize, keys: usize) -> Vec<RecordBatch> {
     batches
 }
 
-/// What a run produced: rows, and each window's first row (end, key, count).
+/// Exact: more than any pane's distinct hashtags.
+const EXACT: usize = 1 << 22;
+
+/// What a run produced: rows, each window's first row (end, key, count),
+/// the largest error bound, the operator's state and takeovers.
 struct Windows {
     rows: usize,
     firsts: Vec<(i64, String, i64)>,
+    error_max: i64,
     state_bytes: u64,
     keys_held: u64,
+    takeovers: u64,
 }
 
 /// Times the operator over `batches` (emitting after each, as a
 /// pipeline does), CPU time of the process.
-fn time_operator(batches: &[RecordBatch]) -> Result<(Run, Windows)> {
+fn time_operator(batches: &[RecordBatch], keys_max: usize) -> Result<(Run, Windows)> {
     let metrics = Arc::new(PipelineMetrics::default());
-    let mut op = AggregateOperator::new(&spec(), Some(1), &tweet_schema(), metrics.clone())?;
+    let mut op =
+        AggregateOperator::new(&spec(keys_max), Some(1), &tweet_schema(), metrics.clone())?;
     let mut own = Vec::new();
     let (run, aggregated) = Run::time(|| {
         let mut aggregated = 0;
@@ -95,12 +105,18 @@ fn time_operator(batches: &[RecordBatch]) -> Result<(Run, Windows)> {
     let mut w = Windows {
         rows: 0,
         firsts: Vec::new(),
+        error_max: 0,
         state_bytes: 0,
         keys_held: 0,
+        takeovers: 0,
     };
     for f in own {
         let b = f.batch.context("a window's rows")?;
         w.rows += b.num_rows();
+        let errors = b.column(5).as_primitive::<Int64Type>();
+        w.error_max = w
+            .error_max
+            .max(errors.values().iter().copied().max().unwrap_or(0));
         let end = b.column(1).as_primitive::<Int64Type>().value(0);
         let key = b.column(3).as_string::<i32>().value(0).to_string();
         let value = b.column(4).as_primitive::<Int64Type>().value(0);
@@ -110,6 +126,7 @@ fn time_operator(batches: &[RecordBatch]) -> Result<(Run, Windows)> {
     if let Some(o) = stats.operators.first() {
         w.state_bytes = o.state_bytes;
         w.keys_held = o.keys_held;
+        w.takeovers = o.summary_takeovers;
     }
     Ok((run, w))
 }
@@ -141,7 +158,7 @@ pub fn run(
     crate::report::step("topk: roo, all events");
     reset_peak_rss();
     let rss_before = process_peak_rss_mib();
-    let (run, w) = time_operator(&batches)?;
+    let (run, w) = time_operator(&batches, EXACT)?;
     let rss = process_peak_rss_mib();
     say!(
         "  {ROO_ALL}: {:.2} M events/s on one core, {:.0} CPU-ns/event; {} windows, {} rows; \
@@ -156,6 +173,30 @@ pub fn run(
     );
     section
         .push(Measurement::roo(ROO_ALL, events as f64, run.wall_s, Some(run.cpu_s)).rss(Some(rss)));
+    crate::report::step("topk: roo, Space-Saving");
+    let (summary, sw) = time_operator(&batches, SUMMARY_KEYS_MAX)?;
+    let same_leader = sw
+        .firsts
+        .iter()
+        .zip(&w.firsts)
+        .filter(|(a, b)| a.1 == b.1)
+        .count();
+    say!(
+        "  {ROO_SUMMARY}: {:.2} M events/s, {:.0} CPU-ns/event; {} takeovers; largest error bound {}; \
+         the exact leader in {same_leader} of {} windows; {:.1} MiB of state",
+        events as f64 / summary.wall_s / 1e6,
+        summary.cpu_s * 1e9 / events as f64,
+        sw.takeovers,
+        sw.error_max,
+        w.firsts.len(),
+        sw.state_bytes as f64 / (1 << 20) as f64
+    );
+    section.push(Measurement::roo(
+        ROO_SUMMARY,
+        events as f64,
+        summary.wall_s,
+        Some(summary.cpu_s),
+    ));
     let Some(python) = python else {
         section.detail = crate::report::take_lines();
         return Ok(section);
@@ -164,7 +205,7 @@ pub fn run(
     crate::report::step("topk: the peers' events");
     let first = prefix(&batches, peer_events);
     drop(batches);
-    let (roo_prefix, mine) = time_operator(&first)?;
+    let (roo_prefix, mine) = time_operator(&first, EXACT)?;
     section.push(Measurement::roo(
         ROO_PREFIX,
         peer_events as f64,
