@@ -3,10 +3,16 @@
 //! open panes and the window's panes with their entries, and the counters.
 //! Restoring rebuilds the key index and the summaries' heaps (their order
 //! is total: counter, then entry), so the restored operator continues
-//! exactly as the one that wrote it. A snapshot written for another
+//! exactly as the one that wrote it; the latest window (what Flight's
+//! `latest` serves) travels as Arrow IPC. A snapshot written for another
 //! aggregate (key, agg, column, window, every, top, bounds) is refused.
 
 use std::collections::VecDeque;
+
+use arrow_array::RecordBatch;
+use arrow_ipc::reader::StreamReader;
+use arrow_ipc::writer::StreamWriter;
+use arrow_schema::SchemaRef;
 
 use super::panes::{Dd, Entry, Pane};
 use super::windows::{Counts, Slot, Windows};
@@ -114,7 +120,39 @@ pub(super) fn write(op: &AggregateOperator) -> Vec<u8> {
     for (end, pane) in &s.window {
         write_pane(&mut w, *end, pane);
     }
+    w.bytes(&op.latest.get().map(|b| latest_ipc(&b)).unwrap_or_default());
     state::encode(KIND, VERSION, &w.buf)
+}
+
+/// A window's rows as an Arrow IPC stream.
+fn latest_ipc(batch: &RecordBatch) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut w = StreamWriter::try_new(&mut out, &batch.schema()).expect("a schema encodes");
+    w.write(batch).expect("a batch encodes");
+    w.finish().expect("a stream finishes");
+    drop(w);
+    out
+}
+
+/// The latest window back from IPC; it must have the rows' schema.
+fn read_latest(bytes: &[u8], schema: &SchemaRef) -> Result<Option<RecordBatch>, SnapshotError> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    let bad =
+        |e: arrow_schema::ArrowError| SnapshotError::Payload(format!("the latest window: {e}"));
+    let mut reader = StreamReader::try_new(bytes, None).map_err(bad)?;
+    let batch = reader
+        .next()
+        .transpose()
+        .map_err(bad)?
+        .ok_or_else(|| SnapshotError::Payload("the latest window has no rows".into()))?;
+    if batch.schema() != *schema {
+        return Err(SnapshotError::Payload(
+            "the latest window is not of this aggregate's rows".into(),
+        ));
+    }
+    Ok(Some(batch))
 }
 
 pub(super) fn read(op: &mut AggregateOperator, bytes: &[u8]) -> Result<(), SnapshotError> {
@@ -178,6 +216,7 @@ pub(super) fn read(op: &mut AggregateOperator, bytes: &[u8]) -> Result<(), Snaps
         panes.push_back((end, pane));
     }
     w.window = panes;
+    let latest = read_latest(r.bytes()?, &op.output_schema)?;
     r.finish()?;
     // Each slot's references are its entries.
     let mut refs = vec![0u32; n];
@@ -200,5 +239,8 @@ pub(super) fn read(op: &mut AggregateOperator, bytes: &[u8]) -> Result<(), Snaps
         }
     }
     op.windows = w;
+    if let Some(batch) = latest {
+        op.latest.set(batch);
+    }
     Ok(())
 }

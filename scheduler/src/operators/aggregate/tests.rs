@@ -539,6 +539,9 @@ fn snapshot_restore_continue_equals_an_uninterrupted_run() {
         let mut second = operator(&s, false);
         second.restore(&bytes).unwrap();
         assert_eq!(second.snapshot(), bytes, "restores bit for bit");
+        // The latest window (Flight's `latest`) travels with the state.
+        assert_eq!(second.latest().get(), first.latest().get());
+        assert!(second.latest().get().is_some());
         batches.extend(own.drain(..).map(|f| f.batch.unwrap()));
         let (rest, _) = run(&mut second, &events[3_000..], &[], false);
         let mut joined = rows_of(&batches);
