@@ -14,6 +14,7 @@ mod enrich;
 mod features;
 mod flight;
 mod gpu;
+mod headline;
 mod ingest;
 mod kernels;
 mod pipeline;

@@ -261,6 +261,8 @@ impl Config {
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
+            let lateness_us = parse_duration_us(&p.lateness)
+                .map_err(|e| anyhow::anyhow!("pipeline {name}: lateness {e}"))?;
             specs.push(PipelineSpec {
                 name: name.clone(),
                 source,
@@ -299,10 +301,9 @@ impl Config {
                         table_bytes_max: (e.table_mb.0 as usize) << 20,
                     })
                     .collect(),
-                aggregate: aggregates(p)?,
+                aggregate: aggregates(p, lateness_us)?,
                 state: StateLimits {
-                    lateness_us: parse_duration_us(&p.lateness)
-                        .map_err(|e| anyhow::anyhow!("pipeline {name}: lateness {e}"))?,
+                    lateness_us,
                     keys_max: p.keys_max.0 as usize,
                     events_per_key_max: p.events_per_key_max.0 as usize,
                 },
@@ -319,10 +320,11 @@ impl Config {
     }
 }
 
-/// The `[[pipeline.aggregate]]` of a pipeline (one at most), checked for
-/// what the config alone can tell; its columns are checked against what
+/// The `[[pipeline.aggregate]]` of a pipeline (one at most), windows
+/// measured against the pipeline's `lateness_us`, checked for what the
+/// config alone can tell; its columns are checked against what
 /// reaches it when the pipeline is resolved.
-fn aggregates(p: &PipelineConfig) -> Result<Vec<AggregateSpec>> {
+fn aggregates(p: &PipelineConfig, lateness_us: i64) -> Result<Vec<AggregateSpec>> {
     if let [first, second, ..] = p.aggregates.as_slice() {
         bail!(
             "pipeline {}: aggregates {:?} and {:?}: an aggregate ends the chain, so a pipeline has one at most",
@@ -331,8 +333,6 @@ fn aggregates(p: &PipelineConfig) -> Result<Vec<AggregateSpec>> {
             second.name
         );
     }
-    let lateness_us = parse_duration_us(&p.lateness)
-        .map_err(|e| anyhow::anyhow!("pipeline {}: lateness {e}", p.name))?;
     p.aggregates
         .iter()
         .map(|a| {

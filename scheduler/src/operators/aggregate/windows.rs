@@ -37,7 +37,7 @@ pub(super) struct Slot {
     /// Σ (error − pane min) over the window's panes holding this key.
     pub w_err: Dd,
     /// The epoch in which it was last recorded as changed.
-    mark: u32,
+    mark: u64,
     /// max: its largest value left the window; recomputed.
     dirty: bool,
 }
@@ -94,7 +94,7 @@ pub(super) struct Windows {
     /// Keys changed since the last ranking, and the ranking's cache: the
     /// best keys then, and a level no key outside it exceeded.
     changed: Vec<u32>,
-    epoch: u32,
+    epoch: u64,
     cache: Vec<u32>,
     floor: Option<Dd>,
 }

@@ -1,0 +1,157 @@
+//! The headline table: each target the issues set for a scenario (events/s
+//! on one core, CPU per event against a peer, scaling), computed from the
+//! figures of one run, with the ratio and whether it is met.
+
+use crate::report::{
+    Headline, Measurement, Report, FILE_ONE_CORE, FILE_TWO_CORES, KERNEL_ALL, KERNEL_ONE, PY_BATCH,
+    PY_STREAM, PY_STREAM_LINES, TCP_PEAK,
+};
+
+impl Report {
+    /// The headline table from the figures of this run.
+    pub fn headlines(&mut self) {
+        let mut out = Vec::new();
+        if let Some(p) = self.section("pipeline") {
+            let roo = p.find(TCP_PEAK);
+            let cpu = |m: Option<&Measurement>| m.and_then(|m| m.cpu_ns_per_event);
+            for (peer, goal) in [(PY_BATCH, 10.0), (PY_STREAM, 50.0), (PY_STREAM_LINES, 50.0)] {
+                if let (Some(r), Some(p)) = (cpu(roo), cpu(p.find(peer))) {
+                    let ratio = p / r;
+                    out.push(Headline {
+                        target: format!("roo stream CPU per event <= 1/{goal:.0} of {peer}",),
+                        measured: format!("1/{ratio:.1} ({r:.0} vs {p:.0} CPU-ns/event)"),
+                        ratio,
+                        goal,
+                        met: ratio >= goal,
+                    });
+                }
+            }
+            if let (Some(one), Some(two)) = (p.find(FILE_ONE_CORE), p.find(FILE_TWO_CORES)) {
+                let ratio = two.events_per_s / one.events_per_s;
+                out.push(Headline {
+                    target:
+                        "the daemon on 2 cores >= 1.8x its events/s on 1 (file -> score -> file)"
+                            .into(),
+                    measured: format!(
+                        "{ratio:.2}x ({:.0} vs {:.0} events/s)",
+                        two.events_per_s, one.events_per_s
+                    ),
+                    ratio,
+                    goal: 1.8,
+                    met: ratio >= 1.8,
+                });
+            }
+        }
+        if let Some(f) = self.section("features") {
+            if let Some(all) = f.find(crate::features::ROO_ALL) {
+                let ratio = all.events_per_s / 2e6;
+                out.push(Headline {
+                    target: "feature operator >= 2M events/s on one core (6 features, Zipf keys)"
+                        .into(),
+                    measured: format!("{:.2}M events/s", all.events_per_s / 1e6),
+                    ratio,
+                    goal: 1.0,
+                    met: ratio >= 1.0,
+                });
+            }
+            let cpu = |name: &str| f.find(name).and_then(|m| m.cpu_ns_per_event);
+            for (peer, goal) in [
+                (crate::features::PANDAS, 10.0),
+                (crate::features::PY_STREAM, 50.0),
+            ] {
+                if let (Some(r), Some(p)) = (cpu(crate::features::ROO_PREFIX), cpu(peer)) {
+                    let ratio = p / r;
+                    out.push(Headline {
+                        target: format!("features CPU per event <= 1/{goal:.0} of {peer}"),
+                        measured: format!("1/{ratio:.1} ({r:.0} vs {p:.0} CPU-ns/event)"),
+                        ratio,
+                        goal,
+                        met: ratio >= goal,
+                    });
+                }
+            }
+        }
+        if let Some(e) = self.section("enrich") {
+            for case in &crate::enrich::CASES {
+                let goal = if case.text { 4e6 } else { 10e6 };
+                if let Some(all) = e.find(case.roo).filter(|_| case.as_of) {
+                    let ratio = all.events_per_s / goal;
+                    out.push(Headline {
+                        target: format!(
+                            "enrich >= {:.0}M lookups/s on one core ({} keys, as-of)",
+                            goal / 1e6,
+                            if case.text { "string" } else { "integer" }
+                        ),
+                        measured: format!("{:.2}M lookups/s", all.events_per_s / 1e6),
+                        ratio,
+                        goal: 1.0,
+                        met: ratio >= 1.0,
+                    });
+                }
+                let roo = format!("{}{}", case.roo, crate::enrich::PREFIX);
+                let cpu = |name: &str| e.find(name).and_then(|m| m.cpu_ns_per_event);
+                if let (Some(r), Some(p)) = (cpu(&roo), cpu(case.peer)) {
+                    let ratio = p / r;
+                    out.push(Headline {
+                        target: format!("enrich CPU per event <= 1/5 of {}", case.peer),
+                        measured: format!("1/{ratio:.1} ({r:.0} vs {p:.0} CPU-ns/event)"),
+                        ratio,
+                        goal: 5.0,
+                        met: ratio >= 5.0,
+                    });
+                }
+            }
+        }
+        if let Some(t) = self.section("topk") {
+            if let Some(all) = t.find(crate::topk::ROO_ALL) {
+                let ratio = all.events_per_s / 5e6;
+                out.push(Headline {
+                    target: "topk >= 5M events/s on one core (exact, Zipf 1.1 hashtags, top 10)"
+                        .into(),
+                    measured: format!("{:.2}M events/s", all.events_per_s / 1e6),
+                    ratio,
+                    goal: 1.0,
+                    met: ratio >= 1.0,
+                });
+            }
+            let cpu = |name: &str| t.find(name).and_then(|m| m.cpu_ns_per_event);
+            let best_peer = [crate::topk::PY_STREAM, crate::topk::PANDAS]
+                .into_iter()
+                .filter_map(|p| cpu(p).map(|c| (p, c)))
+                .min_by(|a, b| a.1.total_cmp(&b.1));
+            if let (Some(r), Some((peer, p))) = (cpu(crate::topk::ROO_PREFIX), best_peer) {
+                let ratio = p / r;
+                out.push(Headline {
+                    target: format!("topk CPU per event <= 1/20 of the better peer ({peer})"),
+                    measured: format!("1/{ratio:.1} ({r:.0} vs {p:.0} CPU-ns/event)"),
+                    ratio,
+                    goal: 20.0,
+                    met: ratio >= 20.0,
+                });
+            }
+        }
+        if let Some(k) = self.section("kernels") {
+            for m in k
+                .measurements
+                .iter()
+                .filter(|m| m.name.ends_with(KERNEL_ALL))
+            {
+                let one_name = m.name.replace(KERNEL_ALL, KERNEL_ONE);
+                if let Some(one) = k.find(&one_name) {
+                    let ratio = m.events_per_s / one.events_per_s;
+                    out.push(Headline {
+                        target: format!(
+                            "kernel {} on 2 cores >= 1.8x one",
+                            m.name.trim_end_matches(KERNEL_ALL)
+                        ),
+                        measured: format!("{ratio:.2}x"),
+                        ratio,
+                        goal: 1.8,
+                        met: ratio >= 1.8,
+                    });
+                }
+            }
+        }
+        self.headline = out;
+    }
+}
