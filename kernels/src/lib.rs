@@ -27,5 +27,5 @@ pub mod reference;
 
 pub use batch::FeatureBinding;
 pub use error::{BindError, ModelError};
-pub use import::{load_model, model_from_bytes, MODEL_FILE_BYTES_MAX};
+pub use import::{load_model, model_from_bytes, read_model_file, MODEL_FILE_BYTES_MAX};
 pub use model::{Link, Model, ModelBody, ModelFormat, ModelSummary, ModelVersion};

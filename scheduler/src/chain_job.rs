@@ -13,7 +13,7 @@ use roo_ingest::{FileFormat, ReadOptions};
 use crate::error::{PipelineError, SetupError, StageError};
 use crate::metrics::PipelineMetrics;
 use crate::operators::Flow;
-use crate::pipeline::{chain_of, resolve, PipelineSpec, SourceSpec};
+use crate::pipeline::{chain_of, open_audit, resolve, PipelineSpec, SourceSpec};
 use crate::sinks::{DeadLetterSink, FileSink};
 
 /// One run of a pipeline's chain over a file.
@@ -73,9 +73,11 @@ pub fn run_chain_over_file(job: ChainJob) -> Result<ChainReport, PipelineError> 
     if job.no_model {
         spec.model = None;
         spec.shadows.clear();
+        spec.audit = None;
     }
     let metrics = Arc::new(PipelineMetrics::default());
     let mut resolved = resolve(&spec, &metrics).map_err(setup)?;
+    open_audit(&mut resolved, &metrics).map_err(setup)?;
     let pool = Arc::new(
         rayon::ThreadPoolBuilder::new()
             .num_threads(job.threads)
@@ -141,12 +143,19 @@ pub fn run_chain_over_file(job: ChainJob) -> Result<ChainReport, PipelineError> 
         let b = b.map_err(|e| stage(e.into()))?;
         report.rows_in += b.records() as u64;
         let flow = chain.run_to_end(Flow::from(b));
+        if let Some(fault) = chain.fault() {
+            return Err(stage(fault));
+        }
         write(flow, &mut sink, &mut report).map_err(stage)?;
         for own in chain.emit(false) {
             write(own, &mut sink, &mut report).map_err(stage)?;
         }
     }
-    for own in chain.emit(true) {
+    let own = chain.emit(true);
+    if let Some(fault) = chain.fault() {
+        return Err(stage(fault));
+    }
+    for own in own {
         write(own, &mut sink, &mut report).map_err(stage)?;
     }
     let sink = match sink {

@@ -109,6 +109,8 @@ pub enum SetupError {
     Aggregate(#[from] crate::operators::aggregate::AggregateError),
     #[error("aggregates {first:?} and {second:?}: an aggregate ends a pipeline's chain, so a pipeline has one at most")]
     TwoAggregates { first: String, second: String },
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
     #[error("enrich {name:?} is declared twice")]
     DuplicateEnrich { name: String },
     #[error("shadow {name:?} is declared twice")]
@@ -151,4 +153,8 @@ pub enum StageError {
     },
     #[error("source {source_name}: its first batch is number {seq}; expected 0")]
     FirstBatch { source_name: String, seq: u64 },
+    #[error(
+        "the audit log could not be written; the pipeline stops rather than score unaudited events"
+    )]
+    Audit(#[source] Box<crate::audit::AuditError>),
 }

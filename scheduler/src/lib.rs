@@ -9,6 +9,7 @@
 //!
 //! This crate knows nothing of Flight, HTTP or the config file format.
 
+pub mod audit;
 mod batch_job;
 mod chain_job;
 pub mod device;

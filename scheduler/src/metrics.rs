@@ -345,6 +345,10 @@ pub struct OperatorStats {
     /// An aggregate's Space-Saving takeovers: a key taking over another's
     /// counter in a pane past `keys_max`.
     pub summary_takeovers: u64,
+    /// The audit log: records written, segments and bytes published.
+    pub audit_records: u64,
+    pub audit_segments: u64,
+    pub audit_bytes: u64,
 }
 
 /// A source's acknowledged offset: bytes of a stream, or rows.

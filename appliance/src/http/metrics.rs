@@ -322,6 +322,24 @@ impl Collector for Figures {
             "Space-Saving takeovers: a key taking another's counter in a pane past keys_max",
             &per_operator(|o| o.summary_takeovers),
         )?;
+        self.counter(
+            e,
+            "roo_operator_audit_records",
+            "records the audit log wrote",
+            &per_operator(|o| o.audit_records),
+        )?;
+        self.counter(
+            e,
+            "roo_operator_audit_segments",
+            "audit segments published",
+            &per_operator(|o| o.audit_segments),
+        )?;
+        self.counter(
+            e,
+            "roo_operator_audit_bytes",
+            "bytes of audit segments and indexes published",
+            &per_operator(|o| o.audit_bytes),
+        )?;
         let failed: Vec<(Labels, f64)> = self
             .snapshots
             .iter()

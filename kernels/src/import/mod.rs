@@ -21,6 +21,14 @@ pub const MODEL_FILE_BYTES_MAX: u64 = 1 << 30;
 /// Loads a model file, recognising its format from its content.
 pub fn load_model(path: impl AsRef<Path>) -> Result<Model, ModelError> {
     let path = path.as_ref();
+    let bytes = read_model_file(path)?;
+    model_from_bytes(&bytes, &path.display().to_string())
+}
+
+/// A model file's bytes, refused past [`MODEL_FILE_BYTES_MAX`] before any
+/// is read.
+pub fn read_model_file(path: impl AsRef<Path>) -> Result<Vec<u8>, ModelError> {
+    let path = path.as_ref();
     let origin = path.display().to_string();
     let io = |error| ModelError::Io {
         origin: origin.clone(),
@@ -34,8 +42,7 @@ pub fn load_model(path: impl AsRef<Path>) -> Result<Model, ModelError> {
         )
         .into_error(&origin));
     }
-    let bytes = std::fs::read(path).map_err(io)?;
-    model_from_bytes(&bytes, &origin)
+    std::fs::read(path).map_err(io)
 }
 
 /// Imports a model from its file's bytes; `origin` names it in errors.

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use arrow_array::types::Int32Type;
 use arrow_array::{ArrayRef, DictionaryArray, Float32Array, Int32Array, RecordBatch, StringArray};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
-use roo_kernels::{load_model, model_from_bytes, BindError, FeatureBinding, Model};
+use roo_kernels::{model_from_bytes, read_model_file, BindError, FeatureBinding, Model};
 use thiserror::Error;
 
 use crate::device::{Begun, Device, DeviceScorer, Placement};
@@ -87,23 +87,34 @@ pub struct CompiledModel {
     pub version: String,
     /// Where it came from: a path, or `upload:NAME`.
     pub origin: String,
+    /// The file's bytes, as imported: what the audit log's model store
+    /// keeps, so a replay never depends on a file since replaced.
+    pub bytes: Arc<[u8]>,
 }
 
 impl CompiledModel {
     pub fn load(path: &Path, device: Device) -> Result<Arc<Self>, ModelError> {
-        let model = load_model(path)?;
-        Self::compile(model, path.display().to_string(), device)
+        let bytes = read_model_file(path)?;
+        let origin = path.display().to_string();
+        let model = model_from_bytes(&bytes, &origin)?;
+        Self::compile(model, origin, bytes.into(), device)
     }
 
     /// Imports a model file's bytes (any format roo reads, recognised by
     /// content); `origin` names it in errors.
     pub fn from_bytes(bytes: &[u8], origin: &str, device: Device) -> Result<Arc<Self>, ModelError> {
         let model = model_from_bytes(bytes, origin)?;
-        Self::compile(model, origin.to_string(), device)
+        Self::compile(model, origin.to_string(), bytes.into(), device)
     }
 
-    fn compile(model: Model, origin: String, device: Device) -> Result<Arc<Self>, ModelError> {
+    fn compile(
+        model: Model,
+        origin: String,
+        bytes: Arc<[u8]>,
+        device: Device,
+    ) -> Result<Arc<Self>, ModelError> {
         Ok(Arc::new(Self {
+            bytes,
             scorer: DeviceScorer::new(&model, device).map_err(|message| ModelError::Device {
                 origin: origin.clone(),
                 message,
@@ -119,7 +130,12 @@ impl CompiledModel {
         if self.scorer.mode() == device {
             Ok(self.clone())
         } else {
-            Self::compile(self.model.clone(), self.origin.clone(), device)
+            Self::compile(
+                self.model.clone(),
+                self.origin.clone(),
+                self.bytes.clone(),
+                device,
+            )
         }
     }
 

@@ -22,11 +22,12 @@
 //! tests use that one interface.
 
 pub mod aggregate;
+pub mod audit;
 pub mod enrich;
 pub mod features;
 pub mod score;
 #[cfg(test)]
-mod test_rng;
+pub(crate) mod test_rng;
 
 use std::any::Any;
 use std::ops::Range;
@@ -88,6 +89,34 @@ pub struct Flow {
     pub aggregated: u64,
     /// The rows are an aggregate's results (windows), not events.
     pub results: bool,
+    /// The models that scored the rows, the decision's first, each with
+    /// where it ran: what the audit record names.
+    pub scored: Vec<Scored>,
+}
+
+/// A model that scored a flow's rows, and the device it ran on.
+#[derive(Clone)]
+pub struct Scored {
+    pub kind: OperatorKind,
+    pub compiled: Arc<crate::models::CompiledModel>,
+    pub placement: crate::device::Placement,
+}
+
+impl Scored {
+    /// Where the batch ran, in words: `cpu AVX-512`, `gpu NAME (…)`, or
+    /// `cpu … (after a GPU failure)`.
+    pub fn device(&self) -> String {
+        let scorer = &self.compiled.scorer;
+        let isa = scorer.cpu().isa().name();
+        match &self.placement {
+            crate::device::Placement::Cpu => format!("cpu {isa}"),
+            crate::device::Placement::Gpu => match scorer.gpu() {
+                Some(g) => format!("gpu {}", g.adapter()),
+                None => "gpu".to_string(),
+            },
+            crate::device::Placement::CpuRetry(_) => format!("cpu {isa} (after a GPU failure)"),
+        }
+    }
 }
 
 impl Flow {
@@ -102,6 +131,7 @@ impl Flow {
             dead_letters: Vec::new(),
             aggregated: 0,
             results: false,
+            scored: Vec::new(),
         }
     }
 
@@ -147,6 +177,7 @@ impl From<IngestBatch> for Flow {
             dead_letters: b.dead_letters,
             aggregated: 0,
             results: false,
+            scored: Vec::new(),
         }
     }
 }
@@ -215,6 +246,13 @@ pub trait Operator: Send {
     /// after each input flow, on idle ticks, and with `end` when the source
     /// has ended. Most operators have none.
     fn emit(&mut self, _end: bool, _out: &mut Vec<Flow>) {}
+
+    /// A failure that must stop the pipeline (the audit log could not be
+    /// written): taken once; the operator stage stops before passing on
+    /// the flow it was found after. Most operators never have one.
+    fn fault(&mut self) -> Option<crate::error::StageError> {
+        None
+    }
 
     /// The operator's state as a snapshot ([`crate::state::encode`]).
     fn snapshot(&self) -> Vec<u8>;
@@ -314,6 +352,11 @@ impl Chain {
             }
         }
         out
+    }
+
+    /// The first operator's fault, if any ([`Operator::fault`]).
+    pub fn fault(&mut self) -> Option<crate::error::StageError> {
+        self.operators.iter_mut().find_map(|o| o.fault())
     }
 
     /// Every operator's snapshot, in chain order, named by kind and name.

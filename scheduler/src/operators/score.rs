@@ -81,7 +81,7 @@ impl ScoreOperator {
             Ok((batch, placement)) => {
                 if self.live() {
                     let m = &self.metrics;
-                    match placement {
+                    match &placement {
                         Placement::Cpu => PipelineMetrics::add(&m.batches_cpu, 1),
                         Placement::Gpu => PipelineMetrics::add(&m.batches_gpu, 1),
                         Placement::CpuRetry(_) => {
@@ -91,6 +91,11 @@ impl ScoreOperator {
                     }
                 }
                 flow.batch = Some(batch);
+                flow.scored.push(super::Scored {
+                    kind: self.kind,
+                    compiled: loaded.compiled.clone(),
+                    placement,
+                });
             }
             Err(e) if self.live() => {
                 // A batch that cannot be scored is data, not a crash.

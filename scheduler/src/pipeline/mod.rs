@@ -35,11 +35,11 @@ use crossbeam_channel::{bounded, Sender};
 use roo_ingest::IngestBatch;
 
 pub use push::{check_push_schema, PushError, Pusher, SchemaMismatch};
-pub(crate) use spec::resolve;
 pub use spec::{
     check_spec, queue_batches_for, GeneratorStream, PipelineSpec, ShadowSpec, SinkSpec, SourceSpec,
     SpecReport,
 };
+pub(crate) use spec::{open_audit, resolve};
 
 use crate::error::{PipelineError, SetupError, StageError};
 use crate::metrics::{MetricsSnapshot, PipelineMetrics};
@@ -115,6 +115,7 @@ impl Pipeline {
         assert!(spec.queue_batches > 0 && spec.limits.max_rows > 0);
         let metrics = Arc::new(PipelineMetrics::default());
         let mut resolved = spec::resolve(&spec, &metrics).map_err(setup)?;
+        spec::open_audit(&mut resolved, &metrics).map_err(setup)?;
         let model_input = resolved.model_input();
         let aggregate = resolved
             .aggregate
@@ -181,10 +182,7 @@ impl Pipeline {
         let operate_metrics = metrics.clone();
         spawn(
             "score",
-            Box::new(move || {
-                operate::run(ingest_rx, flow_tx, chain, &operate_metrics);
-                Ok(())
-            }),
+            Box::new(move || operate::run(ingest_rx, flow_tx, chain, &operate_metrics)),
         )?;
         let started = source::start(
             &spec.source,
@@ -638,6 +636,14 @@ pub(crate) fn chain_of(
             pool.clone(),
             metrics.clone(),
         )));
+    }
+    if let Some(a) = resolved.audit.take() {
+        tracing::info!(
+            "pipeline {}: audit log in {}",
+            pipeline,
+            a.writer().dir().display()
+        );
+        operators.push(Box::new(a));
     }
     if let Some(a) = resolved.aggregate.take() {
         let s = a.spec();

@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use roo_ingest::IngestBatch;
 
+use crate::error::StageError;
 use crate::metrics::PipelineMetrics;
 use crate::operators::{Chain, Flow, InFlight, Progress};
 
@@ -24,7 +25,7 @@ pub(crate) fn run(
     tx: Sender<Flow>,
     mut chain: Chain,
     metrics: &PipelineMetrics,
-) {
+) -> Result<(), StageError> {
     let mut held: Option<(usize, InFlight)> = None;
     loop {
         let next = if held.is_some() {
@@ -33,8 +34,8 @@ pub(crate) fn run(
             match rx.recv_timeout(EMIT_TICK) {
                 Ok(b) => Some(b),
                 Err(RecvTimeoutError::Timeout) => {
-                    if !send_all(chain.emit(false), &tx, metrics) {
-                        return;
+                    if !emit(&mut chain, false, &tx, metrics)? {
+                        return Ok(());
                     }
                     continue;
                 }
@@ -44,8 +45,8 @@ pub(crate) fn run(
         let Some(b) = next else {
             // Nothing waiting: finish the held batch now.
             if let Some((at, work)) = held.take() {
-                if !finish(&mut chain, at, work, &tx, metrics) {
-                    return;
+                if !finish(&mut chain, at, work, &tx, metrics)? {
+                    return Ok(());
                 }
             }
             continue;
@@ -65,8 +66,8 @@ pub(crate) fn run(
         let limit = held.as_ref().map_or(chain.len(), |(at, _)| at + 1);
         let progress = chain.run_to(Flow::from(b), 0, limit);
         if let Some((at, work)) = held.take() {
-            if !finish(&mut chain, at, work, &tx, metrics) {
-                return;
+            if !finish(&mut chain, at, work, &tx, metrics)? {
+                return Ok(());
             }
         }
         let progress = match progress {
@@ -75,28 +76,35 @@ pub(crate) fn run(
         };
         match progress {
             Progress::Done(flow) => {
+                checked(&mut chain)?;
                 if !send(flow, &tx, metrics) {
-                    return;
+                    return Ok(());
                 }
             }
             Progress::InFlight { at, work } if work.on_device => held = Some((at, work)),
             Progress::InFlight { at, work } => {
-                if !finish(&mut chain, at, work, &tx, metrics) {
-                    return;
+                if !finish(&mut chain, at, work, &tx, metrics)? {
+                    return Ok(());
                 }
             }
         }
-        if !send_all(chain.emit(false), &tx, metrics) {
-            return;
+        if !emit(&mut chain, false, &tx, metrics)? {
+            return Ok(());
         }
     }
     if let Some((at, work)) = held.take() {
-        if !finish(&mut chain, at, work, &tx, metrics) {
-            return;
+        if !finish(&mut chain, at, work, &tx, metrics)? {
+            return Ok(());
         }
     }
     // The source has ended: operators give what they still hold.
-    send_all(chain.emit(true), &tx, metrics);
+    emit(&mut chain, true, &tx, metrics)?;
+    Ok(())
+}
+
+/// The chain's fault, if an operator has one.
+fn checked(chain: &mut Chain) -> Result<(), StageError> {
+    chain.fault().map_or(Ok(()), Err)
 }
 
 /// Completes a held batch and whatever follows it in the chain.
@@ -106,13 +114,22 @@ fn finish(
     work: InFlight,
     tx: &Sender<Flow>,
     metrics: &PipelineMetrics,
-) -> bool {
+) -> Result<bool, StageError> {
     let flow = chain.complete(Progress::InFlight { at, work });
-    send(flow, tx, metrics)
+    checked(chain)?;
+    Ok(send(flow, tx, metrics))
 }
 
-fn send_all(flows: Vec<Flow>, tx: &Sender<Flow>, metrics: &PipelineMetrics) -> bool {
-    flows.into_iter().all(|f| send(f, tx, metrics))
+/// Sends the operators' own flows ([`Chain::emit`]).
+fn emit(
+    chain: &mut Chain,
+    end: bool,
+    tx: &Sender<Flow>,
+    metrics: &PipelineMetrics,
+) -> Result<bool, StageError> {
+    let flows = chain.emit(end);
+    checked(chain)?;
+    Ok(flows.into_iter().all(|f| send(f, tx, metrics)))
 }
 
 /// Sends a flow to the sink stage; false when it has gone.

@@ -11,12 +11,14 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use roo_ingest::{BatchLimits, FileFormat, FileSource, ReadOptions, TcpSourceConfig};
 use roo_kernels::FeatureBinding;
 
+use crate::audit::{AuditError, AuditSpec, RecordBuilder};
 use crate::device::Device;
 use crate::error::{PipelineError, SetupError};
 use crate::generator::{card_schema, transaction_schema, tweet_schema};
 use crate::metrics::PipelineMetrics;
 use crate::models::{CompiledModel, ModelSlot, OutputNaming};
 use crate::operators::aggregate::{AggregateOperator, AggregateSpec};
+use crate::operators::audit::AuditOperator;
 use crate::operators::enrich::{EnrichOperator, EnrichSpec, LiveTable};
 use crate::operators::features::{is_event_time_type, FeatureOperator, FeatureSpec, StateLimits};
 
@@ -126,6 +128,8 @@ pub struct PipelineSpec {
     /// A windowed aggregate ending the chain (one at most): its rows go to
     /// the sinks, the events it counts do not.
     pub aggregate: Vec<AggregateSpec>,
+    /// The audit log: a record of every scored event ([`crate::audit`]).
+    pub audit: Option<AuditSpec>,
     pub device: Device,
     pub sinks: Vec<SinkSpec>,
     /// A directory for dead-letter files (NDJSON); `None`: counted and logged only.
@@ -176,6 +180,11 @@ pub(crate) struct Resolved {
     pub shadows: Vec<ResolvedScorer>,
     /// The aggregate ending the chain, checked against what reaches it.
     pub aggregate: Option<AggregateOperator>,
+    /// The audit log's settings and what reaches it, checked (the log is
+    /// opened by [`open_audit`], not by a check).
+    pub audit_of: Option<(AuditSpec, SchemaRef, String)>,
+    /// The audit operator, once opened.
+    pub audit: Option<AuditOperator>,
     /// The `event_time` column's index in the input (and output) schema.
     pub event_time: Option<usize>,
 }
@@ -360,6 +369,17 @@ pub(crate) fn resolve(
             slot: Arc::new(slot),
         });
     }
+    let audit_of = match &spec.audit {
+        None => None,
+        Some(a) => {
+            if model.is_none() {
+                return Err(AuditError::NoModel.into());
+            }
+            let definitions = definitions_text(spec);
+            RecordBuilder::new(a.id.as_deref(), event_time, &schema, String::new())?;
+            Some((a.clone(), schema.clone(), definitions))
+        }
+    };
     let aggregate = match spec.aggregate.as_slice() {
         [] => None,
         [a] => Some(AggregateOperator::new(
@@ -383,8 +403,49 @@ pub(crate) fn resolve(
         model,
         shadows,
         aggregate,
+        audit_of,
+        audit: None,
         event_time,
     })
+}
+
+/// What the audit's definitions hash covers: the features, the state
+/// bounds, the tables and the event time, as declared.
+fn definitions_text(spec: &PipelineSpec) -> String {
+    format!(
+        "event_time: {:?}\nstate: {:#?}\nfeatures: {:#?}\nenrich: {:#?}\n",
+        spec.event_time, spec.state, spec.features, spec.enrich
+    )
+}
+
+/// Opens the audit log a resolved spec declares (refused when it cannot
+/// be written) with every model in place stored.
+pub(crate) fn open_audit(
+    resolved: &mut Resolved,
+    metrics: &Arc<PipelineMetrics>,
+) -> Result<(), SetupError> {
+    let Some((spec, schema, definitions)) = resolved.audit_of.take() else {
+        return Ok(());
+    };
+    let mut models = Vec::new();
+    if let Some(m) = &resolved.model {
+        models.push(m.slot.current().compiled.clone());
+    }
+    models.extend(
+        resolved
+            .shadows
+            .iter()
+            .map(|s| s.slot.current().compiled.clone()),
+    );
+    resolved.audit = Some(AuditOperator::new(
+        &spec,
+        resolved.event_time,
+        &schema,
+        &definitions,
+        &models,
+        metrics.clone(),
+    )?);
+    Ok(())
 }
 
 /// What reaches the operator after the models: the last scorer's output

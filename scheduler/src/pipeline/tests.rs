@@ -43,6 +43,7 @@ fn push_spec(dir: &Path, model: Option<PathBuf>, shadows: Vec<ShadowSpec>) -> Pi
         features: Vec::new(),
         enrich: Vec::new(),
         aggregate: Vec::new(),
+        audit: None,
         state: Default::default(),
         device: Device::Cpu,
         sinks: vec![SinkSpec::Files {

@@ -328,6 +328,7 @@ impl Operator for AggregateOperator {
                 dead_letters: Vec::new(),
                 aggregated: 0,
                 results: true,
+                scored: Vec::new(),
             });
             self.seq += 1;
         }

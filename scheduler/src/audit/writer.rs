@@ -1,0 +1,420 @@
+//! `AuditWriter`: the records of a pipeline into segments, one open per
+//! event hour (at most [`OPEN_SEGMENTS_MAX`]), each written as Parquet
+//! (zstd) under a hidden partial name and published whole with its index
+//! once it holds `segment_rows` records or has been open `segment_age`;
+//! the model store; retention.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use arrow_array::{RecordBatch, UInt32Array};
+use arrow_schema::{DataType, SchemaRef};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+use super::index::write_index;
+use super::layout::{
+    self, definitions_path, hour_of, hour_start_us, index_path, model_path, partition_dir,
+    segment_name,
+};
+use super::record::{Records, EVENT_TIME, ID};
+use super::{AuditError, AuditSpec};
+use crate::sinks::layout::{partial_path, publish, sync_dir};
+
+/// Segments open at once (records of that many event hours in flight);
+/// past it the least recently written is published.
+pub const OPEN_SEGMENTS_MAX: usize = 8;
+/// Rows per Parquet row group: what `audit show` decodes to read one record.
+const ROW_GROUP_ROWS: usize = 16_384;
+/// Retention runs at most this often (it lists the directory).
+const RETENTION_EVERY_S: u64 = 60;
+const US_PER_DAY: i64 = 86_400_000_000;
+
+struct Segment {
+    hour: i64,
+    path: PathBuf,
+    partial: PathBuf,
+    writer: ArrowWriter<File>,
+    schema: SchemaRef,
+    rows: u32,
+    index: Vec<(u64, u32)>,
+    opened: Instant,
+    touched: u64,
+}
+
+/// What retention deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retention {
+    pub deleted_segments: u64,
+    pub deleted_bytes: u64,
+    /// Bytes of published segments (and their indexes) left.
+    pub kept_bytes: u64,
+}
+
+pub struct AuditWriter {
+    spec: AuditSpec,
+    open: Vec<Segment>,
+    opened: u64,
+    writes: u64,
+    models: HashSet<String>,
+    last_retention: Option<Instant>,
+    /// Records written, segments and bytes published.
+    pub records: u64,
+    pub segments: u64,
+    pub bytes: u64,
+}
+
+impl AuditWriter {
+    /// Creates the directory's layout, proves it writable (a directory
+    /// that cannot be written is refused here, before any event is
+    /// scored), deletes partial segments a stopped process left, and
+    /// applies retention.
+    pub fn open(spec: &AuditSpec) -> Result<Self, AuditError> {
+        let dir = &spec.dir;
+        for sub in [layout::RECORDS, layout::MODELS, layout::DEFINITIONS_DIR] {
+            let d = dir.join(sub);
+            std::fs::create_dir_all(&d).map_err(AuditError::io(&d))?;
+        }
+        let probe = layout::records_dir(dir).join(".roo-write-probe");
+        std::fs::write(&probe, b"roo").map_err(AuditError::io(&probe))?;
+        std::fs::remove_file(&probe).map_err(AuditError::io(&probe))?;
+        let stale = layout::partial_files(dir);
+        if !stale.is_empty() {
+            tracing::warn!(
+                "audit log {}: {} partial segments from a process that stopped without closing them are deleted",
+                dir.display(),
+                stale.len()
+            );
+            for p in stale {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        let mut writer = Self {
+            spec: spec.clone(),
+            open: Vec::new(),
+            opened: 0,
+            writes: 0,
+            models: HashSet::new(),
+            last_retention: None,
+            records: 0,
+            segments: 0,
+            bytes: 0,
+        };
+        writer.retain()?;
+        Ok(writer)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.spec.dir
+    }
+
+    /// Keeps a model version's file bytes in the store, once.
+    pub fn store_model(&mut self, version: &str, bytes: &[u8]) -> Result<(), AuditError> {
+        if self.models.contains(version) {
+            return Ok(());
+        }
+        let path = model_path(&self.spec.dir, version);
+        if !path.exists() {
+            write_whole(&path, bytes)?;
+        }
+        self.models.insert(version.to_string());
+        Ok(())
+    }
+
+    /// Keeps the text a definitions hash names, once.
+    pub fn store_definitions(&mut self, hash: &str, text: &str) -> Result<(), AuditError> {
+        let path = definitions_path(&self.spec.dir, hash);
+        if path.exists() {
+            return Ok(());
+        }
+        write_whole(&path, text.as_bytes())
+    }
+
+    /// Files one batch's records under their event hours.
+    pub fn write(&mut self, records: &Records) -> Result<(), AuditError> {
+        let rows = records.batch.num_rows();
+        if rows == 0 {
+            return Ok(());
+        }
+        let first = hour_of(records.event_us[0]);
+        if records.event_us.iter().all(|&t| hour_of(t) == first) {
+            self.write_hour(first, &records.batch, &records.id_hashes)?;
+        } else {
+            let mut hours: Vec<i64> = records.event_us.iter().map(|&t| hour_of(t)).collect();
+            hours.sort_unstable();
+            hours.dedup();
+            for hour in hours {
+                let rows: Vec<u32> = (0..rows as u32)
+                    .filter(|&r| hour_of(records.event_us[r as usize]) == hour)
+                    .collect();
+                let hashes: Vec<u64> = rows
+                    .iter()
+                    .map(|&r| records.id_hashes[r as usize])
+                    .collect();
+                let part =
+                    arrow_select::take::take_record_batch(&records.batch, &UInt32Array::from(rows))
+                        .map_err(|e| AuditError::Arrow {
+                            what: "splitting a batch by event hour".into(),
+                            message: e.to_string(),
+                        })?;
+                self.write_hour(hour, &part, &hashes)?;
+            }
+        }
+        self.records += rows as u64;
+        Ok(())
+    }
+
+    fn write_hour(
+        &mut self,
+        hour: i64,
+        batch: &RecordBatch,
+        hashes: &[u64],
+    ) -> Result<(), AuditError> {
+        let at = self.segment_for(hour, &batch.schema())?;
+        self.writes += 1;
+        let segment = &mut self.open[at];
+        segment
+            .writer
+            .write(batch)
+            .map_err(AuditError::parquet(&segment.path))?;
+        let base = segment.rows;
+        segment.index.extend(
+            hashes
+                .iter()
+                .enumerate()
+                .map(|(i, &h)| (h, base + i as u32)),
+        );
+        segment.rows += batch.num_rows() as u32;
+        segment.touched = self.writes;
+        if segment.rows as usize >= self.spec.segment_rows {
+            let segment = self.open.swap_remove(at);
+            self.close(segment)?;
+        }
+        Ok(())
+    }
+
+    /// The open segment of `hour` for `schema`'s records, opened (and one
+    /// published to make room, or one of another schema closed) as needed.
+    fn segment_for(&mut self, hour: i64, schema: &SchemaRef) -> Result<usize, AuditError> {
+        if let Some(at) = self.open.iter().position(|s| s.hour == hour) {
+            if self.open[at].schema == *schema {
+                return Ok(at);
+            }
+            // A reload changed the columns: a new segment for the new ones.
+            let old = self.open.swap_remove(at);
+            self.close(old)?;
+        }
+        if self.open.len() >= OPEN_SEGMENTS_MAX {
+            let (at, _) = self
+                .open
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, s)| s.touched)
+                .expect("a full set is not empty");
+            let old = self.open.swap_remove(at);
+            self.close(old)?;
+        }
+        let dir = partition_dir(&self.spec.dir, hour);
+        std::fs::create_dir_all(&dir).map_err(AuditError::io(&dir))?;
+        let now_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        let path = dir.join(segment_name(now_us, self.opened));
+        self.opened += 1;
+        let partial = partial_path(&path).expect("a segment path names a file");
+        let file = File::create(&partial).map_err(AuditError::io(&partial))?;
+        let writer = ArrowWriter::try_new(file, schema.clone(), Some(properties(schema)))
+            .map_err(AuditError::parquet(&path))?;
+        self.open.push(Segment {
+            hour,
+            path,
+            partial,
+            writer,
+            schema: schema.clone(),
+            rows: 0,
+            index: Vec::new(),
+            opened: Instant::now(),
+            touched: self.writes,
+        });
+        Ok(self.open.len() - 1)
+    }
+
+    /// Publishes the index, then the segment (a reader lists segments:
+    /// one without its index is scanned, an index without its segment is
+    /// never read).
+    fn close(&mut self, mut segment: Segment) -> Result<(), AuditError> {
+        let path = segment.path.clone();
+        let file = segment
+            .writer
+            .into_inner()
+            .map_err(AuditError::parquet(&path))?;
+        let index = index_path(&path);
+        write_index(&index, &mut segment.index)?;
+        publish(&file, &segment.partial, &path).map_err(AuditError::io(&path))?;
+        self.segments += 1;
+        self.bytes += std::fs::metadata(&path).map_or(0, |m| m.len())
+            + std::fs::metadata(&index).map_or(0, |m| m.len());
+        Ok(())
+    }
+
+    /// Publishes segments open past `segment_age`; applies retention at
+    /// most once a minute.
+    pub fn tick(&mut self) -> Result<(), AuditError> {
+        let age = self.spec.segment_age;
+        while let Some(at) = self.open.iter().position(|s| s.opened.elapsed() >= age) {
+            let segment = self.open.swap_remove(at);
+            self.close(segment)?;
+        }
+        if self
+            .last_retention
+            .is_none_or(|t| t.elapsed().as_secs() >= RETENTION_EVERY_S)
+        {
+            self.retain()?;
+        }
+        Ok(())
+    }
+
+    /// Publishes every open segment (the source has ended, or the
+    /// pipeline is stopping), then applies retention.
+    pub fn close_all(&mut self) -> Result<(), AuditError> {
+        while let Some(segment) = self.open.pop() {
+            self.close(segment)?;
+        }
+        self.retain()?;
+        Ok(())
+    }
+
+    fn retain(&mut self) -> Result<Retention, AuditError> {
+        self.last_retention = Some(Instant::now());
+        let now_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        let r = enforce_retention(
+            &self.spec.dir,
+            now_us,
+            self.spec.retain_days,
+            self.spec.max_bytes,
+        )?;
+        if r.deleted_segments > 0 {
+            tracing::info!(
+                "audit log {}: retention deleted {} segments ({} bytes); {} bytes kept",
+                self.spec.dir.display(),
+                r.deleted_segments,
+                r.deleted_bytes,
+                r.kept_bytes
+            );
+        }
+        Ok(r)
+    }
+}
+
+impl Drop for AuditWriter {
+    /// A pipeline stopping on an error elsewhere still publishes what it
+    /// recorded: those events reached the sinks.
+    fn drop(&mut self) {
+        if let Err(e) = self.close_all() {
+            tracing::error!(
+                "audit log {}: closing its segments: {}",
+                self.spec.dir.display(),
+                crate::error::chain(&e)
+            );
+        }
+    }
+}
+
+/// Parquet settings for records: zstd, dictionaries only for the text a
+/// batch repeats (versions, devices), statistics only on the event time
+/// (what a range query prunes by).
+fn properties(schema: &SchemaRef) -> WriterProperties {
+    let mut props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("level 1")))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_dictionary_enabled(false)
+        .set_statistics_enabled(EnabledStatistics::None)
+        .set_column_statistics_enabled(EVENT_TIME.into(), EnabledStatistics::Chunk);
+    for f in schema.fields() {
+        let repeated = matches!(f.data_type(), DataType::Dictionary(..))
+            || (f.data_type() == &DataType::Utf8 && f.name() != ID);
+        if repeated {
+            props = props.set_column_dictionary_enabled(f.name().as_str().into(), true);
+        }
+    }
+    props.build()
+}
+
+/// `bytes` as `path`, published whole.
+fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), AuditError> {
+    use std::io::Write;
+    let partial = partial_path(path).expect("a store path names a file");
+    let mut file = File::create(&partial).map_err(AuditError::io(&partial))?;
+    file.write_all(bytes).map_err(AuditError::io(path))?;
+    publish(&file, &partial, path).map_err(AuditError::io(path))
+}
+
+/// Deletes the published segments (and indexes) of event hours that ended
+/// more than `retain_days` before `now_us` (0: none), then the oldest
+/// segments while the rest hold more than `max_bytes`.
+pub fn enforce_retention(
+    dir: &Path,
+    now_us: i64,
+    retain_days: u32,
+    max_bytes: u64,
+) -> Result<Retention, AuditError> {
+    let mut r = Retention::default();
+    let cutoff = now_us.saturating_sub(i64::from(retain_days).saturating_mul(US_PER_DAY));
+    let mut kept: Vec<(PathBuf, u64)> = Vec::new();
+    for (hour, partition) in layout::partitions(dir) {
+        let expired = retain_days > 0 && hour_start_us(hour + 1) <= cutoff;
+        let mut emptied = true;
+        for segment in layout::segments(&partition) {
+            let size = segment_bytes(&segment);
+            if expired {
+                delete_segment(&segment)?;
+                r.deleted_segments += 1;
+                r.deleted_bytes += size;
+            } else {
+                emptied = false;
+                kept.push((segment, size));
+            }
+        }
+        if expired && emptied {
+            // Fails, harmlessly, while a segment is still open there.
+            let _ = std::fs::remove_dir(&partition);
+        }
+    }
+    let mut total: u64 = kept.iter().map(|(_, s)| s).sum();
+    for (segment, size) in &kept {
+        if total <= max_bytes {
+            break;
+        }
+        delete_segment(segment)?;
+        r.deleted_segments += 1;
+        r.deleted_bytes += size;
+        total -= size;
+    }
+    if r.deleted_segments > 0 {
+        let records = layout::records_dir(dir);
+        sync_dir(&records).map_err(AuditError::io(&records))?;
+    }
+    r.kept_bytes = total;
+    Ok(r)
+}
+
+fn segment_bytes(segment: &Path) -> u64 {
+    std::fs::metadata(segment).map_or(0, |m| m.len())
+        + std::fs::metadata(index_path(segment)).map_or(0, |m| m.len())
+}
+
+/// The segment first, then its index (an index without its segment is
+/// never read).
+fn delete_segment(segment: &Path) -> Result<(), AuditError> {
+    std::fs::remove_file(segment).map_err(AuditError::io(segment))?;
+    let index = index_path(segment);
+    match std::fs::remove_file(&index) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(AuditError::io(&index)(e)),
+        _ => Ok(()),
+    }
+}
