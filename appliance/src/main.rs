@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod audit;
 mod config;
 mod flight;
 mod http;
@@ -62,6 +63,15 @@ enum Command {
     /// List the GPU adapters wgpu finds (Vulkan, Metal), best first: the
     /// one `--device gpu` and `device = "gpu"` use is the first.
     Devices,
+    /// Read a pipeline's audit log: one event (`show`), a time range (`query`).
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
+    /// Score the audit log's recorded inputs again: with the model version
+    /// that scored each (bit for bit on the CPU; exit status 1 on any
+    /// mismatch), or with a candidate (`--model`) beside the recorded scores.
+    Replay(audit::ReplayArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +84,8 @@ fn main() -> ExitCode {
         Command::Serve { config, ready_file } => serve::serve(&config, ready_file.as_deref()),
         Command::CheckConfig { config } => serve::check_config(&config),
         Command::Devices => devices(),
+        Command::Audit { command } => audit::run(command),
+        Command::Replay(args) => audit::replay_command(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -108,8 +108,17 @@ pub fn check_config(path: &Path) -> Result<()> {
                 )
             })
             .collect();
+        let audit = spec.audit.as_ref().map_or(String::new(), |a| {
+            format!(
+                ", audit {} (id {}, {} days, {:.1} GB)",
+                a.dir.display(),
+                a.id.as_deref().unwrap_or("SOURCE#N"),
+                a.retain_days,
+                a.max_bytes as f64 / 1e9
+            )
+        });
         println!(
-            "pipeline {}: ok ({model}{shadows}{tables}{aggregate})",
+            "pipeline {}: ok ({model}{shadows}{tables}{aggregate}{audit})",
             spec.name
         );
     }

@@ -10,6 +10,7 @@
    with the same features and this model.
 
     python3 examples/fraud/train.py [--roo target/release/roo] [--events 400000]
+    python3 examples/fraud/train.py --candidate   # the shadow's candidate_model.json
 """
 import argparse
 import json
@@ -34,8 +35,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--roo", default=str(HERE.parent.parent / "target/release/roo"))
     ap.add_argument("--events", type=int, default=400_000)
-    ap.add_argument("--model", default=str(HERE / "live_model.json"))
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--candidate", action="store_true",
+                    help="train the candidate the live pipeline shadows (deeper, slower to learn) "
+                         "into candidate_model.json")
     args = ap.parse_args()
+    if args.model is None:
+        args.model = str(HERE / ("candidate_model.json" if args.candidate else "live_model.json"))
     out = HERE / "out"
     out.mkdir(exist_ok=True)
     history = out / "history.parquet"
@@ -53,7 +59,10 @@ def main():
     X = table.select(features).to_pandas()
     y = table.column("is_fraud").to_numpy()
     cut = int(len(X) * 0.8)  # train on the first 24 days, test on the rest
-    model = xgb.XGBClassifier(n_estimators=60, max_depth=4, learning_rate=0.2, n_jobs=1)
+    if args.candidate:
+        model = xgb.XGBClassifier(n_estimators=100, max_depth=5, learning_rate=0.1, n_jobs=1)
+    else:
+        model = xgb.XGBClassifier(n_estimators=60, max_depth=4, learning_rate=0.2, n_jobs=1)
     model.fit(X.iloc[:cut], y[:cut])
     p = model.predict_proba(X.iloc[cut:])[:, 1]
     print(f"3. XGBoost on {len(features)} columns ({cut} training rows, {int(y[:cut].sum())} frauds): "

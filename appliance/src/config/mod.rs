@@ -183,6 +183,43 @@ pub struct PipelineConfig {
     /// the sinks instead of the events.
     #[serde(rename = "aggregate", default)]
     pub aggregates: Vec<AggregateConfig>,
+    /// A record of every scored event, kept for audit and replay.
+    pub audit: Option<AuditConfig>,
+}
+
+/// `[pipeline.audit]`: the audit log of every scored event.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    pub dir: PathBuf,
+    /// The event id column; none: `SOURCE#N`.
+    pub id: Option<String>,
+    /// Segments whose event hour ended more than this many days ago are
+    /// deleted; 0: kept for ever.
+    #[serde(default = "default_retain_days")]
+    pub retain_days: Bounded<0, 36_500>,
+    /// Past this size (GB, 10^9 bytes) the oldest segments go first.
+    #[serde(default = "default_max_gb")]
+    pub max_gb: f64,
+    /// A segment is published at this many records...
+    #[serde(default = "default_segment_rows")]
+    pub segment_rows: Bounded<1, 16_777_216>,
+    /// ...or once open this long.
+    #[serde(default = "default_segment_secs")]
+    pub segment_secs: Bounded<1, 86_400>,
+}
+
+fn default_retain_days() -> Bounded<0, 36_500> {
+    Bounded(400)
+}
+fn default_max_gb() -> f64 {
+    100.0
+}
+fn default_segment_rows() -> Bounded<1, 16_777_216> {
+    Bounded(1 << 20)
+}
+fn default_segment_secs() -> Bounded<1, 86_400> {
+    Bounded(60)
 }
 
 /// `[[pipeline.aggregate]]`: per key, count / sum / mean / max over

@@ -17,6 +17,7 @@ use roo_scheduler::{
     queue_batches_for, Device, GeneratorStream, PipelineSpec, ShadowSpec, SinkSpec, SourceSpec,
 };
 
+use roo_scheduler::audit::AuditSpec;
 use roo_scheduler::operators::aggregate::{AggFn, AggregateSpec};
 use roo_scheduler::operators::enrich::{EnrichSpec, Missing};
 use roo_scheduler::operators::features::{parse_duration_us, Agg, FeatureSpec, StateLimits};
@@ -302,6 +303,25 @@ impl Config {
                     })
                     .collect(),
                 aggregate: aggregates(p, lateness_us)?,
+                audit: match &p.audit {
+                    None => None,
+                    Some(a) => {
+                        if !(a.max_gb.is_finite() && a.max_gb > 0.0) {
+                            bail!(
+                                "pipeline {name}: audit max_gb = {}: expected a size above 0 (GB)",
+                                a.max_gb
+                            );
+                        }
+                        Some(AuditSpec {
+                            dir: resolve(&a.dir),
+                            id: a.id.clone(),
+                            retain_days: a.retain_days.0 as u32,
+                            max_bytes: (a.max_gb * 1e9) as u64,
+                            segment_rows: a.segment_rows.0 as usize,
+                            segment_age: Duration::from_secs(a.segment_secs.0),
+                        })
+                    }
+                },
                 state: StateLimits {
                     lateness_us,
                     keys_max: p.keys_max.0 as usize,

@@ -13,9 +13,11 @@ use arrow_schema::{Schema, SchemaRef};
 use roo_scheduler::error::chain;
 use roo_scheduler::sinks::layout;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
+use super::audit::AUDIT_EXPECTED;
 use super::streams::{descriptor_path, encode, status_to_flight};
 use super::{invalid, BoxStream, Shared, REPLY_QUEUE};
 
@@ -48,7 +50,7 @@ pub(super) async fn get_schema(
 
 /// What a DoGet ticket names: `{"pipeline": P, "stream": "output" |
 /// "dead_letters" | "latest"}` (GetFlightInfo hands these out), or
-/// `P/output`. `latest`: the rows of the latest window the pipeline's
+/// `P/output`; `{"audit": P, …}` is the audit log's (`audit.rs`). `latest`: the rows of the latest window the pipeline's
 /// aggregate emitted (a dashboard polls it).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -101,7 +103,15 @@ pub(super) async fn do_get(
 ) -> Result<Response<BoxStream<FlightData>>, Status> {
     shared.authorize(&request)?;
     let slot = shared.stream_slot()?;
-    let ticket = parse_ticket(&request.get_ref().ticket)?;
+    let bytes = &request.get_ref().ticket;
+    if let Ok(Value::Object(o)) = serde_json::from_slice::<Value>(bytes) {
+        if o.contains_key("audit") {
+            let ticket = serde_json::from_value(Value::Object(o))
+                .map_err(|e| invalid(format!("ticket: {e}; {AUDIT_EXPECTED}")))?;
+            return super::audit::do_get(shared, ticket, slot);
+        }
+    }
+    let ticket = parse_ticket(bytes)?;
     let p = shared.pipeline(&ticket.pipeline)?;
     let dead_letters = match ticket.stream {
         TicketStream::Output => false,

@@ -32,6 +32,7 @@
 //!   upserts and reloads).
 
 mod actions;
+mod audit;
 mod auth;
 mod exchange;
 mod get;

@@ -122,6 +122,12 @@ impl Daemon {
     /// A metric from `/metrics`, summed over its series (every pipeline).
     pub fn metric(&mut self, name: &str) -> f64 {
         let addr = self.ready().metrics.expect("a metrics endpoint");
+        if let Some(status) = self.child.try_wait().unwrap() {
+            while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(1)) {
+                self.seen.push(line);
+            }
+            panic!("the daemon exited ({status}):\n{}", self.seen.join("\n"));
+        }
         let (status, text) = http_get(&addr, "/metrics");
         assert_eq!(status, 200);
         metric_in(&text, name)

@@ -38,7 +38,7 @@ mod writer;
 pub use error::AuditError;
 pub use index::id_hash;
 pub use layout::{partition_name, AUDIT_COLUMNS};
-pub use read::{AuditLog, TimeRange};
+pub use read::{conform, AuditLog, ColumnPick, TimeRange};
 pub use record::{
     definitions_hash, RecordBuilder, DEFINITIONS, DEVICE, EVENT_TIME, ID, INGEST_TIME,
 };

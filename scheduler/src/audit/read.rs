@@ -239,6 +239,23 @@ impl AuditLog {
     }
 }
 
+/// `batch` with the columns of `schema` (a [`AuditLog::schema`] union):
+/// its own by name, nulls for those its segment did not have.
+pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, AuditError> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) => c.clone(),
+            None => arrow_array::new_null_array(f.data_type(), batch.num_rows()),
+        })
+        .collect();
+    RecordBatch::try_new(schema.clone(), columns).map_err(|e| AuditError::Arrow {
+        what: "records of several segments as one schema".into(),
+        message: e.to_string(),
+    })
+}
+
 fn corrupt(path: &Path, message: String) -> AuditError {
     AuditError::Corrupt {
         path: path.display().to_string(),

@@ -79,6 +79,8 @@ pub struct Pipeline {
     operators: Vec<(OperatorKind, String)>,
     sinks: Vec<SinkSpec>,
     dead_letters: Option<PathBuf>,
+    /// The audit log's directory, when the pipeline keeps one.
+    audit: Option<PathBuf>,
     pool: Arc<rayon::ThreadPool>,
     /// A push source's way in; `None` once stopping.
     push: Mutex<Option<Sender<IngestBatch>>>,
@@ -226,6 +228,7 @@ impl Pipeline {
             operators: described,
             sinks: spec.sinks,
             dead_letters: spec.dead_letters,
+            audit: spec.audit.map(|a| a.dir),
             pool,
             push: Mutex::new(started.push),
             max_rows: spec.limits.max_rows,
@@ -329,6 +332,11 @@ impl Pipeline {
 
     pub fn dead_letters_dir(&self) -> Option<&Path> {
         self.dead_letters.as_deref()
+    }
+
+    /// The audit log's directory (`[pipeline.audit]`), if any.
+    pub fn audit_dir(&self) -> Option<&Path> {
+        self.audit.as_deref()
     }
 
     /// The published files of the first file sink, in order; `None`

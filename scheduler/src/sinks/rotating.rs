@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use arrow_array::RecordBatch;
+use arrow_array::cast::AsArray;
+use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::SchemaRef;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use roo_ingest::FileFormat;
@@ -26,6 +27,19 @@ struct OpenFile {
     bytes: u64,
     schema: SchemaRef,
     last_batch: u64,
+    /// An Arrow IPC file's dictionaries (column, values), as its first
+    /// batch wrote them: the format holds one per column.
+    dictionaries: Vec<(usize, ArrayRef)>,
+}
+
+/// The dictionary columns of `batch`: (column, values).
+fn dictionaries(batch: &RecordBatch) -> Vec<(usize, ArrayRef)> {
+    batch
+        .columns()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| Some((i, c.as_any_dictionary_opt()?.values().clone())))
+        .collect()
 }
 
 pub(crate) struct RotatingFiles {
@@ -108,6 +122,21 @@ impl RotatingFiles {
             // so each file names one model.
             self.close_current()?;
         }
+        if self.format == FileFormat::ArrowIpc
+            && self.current.as_ref().is_some_and(|c| {
+                c.dictionaries.iter().any(|(i, values)| {
+                    batch
+                        .column(*i)
+                        .as_any_dictionary_opt()
+                        .is_some_and(|d| d.values().as_ref() != values.as_ref())
+                })
+            })
+        {
+            // A dictionary changed (a shadow's rows after the live model
+            // was swapped, a reloaded table's text): an IPC file holds one
+            // dictionary per column, so a new file.
+            self.close_current()?;
+        }
         if self.current.is_none() {
             let name = layout::file_name(&self.prefix, self.next_index, self.format.extension());
             self.next_index += 1;
@@ -118,6 +147,11 @@ impl RotatingFiles {
                 bytes: 0,
                 schema: batch.schema(),
                 last_batch: 0,
+                dictionaries: if self.format == FileFormat::ArrowIpc {
+                    dictionaries(batch)
+                } else {
+                    Vec::new()
+                },
             });
         }
         let current = self.current.as_mut().expect("opened");
