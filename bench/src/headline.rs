@@ -130,6 +130,45 @@ impl Report {
                 });
             }
         }
+        if let Some(p) = self.section("pipeline") {
+            let cpu = |name: &str| p.find(name).and_then(|m| m.cpu_ns_per_event);
+            if let (Some(off), Some(on)) = (
+                cpu(crate::pipeline::AUDIT_OFF),
+                cpu(crate::pipeline::AUDIT_ON),
+            ) {
+                let added = on / off - 1.0;
+                out.push(Headline {
+                    target: "audit on adds <= 30% CPU per event to the file pipeline".into(),
+                    measured: format!("{:+.1}% ({off:.0} -> {on:.0} CPU-ns/event)", added * 100.0),
+                    ratio: 0.30 / added.max(1e-9),
+                    goal: 1.0,
+                    met: added <= 0.30,
+                });
+            }
+        }
+        if let Some(a) = self.section("audit") {
+            if let Some(show) = a.find(crate::audit::SHOW) {
+                let slowest = show.latency.as_ref().map_or(f64::INFINITY, |l| l.p999_ms);
+                let records = a.find(crate::audit::BUILD).map_or(0.0, |m| m.events);
+                out.push(Headline {
+                    target: "roo audit show <= 100 ms on 10M records".into(),
+                    measured: format!("slowest {slowest:.1} ms on {:.1}M records", records / 1e6),
+                    ratio: 100.0 / slowest,
+                    goal: 1.0,
+                    met: slowest <= 100.0,
+                });
+            }
+            if let Some(r) = a.find(crate::audit::REPLAY) {
+                let ratio = r.events_per_s / 1e6;
+                out.push(Headline {
+                    target: "roo replay >= 1M records/s on one core".into(),
+                    measured: format!("{:.2}M records/s", r.events_per_s / 1e6),
+                    ratio,
+                    goal: 1.0,
+                    met: ratio >= 1.0,
+                });
+            }
+        }
         if let Some(k) = self.section("kernels") {
             for m in k
                 .measurements

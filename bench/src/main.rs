@@ -9,6 +9,7 @@
 
 #[macro_use]
 mod report;
+mod audit;
 mod daemon;
 mod enrich;
 mod features;
@@ -158,6 +159,15 @@ enum Bench {
     /// Zipf hashtags (5-minute windows every 10 s, top 10), beside a Python
     /// Counter stream and pandas groupby per window.
     Topk(OperatorRun),
+    /// The audit log at scale: written by `roo serve`, one id found with
+    /// `roo audit show`, every record re-scored with `roo replay` on one core.
+    Audit {
+        /// Records in the log.
+        #[arg(long, default_value_t = 10_000_000)]
+        records: u64,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Flight DoExchange at batch sizes 1 … 65536 from Rust and pyarrow,
     /// beside a Python HTTP server calling XGBoost per request (build roo
     /// first: cargo build --release -p roo-appliance).
@@ -250,6 +260,7 @@ fn main() -> Result<()> {
             enrich::run(r.events, r.keys, r.peer_events, r.python(), &r.common.cache)?
         }
         Bench::Topk(r) => topk::run(r.events, r.keys, r.peer_events, r.python(), &r.common.cache)?,
+        Bench::Audit { records, common } => audit::run(records, &common.cache)?,
         Bench::Gpu {
             sizes,
             repeats,
@@ -270,8 +281,8 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-const SCENARIOS: [&str; 8] = [
-    "kernels", "ingest", "pipeline", "flight", "gpu", "features", "enrich", "topk",
+const SCENARIOS: [&str; 9] = [
+    "kernels", "ingest", "pipeline", "flight", "gpu", "features", "enrich", "topk", "audit",
 ];
 
 /// Every scenario (or `only` those), then the report.
@@ -289,12 +300,13 @@ fn all(quick: bool, out: &Path, price: f64, only: &[String], common: &Common) ->
     let steps: u64 = [
         ("kernels", if quick { 3 } else { 6 }),
         ("ingest", 4),
-        ("pipeline", if quick { 9 } else { 11 }),
+        ("pipeline", if quick { 10 } else { 12 }),
         ("flight", 6),
         ("gpu", 6),
         ("features", 5),
         ("enrich", 3),
         ("topk", 5),
+        ("audit", 3),
     ]
     .iter()
     .filter(|(s, _)| wanted(s))
@@ -378,6 +390,9 @@ fn all(quick: bool, out: &Path, price: f64, only: &[String], common: &Common) ->
                 (10_000_000, 1_000_000, 1_000_000)
             };
             sections.push(topk::run(events, keys, peer_events, Some(python), cache)?);
+        }
+        if wanted("audit") {
+            sections.push(audit::run(if quick { 200_000 } else { 10_000_000 }, cache)?);
         }
         Ok(())
     })();

@@ -18,6 +18,10 @@ use anyhow::{bail, Context, Result};
 use roo_scheduler::generator::{CardGenerator, CARD_FEATURES};
 
 use crate::daemon::{metric, metrics_text, roo_binary, Daemon, ThreadCpu};
+
+/// The file pipeline without and with the audit log, run side by side.
+pub const AUDIT_OFF: &str = "roo, file -> score -> file, audit off";
+pub const AUDIT_ON: &str = "roo, file -> score -> file, audit on";
 use crate::report::{
     Latency, Measurement, Section, FILE_ONE_CORE, FILE_TWO_CORES, PY_BATCH, PY_STREAM,
     PY_STREAM_LINES, TCP_PEAK,
@@ -373,6 +377,7 @@ fn file_run(
     input: &Path,
     sink: &str,
     cores: Option<usize>,
+    extra_pipeline: &str,
 ) -> Result<FileRun> {
     use std::os::unix::process::CommandExt;
     let config = write_config(
@@ -380,7 +385,7 @@ fn file_run(
         model,
         &format!("kind = \"file\"\npath = {input:?}"),
         &cores.map_or(String::new(), |n| format!("threads = {n}")),
-        "",
+        extra_pipeline,
         sink,
     )?;
     let started = Instant::now();
@@ -484,7 +489,7 @@ pub fn run(o: &Options) -> Result<Section> {
     // File → score → file: the daemon exits when the file is done.
     crate::report::step("pipeline: file -> score -> file");
     let input = input.canonicalize()?;
-    let file = file_run(&dir, &model, &input, sink, None)?;
+    let file = file_run(&dir, &model, &input, sink, None, "")?;
     say!(
         "  file -> score -> file   {:>10.0} events/s  {:>7.0} CPU-ns/event  peak RSS {:.0} MiB  ({rows} rows in {:.2} s wall, {:.2} s CPU, process start to exit)",
         rows as f64 / file.wall_s,
@@ -503,6 +508,43 @@ pub fn run(o: &Options) -> Result<Section> {
             .rss(Some(file.peak_rss_mib))
             .threads(file.threads.0.clone()),
     );
+    // The audit log's cost: the same file pipeline without and with
+    // `[pipeline.audit]`, alternated, the lower CPU of two runs each.
+    crate::report::step("pipeline: file -> score -> file, audit off and on");
+    let audit = "\n[pipeline.audit]\ndir = \"audit\"\nid = \"txn_id\"\nretain_days = 0\n";
+    let mut best: [Option<FileRun>; 2] = [None, None];
+    let mut audit_bytes = 0;
+    for _ in 0..2 {
+        for (k, extra) in ["", audit].into_iter().enumerate() {
+            let _ = std::fs::remove_dir_all(dir.join("audit"));
+            let r = file_run(&dir, &model, &input, sink, None, extra)?;
+            if k == 1 {
+                audit_bytes = crate::audit::dir_bytes(&dir.join("audit").join("records"));
+            }
+            if best[k].as_ref().is_none_or(|b| r.cpu_s < b.cpu_s) {
+                best[k] = Some(r);
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir.join("audit"));
+    let [Some(off), Some(on)] = best else {
+        unreachable!("two runs of each")
+    };
+    say!(
+        "  audit off / on          {:>7.0} / {:>7.0} CPU-ns/event: audit adds {:+.1}% CPU per event; {:.1} bytes/event on disk \
+         (Arrow IPC segments, LZ4, + id index; lower CPU of 2 alternated runs each)",
+        off.cpu_s * 1e9 / rows as f64,
+        on.cpu_s * 1e9 / rows as f64,
+        (on.cpu_s / off.cpu_s - 1.0) * 100.0,
+        audit_bytes as f64 / rows as f64
+    );
+    for (name, r) in [(AUDIT_OFF, &off), (AUDIT_ON, &on)] {
+        section.push(
+            Measurement::roo(name, rows as f64, r.wall_s, Some(r.cpu_s))
+                .rss(Some(r.peak_rss_mib))
+                .threads(r.threads.0.clone()),
+        );
+    }
     if cores >= 2 {
         // Scaling: pinned to one core with one scoring thread, then to two
         // with two; alternated, best of two each.
@@ -523,7 +565,7 @@ pub fn run(o: &Options) -> Result<Section> {
         let mut best: [Option<FileRun>; 2] = [None, None];
         for _ in 0..2 {
             for (k, n) in [1, 2].into_iter().enumerate() {
-                let r = file_run(&dir, &model, &scaling_input, sink, Some(n))?;
+                let r = file_run(&dir, &model, &scaling_input, sink, Some(n), "")?;
                 if best[k].as_ref().is_none_or(|b| r.wall_s < b.wall_s) {
                     best[k] = Some(r);
                 }

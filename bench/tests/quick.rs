@@ -132,7 +132,7 @@ fn quick_run_writes_a_whole_and_sane_report() {
         .collect();
     assert_eq!(
         names,
-        ["kernels", "ingest", "pipeline", "flight", "gpu", "features", "enrich", "topk"]
+        ["kernels", "ingest", "pipeline", "flight", "gpu", "features", "enrich", "topk", "audit"]
     );
     let gpu_required = std::env::var("ROO_REQUIRE_GPU").is_ok_and(|v| v == "1");
     for s in sections {
@@ -221,6 +221,9 @@ fn quick_run_writes_a_whole_and_sane_report() {
         "pandas merge(how=left)",
         "topk >= 5M events/s on one core",
         "topk CPU per event <= 1/20 of the better peer",
+        "audit on adds <= 30% CPU per event",
+        "roo audit show <= 100 ms",
+        "roo replay >= 1M records/s on one core",
     ] {
         let h = headline
             .iter()
@@ -240,6 +243,7 @@ fn quick_run_writes_a_whole_and_sane_report() {
         "## Per-key rolling features",
         "## Enrichment",
         "## Sliding-window top-K",
+        "## The audit log at scale",
         "set with --dollars-per-core-hour",
     ] {
         assert!(md.contains(needle), "report.md lacks {needle:?}");

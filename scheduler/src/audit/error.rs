@@ -11,8 +11,6 @@ pub enum AuditError {
         source: std::io::Error,
     },
     #[error("audit log {path}: {message}")]
-    Parquet { path: String, message: String },
-    #[error("audit log {path}: {message}")]
     Corrupt { path: String, message: String },
     #[error("audit id column {column:?} is not in the events (their columns: {available})")]
     IdColumn { column: String, available: String },
@@ -68,15 +66,6 @@ impl AuditError {
         move |source| Self::Io {
             path: path.display().to_string(),
             source,
-        }
-    }
-
-    pub(crate) fn parquet(
-        path: &std::path::Path,
-    ) -> impl FnOnce(parquet::errors::ParquetError) -> Self + '_ {
-        move |e| Self::Parquet {
-            path: path.display().to_string(),
-            message: e.to_string(),
         }
     }
 }

@@ -1,9 +1,10 @@
-//! A segment's id index: every record's id hashed, sorted, beside the row
-//! it is in, so one id is found with a binary search per segment instead
-//! of a scan.
+//! A segment's id index: every record's id hashed, sorted, beside where
+//! the record is (its record batch in the segment, its row in that
+//! batch), so one id is found with a binary search per segment and one
+//! batch decoded, instead of a scan.
 //!
 //! ```text
-//! "ROOAIDX1"  u64 n  n × u64 hash (ascending)  n × u32 row      (little-endian)
+//! "ROOAIDX2"  u64 n  n × u64 hash (ascending)  n × (u32 batch, u32 row)      (little-endian)
 //! ```
 //!
 //! The file is read through a memory map: a lookup touches the pages of
@@ -19,7 +20,7 @@ use memmap2::Mmap;
 use super::AuditError;
 use crate::sinks::layout::{partial_path, publish};
 
-const MAGIC: &[u8; 8] = b"ROOAIDX1";
+const MAGIC: &[u8; 8] = b"ROOAIDX2";
 const HEADER: usize = 16;
 
 /// The hash an id is indexed under: FNV-1a over its UTF-8 bytes, then a
@@ -38,17 +39,25 @@ pub fn id_hash(id: &[u8]) -> u64 {
     h ^ (h >> 33)
 }
 
-/// Writes `entries` (hash, row) sorted as `path`, published whole.
-pub(crate) fn write_index(path: &Path, entries: &mut [(u64, u32)]) -> Result<(), AuditError> {
+/// Where a record is in its segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Location {
+    pub batch: u32,
+    pub row: u32,
+}
+
+/// Writes `entries` (hash, location) sorted as `path`, published whole.
+pub(crate) fn write_index(path: &Path, entries: &mut [(u64, Location)]) -> Result<(), AuditError> {
     entries.sort_unstable();
-    let mut bytes = Vec::with_capacity(HEADER + entries.len() * 12);
+    let mut bytes = Vec::with_capacity(HEADER + entries.len() * 16);
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(&(entries.len() as u64).to_le_bytes());
     for (h, _) in entries.iter() {
         bytes.extend_from_slice(&h.to_le_bytes());
     }
-    for (_, r) in entries.iter() {
-        bytes.extend_from_slice(&r.to_le_bytes());
+    for (_, l) in entries.iter() {
+        bytes.extend_from_slice(&l.batch.to_le_bytes());
+        bytes.extend_from_slice(&l.row.to_le_bytes());
     }
     let partial = partial_path(path).expect("an index path names a file");
     let io = AuditError::io(path);
@@ -80,7 +89,7 @@ impl SegmentIndex {
             return Err(corrupt("not a roo audit index (bad magic)".into()));
         }
         let n = u64::from_le_bytes(map[8..16].try_into().expect("8 bytes"));
-        let expected = (n as u128) * 12 + HEADER as u128;
+        let expected = (n as u128) * 16 + HEADER as u128;
         if expected != map.len() as u128 {
             return Err(corrupt(format!(
                 "it says {n} entries ({expected} bytes) but is {} bytes",
@@ -95,13 +104,18 @@ impl SegmentIndex {
         u64::from_le_bytes(self.map[at..at + 8].try_into().expect("8 bytes"))
     }
 
-    fn row(&self, i: usize) -> u32 {
-        let at = HEADER + self.n * 8 + i * 4;
-        u32::from_le_bytes(self.map[at..at + 4].try_into().expect("4 bytes"))
+    fn location(&self, i: usize) -> Location {
+        let at = HEADER + self.n * 8 + i * 8;
+        let word =
+            |at: usize| u32::from_le_bytes(self.map[at..at + 4].try_into().expect("4 bytes"));
+        Location {
+            batch: word(at),
+            row: word(at + 4),
+        }
     }
 
-    /// The rows whose id hashes to `hash`, ascending.
-    pub fn rows(&self, hash: u64) -> Vec<u32> {
+    /// Where the records whose id hashes to `hash` are, in segment order.
+    pub fn rows(&self, hash: u64) -> Vec<Location> {
         let (mut lo, mut hi) = (0, self.n);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
@@ -113,7 +127,7 @@ impl SegmentIndex {
         }
         let mut rows = Vec::new();
         while lo < self.n && self.hash(lo) == hash {
-            rows.push(self.row(lo));
+            rows.push(self.location(lo));
             lo += 1;
         }
         rows.sort_unstable();
@@ -130,22 +144,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("_seg.idx");
         let ids: Vec<String> = (0..5000).map(|i| format!("t{}", i % 4000)).collect();
-        let mut entries: Vec<(u64, u32)> = ids
+        // 100 rows a batch.
+        let at = |r: usize| Location {
+            batch: (r / 100) as u32,
+            row: (r % 100) as u32,
+        };
+        let mut entries: Vec<(u64, Location)> = ids
             .iter()
             .enumerate()
-            .map(|(r, id)| (id_hash(id.as_bytes()), r as u32))
+            .map(|(r, id)| (id_hash(id.as_bytes()), at(r)))
             .collect();
         write_index(&path, &mut entries).unwrap();
         let index = SegmentIndex::open(&path).unwrap();
         for probe in ["t0", "t17", "t3999", "t999"] {
-            let expected: Vec<u32> = (0..ids.len())
+            let expected: Vec<Location> = (0..ids.len())
                 .filter(|&r| ids[r] == probe)
-                .map(|r| r as u32)
+                .map(at)
                 .collect();
-            let found: Vec<u32> = index
+            let found: Vec<Location> = index
                 .rows(id_hash(probe.as_bytes()))
                 .into_iter()
-                .filter(|&r| ids[r as usize] == probe)
+                .filter(|l| ids[l.batch as usize * 100 + l.row as usize] == probe)
                 .collect();
             assert_eq!(found, expected, "{probe}");
         }

@@ -10,7 +10,7 @@ use super::record::{DEFINITIONS, DEVICE, EVENT_TIME, ID, INGEST_TIME};
 pub(crate) const RECORDS: &str = "records";
 pub(crate) const MODELS: &str = "models";
 pub(crate) const DEFINITIONS_DIR: &str = "definitions";
-const SEGMENT_EXTENSION: &str = "parquet";
+const SEGMENT_EXTENSION: &str = "arrow";
 const INDEX_EXTENSION: &str = "idx";
 
 /// The record's own columns, after the batch's.
@@ -56,7 +56,7 @@ pub(crate) fn partition_dir(dir: &Path, hour: i64) -> PathBuf {
     records_dir(dir).join(partition_name(hour))
 }
 
-/// `seg-<opened µs, 16 digits>-<n, 4 digits>.parquet`: names sort in the
+/// `seg-<opened µs, 16 digits>-<n, 4 digits>.arrow`: names sort in the
 /// order segments were opened, and never repeat across restarts.
 pub(crate) fn segment_name(opened_us: i64, n: u64) -> String {
     format!("seg-{opened_us:016}-{n:04}.{SEGMENT_EXTENSION}")
@@ -139,7 +139,7 @@ mod tests {
         assert_eq!(partition_name(0), "hour=1970-01-01T00");
         assert_eq!(hour_of(-1), -1);
         assert_eq!(
-            index_path(Path::new("/a/hour=x/seg-1-2.parquet")),
+            index_path(Path::new("/a/hour=x/seg-1-2.arrow")),
             Path::new("/a/hour=x/_seg-1-2.idx")
         );
     }

@@ -3,7 +3,7 @@
 //! can be shown and re-scored months later.
 //!
 //! ```text
-//! DIR/records/hour=YYYY-MM-DDTHH/seg-<opened µs>-<n>.parquet   the records, by event hour
+//! DIR/records/hour=YYYY-MM-DDTHH/seg-<opened µs>-<n>.arrow     the records, by event hour
 //! DIR/records/hour=…/_seg-<opened µs>-<n>.idx                 each segment's id index
 //! DIR/models/<sha256 hex>                                      every model version that scored
 //! DIR/definitions/<hash>.txt                                   the features' and tables' definitions
@@ -15,10 +15,11 @@
 //!   it (every input column as received, every feature and table column,
 //!   each model's scores and version) and the `audit_*` columns.
 //! - `index.rs` — a segment's index: the ids' hashes, sorted, beside the
-//!   rows they are in, read through a memory map.
+//!   (batch, row) they are in, read through a memory map.
 //! - `writer.rs` — `AuditWriter`: segments open per event hour, written
-//!   as compressed Parquet, published whole (fsync, rename, fsync the
-//!   directory) with their index; the model store; retention.
+//!   as Arrow IPC files with LZ4-compressed buffers, published whole
+//!   (fsync, rename, fsync the directory) with their index; the model
+//!   store; retention.
 //! - `read.rs` — `AuditLog`: one id found through the indexes, a time
 //!   range read back, stored models loaded.
 //! - `replay.rs` — re-scoring recorded inputs: the recorded model (bit for

@@ -3,22 +3,20 @@
 //! definitions.
 
 use std::fs::File;
+use std::io::BufReader;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::{Array, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray};
-use arrow_schema::{Schema, SchemaRef};
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
-use parquet::arrow::ProjectionMask;
+use arrow_ipc::reader::FileReader;
+use arrow_schema::{ArrowError, Schema, SchemaRef};
 use roo_kernels::{model_from_bytes, read_model_file, Model};
 
-use super::index::{id_hash, SegmentIndex};
+use super::index::{id_hash, Location, SegmentIndex};
 use super::layout::{self, definitions_path, hour_of, index_path, model_path};
 use super::record::{EVENT_TIME, ID};
 use super::{format_us, AuditError};
-
-/// Rows per batch when a range is read back.
-const READ_ROWS: usize = 65_536;
 
 /// Picks the columns to read from a segment's schema.
 pub type ColumnPick<'a> = &'a dyn Fn(&Schema) -> Vec<usize>;
@@ -134,10 +132,7 @@ impl AuditLog {
     pub fn schema(&self, range: TimeRange) -> Result<Option<SchemaRef>, AuditError> {
         let mut schemas = Vec::new();
         for segment in self.segments_in(range) {
-            let file = File::open(&segment).map_err(AuditError::io(&segment))?;
-            let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-                .map_err(AuditError::parquet(&segment))?;
-            schemas.push(builder.schema().as_ref().clone());
+            schemas.push(reader(&segment, None)?.schema().as_ref().clone());
         }
         if schemas.is_empty() {
             return Ok(None);
@@ -176,27 +171,19 @@ impl AuditLog {
     ) -> Result<u64, AuditError> {
         let mut records = 0;
         for segment in self.segments_in(range) {
-            let file = File::open(&segment).map_err(AuditError::io(&segment))?;
-            let mut builder = ParquetRecordBatchReaderBuilder::try_new(file)
-                .map_err(AuditError::parquet(&segment))?
-                .with_batch_size(READ_ROWS);
-            let schema = builder.schema().clone();
+            let schema = reader(&segment, None)?.schema();
             let time = schema
                 .index_of(EVENT_TIME)
                 .map_err(|_| corrupt(&segment, format!("no {EVENT_TIME} column")))?;
-            if let Some(pick) = columns {
+            let projection = columns.map(|pick| {
                 let mut picked = pick(&schema);
-                if !picked.contains(&time) {
-                    picked.push(time);
-                }
+                picked.push(time);
                 picked.sort_unstable();
                 picked.dedup();
-                let mask = ProjectionMask::roots(builder.parquet_schema(), picked);
-                builder = builder.with_projection(mask);
-            }
-            let reader = builder.build().map_err(AuditError::parquet(&segment))?;
-            for batch in reader {
-                let batch = batch.map_err(|e| corrupt(&segment, e.to_string()))?;
+                picked
+            });
+            let mut batches = reader(&segment, projection)?;
+            while let Some(batch) = next(&segment, &mut batches)? {
                 let batch = within(&segment, batch, range)?;
                 if batch.num_rows() > 0 {
                     records += batch.num_rows() as u64;
@@ -287,59 +274,72 @@ fn within(segment: &Path, batch: RecordBatch, range: TimeRange) -> Result<Record
         .map_err(|e| corrupt(segment, e.to_string()))
 }
 
-/// One row of a segment: only its row group is decoded.
-fn read_row(segment: &Path, row: u32) -> Result<RecordBatch, AuditError> {
-    let file = File::open(segment).map_err(AuditError::io(segment))?;
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(file).map_err(AuditError::parquet(segment))?;
-    let mut skip = i64::from(row);
-    let mut group = None;
-    for (i, rg) in builder.metadata().row_groups().iter().enumerate() {
-        if skip < rg.num_rows() {
-            group = Some(i);
-            break;
-        }
-        skip -= rg.num_rows();
-    }
-    let group = group.ok_or_else(|| {
-        corrupt(
+/// Runs an Arrow IPC decoder step: a corrupt file that makes it panic is
+/// an error naming the file, not a crash.
+fn guarded<T>(segment: &Path, f: impl FnOnce() -> Result<T, ArrowError>) -> Result<T, AuditError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r.map_err(|e| corrupt(segment, e.to_string())),
+        Err(_) => Err(corrupt(
             segment,
-            format!("its index names row {row}, past its last row"),
-        )
-    })?;
-    let selection = RowSelection::from(vec![
-        RowSelector::skip(skip as usize),
-        RowSelector::select(1),
-    ]);
-    let mut reader = builder
-        .with_row_groups(vec![group])
-        .with_row_selection(selection)
-        .build()
-        .map_err(AuditError::parquet(segment))?;
-    reader
-        .next()
-        .ok_or_else(|| corrupt(segment, format!("row {row} could not be read")))?
-        .map_err(|e| corrupt(segment, e.to_string()))
+            "its Arrow IPC data could not be decoded".into(),
+        )),
+    }
 }
 
-/// The rows of a segment without an index whose id is `id`.
-fn scan_ids(segment: &Path, id: &str) -> Result<Vec<u32>, AuditError> {
+/// A segment opened for reading: its footer and schema read, only the
+/// `projection`'s columns decoded.
+fn reader(
+    segment: &Path,
+    projection: Option<Vec<usize>>,
+) -> Result<FileReader<BufReader<File>>, AuditError> {
     let file = File::open(segment).map_err(AuditError::io(segment))?;
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(file).map_err(AuditError::parquet(segment))?;
-    let at = builder
+    guarded(segment, || {
+        FileReader::try_new(BufReader::new(file), projection)
+    })
+}
+
+/// The next record batch of a segment.
+fn next(
+    segment: &Path,
+    reader: &mut FileReader<BufReader<File>>,
+) -> Result<Option<RecordBatch>, AuditError> {
+    guarded(segment, || reader.next().transpose())
+}
+
+/// One record of a segment: only its batch is decoded.
+fn read_row(segment: &Path, at: Location) -> Result<RecordBatch, AuditError> {
+    let mut batches = reader(segment, None)?;
+    if at.batch as usize >= batches.num_batches() {
+        return Err(corrupt(
+            segment,
+            format!("its index names batch {}, past its last", at.batch),
+        ));
+    }
+    guarded(segment, || batches.set_index(at.batch as usize))?;
+    let batch = next(segment, &mut batches)?
+        .ok_or_else(|| corrupt(segment, format!("batch {} could not be read", at.batch)))?;
+    if at.row as usize >= batch.num_rows() {
+        return Err(corrupt(
+            segment,
+            format!(
+                "its index names row {} of batch {}, past its last",
+                at.row, at.batch
+            ),
+        ));
+    }
+    Ok(batch.slice(at.row as usize, 1))
+}
+
+/// Where the records of a segment without an index whose id is `id` are.
+fn scan_ids(segment: &Path, id: &str) -> Result<Vec<Location>, AuditError> {
+    let at = reader(segment, None)?
         .schema()
         .index_of(ID)
         .map_err(|_| corrupt(segment, format!("no {ID} column")))?;
-    let mask = ProjectionMask::roots(builder.parquet_schema(), [at]);
-    let reader = builder
-        .with_projection(mask)
-        .build()
-        .map_err(AuditError::parquet(segment))?;
-    let mut rows = Vec::new();
-    let mut base = 0u32;
-    for batch in reader {
-        let batch = batch.map_err(|e| corrupt(segment, e.to_string()))?;
+    let mut batches = reader(segment, Some(vec![at]))?;
+    let mut found = Vec::new();
+    let mut number = 0u32;
+    while let Some(batch) = next(segment, &mut batches)? {
         let ids = batch
             .column(0)
             .as_any()
@@ -347,10 +347,13 @@ fn scan_ids(segment: &Path, id: &str) -> Result<Vec<u32>, AuditError> {
             .ok_or_else(|| corrupt(segment, format!("{ID} is not text")))?;
         for i in 0..ids.len() {
             if ids.is_valid(i) && ids.value(i) == id {
-                rows.push(base + i as u32);
+                found.push(Location {
+                    batch: number,
+                    row: i as u32,
+                });
             }
         }
-        base += batch.num_rows() as u32;
+        number += 1;
     }
-    Ok(rows)
+    Ok(found)
 }

@@ -8,8 +8,8 @@
 //! | `audit_id` | utf8 | the event id: the `id` column's value, or `SOURCE#N` |
 //! | `audit_event_time` | timestamp µs UTC | the `event_time` column, else the ingest time |
 //! | `audit_ingest_time` | timestamp µs UTC | when roo read the batch's oldest event |
-//! | `audit_device` | utf8 (dictionary) | where the decision was scored: `cpu AVX-512`, `gpu NAME (…)` |
-//! | `audit_definitions` | utf8 (dictionary) | the hash of the features' and tables' definitions |
+//! | `audit_device` | utf8 | where the decision was scored: `cpu avx512`, `gpu NAME (…)` |
+//! | `audit_definitions` | utf8 | the hash of the features' and tables' definitions |
 //!
 //! The batch's columns are shared, not copied. They come first, so a
 //! model bound by position reads the record as it read the batch.
@@ -19,11 +19,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arrow_array::builder::StringBuilder;
-use arrow_array::types::Int32Type;
-use arrow_array::{
-    Array, ArrayRef, DictionaryArray, Int32Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray,
-};
+use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use sha2::{Digest, Sha256};
 
@@ -54,18 +50,14 @@ pub(crate) fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
-fn dictionary_type() -> DataType {
-    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
-}
-
 /// The record's own fields.
 pub(crate) fn audit_fields() -> [Field; 5] {
     [
         Field::new(ID, DataType::Utf8, false),
         Field::new(EVENT_TIME, timestamp_type(), false),
         Field::new(INGEST_TIME, timestamp_type(), false),
-        Field::new(DEVICE, dictionary_type(), false),
-        Field::new(DEFINITIONS, dictionary_type(), false),
+        Field::new(DEVICE, DataType::Utf8, false),
+        Field::new(DEFINITIONS, DataType::Utf8, false),
     ]
 }
 
@@ -191,11 +183,15 @@ impl RecordBuilder {
             }
             None => vec![ingest_us; rows],
         };
+        // Text repeated down the batch (an IPC file holds one dictionary
+        // per column, and the device may change batch to batch): LZ4
+        // takes the repetition out.
         let one = |value: &str| -> ArrayRef {
-            Arc::new(DictionaryArray::<Int32Type>::new(
-                Int32Array::from(vec![0; rows]),
-                Arc::new(StringArray::from(vec![value])),
-            ))
+            let mut b = StringBuilder::with_capacity(rows, rows * value.len());
+            for _ in 0..rows {
+                b.append_value(value);
+            }
+            Arc::new(b.finish())
         };
         let mut columns = batch.columns().to_vec();
         columns.push(Arc::new(ids));

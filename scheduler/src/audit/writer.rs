@@ -1,34 +1,36 @@
 //! `AuditWriter`: the records of a pipeline into segments, one open per
-//! event hour (at most [`OPEN_SEGMENTS_MAX`]), each written as Parquet
-//! (zstd) under a hidden partial name and published whole with its index
-//! once it holds `segment_rows` records or has been open `segment_age`;
-//! the model store; retention.
+//! event hour (at most [`OPEN_SEGMENTS_MAX`]), each written as an Arrow
+//! IPC file (each buffer LZ4-compressed: the audit log is written always
+//! and read rarely, so writing is a copy and a fast compression, not an
+//! encoding) under a hidden partial name and published whole with its
+//! index once it holds `segment_rows` records or has been open
+//! `segment_age`; the model store; retention.
 
 use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use arrow_array::{RecordBatch, UInt32Array};
-use arrow_schema::{DataType, SchemaRef};
-use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use std::io::BufWriter;
 
-use super::index::write_index;
+use arrow_array::cast::AsArray;
+use arrow_array::{ArrayRef, RecordBatch, UInt32Array};
+use arrow_ipc::writer::{FileWriter, IpcWriteOptions};
+use arrow_ipc::CompressionType;
+use arrow_schema::SchemaRef;
+
+use super::index::{write_index, Location};
 use super::layout::{
     self, definitions_path, hour_of, hour_start_us, index_path, model_path, partition_dir,
     segment_name,
 };
-use super::record::{Records, EVENT_TIME, ID};
+use super::record::Records;
 use super::{AuditError, AuditSpec};
 use crate::sinks::layout::{partial_path, publish, sync_dir};
 
 /// Segments open at once (records of that many event hours in flight);
 /// past it the least recently written is published.
 pub const OPEN_SEGMENTS_MAX: usize = 8;
-/// Rows per Parquet row group: what `audit show` decodes to read one record.
-const ROW_GROUP_ROWS: usize = 16_384;
 /// Retention runs at most this often (it lists the directory).
 const RETENTION_EVERY_S: u64 = 60;
 const US_PER_DAY: i64 = 86_400_000_000;
@@ -37,12 +39,36 @@ struct Segment {
     hour: i64,
     path: PathBuf,
     partial: PathBuf,
-    writer: ArrowWriter<File>,
+    writer: FileWriter<BufWriter<File>>,
     schema: SchemaRef,
+    /// The dictionaries of its dictionary columns (column, values), as
+    /// its first batch wrote them: an IPC file holds one per column.
+    dictionaries: Vec<(usize, ArrayRef)>,
     rows: u32,
-    index: Vec<(u64, u32)>,
+    batches: u32,
+    index: Vec<(u64, Location)>,
     opened: Instant,
     touched: u64,
+}
+
+/// The dictionary columns of `batch`: (column, values).
+fn dictionaries(batch: &RecordBatch) -> Vec<(usize, ArrayRef)> {
+    batch
+        .columns()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| Some((i, c.as_any_dictionary_opt()?.values().clone())))
+        .collect()
+}
+
+/// Whether `batch`'s dictionaries are those a segment holds.
+fn same_dictionaries(held: &[(usize, ArrayRef)], batch: &RecordBatch) -> bool {
+    held.iter().all(|(i, values)| {
+        batch
+            .column(*i)
+            .as_any_dictionary_opt()
+            .is_some_and(|d| d.values().as_ref() == values.as_ref())
+    })
 }
 
 /// What retention deleted.
@@ -173,20 +199,26 @@ impl AuditWriter {
         batch: &RecordBatch,
         hashes: &[u64],
     ) -> Result<(), AuditError> {
-        let at = self.segment_for(hour, &batch.schema())?;
+        let at = self.segment_for(hour, batch)?;
         self.writes += 1;
         let segment = &mut self.open[at];
+        segment.writer.write(batch).map_err(|e| AuditError::Arrow {
+            what: format!("writing {}", segment.path.display()),
+            message: e.to_string(),
+        })?;
+        let at_batch = segment.batches;
         segment
-            .writer
-            .write(batch)
-            .map_err(AuditError::parquet(&segment.path))?;
-        let base = segment.rows;
-        segment.index.extend(
-            hashes
-                .iter()
-                .enumerate()
-                .map(|(i, &h)| (h, base + i as u32)),
-        );
+            .index
+            .extend(hashes.iter().enumerate().map(|(i, &h)| {
+                (
+                    h,
+                    Location {
+                        batch: at_batch,
+                        row: i as u32,
+                    },
+                )
+            }));
+        segment.batches += 1;
         segment.rows += batch.num_rows() as u32;
         segment.touched = self.writes;
         if segment.rows as usize >= self.spec.segment_rows {
@@ -196,14 +228,18 @@ impl AuditWriter {
         Ok(())
     }
 
-    /// The open segment of `hour` for `schema`'s records, opened (and one
-    /// published to make room, or one of another schema closed) as needed.
-    fn segment_for(&mut self, hour: i64, schema: &SchemaRef) -> Result<usize, AuditError> {
+    /// The open segment of `hour` for `batch`'s records, opened (and one
+    /// published to make room, or one of other columns or dictionaries
+    /// closed) as needed.
+    fn segment_for(&mut self, hour: i64, batch: &RecordBatch) -> Result<usize, AuditError> {
+        let schema = batch.schema();
         if let Some(at) = self.open.iter().position(|s| s.hour == hour) {
-            if self.open[at].schema == *schema {
+            let s = &self.open[at];
+            if s.schema == schema && same_dictionaries(&s.dictionaries, batch) {
                 return Ok(at);
             }
-            // A reload changed the columns: a new segment for the new ones.
+            // A reload changed the columns or a version column's
+            // dictionary: a new segment.
             let old = self.open.swap_remove(at);
             self.close(old)?;
         }
@@ -226,15 +262,27 @@ impl AuditWriter {
         self.opened += 1;
         let partial = partial_path(&path).expect("a segment path names a file");
         let file = File::create(&partial).map_err(AuditError::io(&partial))?;
-        let writer = ArrowWriter::try_new(file, schema.clone(), Some(properties(schema)))
-            .map_err(AuditError::parquet(&path))?;
+        let options = IpcWriteOptions::default()
+            .try_with_compression(Some(CompressionType::LZ4_FRAME))
+            .expect("LZ4 is built in");
+        let writer = FileWriter::try_new_with_options(
+            BufWriter::with_capacity(1 << 20, file),
+            &schema,
+            options,
+        )
+        .map_err(|e| AuditError::Arrow {
+            what: format!("starting {}", path.display()),
+            message: e.to_string(),
+        })?;
         self.open.push(Segment {
             hour,
             path,
             partial,
             writer,
-            schema: schema.clone(),
+            dictionaries: dictionaries(batch),
+            schema,
             rows: 0,
+            batches: 0,
             index: Vec::new(),
             opened: Instant::now(),
             touched: self.writes,
@@ -247,10 +295,17 @@ impl AuditWriter {
     /// never read).
     fn close(&mut self, mut segment: Segment) -> Result<(), AuditError> {
         let path = segment.path.clone();
+        let encode = |e: arrow_schema::ArrowError| AuditError::Arrow {
+            what: format!("closing {}", path.display()),
+            message: e.to_string(),
+        };
+        segment.writer.finish().map_err(encode)?;
         let file = segment
             .writer
             .into_inner()
-            .map_err(AuditError::parquet(&path))?;
+            .map_err(encode)?
+            .into_inner()
+            .map_err(|e| AuditError::io(&path)(e.into_error()))?;
         let index = index_path(&path);
         write_index(&index, &mut segment.index)?;
         publish(&file, &segment.partial, &path).map_err(AuditError::io(&path))?;
@@ -323,26 +378,6 @@ impl Drop for AuditWriter {
             );
         }
     }
-}
-
-/// Parquet settings for records: zstd, dictionaries only for the text a
-/// batch repeats (versions, devices), statistics only on the event time
-/// (what a range query prunes by).
-fn properties(schema: &SchemaRef) -> WriterProperties {
-    let mut props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("level 1")))
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_dictionary_enabled(false)
-        .set_statistics_enabled(EnabledStatistics::None)
-        .set_column_statistics_enabled(EVENT_TIME.into(), EnabledStatistics::Chunk);
-    for f in schema.fields() {
-        let repeated = matches!(f.data_type(), DataType::Dictionary(..))
-            || (f.data_type() == &DataType::Utf8 && f.name() != ID);
-        if repeated {
-            props = props.set_column_dictionary_enabled(f.name().as_str().into(), true);
-        }
-    }
-    props.build()
 }
 
 /// `bytes` as `path`, published whole.

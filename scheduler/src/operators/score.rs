@@ -118,27 +118,19 @@ impl ScoreOperator {
     }
 }
 
-/// `batch` with the model's output columns appended as nulls.
+/// `batch` with the model's output columns appended as nulls (nullable
+/// copies of the output fields: the live model declares its own
+/// non-nullable), the batch's own columns as they are.
 fn with_null_outputs(batch: &RecordBatch, loaded: &BoundModel) -> RecordBatch {
     let schema = loaded.output_schema();
+    let own = batch.schema();
+    let outputs = schema.fields().iter().skip(own.fields().len());
+    let mut fields: Vec<_> = own.fields().iter().cloned().collect();
     let mut columns = batch.columns().to_vec();
-    for field in schema.fields().iter().skip(columns.len()) {
+    for field in outputs {
         columns.push(new_null_array(field.data_type(), batch.num_rows()));
+        fields.push(Arc::new(field.as_ref().clone().with_nullable(true)));
     }
-    // The schema's output fields are declared non-nullable for the live
-    // model; a shadow's null columns need a nullable copy.
-    let fields: Vec<_> = schema
-        .fields()
-        .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            if i >= batch.num_columns() {
-                Arc::new(f.as_ref().clone().with_nullable(true))
-            } else {
-                f.clone()
-            }
-        })
-        .collect();
     let schema = Arc::new(arrow_schema::Schema::new_with_metadata(
         fields,
         schema.metadata().clone(),
@@ -215,5 +207,76 @@ impl Operator for ScoreOperator {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    use arrow_array::{Array, BinaryArray, Float32Array, RecordBatch};
+    use arrow_schema::{DataType, Field, Schema};
+
+    use super::*;
+    use crate::device::Device;
+    use crate::models::OutputNaming;
+
+    /// A shadow that cannot score a batch (a feature column that is not a
+    /// number) leaves the live score as it was, writes null shadow
+    /// columns and counts the failure; the batch goes on.
+    #[test]
+    fn a_failing_shadow_leaves_the_live_score_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shadow.json");
+        std::fs::write(
+            &path,
+            r#"{"kind": "linear", "features": ["a", "c"], "weights": [1.0, 1.0], "bias": 0.0}"#,
+        )
+        .unwrap();
+        let field = |n: &str, t: DataType| Field::new(n, t, true);
+        let bound = Arc::new(Schema::new(vec![
+            field("a", DataType::Float32),
+            field("c", DataType::Float32),
+            field("score", DataType::Float32),
+        ]));
+        let slot = Arc::new(
+            ModelSlot::load(&path, Device::Cpu, &bound, OutputNaming::Shadow("s".into())).unwrap(),
+        );
+        let metrics = Arc::new(PipelineMetrics::default());
+        let pool = Arc::new(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build()
+                .unwrap(),
+        );
+        let mut shadow = ScoreOperator::new("s", OperatorKind::Shadow, slot, pool, metrics.clone());
+        let live = Float32Array::from(vec![0.25f32, 0.5, 0.75]);
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                field("a", DataType::Float32),
+                field("c", DataType::Binary),
+                field("score", DataType::Float32),
+            ])),
+            vec![
+                Arc::new(Float32Array::from(vec![1.0f32, 2.0, 3.0])),
+                Arc::new(BinaryArray::from_vec(vec![b"x", b"y", b"z"])),
+                Arc::new(live.clone()),
+            ],
+        )
+        .unwrap();
+        let flow = match shadow.begin(Flow::of_events(Arc::from("src"), 0, 0..3, batch)) {
+            Step::Done(f) => f,
+            Step::InFlight(w) => shadow.finish(w),
+        };
+        let out = flow.batch.expect("the batch goes on");
+        let score = out.column_by_name("score").unwrap();
+        assert_eq!(
+            score.as_any().downcast_ref::<Float32Array>().unwrap(),
+            &live
+        );
+        assert_eq!(out.column_by_name("score_s").unwrap().null_count(), 3);
+        assert_eq!(metrics.shadow_failures.load(Ordering::Relaxed), 1);
+        assert!(flow.scored.is_empty(), "a failed shadow scored nothing");
     }
 }
