@@ -3,7 +3,10 @@
 //! generator source, flat out; the log is what it leaves); then `roo
 //! audit show` finds single ids in it (each a new process, as a user runs
 //! it: wall time from start to exit), and `roo replay` re-scores every
-//! record with the recorded model, pinned to one core. The CPU the audit
+//! record with the recorded model, pinned to one core; beside them, what a
+//! team would run on the same files (`python/audit_peers.py`): a pyarrow
+//! dataset scan for the id, and the features read back and scored by
+//! XGBoost's own predict on one thread. The CPU the audit
 //! adds to the file pipeline is measured in the `pipeline` scenario, with
 //! and without audit side by side.
 
@@ -19,6 +22,8 @@ use crate::report::{Latency, Measurement, Section};
 pub const BUILD: &str = "roo serve, generator -> score -> audit log";
 pub const SHOW: &str = "roo audit show --id (one process per lookup)";
 pub const REPLAY: &str = "roo replay, recorded model, 1 core";
+pub const PY_LOOKUP: &str = "pyarrow.dataset filter on audit_id (a scan)";
+pub const PY_REPLAY: &str = "pyarrow.dataset read + XGBoost inplace_predict, 1 thread";
 
 /// Bytes under `dir`, every file.
 pub fn dir_bytes(dir: &Path) -> u64 {
@@ -78,7 +83,7 @@ fn run_pinned(command: &mut Command, one_core: bool) -> Result<(f64, f64)> {
     Ok((wall, children_cpu() - cpu_before))
 }
 
-pub fn run(records: u64, cache: &Path) -> Result<Section> {
+pub fn run(records: u64, python: Option<&str>, cache: &Path) -> Result<Section> {
     let roo = roo_binary()?;
     let model = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../examples/fraud/model.json")
@@ -190,6 +195,54 @@ pub fn run(records: u64, cache: &Path) -> Result<Section> {
         cpu * 1e9 / replayed as f64
     );
     section.push(Measurement::roo(REPLAY, replayed as f64, wall, Some(cpu)));
+    if let Some(python) = python {
+        crate::report::step("audit: pyarrow and XGBoost on the same files");
+        let id = (records / 2).to_string();
+        let out = crate::run_script(
+            python,
+            "audit_peers.py",
+            &[
+                log.join("records").to_str().context("path")?,
+                model.to_str().context("path")?,
+                &id,
+            ],
+        )?;
+        let v: serde_json::Value = serde_json::from_str(out.trim())?;
+        let (lookup, replay) = (&v["lookup"], &v["replay"]);
+        let f = |v: &serde_json::Value, k: &str| v[k].as_f64().context("audit_peers.py: a figure");
+        anyhow::ensure!(
+            lookup["rows"].as_u64() == Some(1) && replay["records"].as_u64() == Some(records),
+            "audit_peers.py found {} rows for id {id} and scored {} records of {records}",
+            lookup["rows"],
+            replay["records"]
+        );
+        let (lw, rw, rc) = (
+            f(lookup, "wall_s")?,
+            f(replay, "wall_s")?,
+            f(replay, "cpu_s")?,
+        );
+        say!(
+            "audit: peers on the same files: the id by a pyarrow.dataset scan {:.0} ms ({:.0}x roo's median); \
+             the features read and scored by XGBoost inplace_predict on one thread {:.2} s ({:.2}M records/s, \
+             {:.0} CPU-ns/record: roo replay 1/{:.1} of its CPU, comparing every score as well)",
+            lw * 1e3,
+            lw / p50,
+            rw,
+            records as f64 / rw / 1e6,
+            rc * 1e9 / records as f64,
+            rc / cpu
+        );
+        section.push(
+            Measurement::peer(PY_LOOKUP, "pyarrow", 1.0, lw, Some(f(lookup, "cpu_s")?))
+                .latency(Latency::from_s(lw, lw, lw))
+                .against(SHOW),
+        );
+        section.push(
+            Measurement::peer(PY_REPLAY, "pyarrow + XGBoost", records as f64, rw, Some(rc))
+                .against(REPLAY),
+        );
+    }
     let _ = std::fs::remove_dir_all(&log);
+    section.detail = crate::report::take_lines();
     Ok(section)
 }

@@ -165,6 +165,9 @@ enum Bench {
         /// Records in the log.
         #[arg(long, default_value_t = 10_000_000)]
         records: u64,
+        /// Skip the pyarrow and XGBoost peers.
+        #[arg(long)]
+        no_peers: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -260,7 +263,15 @@ fn main() -> Result<()> {
             enrich::run(r.events, r.keys, r.peer_events, r.python(), &r.common.cache)?
         }
         Bench::Topk(r) => topk::run(r.events, r.keys, r.peer_events, r.python(), &r.common.cache)?,
-        Bench::Audit { records, common } => audit::run(records, &common.cache)?,
+        Bench::Audit {
+            records,
+            no_peers,
+            common,
+        } => audit::run(
+            records,
+            (!no_peers).then_some(common.python.as_str()),
+            &common.cache,
+        )?,
         Bench::Gpu {
             sizes,
             repeats,
@@ -306,7 +317,7 @@ fn all(quick: bool, out: &Path, price: f64, only: &[String], common: &Common) ->
         ("features", 5),
         ("enrich", 3),
         ("topk", 5),
-        ("audit", 3),
+        ("audit", 4),
     ]
     .iter()
     .filter(|(s, _)| wanted(s))
@@ -392,7 +403,11 @@ fn all(quick: bool, out: &Path, price: f64, only: &[String], common: &Common) ->
             sections.push(topk::run(events, keys, peer_events, Some(python), cache)?);
         }
         if wanted("audit") {
-            sections.push(audit::run(if quick { 200_000 } else { 10_000_000 }, cache)?);
+            sections.push(audit::run(
+                if quick { 200_000 } else { 10_000_000 },
+                Some(python),
+                cache,
+            )?);
         }
         Ok(())
     })();
