@@ -46,9 +46,49 @@ pub(crate) struct Location {
     pub row: u32,
 }
 
+/// Sorts entries by hash (then location) in linear time: the hashes are
+/// uniform, so a counting pass over their top bits splits them into
+/// buckets of a few entries each, sorted in place (a comparison sort of a
+/// million entries was 30 ns an entry of the audit's cost).
+fn sort_entries(entries: &mut Vec<(u64, Location)>) {
+    let n = entries.len();
+    if n < 4096 {
+        entries.sort_unstable();
+        return;
+    }
+    // About four entries a bucket, at most 2^22 buckets.
+    let bits = (usize::BITS - (n / 4).leading_zeros()).min(22);
+    let shift = 64 - bits;
+    let mut starts = vec![0usize; (1 << bits) + 1];
+    for e in entries.iter() {
+        starts[(e.0 >> shift) as usize + 1] += 1;
+    }
+    for b in 1..starts.len() {
+        starts[b] += starts[b - 1];
+    }
+    let mut next = starts.clone();
+    let mut out = vec![(0u64, Location { batch: 0, row: 0 }); n];
+    for &e in entries.iter() {
+        let b = (e.0 >> shift) as usize;
+        out[next[b]] = e;
+        next[b] += 1;
+    }
+    for b in 0..(1usize << bits) {
+        let bucket = &mut out[starts[b]..starts[b + 1]];
+        if bucket.len() > 1 {
+            bucket.sort_unstable();
+        }
+    }
+    *entries = out;
+}
+
 /// Writes `entries` (hash, location) sorted as `path`, published whole.
-pub(crate) fn write_index(path: &Path, entries: &mut [(u64, Location)]) -> Result<(), AuditError> {
-    entries.sort_unstable();
+pub(crate) fn write_index(
+    path: &Path,
+    entries: &mut Vec<(u64, Location)>,
+) -> Result<(), AuditError> {
+    sort_entries(entries);
+    debug_assert!(entries.windows(2).all(|w| w[0] <= w[1]));
     let mut bytes = Vec::with_capacity(HEADER + entries.len() * 16);
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(&(entries.len() as u64).to_le_bytes());
@@ -173,6 +213,33 @@ mod tests {
         std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
         let err = SegmentIndex::open(&path).err().unwrap().to_string();
         assert!(err.contains("entries"), "{err}");
+    }
+
+    #[test]
+    fn the_bucket_sort_sorts_as_a_comparison_sort_does() {
+        let mut state = 0x1234_5678_9abc_def0u64;
+        for n in [0, 1, 5000, 100_000] {
+            let mut entries: Vec<(u64, Location)> = (0..n)
+                .map(|i| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    // Some hashes repeat (ids repeat): ties by location.
+                    let h = if i % 7 == 0 { 42 } else { state };
+                    (
+                        h,
+                        Location {
+                            batch: (i / 100) as u32,
+                            row: (i % 100) as u32,
+                        },
+                    )
+                })
+                .collect();
+            let mut expected = entries.clone();
+            expected.sort_unstable();
+            sort_entries(&mut entries);
+            assert_eq!(entries, expected, "{n}");
+        }
     }
 
     #[test]

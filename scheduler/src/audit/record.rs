@@ -8,8 +8,8 @@
 //! | `audit_id` | utf8 | the event id: the `id` column's value, or `SOURCE#N` |
 //! | `audit_event_time` | timestamp µs UTC | the `event_time` column, else the ingest time |
 //! | `audit_ingest_time` | timestamp µs UTC | when roo read the batch's oldest event |
-//! | `audit_device` | utf8 | where the decision was scored: `cpu avx512`, `gpu NAME (…)` |
-//! | `audit_definitions` | utf8 | the hash of the features' and tables' definitions |
+//! | `audit_device` | utf8 dictionary | where the decision was scored: `cpu avx512`, `gpu NAME (…)` |
+//! | `audit_definitions` | utf8 dictionary | the hash of the features' and tables' definitions |
 //!
 //! The batch's columns are shared, not copied. They come first, so a
 //! model bound by position reads the record as it read the batch.
@@ -19,7 +19,11 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arrow_array::builder::StringBuilder;
-use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow_array::types::Int32Type;
+use arrow_array::{
+    Array, ArrayRef, DictionaryArray, Int32Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use sha2::{Digest, Sha256};
 
@@ -50,14 +54,51 @@ pub(crate) fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
+fn dictionary_type() -> DataType {
+    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+}
+
+/// A column's text as a dictionary whose values only grow (an IPC file
+/// holds one dictionary per column: one that changes starts a new
+/// segment, so it changes only when a value is first seen).
+struct Repeated {
+    names: Vec<String>,
+    values: ArrayRef,
+}
+
+impl Repeated {
+    fn new() -> Self {
+        Self {
+            names: Vec::new(),
+            values: Arc::new(StringArray::from(Vec::<&str>::new())),
+        }
+    }
+
+    /// `rows` copies of `value`, as keys into the values.
+    fn column(&mut self, value: &str, rows: usize) -> ArrayRef {
+        let key = match self.names.iter().position(|n| n == value) {
+            Some(k) => k,
+            None => {
+                self.names.push(value.to_string());
+                self.values = Arc::new(StringArray::from(self.names.clone()));
+                self.names.len() - 1
+            }
+        };
+        Arc::new(DictionaryArray::<Int32Type>::new(
+            Int32Array::from(vec![key as i32; rows]),
+            self.values.clone(),
+        ))
+    }
+}
+
 /// The record's own fields.
 pub(crate) fn audit_fields() -> [Field; 5] {
     [
         Field::new(ID, DataType::Utf8, false),
         Field::new(EVENT_TIME, timestamp_type(), false),
         Field::new(INGEST_TIME, timestamp_type(), false),
-        Field::new(DEVICE, DataType::Utf8, false),
-        Field::new(DEFINITIONS, DataType::Utf8, false),
+        Field::new(DEVICE, dictionary_type(), false),
+        Field::new(DEFINITIONS, dictionary_type(), false),
     ]
 }
 
@@ -76,6 +117,8 @@ pub struct RecordBuilder {
     event_time: Option<usize>,
     definitions: String,
     next: HashMap<Arc<str>, u64>,
+    devices: Repeated,
+    hashes: Repeated,
 }
 
 impl RecordBuilder {
@@ -125,6 +168,8 @@ impl RecordBuilder {
             event_time,
             definitions,
             next: HashMap::new(),
+            devices: Repeated::new(),
+            hashes: Repeated::new(),
         })
     }
 
@@ -183,16 +228,6 @@ impl RecordBuilder {
             }
             None => vec![ingest_us; rows],
         };
-        // Text repeated down the batch (an IPC file holds one dictionary
-        // per column, and the device may change batch to batch): LZ4
-        // takes the repetition out.
-        let one = |value: &str| -> ArrayRef {
-            let mut b = StringBuilder::with_capacity(rows, rows * value.len());
-            for _ in 0..rows {
-                b.append_value(value);
-            }
-            Arc::new(b.finish())
-        };
         let mut columns = batch.columns().to_vec();
         columns.push(Arc::new(ids));
         columns.push(Arc::new(
@@ -201,8 +236,8 @@ impl RecordBuilder {
         columns.push(Arc::new(
             TimestampMicrosecondArray::from(vec![ingest_us; rows]).with_timezone("UTC"),
         ));
-        columns.push(one(device));
-        columns.push(one(&self.definitions));
+        columns.push(self.devices.column(device, rows));
+        columns.push(self.hashes.column(&self.definitions, rows));
         let batch = RecordBatch::try_new(Self::schema(&batch.schema()), columns).map_err(|e| {
             AuditError::Arrow {
                 what: "building the audit record".into(),

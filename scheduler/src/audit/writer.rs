@@ -31,6 +31,12 @@ use crate::sinks::layout::{partial_path, publish, sync_dir};
 /// Segments open at once (records of that many event hours in flight);
 /// past it the least recently written is published.
 pub const OPEN_SEGMENTS_MAX: usize = 8;
+/// Records are written to a segment in record batches of about this many
+/// (a pipeline's batches coalesced: each column is compressed in one
+/// call, not one per small batch). What a segment holds in memory before
+/// it is written; `audit show` decodes one such batch to read a record.
+/// (The tests coalesce 256, so their segments hold many batches.)
+const COALESCE_ROWS: usize = if cfg!(test) { 256 } else { 32_768 };
 /// Retention runs at most this often (it lists the directory).
 const RETENTION_EVERY_S: u64 = 60;
 const US_PER_DAY: i64 = 86_400_000_000;
@@ -45,10 +51,34 @@ struct Segment {
     /// its first batch wrote them: an IPC file holds one per column.
     dictionaries: Vec<(usize, ArrayRef)>,
     rows: u32,
+    /// Record batches written to the file.
     batches: u32,
+    /// Records waiting to be written as one batch.
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
     index: Vec<(u64, Location)>,
     opened: Instant,
     touched: u64,
+}
+
+impl Segment {
+    /// Writes the pending records as one record batch.
+    fn flush(&mut self) -> Result<(), AuditError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let encode = |e: arrow_schema::ArrowError| AuditError::Arrow {
+            what: format!("writing {}", self.path.display()),
+            message: e.to_string(),
+        };
+        let batch =
+            arrow_select::concat::concat_batches(&self.schema, &self.pending).map_err(encode)?;
+        self.writer.write(&batch).map_err(encode)?;
+        self.pending.clear();
+        self.pending_rows = 0;
+        self.batches += 1;
+        Ok(())
+    }
 }
 
 /// The dictionary columns of `batch`: (column, values).
@@ -202,11 +232,7 @@ impl AuditWriter {
         let at = self.segment_for(hour, batch)?;
         self.writes += 1;
         let segment = &mut self.open[at];
-        segment.writer.write(batch).map_err(|e| AuditError::Arrow {
-            what: format!("writing {}", segment.path.display()),
-            message: e.to_string(),
-        })?;
-        let at_batch = segment.batches;
+        let (at_batch, base) = (segment.batches, segment.pending_rows as u32);
         segment
             .index
             .extend(hashes.iter().enumerate().map(|(i, &h)| {
@@ -214,12 +240,16 @@ impl AuditWriter {
                     h,
                     Location {
                         batch: at_batch,
-                        row: i as u32,
+                        row: base + i as u32,
                     },
                 )
             }));
-        segment.batches += 1;
+        segment.pending.push(batch.clone());
+        segment.pending_rows += batch.num_rows();
         segment.rows += batch.num_rows() as u32;
+        if segment.pending_rows >= COALESCE_ROWS {
+            segment.flush()?;
+        }
         segment.touched = self.writes;
         if segment.rows as usize >= self.spec.segment_rows {
             let segment = self.open.swap_remove(at);
@@ -283,6 +313,8 @@ impl AuditWriter {
             schema,
             rows: 0,
             batches: 0,
+            pending: Vec::new(),
+            pending_rows: 0,
             index: Vec::new(),
             opened: Instant::now(),
             touched: self.writes,
@@ -294,6 +326,7 @@ impl AuditWriter {
     /// one without its index is scanned, an index without its segment is
     /// never read).
     fn close(&mut self, mut segment: Segment) -> Result<(), AuditError> {
+        segment.flush()?;
         let path = segment.path.clone();
         let encode = |e: arrow_schema::ArrowError| AuditError::Arrow {
             what: format!("closing {}", path.display()),
