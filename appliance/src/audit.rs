@@ -43,12 +43,8 @@ pub enum AuditCommand {
     Query {
         #[arg(long)]
         dir: PathBuf,
-        /// From this event time on (RFC 3339, a date, or µs since the epoch).
-        #[arg(long)]
-        from: Option<String>,
-        /// Up to this event time, excluded.
-        #[arg(long)]
-        to: Option<String>,
+        #[command(flatten)]
+        range: RangeArgs,
         /// Parquet, Arrow IPC or CSV, written whole or not at all.
         #[arg(long)]
         output: PathBuf,
@@ -57,14 +53,48 @@ pub enum AuditCommand {
     },
 }
 
+/// A range of event time: `from <= t < to`, either side open.
+#[derive(Args)]
+pub struct RangeArgs {
+    /// From this event time on (RFC 3339, a date, or µs since the epoch).
+    #[arg(long)]
+    from: Option<String>,
+    /// Up to this event time, excluded.
+    #[arg(long)]
+    to: Option<String>,
+}
+
+impl RangeArgs {
+    fn range(&self) -> Result<TimeRange> {
+        let from_us = self
+            .from
+            .as_deref()
+            .map(parse_time_us)
+            .transpose()?
+            .unwrap_or(i64::MIN);
+        let to_us = self
+            .to
+            .as_deref()
+            .map(parse_time_us)
+            .transpose()?
+            .unwrap_or(i64::MAX);
+        if from_us >= to_us {
+            bail!(
+                "--from {} is not before --to {}",
+                format_us(from_us),
+                format_us(to_us)
+            );
+        }
+        Ok(TimeRange { from_us, to_us })
+    }
+}
+
 #[derive(Args)]
 pub struct ReplayArgs {
     #[arg(long)]
     dir: PathBuf,
-    #[arg(long)]
-    from: Option<String>,
-    #[arg(long)]
-    to: Option<String>,
+    #[command(flatten)]
+    range: RangeArgs,
     /// A candidate model: its scores beside the recorded ones. Without it,
     /// each record is scored again by the version that scored it.
     #[arg(long)]
@@ -80,30 +110,16 @@ pub struct ReplayArgs {
     top: usize,
 }
 
-fn range(from: Option<&str>, to: Option<&str>) -> Result<TimeRange> {
-    let from_us = from.map(parse_time_us).transpose()?.unwrap_or(i64::MIN);
-    let to_us = to.map(parse_time_us).transpose()?.unwrap_or(i64::MAX);
-    if from_us >= to_us {
-        bail!(
-            "--from {} is not before --to {}",
-            format_us(from_us),
-            format_us(to_us)
-        );
-    }
-    Ok(TimeRange { from_us, to_us })
-}
-
 pub fn run(command: AuditCommand) -> Result<()> {
     match command {
         AuditCommand::Show { dir, id, json } => show(&dir, &id, json),
         AuditCommand::Query {
             dir,
-            from,
-            to,
+            range,
             output,
             format,
         } => {
-            let range = range(from.as_deref(), to.as_deref())?;
+            let range = range.range()?;
             let format = format_for(&output, format, "output")?;
             let n = query(&dir, range, &output, format)?;
             eprintln!("roo: {n} records written to {}", output.display());
@@ -289,16 +305,29 @@ fn query(dir: &Path, range: TimeRange, output: &Path, format: FileFormat) -> Res
         from: from.clone(),
         to: to.clone(),
     };
-    let schema = log.schema(range)?.ok_or_else(no_records)?;
-    let schema = if format == FileFormat::Csv {
-        plain_schema(&schema)
+    let union = log.schema(range)?.ok_or_else(no_records)?;
+    // Each segment has its own dictionaries; an Arrow IPC file holds one
+    // per column and CSV none: those get the values' type.
+    let schema = if format == FileFormat::Parquet {
+        union.clone()
     } else {
-        schema
+        plain_schema(&union)
     };
     let mut sink = FileSink::create(output, format, schema.clone())?;
     let n = log.read_range(range, None, &mut |b| {
-        let b = conform(&b, &schema)?;
-        sink.write(&b).map_err(|e| AuditError::Arrow {
+        let b = conform(&b, &union)?;
+        let columns = b
+            .columns()
+            .iter()
+            .zip(schema.fields())
+            .map(|(c, f)| arrow_cast::cast(c, f.data_type()))
+            .collect::<Result<Vec<_>, _>>()
+            .and_then(|c| RecordBatch::try_new(schema.clone(), c))
+            .map_err(|e| AuditError::Arrow {
+                what: "records without dictionaries".into(),
+                message: e.to_string(),
+            })?;
+        sink.write(&columns).map_err(|e| AuditError::Arrow {
             what: format!("writing {}", output.display()),
             message: roo_scheduler::error::chain(&e),
         })
@@ -310,7 +339,7 @@ fn query(dir: &Path, range: TimeRange, output: &Path, format: FileFormat) -> Res
     Ok(n)
 }
 
-/// CSV has no dictionaries: their value type instead.
+/// Dictionary columns as their values' type.
 fn plain_schema(schema: &arrow_schema::SchemaRef) -> arrow_schema::SchemaRef {
     let fields: Vec<arrow_schema::Field> = schema
         .fields()
@@ -333,7 +362,7 @@ pub fn replay_command(args: ReplayArgs) -> Result<()> {
         None => None,
     };
     let options = ReplayOptions {
-        range: range(args.from.as_deref(), args.to.as_deref())?,
+        range: args.range.range()?,
         candidate,
         threshold: args.threshold,
         top: args.top,

@@ -13,7 +13,6 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use std::io::BufWriter;
 
-use arrow_array::cast::AsArray;
 use arrow_array::{ArrayRef, RecordBatch, UInt32Array};
 use arrow_ipc::writer::{FileWriter, IpcWriteOptions};
 use arrow_ipc::CompressionType;
@@ -27,6 +26,7 @@ use super::layout::{
 use super::record::Records;
 use super::{AuditError, AuditSpec};
 use crate::sinks::layout::{partial_path, publish, sync_dir};
+use crate::sinks::rotating::{dictionaries, same_dictionaries};
 
 /// Segments open at once (records of that many event hours in flight);
 /// past it the least recently written is published.
@@ -79,26 +79,6 @@ impl Segment {
         self.batches += 1;
         Ok(())
     }
-}
-
-/// The dictionary columns of `batch`: (column, values).
-fn dictionaries(batch: &RecordBatch) -> Vec<(usize, ArrayRef)> {
-    batch
-        .columns()
-        .iter()
-        .enumerate()
-        .filter_map(|(i, c)| Some((i, c.as_any_dictionary_opt()?.values().clone())))
-        .collect()
-}
-
-/// Whether `batch`'s dictionaries are those a segment holds.
-fn same_dictionaries(held: &[(usize, ArrayRef)], batch: &RecordBatch) -> bool {
-    held.iter().all(|(i, values)| {
-        batch
-            .column(*i)
-            .as_any_dictionary_opt()
-            .is_some_and(|d| d.values().as_ref() == values.as_ref())
-    })
 }
 
 /// What retention deleted.

@@ -8,7 +8,7 @@ mod dead_letters;
 mod files;
 pub mod layout;
 mod output;
-mod rotating;
+pub(crate) mod rotating;
 
 pub use dead_letters::{DeadLetterFiles, DeadLetterSink};
 pub use files::FileSink;

@@ -32,14 +32,26 @@ struct OpenFile {
     dictionaries: Vec<(usize, ArrayRef)>,
 }
 
-/// The dictionary columns of `batch`: (column, values).
-fn dictionaries(batch: &RecordBatch) -> Vec<(usize, ArrayRef)> {
+/// The dictionary columns of `batch`: (column, values). An Arrow IPC file
+/// holds one dictionary per column: its writer keeps the first batch's
+/// and starts a new file when [`same_dictionaries`] says they changed.
+pub(crate) fn dictionaries(batch: &RecordBatch) -> Vec<(usize, ArrayRef)> {
     batch
         .columns()
         .iter()
         .enumerate()
         .filter_map(|(i, c)| Some((i, c.as_any_dictionary_opt()?.values().clone())))
         .collect()
+}
+
+/// Whether `batch`'s dictionaries are those `held` (from [`dictionaries`]).
+pub(crate) fn same_dictionaries(held: &[(usize, ArrayRef)], batch: &RecordBatch) -> bool {
+    held.iter().all(|(i, values)| {
+        batch
+            .column(*i)
+            .as_any_dictionary_opt()
+            .is_some_and(|d| d.values().as_ref() == values.as_ref())
+    })
 }
 
 pub(crate) struct RotatingFiles {
@@ -123,14 +135,10 @@ impl RotatingFiles {
             self.close_current()?;
         }
         if self.format == FileFormat::ArrowIpc
-            && self.current.as_ref().is_some_and(|c| {
-                c.dictionaries.iter().any(|(i, values)| {
-                    batch
-                        .column(*i)
-                        .as_any_dictionary_opt()
-                        .is_some_and(|d| d.values().as_ref() != values.as_ref())
-                })
-            })
+            && self
+                .current
+                .as_ref()
+                .is_some_and(|c| !same_dictionaries(&c.dictionaries, batch))
         {
             // A dictionary changed (a shadow's rows after the live model
             // was swapped, a reloaded table's text): an IPC file holds one
