@@ -162,6 +162,8 @@ pub fn record_json(log: &AuditLog, batch: &RecordBatch) -> Result<Value> {
     let version_text = version.as_str().unwrap_or_default().to_string();
     let model: Option<Model> = log.model(&version_text).ok();
     let mut inputs = Map::new();
+    // A JSON object has no order: the model's feature order beside it.
+    let mut order = Vec::new();
     let mut outputs = Map::new();
     match &model {
         Some(m) => {
@@ -169,6 +171,7 @@ pub fn record_json(log: &AuditLog, batch: &RecordBatch) -> Result<Value> {
                 .context("the record does not hold every feature its model reads")?;
             for (feature, &c) in m.feature_names.iter().zip(&columns) {
                 inputs.insert(feature.clone(), value_json(batch.column(c), 0));
+                order.push(feature.clone());
             }
             for o in m.output_names() {
                 outputs.insert(o.clone(), get(&o));
@@ -211,6 +214,7 @@ pub fn record_json(log: &AuditLog, batch: &RecordBatch) -> Result<Value> {
         "shadows": shadows,
         "snapshots": snapshots,
         "inputs": inputs,
+        "feature_order": order,
         "record": record,
     }))
 }
@@ -252,8 +256,9 @@ fn record_text(r: &Value) -> String {
         let _ = writeln!(s, "snapshot     {k} = {}", text(v));
     }
     let _ = writeln!(s, "what the model read, in its feature order:");
-    for (k, v) in r["inputs"].as_object().into_iter().flatten() {
-        let _ = writeln!(s, "  {k:<28} {}", text(v));
+    for k in r["feature_order"].as_array().into_iter().flatten() {
+        let k = k.as_str().unwrap_or_default();
+        let _ = writeln!(s, "  {k:<28} {}", text(&r["inputs"][k]));
     }
     if let Some(n) = r.get("duplicates") {
         let _ = writeln!(s, "({n} more records have this id; this is the newest)");

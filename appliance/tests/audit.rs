@@ -201,6 +201,19 @@ fn f32_at(b: &RecordBatch, column: &str, row: usize) -> f32 {
 fn assert_inputs_match(shown: &Value, b: &RecordBatch, row: usize) {
     let inputs = shown["inputs"].as_object().unwrap();
     assert_eq!(inputs.len(), 15, "{shown}");
+    // The live model's own feature order (the example's train.py order).
+    let order: Vec<&str> = shown["feature_order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        &order[..3],
+        ["amount", "merchant_category", "hour_of_day"],
+        "{shown}"
+    );
+    assert_eq!(order.len(), 15);
     for (name, v) in inputs {
         let c = b.column_by_name(name).unwrap();
         if c.is_null(row) {

@@ -6,8 +6,8 @@
 //! | column | type | what |
 //! |---|---|---|
 //! | `audit_id` | utf8 | the event id: the `id` column's value, or `SOURCE#N` |
-//! | `audit_event_time` | timestamp µs UTC | the `event_time` column, else the ingest time |
-//! | `audit_ingest_time` | timestamp µs UTC | when roo read the batch's oldest event |
+//! | `audit_event_time` | timestamp µs, +00:00 | the `event_time` column, else the ingest time |
+//! | `audit_ingest_time` | timestamp µs, +00:00 | when roo read the batch's oldest event |
 //! | `audit_device` | utf8 dictionary | where the decision was scored: `cpu avx512`, `gpu NAME (…)` |
 //! | `audit_definitions` | utf8 dictionary | the hash of the features' and tables' definitions |
 //!
@@ -51,7 +51,7 @@ pub fn definitions_hash(text: &str) -> String {
 }
 
 pub(crate) fn timestamp_type() -> DataType {
-    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+    DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()))
 }
 
 fn dictionary_type() -> DataType {
@@ -231,10 +231,10 @@ impl RecordBuilder {
         let mut columns = batch.columns().to_vec();
         columns.push(Arc::new(ids));
         columns.push(Arc::new(
-            TimestampMicrosecondArray::from(event_us.clone()).with_timezone("UTC"),
+            TimestampMicrosecondArray::from(event_us.clone()).with_timezone("+00:00"),
         ));
         columns.push(Arc::new(
-            TimestampMicrosecondArray::from(vec![ingest_us; rows]).with_timezone("UTC"),
+            TimestampMicrosecondArray::from(vec![ingest_us; rows]).with_timezone("+00:00"),
         ));
         columns.push(self.devices.column(device, rows));
         columns.push(self.hashes.column(&self.definitions, rows));

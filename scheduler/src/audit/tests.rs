@@ -574,3 +574,73 @@ fn an_audit_log_that_cannot_be_written_is_refused_at_start_and_stops_the_pipelin
         .sum();
     assert_eq!(rows, 100, "the unaudited batch never reached the sink");
 }
+
+/// Dictionary columns whose values are equal but not shared, each batch
+/// using other keys (as a table's text column after a `take`), written in
+/// many coalesced batches per segment: the file keeps one dictionary and
+/// every value reads back.
+#[test]
+fn dictionary_columns_with_equal_values_are_written_as_one_dictionary() {
+    let dir = tempfile::tempdir().unwrap();
+    let countries = ["PT", "DE", "US", "BR", "IN"];
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("txn_id", DataType::Utf8, false),
+        Field::new(
+            "country",
+            DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+            false,
+        ),
+    ]));
+    let mut builder = RecordBuilder::new(Some("txn_id"), None, &schema, "d".into()).unwrap();
+    let mut writer = AuditWriter::open(&spec(dir.path())).unwrap();
+    let mut expected = Vec::new();
+    let source: Arc<str> = Arc::from("s");
+    let mut rng = Rng(5);
+    for b in 0..40 {
+        let n = 100;
+        let ids: Vec<String> = (0..n).map(|i| format!("b{b}-{i}")).collect();
+        // A subset of the countries per batch, through fresh values.
+        let keys: Vec<i32> = (0..n).map(|_| rng.below(1 + b as u64 % 5) as i32).collect();
+        for (id, &k) in ids.iter().zip(&keys) {
+            expected.push((id.clone(), countries[k as usize].to_string()));
+        }
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(ids)),
+                Arc::new(DictionaryArray::<Int32Type>::new(
+                    Int32Array::from(keys),
+                    Arc::new(StringArray::from(countries.to_vec())),
+                )),
+            ],
+        )
+        .unwrap();
+        let records = builder
+            .build(&source, SystemTime::now(), &batch, "cpu x")
+            .unwrap();
+        writer.write(&records).unwrap();
+    }
+    writer.close_all().unwrap();
+    let log = AuditLog::open(dir.path()).unwrap();
+    let mut got = Vec::new();
+    log.read_range(TimeRange::ALL, None, &mut |b| {
+        let ids = b
+            .column_by_name(ID)
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap()
+            .clone();
+        let c = arrow_cast::cast(b.column_by_name("country").unwrap(), &DataType::Utf8).unwrap();
+        let c = c.as_any().downcast_ref::<StringArray>().unwrap();
+        for i in 0..b.num_rows() {
+            got.push((ids.value(i).to_string(), c.value(i).to_string()));
+        }
+        Ok(())
+    })
+    .unwrap();
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected);
+    assert_eq!(log.find("b39-7").unwrap().len(), 1);
+}

@@ -13,6 +13,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use std::io::BufWriter;
 
+use arrow_array::cast::AsArray;
 use arrow_array::{ArrayRef, RecordBatch, UInt32Array};
 use arrow_ipc::writer::{FileWriter, IpcWriteOptions};
 use arrow_ipc::CompressionType;
@@ -62,6 +63,27 @@ struct Segment {
 }
 
 impl Segment {
+    /// `batch` with each dictionary column pointing at the segment's own
+    /// values (equal in content, as [`same_dictionaries`] checked): the
+    /// pending batches then concatenate by their keys alone, and every
+    /// batch written carries the one dictionary the file holds (a merge
+    /// would keep only the values a batch uses, a different dictionary).
+    fn shared_dictionaries(&self, batch: &RecordBatch) -> Result<RecordBatch, AuditError> {
+        if self.dictionaries.is_empty() {
+            return Ok(batch.clone());
+        }
+        let mut columns = batch.columns().to_vec();
+        for (i, values) in &self.dictionaries {
+            if let Some(d) = columns[*i].as_any_dictionary_opt() {
+                columns[*i] = d.with_values(values.clone());
+            }
+        }
+        RecordBatch::try_new(batch.schema(), columns).map_err(|e| AuditError::Arrow {
+            what: format!("writing {}", self.path.display()),
+            message: e.to_string(),
+        })
+    }
+
     /// Writes the pending records as one record batch.
     fn flush(&mut self) -> Result<(), AuditError> {
         if self.pending.is_empty() {
@@ -224,7 +246,8 @@ impl AuditWriter {
                     },
                 )
             }));
-        segment.pending.push(batch.clone());
+        let shared = segment.shared_dictionaries(batch)?;
+        segment.pending.push(shared);
         segment.pending_rows += batch.num_rows();
         segment.rows += batch.num_rows() as u32;
         if segment.pending_rows >= COALESCE_ROWS {
