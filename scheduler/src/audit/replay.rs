@@ -402,6 +402,20 @@ fn replay_batch(
         .and_then(|c| c.as_any().downcast_ref::<StringArray>())
         .ok_or_else(|| AuditError::Replay(format!("a record has no {ID} column")))?;
     let on_cpu: Vec<bool> = match batch.column_by_name(DEVICE) {
+        // A dictionary: each value judged once, then looked up by key.
+        Some(c) if matches!(c.data_type(), DataType::Dictionary(k, _) if **k == DataType::Int32) => {
+            let d = c.as_dictionary::<Int32Type>();
+            let values =
+                arrow_cast::cast(d.values(), &DataType::Utf8).map_err(|e| AuditError::Arrow {
+                    what: DEVICE.into(),
+                    message: e.to_string(),
+                })?;
+            let values = values.as_string::<i32>();
+            let cpu: Vec<bool> = (0..values.len())
+                .map(|i| values.value(i).starts_with("cpu"))
+                .collect();
+            d.keys().values().iter().map(|&k| cpu[k as usize]).collect()
+        }
         Some(c) => {
             let text = arrow_cast::cast(c, &DataType::Utf8).map_err(|e| AuditError::Arrow {
                 what: DEVICE.into(),
