@@ -16,14 +16,12 @@ impl Report {
             let cpu = |m: Option<&Measurement>| m.and_then(|m| m.cpu_ns_per_event);
             for (peer, goal) in [(PY_BATCH, 10.0), (PY_STREAM, 50.0), (PY_STREAM_LINES, 50.0)] {
                 if let (Some(r), Some(p)) = (cpu(roo), cpu(p.find(peer))) {
-                    let ratio = p / r;
-                    out.push(Headline {
-                        target: format!("roo stream CPU per event <= 1/{goal:.0} of {peer}",),
-                        measured: format!("1/{ratio:.1} ({r:.0} vs {p:.0} CPU-ns/event)"),
-                        ratio,
+                    out.push(Headline::cpu_share(
+                        format!("roo stream CPU per event <= 1/{goal:.0} of {peer}"),
+                        r,
+                        p,
                         goal,
-                        met: ratio >= goal,
-                    });
+                    ));
                 }
             }
             if let (Some(one), Some(two)) = (p.find(FILE_ONE_CORE), p.find(FILE_TWO_CORES)) {
@@ -41,96 +39,6 @@ impl Report {
                     met: ratio >= 1.8,
                 });
             }
-        }
-        if let Some(f) = self.section("features") {
-            if let Some(all) = f.find(crate::features::ROO_ALL) {
-                let ratio = all.events_per_s / 2e6;
-                out.push(Headline {
-                    target: "feature operator >= 2M events/s on one core (6 features, Zipf keys)"
-                        .into(),
-                    measured: format!("{:.2}M events/s", all.events_per_s / 1e6),
-                    ratio,
-                    goal: 1.0,
-                    met: ratio >= 1.0,
-                });
-            }
-            let cpu = |name: &str| f.find(name).and_then(|m| m.cpu_ns_per_event);
-            for (peer, goal) in [
-                (crate::features::PANDAS, 10.0),
-                (crate::features::PY_STREAM, 50.0),
-            ] {
-                if let (Some(r), Some(p)) = (cpu(crate::features::ROO_PREFIX), cpu(peer)) {
-                    let ratio = p / r;
-                    out.push(Headline {
-                        target: format!("features CPU per event <= 1/{goal:.0} of {peer}"),
-                        measured: format!("1/{ratio:.1} ({r:.0} vs {p:.0} CPU-ns/event)"),
-                        ratio,
-                        goal,
-                        met: ratio >= goal,
-                    });
-                }
-            }
-        }
-        if let Some(e) = self.section("enrich") {
-            for case in &crate::enrich::CASES {
-                let goal = if case.text { 4e6 } else { 10e6 };
-                if let Some(all) = e.find(case.roo).filter(|_| case.as_of) {
-                    let ratio = all.events_per_s / goal;
-                    out.push(Headline {
-                        target: format!(
-                            "enrich >= {:.0}M lookups/s on one core ({} keys, as-of)",
-                            goal / 1e6,
-                            if case.text { "string" } else { "integer" }
-                        ),
-                        measured: format!("{:.2}M lookups/s", all.events_per_s / 1e6),
-                        ratio,
-                        goal: 1.0,
-                        met: ratio >= 1.0,
-                    });
-                }
-                let roo = format!("{}{}", case.roo, crate::enrich::PREFIX);
-                let cpu = |name: &str| e.find(name).and_then(|m| m.cpu_ns_per_event);
-                if let (Some(r), Some(p)) = (cpu(&roo), cpu(case.peer)) {
-                    let ratio = p / r;
-                    out.push(Headline {
-                        target: format!("enrich CPU per event <= 1/5 of {}", case.peer),
-                        measured: format!("1/{ratio:.1} ({r:.0} vs {p:.0} CPU-ns/event)"),
-                        ratio,
-                        goal: 5.0,
-                        met: ratio >= 5.0,
-                    });
-                }
-            }
-        }
-        if let Some(t) = self.section("topk") {
-            if let Some(all) = t.find(crate::topk::ROO_ALL) {
-                let ratio = all.events_per_s / 5e6;
-                out.push(Headline {
-                    target: "topk >= 5M events/s on one core (exact, Zipf 1.1 hashtags, top 10)"
-                        .into(),
-                    measured: format!("{:.2}M events/s", all.events_per_s / 1e6),
-                    ratio,
-                    goal: 1.0,
-                    met: ratio >= 1.0,
-                });
-            }
-            let cpu = |name: &str| t.find(name).and_then(|m| m.cpu_ns_per_event);
-            let best_peer = [crate::topk::PY_STREAM, crate::topk::PANDAS]
-                .into_iter()
-                .filter_map(|p| cpu(p).map(|c| (p, c)))
-                .min_by(|a, b| a.1.total_cmp(&b.1));
-            if let (Some(r), Some((peer, p))) = (cpu(crate::topk::ROO_PREFIX), best_peer) {
-                let ratio = p / r;
-                out.push(Headline {
-                    target: format!("topk CPU per event <= 1/20 of the better peer ({peer})"),
-                    measured: format!("1/{ratio:.1} ({r:.0} vs {p:.0} CPU-ns/event)"),
-                    ratio,
-                    goal: 20.0,
-                    met: ratio >= 20.0,
-                });
-            }
-        }
-        if let Some(p) = self.section("pipeline") {
             let cpu = |name: &str| p.find(name).and_then(|m| m.cpu_ns_per_event);
             if let (Some(off), Some(on)) = (
                 cpu(crate::pipeline::AUDIT_OFF),
@@ -146,6 +54,80 @@ impl Report {
                 });
             }
         }
+        if let Some(f) = self.section("features") {
+            if let Some(all) = f.find(crate::features::ROO_ALL) {
+                out.push(Headline::rate(
+                    "feature operator >= 2M events/s on one core (6 features, Zipf keys)",
+                    all.events_per_s,
+                    2e6,
+                    "events",
+                ));
+            }
+            let cpu = |name: &str| f.find(name).and_then(|m| m.cpu_ns_per_event);
+            for (peer, goal) in [
+                (crate::features::PANDAS, 10.0),
+                (crate::features::PY_STREAM, 50.0),
+            ] {
+                if let (Some(r), Some(p)) = (cpu(crate::features::ROO_PREFIX), cpu(peer)) {
+                    out.push(Headline::cpu_share(
+                        format!("features CPU per event <= 1/{goal:.0} of {peer}"),
+                        r,
+                        p,
+                        goal,
+                    ));
+                }
+            }
+        }
+        if let Some(e) = self.section("enrich") {
+            for case in &crate::enrich::CASES {
+                let goal = if case.text { 4e6 } else { 10e6 };
+                if let Some(all) = e.find(case.roo).filter(|_| case.as_of) {
+                    out.push(Headline::rate(
+                        format!(
+                            "enrich >= {:.0}M lookups/s on one core ({} keys, as-of)",
+                            goal / 1e6,
+                            if case.text { "string" } else { "integer" }
+                        ),
+                        all.events_per_s,
+                        goal,
+                        "lookups",
+                    ));
+                }
+                let roo = format!("{}{}", case.roo, crate::enrich::PREFIX);
+                let cpu = |name: &str| e.find(name).and_then(|m| m.cpu_ns_per_event);
+                if let (Some(r), Some(p)) = (cpu(&roo), cpu(case.peer)) {
+                    out.push(Headline::cpu_share(
+                        format!("enrich CPU per event <= 1/5 of {}", case.peer),
+                        r,
+                        p,
+                        5.0,
+                    ));
+                }
+            }
+        }
+        if let Some(t) = self.section("topk") {
+            if let Some(all) = t.find(crate::topk::ROO_ALL) {
+                out.push(Headline::rate(
+                    "topk >= 5M events/s on one core (exact, Zipf 1.1 hashtags, top 10)",
+                    all.events_per_s,
+                    5e6,
+                    "events",
+                ));
+            }
+            let cpu = |name: &str| t.find(name).and_then(|m| m.cpu_ns_per_event);
+            let best_peer = [crate::topk::PY_STREAM, crate::topk::PANDAS]
+                .into_iter()
+                .filter_map(|p| cpu(p).map(|c| (p, c)))
+                .min_by(|a, b| a.1.total_cmp(&b.1));
+            if let (Some(r), Some((peer, p))) = (cpu(crate::topk::ROO_PREFIX), best_peer) {
+                out.push(Headline::cpu_share(
+                    format!("topk CPU per event <= 1/20 of the better peer ({peer})"),
+                    r,
+                    p,
+                    20.0,
+                ));
+            }
+        }
         if let Some(a) = self.section("audit") {
             if let Some(show) = a.find(crate::audit::SHOW) {
                 let slowest = show.latency.as_ref().map_or(f64::INFINITY, |l| l.p999_ms);
@@ -159,14 +141,12 @@ impl Report {
                 });
             }
             if let Some(r) = a.find(crate::audit::REPLAY) {
-                let ratio = r.events_per_s / 1e6;
-                out.push(Headline {
-                    target: "roo replay >= 1M records/s on one core".into(),
-                    measured: format!("{:.2}M records/s", r.events_per_s / 1e6),
-                    ratio,
-                    goal: 1.0,
-                    met: ratio >= 1.0,
-                });
+                out.push(Headline::rate(
+                    "roo replay >= 1M records/s on one core",
+                    r.events_per_s,
+                    1e6,
+                    "records",
+                ));
             }
         }
         if let Some(k) = self.section("kernels") {
@@ -192,5 +172,31 @@ impl Report {
             }
         }
         self.headline = out;
+    }
+}
+
+impl Headline {
+    /// A rate of at least `goal_per_s`, shown in millions of `unit` a second.
+    fn rate(target: impl Into<String>, per_s: f64, goal_per_s: f64, unit: &str) -> Self {
+        let ratio = per_s / goal_per_s;
+        Self {
+            target: target.into(),
+            measured: format!("{:.2}M {unit}/s", per_s / 1e6),
+            ratio,
+            goal: 1.0,
+            met: ratio >= 1.0,
+        }
+    }
+
+    /// roo's CPU per event `roo` at most 1/`goal` of a peer's `peer`.
+    fn cpu_share(target: String, roo: f64, peer: f64, goal: f64) -> Self {
+        let ratio = peer / roo;
+        Self {
+            target,
+            measured: format!("1/{ratio:.1} ({roo:.0} vs {peer:.0} CPU-ns/event)"),
+            ratio,
+            goal,
+            met: ratio >= goal,
+        }
     }
 }

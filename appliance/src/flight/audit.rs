@@ -142,11 +142,12 @@ pub(super) fn do_get(
                     if send(conform(&b, &schema).map_err(|e| Status::internal(chain(&e)))) {
                         Ok(())
                     } else {
-                        Err(AuditError::Replay("the client went away".into()))
+                        // The client went away: stop reading.
+                        Err(AuditError::Stopped)
                     }
                 });
                 match read {
-                    Err(AuditError::Replay(_)) => {}
+                    Err(AuditError::Stopped) => {}
                     Err(e) => {
                         send(Err(Status::internal(chain(&e))));
                     }

@@ -59,6 +59,8 @@ pub enum AuditError {
     Time { text: String },
     #[error("replay: {0}")]
     Replay(String),
+    #[error("the reader stopped reading the records")]
+    Stopped,
 }
 
 impl AuditError {

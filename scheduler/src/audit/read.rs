@@ -162,7 +162,8 @@ impl AuditLog {
 
     /// Calls `each` with the records of `range`, segment by segment, each
     /// batch reading only the columns `columns` picks from its segment's
-    /// schema (all when `None`). Returns the records read.
+    /// schema (all when `None`). Returns the records read; `each` returning
+    /// an error (`AuditError::Stopped` for a reader that went away) stops it.
     pub fn read_range(
         &self,
         range: TimeRange,

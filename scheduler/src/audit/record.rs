@@ -24,6 +24,7 @@ use arrow_array::{
     Array, ArrayRef, DictionaryArray, Int32Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
+use arrow_buffer::ScalarBuffer;
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use sha2::{Digest, Sha256};
 
@@ -105,8 +106,9 @@ pub(crate) fn audit_fields() -> [Field; 5] {
 /// One batch's records, with what the writer files them by.
 pub struct Records {
     pub batch: RecordBatch,
-    /// Each row's event time, µs since the epoch.
-    pub event_us: Vec<i64>,
+    /// Each row's event time, µs since the epoch (the buffer of the
+    /// record's `audit_event_time` column, shared).
+    pub event_us: ScalarBuffer<i64>,
     /// Each row's [`super::id_hash`].
     pub id_hashes: Vec<u64>,
 }
@@ -213,29 +215,34 @@ impl RecordBuilder {
         let id_hashes = (0..rows)
             .map(|i| super::id_hash(ids.value(i).as_bytes()))
             .collect();
-        let event_us: Vec<i64> = match self.event_time {
+        let ingest = ScalarBuffer::from(vec![ingest_us; rows]);
+        let event_us = match self.event_time {
             Some(c) => {
                 let times = event_times_us_array(batch.column(c));
-                (0..rows)
-                    .map(|i| {
-                        if times.is_valid(i) {
-                            times.value(i)
-                        } else {
-                            ingest_us
-                        }
-                    })
-                    .collect()
+                if times.null_count() == 0 {
+                    // Int64 µs already: the column's own buffer.
+                    times.values().clone()
+                } else {
+                    (0..rows)
+                        .map(|i| {
+                            if times.is_valid(i) {
+                                times.value(i)
+                            } else {
+                                ingest_us
+                            }
+                        })
+                        .collect()
+                }
             }
-            None => vec![ingest_us; rows],
+            None => ingest.clone(),
+        };
+        let timestamps = |values: &ScalarBuffer<i64>| -> ArrayRef {
+            Arc::new(TimestampMicrosecondArray::new(values.clone(), None).with_timezone("+00:00"))
         };
         let mut columns = batch.columns().to_vec();
         columns.push(Arc::new(ids));
-        columns.push(Arc::new(
-            TimestampMicrosecondArray::from(event_us.clone()).with_timezone("+00:00"),
-        ));
-        columns.push(Arc::new(
-            TimestampMicrosecondArray::from(vec![ingest_us; rows]).with_timezone("+00:00"),
-        ));
+        columns.push(timestamps(&event_us));
+        columns.push(timestamps(&ingest));
         columns.push(self.devices.column(device, rows));
         columns.push(self.hashes.column(&self.definitions, rows));
         let batch = RecordBatch::try_new(Self::schema(&batch.schema()), columns).map_err(|e| {
@@ -254,11 +261,16 @@ impl RecordBuilder {
     /// The id of each row: the id column as text (nulls: the default id).
     fn ids(&self, source: &str, base: u64, batch: &RecordBatch) -> Result<StringArray, AuditError> {
         let rows = batch.num_rows();
-        let default = |i: usize| format!("{source}#{}", base + i as u64);
+        // `SOURCE#N`, formatted straight into the builder's buffer.
+        let default = |b: &mut StringBuilder, i: usize| {
+            use std::fmt::Write as _;
+            let _ = write!(b, "{source}#{}", base + i as u64);
+            b.append_value("");
+        };
         let Some(c) = self.id else {
             let mut b = StringBuilder::with_capacity(rows, rows * (source.len() + 8));
             for i in 0..rows {
-                b.append_value(default(i));
+                default(&mut b, i);
             }
             return Ok(b.finish());
         };
@@ -284,7 +296,7 @@ impl RecordBuilder {
             if text.is_valid(i) {
                 b.append_value(text.value(i));
             } else {
-                b.append_value(default(i));
+                default(&mut b, i);
             }
         }
         Ok(b.finish())

@@ -123,9 +123,11 @@ pub struct ReplayReport {
     pub records_per_s: f64,
 }
 
+/// A stored model version, its scorer compiled when a record needs it
+/// (the store keeps every version ever used; a range meets a few).
 struct Loaded {
     model: Model,
-    scorer: CpuScorer,
+    scorer: std::sync::OnceLock<CpuScorer>,
 }
 
 struct Tally {
@@ -188,8 +190,13 @@ pub fn replay(log: &AuditLog, options: &ReplayOptions) -> Result<ReplayReport, A
         }
         let version = format!("sha256:{name}");
         let model = log.model(&version)?;
-        let scorer = CpuScorer::new(&model);
-        models.insert(version, Loaded { model, scorer });
+        models.insert(
+            version,
+            Loaded {
+                model,
+                scorer: std::sync::OnceLock::new(),
+            },
+        );
     }
     let candidate = match &options.candidate {
         Some(c) => {
@@ -442,11 +449,28 @@ fn replay_batch(
                 version: version.clone(),
                 path: format!("{MODELS}/{}", version.trim_start_matches("sha256:")),
             })?;
-        let replayed = score(&loaded.model, &loaded.scorer, batch)?;
+        let scorer = loaded.scorer.get_or_init(|| CpuScorer::new(&loaded.model));
+        // One version (the usual batch): every row as it is; several (a
+        // reload inside the batch): each version scores its own rows.
+        let replayed = if mine.len() == rows {
+            score(&loaded.model, scorer, batch)?
+        } else {
+            let indices =
+                arrow_array::UInt32Array::from_iter_values(mine.iter().map(|&r| r as u32));
+            let own = arrow_select::take::take_record_batch(batch, &indices).map_err(|e| {
+                AuditError::Arrow {
+                    what: "one model version's records".into(),
+                    message: e.to_string(),
+                }
+            })?;
+            score(&loaded.model, scorer, &own)?
+        };
         for (o, name) in loaded.model.output_names().iter().enumerate() {
             let recorded = f32_column(batch, name)?;
-            for &r in &mine {
-                let (a, b) = (recorded.value(r), replayed[o][r]);
+            // `replayed` holds `mine`'s rows in order (all of them when
+            // the batch has one version).
+            for (j, &r) in mine.iter().enumerate() {
+                let (a, b) = (recorded.value(r), replayed[o][j]);
                 let same = a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
                 if on_cpu[r] {
                     if !same {
