@@ -11,6 +11,7 @@ mod audit;
 mod config;
 mod flight;
 mod http;
+mod online;
 mod serve;
 
 use anyhow::{bail, Context, Result};

@@ -16,6 +16,7 @@ use roo_scheduler::{check_spec, Pipeline};
 use crate::config;
 use crate::flight::FlightServer;
 use crate::http::HttpServer;
+use crate::online::OnlineServer;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Signal {
@@ -151,6 +152,9 @@ struct Ready {
     metrics: Option<String>,
     /// `host:port` of the Arrow Flight endpoint.
     flight: Option<String>,
+    /// `host:port` of the online V2 REST and gRPC endpoints.
+    online_http: Option<String>,
+    online_grpc: Option<String>,
     pipelines: Vec<ReadyPipeline>,
 }
 
@@ -177,6 +181,7 @@ pub fn serve(path: &Path, ready_file: Option<&Path>) -> Result<()> {
     let base = path.parent().unwrap_or(Path::new("."));
     let specs = config.specs(base)?;
     let flight_settings = config.flight(base)?;
+    let online_settings = config.online(base)?;
     let pool = Arc::new(
         rayon::ThreadPoolBuilder::new()
             .num_threads(config.server.threads.0 as usize)
@@ -206,6 +211,19 @@ pub fn serve(path: &Path, ready_file: Option<&Path>) -> Result<()> {
         },
         None => None,
     };
+    let online = match online_settings {
+        Some(settings) => match OnlineServer::start(settings, pipelines.clone()) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                if let Some(f) = flight {
+                    f.stop(Duration::from_secs(1));
+                }
+                stop_all(&list(&pipelines));
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     let draining = Arc::new(AtomicBool::new(false));
     let http = match &config.server.metrics {
         Some(addr) => match HttpServer::start(addr, pipelines.clone(), started, draining.clone()) {
@@ -213,6 +231,9 @@ pub fn serve(path: &Path, ready_file: Option<&Path>) -> Result<()> {
             Err(e) => {
                 if let Some(f) = flight {
                     f.stop(Duration::from_secs(1));
+                }
+                if let Some(o) = online {
+                    o.stop();
                 }
                 stop_all(&list(&pipelines));
                 return Err(e);
@@ -227,6 +248,8 @@ pub fn serve(path: &Path, ready_file: Option<&Path>) -> Result<()> {
                 pid: std::process::id(),
                 metrics: http.as_ref().map(|h| h.local_addr().to_string()),
                 flight: flight.as_ref().map(|f| f.local_addr().to_string()),
+                online_http: online.as_ref().and_then(|o| o.http).map(|a| a.to_string()),
+                online_grpc: online.as_ref().and_then(|o| o.grpc).map(|a| a.to_string()),
                 pipelines: list(&pipelines)
                     .iter()
                     .map(|p| ReadyPipeline {
@@ -281,8 +304,8 @@ pub fn serve(path: &Path, ready_file: Option<&Path>) -> Result<()> {
             tracing::error!("pipeline {} failed; stopping every pipeline", p.name());
             break;
         }
-        // A Flight endpoint is a server: it runs until told to stop.
-        if flight.is_none() && guard.iter().all(|p| p.finished()) {
+        // A Flight or online endpoint is a server: it runs until told to stop.
+        if flight.is_none() && online.is_none() && guard.iter().all(|p| p.finished()) {
             tracing::info!("every pipeline has stopped (its source ended, or it failed)");
             break;
         }
@@ -327,6 +350,7 @@ pub fn serve(path: &Path, ready_file: Option<&Path>) -> Result<()> {
         // in progress get a few seconds to finish.
         f.stop(Duration::from_secs(5));
     }
+
     let mut failed = None;
     for p in &running {
         let name = p.name().to_string();
@@ -344,6 +368,11 @@ pub fn serve(path: &Path, ready_file: Option<&Path>) -> Result<()> {
                 failed = Some(e);
             }
         }
+    }
+    if let Some(o) = online {
+        // Requests in the pipelines were answered as they drained; new
+        // ones got 503 (the pipelines were stopping) until now.
+        o.stop();
     }
     if let Some(h) = http {
         h.stop();

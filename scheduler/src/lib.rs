@@ -17,6 +17,7 @@ pub mod error;
 pub mod generator;
 pub mod metrics;
 pub mod models;
+pub mod online;
 pub mod operators;
 mod pipeline;
 pub mod sinks;

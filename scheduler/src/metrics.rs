@@ -108,6 +108,14 @@ pub struct PipelineMetrics {
     /// The same since the last [`PipelineMetrics::take_recent_p99_us`]: for
     /// a live view of now rather than since start.
     pub recent_end_to_end_us: Latency,
+    /// Online requests answered (scored, or refused rows) and their
+    /// batches ([`crate::online`]).
+    pub online_requests: AtomicU64,
+    pub online_batches: AtomicU64,
+    /// Requests refused at once because `requests_max` were in flight.
+    pub online_busy: AtomicU64,
+    /// From a request's submission to its reply.
+    pub online_us: Latency,
 }
 
 impl PipelineMetrics {
@@ -155,13 +163,14 @@ impl PipelineMetrics {
     }
 
     /// The latency of each stage, by the name metrics give it.
-    fn stages(&self) -> [(&'static str, &Latency); 5] {
+    fn stages(&self) -> [(&'static str, &Latency); 6] {
         [
             ("wait", &self.wait_us),
             ("score", &self.score_us),
             ("sink", &self.sink_us),
             ("end_to_end", &self.end_to_end_us),
             ("event_to_sink", &self.event_to_sink_us),
+            ("online", &self.online_us),
         ]
     }
 
@@ -234,6 +243,9 @@ impl PipelineMetrics {
             acks: get(&self.acks),
             order_unchecked_batches: get(&self.order_unchecked_batches),
             shadow_failures: get(&self.shadow_failures),
+            online_requests: get(&self.online_requests),
+            online_batches: get(&self.online_batches),
+            online_busy: get(&self.online_busy),
             acked: self
                 .acked
                 .lock()
@@ -284,6 +296,11 @@ pub struct MetricsSnapshot {
     pub acks: u64,
     pub order_unchecked_batches: u64,
     pub shadow_failures: u64,
+    /// Online requests answered, the batches they ran in, and those
+    /// refused at `requests_max`.
+    pub online_requests: u64,
+    pub online_batches: u64,
+    pub online_busy: u64,
     /// Per source, the offset every sink holds durably.
     pub acked: Vec<AckedOffset>,
     /// Each stateful operator's state.

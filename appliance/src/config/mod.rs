@@ -45,6 +45,9 @@ pub struct Config {
     pub server: Server,
     /// The Arrow Flight endpoint; none: no endpoint.
     pub flight: Option<FlightConfig>,
+    /// Online decisions over the Open Inference Protocol (V2 REST and
+    /// gRPC); none: no endpoints, and pipelines take no requests.
+    pub online: Option<OnlineConfig>,
     /// None is fine with a `[flight]` section: a scoring service for
     /// uploaded models.
     #[serde(rename = "pipeline", default)]
@@ -76,6 +79,42 @@ impl Default for Server {
             threads: Bounded(0),
         }
     }
+}
+
+/// `[online]`: every pipeline answers V2 inference requests (model name =
+/// pipeline name) through its own chain, beside its source.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnlineConfig {
+    /// `host:port` for V2 REST (port 0: any free port, logged).
+    pub http: Option<String>,
+    /// `host:port` for V2 gRPC.
+    pub grpc: Option<String>,
+    /// Concurrent requests coalesce into one batch for at most this long.
+    #[serde(default = "default_linger_us")]
+    pub linger_us: Bounded<0, 1_000_000>,
+    /// Rows a coalesced batch holds at most.
+    #[serde(default = "default_online_max_rows")]
+    pub max_rows: Bounded<1, 1_048_576>,
+    /// Requests in flight per pipeline; past it 503 / RESOURCE_EXHAUSTED.
+    #[serde(default = "default_requests_max")]
+    pub requests_max: Bounded<1, 1_048_576>,
+    /// The largest request body (REST) or message (gRPC).
+    #[serde(default = "default_body_bytes_max")]
+    pub body_bytes_max: Bounded<1024, 1_073_741_824>,
+}
+
+fn default_linger_us() -> Bounded<0, 1_000_000> {
+    Bounded(100)
+}
+fn default_online_max_rows() -> Bounded<1, 1_048_576> {
+    Bounded(1024)
+}
+fn default_requests_max() -> Bounded<1, 1_048_576> {
+    Bounded(4096)
+}
+fn default_body_bytes_max() -> Bounded<1024, 1_073_741_824> {
+    Bounded(1 << 20)
 }
 
 #[derive(Debug, Deserialize)]
@@ -402,6 +441,12 @@ pub enum SourceConfig {
         connections_max: Bounded<1, 65_536>,
         #[serde(default)]
         io_uring: UringName,
+    },
+    /// Online requests only (`[online]`'s endpoints).
+    Requests {
+        /// `name` (Float32) or `name:type`, as for tcp; default: the
+        /// model's features, Float32.
+        columns: Option<Vec<String>>,
     },
     /// Batches sent by Flight clients with DoPut.
     Flight {

@@ -18,6 +18,7 @@ use roo_scheduler::{
 };
 
 use roo_scheduler::audit::AuditSpec;
+use roo_scheduler::online::OnlineLimits;
 use roo_scheduler::operators::aggregate::{AggFn, AggregateSpec};
 use roo_scheduler::operators::enrich::{EnrichSpec, Missing};
 use roo_scheduler::operators::features::{parse_duration_us, Agg, FeatureSpec, StateLimits};
@@ -27,6 +28,7 @@ use super::{
     UringName,
 };
 use crate::flight::{FlightSettings, Token};
+use crate::online::OnlineSettings;
 
 fn resolve_in(base: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {
@@ -129,6 +131,35 @@ impl Config {
         }))
     }
 
+    /// The online endpoints' settings (`[online]`), with Flight's tokens.
+    pub fn online(&self, base: &Path) -> Result<Option<OnlineSettings>> {
+        let Some(o) = &self.online else {
+            return Ok(None);
+        };
+        let addr = |what: &str, a: &Option<String>| -> Result<Option<SocketAddr>> {
+            a.as_ref()
+                .map(|a| {
+                    a.parse().with_context(|| {
+                        format!("online: {what} {a:?}: expected host:port, e.g. 127.0.0.1:8000")
+                    })
+                })
+                .transpose()
+        };
+        let http = addr("http", &o.http)?;
+        let grpc = addr("grpc", &o.grpc)?;
+        if http.is_none() && grpc.is_none() {
+            bail!("online: expected http = \"host:port\" or grpc = \"host:port\" (or both)");
+        }
+        let tokens = self.flight(base)?.map(|f| f.tokens).unwrap_or_default();
+        Ok(Some(OnlineSettings {
+            http,
+            grpc,
+            body_bytes_max: o.body_bytes_max.0 as usize,
+            connections_max: (o.requests_max.0 as usize).clamp(64, 65_536),
+            tokens,
+        }))
+    }
+
     /// The pipelines as the scheduler takes them, paths resolved against `base`.
     pub fn specs(&self, base: &Path) -> Result<Vec<PipelineSpec>> {
         let resolve = |p: &Path| resolve_in(base, p);
@@ -200,6 +231,30 @@ impl Config {
                     config.connections_max = connections_max.0 as usize;
                     config.io_uring = uring(*io_uring);
                     (SourceSpec::Tcp(config), n)
+                }
+                SourceConfig::Requests { columns } => {
+                    if self.online.is_none() {
+                        bail!("pipeline {name}: source kind = \"requests\" takes online requests, but there is no [online] section to receive them");
+                    }
+                    match columns {
+                        Some(columns) => {
+                            let fields = columns
+                                .iter()
+                                .map(|c| column(c, name))
+                                .collect::<Result<Vec<_>>>()?;
+                            let n = fields.len();
+                            (
+                                SourceSpec::Requests {
+                                    schema: Some(Arc::new(Schema::new(fields))),
+                                },
+                                n,
+                            )
+                        }
+                        None if p.model.is_none() => bail!(
+                            "pipeline {name}: a requests source without columns takes the model's features, but the pipeline has no model; say columns = [...]"
+                        ),
+                        None => (SourceSpec::Requests { schema: None }, 64),
+                    }
                 }
                 SourceConfig::Flight { columns } => match columns {
                     Some(columns) => {
@@ -285,6 +340,11 @@ impl Config {
                 sinks,
                 dead_letters: p.dead_letters.as_ref().map(|d| resolve(&d.dir)),
                 event_time: p.event_time.clone(),
+                online: self.online.as_ref().map(|o| OnlineLimits {
+                    linger: Duration::from_micros(o.linger_us.0),
+                    max_rows: o.max_rows.0 as usize,
+                    requests_max: o.requests_max.0 as usize,
+                }),
                 features: features(p)?,
                 enrich: p
                     .enrich

@@ -29,37 +29,47 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
+/// The token named by an `authorization` header (`None`: no header, or
+/// one that is not text), checked; `anonymous` when none are configured.
+/// The error says what was wrong, for an UNAUTHENTICATED / 401 reply.
+pub fn bearer(tokens: &[Token], header: Option<&str>) -> Result<String, &'static str> {
+    if tokens.is_empty() {
+        return Ok("anonymous".into());
+    }
+    let header = header.ok_or(
+        "no credentials: send the header 'authorization: Bearer <token>' (pyarrow: authenticate_basic_token first)",
+    )?;
+    let secret = header
+        .strip_prefix("Bearer ")
+        .ok_or("expected 'authorization: Bearer <token>'")?;
+    token_by_secret(tokens, secret.trim().as_bytes())
+        .ok_or("the bearer token is not one this server knows")
+}
+
+fn token_by_secret(tokens: &[Token], secret: &[u8]) -> Option<String> {
+    let mut found = None;
+    for t in tokens {
+        if same_secret(t.secret.as_bytes(), secret) {
+            found = Some(t.name.clone());
+        }
+    }
+    found
+}
+
 impl Shared {
     /// The token a call presents, checked; `anonymous` when none are configured.
     pub(super) fn authorize<T>(&self, request: &Request<T>) -> Result<String, Status> {
-        if self.tokens.is_empty() {
-            return Ok("anonymous".into());
+        let header = request.metadata().get("authorization");
+        if header.is_some_and(|h| h.to_str().is_err()) {
+            return Err(Status::unauthenticated(
+                "the authorization header is not text",
+            ));
         }
-        let header = request
-            .metadata()
-            .get("authorization")
-            .ok_or_else(|| {
-                Status::unauthenticated(
-                    "no credentials: send the header 'authorization: Bearer <token>' (pyarrow: authenticate_basic_token first)",
-                )
-            })?
-            .to_str()
-            .map_err(|_| Status::unauthenticated("the authorization header is not text"))?;
-        let secret = header
-            .strip_prefix("Bearer ")
-            .ok_or_else(|| Status::unauthenticated("expected 'authorization: Bearer <token>'"))?;
-        self.token_by_secret(secret.trim().as_bytes())
-            .ok_or_else(|| Status::unauthenticated("the bearer token is not one this server knows"))
+        bearer(&self.tokens, header.and_then(|h| h.to_str().ok())).map_err(Status::unauthenticated)
     }
 
     fn token_by_secret(&self, secret: &[u8]) -> Option<String> {
-        let mut found = None;
-        for t in &self.tokens {
-            if same_secret(t.secret.as_bytes(), secret) {
-                found = Some(t.name.clone());
-            }
-        }
-        found
+        token_by_secret(&self.tokens, secret)
     }
 }
 

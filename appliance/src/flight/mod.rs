@@ -59,7 +59,7 @@ use roo_scheduler::{BatchScorer, ModelStore, Pipeline};
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status, Streaming};
 
-pub use auth::Token;
+pub use auth::{bearer, Token};
 
 use crate::serve::{list, Pipelines};
 

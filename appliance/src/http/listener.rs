@@ -1,5 +1,6 @@
-//! The metrics endpoint's listener, bounded: at most
-//! [`CONNECTIONS_MAX`] connections at once (past it, a new one waits in the
+//! The HTTP endpoints' listener, bounded: at most
+//! [`CONNECTIONS_MAX`] connections at once (the metrics endpoint; the
+//! online endpoint says its own bound) (past it, a new one waits in the
 //! kernel's accept queue until one closes), and a connection that sends
 //! nothing for [`IDLE`] is closed, so idle keep-alive connections cannot
 //! hold every slot.
@@ -29,9 +30,14 @@ pub struct BoundedListener {
 
 impl BoundedListener {
     pub fn new(inner: TcpListener) -> Self {
+        Self::with_max(inner, CONNECTIONS_MAX)
+    }
+
+    /// At most `connections_max` connections at once.
+    pub fn with_max(inner: TcpListener, connections_max: usize) -> Self {
         Self {
             inner,
-            slots: Arc::new(Semaphore::new(CONNECTIONS_MAX)),
+            slots: Arc::new(Semaphore::new(connections_max.max(1))),
         }
     }
 }

@@ -101,7 +101,7 @@ impl Collector for Figures {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let e = &mut encoder;
         type Get = fn(&MetricsSnapshot) -> u64;
-        let counters: [(&str, &str, Get); 12] = [
+        let counters: [(&str, &str, Get); 15] = [
             (
                 "roo_events_in",
                 "records read from the source (rows and dead letters)",
@@ -153,6 +153,21 @@ impl Collector for Figures {
                 "roo_shadow_failures",
                 "batches a shadow model could not score (its columns null)",
                 |s| s.shadow_failures,
+            ),
+            (
+                "roo_online_requests",
+                "online requests (V2 REST, V2 gRPC, Flight) answered",
+                |s| s.online_requests,
+            ),
+            (
+                "roo_online_batches",
+                "batches the online requests were coalesced into",
+                |s| s.online_batches,
+            ),
+            (
+                "roo_online_busy",
+                "online requests refused because requests_max were in flight",
+                |s| s.online_busy,
             ),
         ];
         for (name, help, get) in counters {
@@ -354,7 +369,7 @@ impl Collector for Figures {
         {
             let mut family = e.encode_descriptor(
                 "roo_latency_seconds",
-                "latency per stage: wait (ingest to the operators), score (per row), sink (per batch), end_to_end (oldest event's ingest to every sink), event_to_sink (each row's event time to every sink)",
+                "latency per stage: wait (ingest to the operators), score (per row), sink (per batch), end_to_end (oldest event's ingest to every sink), event_to_sink (each row's event time to every sink), online (an online request's submission to its reply)",
                 None,
                 MetricType::Histogram,
             )?;

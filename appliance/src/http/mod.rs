@@ -6,7 +6,7 @@
 //! They are bounded (`listener.rs`): 64 at once, each closed after 30 s
 //! without a byte from its client.
 
-mod listener;
+pub(crate) mod listener;
 mod metrics;
 
 use std::net::SocketAddr;

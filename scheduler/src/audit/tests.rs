@@ -312,6 +312,7 @@ fn audited_spec(dir: &Path, model: PathBuf, shadow: PathBuf) -> PipelineSpec {
         queue_batches: 2,
         read: ReadOptions::default(),
         event_time: Some("ts".into()),
+        online: None,
     }
 }
 

@@ -92,6 +92,9 @@ pub struct Flow {
     /// The models that scored the rows, the decision's first, each with
     /// where it ran: what the audit record names.
     pub scored: Vec<Scored>,
+    /// Online requests waiting for these rows ([`crate::online`]); an
+    /// operator that refuses rows says which ([`Flow::drop_rows`]).
+    pub answer: Option<Box<crate::online::Answer>>,
 }
 
 /// A model that scored a flow's rows, and the device it ran on.
@@ -132,6 +135,7 @@ impl Flow {
             aggregated: 0,
             results: false,
             scored: Vec::new(),
+            answer: None,
         }
     }
 
@@ -152,6 +156,9 @@ impl Flow {
         let rows = self.rows() as u64;
         if rows == 0 {
             return;
+        }
+        if let Some(a) = self.answer.as_mut() {
+            a.refuse_all(rows as usize, &reason);
         }
         self.batch = None;
         self.dead_letters.push(DeadLetter {
@@ -178,6 +185,24 @@ impl From<IngestBatch> for Flow {
             aggregated: 0,
             results: false,
             scored: Vec::new(),
+            answer: None,
+        }
+    }
+}
+
+impl Flow {
+    /// An operator refused rows of the batch it was given: `keep[i]` is
+    /// false for each, and `letters` holds their dead letters in row order
+    /// (one each). Only requests need to know (their replies).
+    pub(crate) fn drop_rows(&mut self, keep: &[bool], letters: &[DeadLetter]) {
+        if let Some(a) = self.answer.as_mut() {
+            let refused = keep
+                .iter()
+                .enumerate()
+                .filter(|(_, k)| !**k)
+                .map(|(i, _)| i);
+            debug_assert_eq!(refused.clone().count(), letters.len());
+            a.drop_rows(keep, refused.zip(letters.iter().map(|l| l.reason.as_str())));
         }
     }
 }
@@ -308,6 +333,12 @@ impl Chain {
     /// `to` (the end of the chain when `to` is its length).
     pub fn run_to(&mut self, mut flow: Flow, from: usize, to: usize) -> Progress {
         for at in from..to {
+            if self.operators[at].kind() == OperatorKind::Aggregate {
+                // A request's reply is its scored rows, not the windows.
+                if let Some(a) = flow.answer.as_mut() {
+                    a.capture(flow.batch.as_ref());
+                }
+            }
             match self.operators[at].begin(flow) {
                 Step::Done(f) => flow = f,
                 Step::InFlight(work) => return Progress::InFlight { at, work },

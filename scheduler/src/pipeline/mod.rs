@@ -44,6 +44,7 @@ pub(crate) use spec::{open_audit, resolve};
 use crate::error::{PipelineError, SetupError, StageError};
 use crate::metrics::{MetricsSnapshot, PipelineMetrics};
 use crate::models::{BatchScorer, BoundModel, CompiledModel, ModelSlot};
+use crate::online::{self, OnlineLimits, Request, RequestFlow, Requests};
 use crate::operators::aggregate::LatestWindow;
 use crate::operators::enrich::{EnrichError, LiveTable, TableWatcher};
 use crate::operators::score::ScoreOperator;
@@ -84,6 +85,10 @@ pub struct Pipeline {
     pool: Arc<rayon::ThreadPool>,
     /// A push source's way in; `None` once stopping.
     push: Mutex<Option<Sender<IngestBatch>>>,
+    /// Online requests' way in; `None` without `online`, or once stopping.
+    requests: Mutex<Option<Requests>>,
+    /// The input column holding event times, if any.
+    event_time: Option<String>,
     max_rows: usize,
     stop: Arc<StopSignal>,
     /// The stage threads; taken by `join`.
@@ -181,10 +186,25 @@ impl Pipeline {
             "sink",
             Box::new(move || deliver::run(flow_rx, sinks, dead, event_time, &sink_metrics)),
         )?;
+        // Online requests: their queue (one slot per permit) to the
+        // batcher, the batcher's (two coalesced batches) to the operators.
+        let online_limits = spec
+            .online
+            .or(matches!(spec.source, SourceSpec::Requests { .. }).then(OnlineLimits::default));
+        let mut online_parts = None;
+        let mut requests_rx = None;
+        if let Some(limits) = online_limits {
+            let (request_tx, request_rx) = bounded::<Request>(limits.requests_max.max(1));
+            let (batched_tx, batched_rx) = bounded::<RequestFlow>(2);
+            online_parts = Some((limits, request_tx, request_rx, batched_tx));
+            requests_rx = Some(batched_rx);
+        }
         let operate_metrics = metrics.clone();
         spawn(
             "score",
-            Box::new(move || operate::run(ingest_rx, flow_tx, chain, &operate_metrics)),
+            Box::new(move || {
+                operate::run(ingest_rx, requests_rx, flow_tx, chain, &operate_metrics)
+            }),
         )?;
         let started = source::start(
             &spec.source,
@@ -199,7 +219,8 @@ impl Pipeline {
             Ok(s) => s,
             Err(e) => {
                 // The stages exit once the ingest sender (dropped with the
-                // failed source) is gone.
+                // failed source) and the requests' are gone.
+                drop(online_parts);
                 for (_, t) in threads {
                     let _ = t.join();
                 }
@@ -209,6 +230,28 @@ impl Pipeline {
         if let Some(body) = started.body {
             spawn("src", body)?;
         }
+        let requests = match online_parts {
+            Some((limits, request_tx, request_rx, batched_tx)) => {
+                spawn(
+                    "requests",
+                    Box::new(online::start_batcher(
+                        request_rx,
+                        batched_tx,
+                        limits,
+                        metrics.clone(),
+                    )),
+                )?;
+                Some(Requests {
+                    tx: request_tx,
+                    pipeline: Arc::from(spec.name.as_str()),
+                    schema: resolved.input_schema.clone(),
+                    in_flight: Default::default(),
+                    limits,
+                    metrics: metrics.clone(),
+                })
+            }
+            None => None,
+        };
         Ok(Self {
             name: spec.name.clone(),
             metrics,
@@ -231,6 +274,8 @@ impl Pipeline {
             audit: spec.audit.map(|a| a.dir),
             pool,
             push: Mutex::new(started.push),
+            requests: Mutex::new(requests),
+            event_time: spec.event_time.clone(),
             max_rows: spec.limits.max_rows,
             stop,
             threads: Mutex::new(threads),
@@ -510,10 +555,40 @@ impl Pipeline {
         })
     }
 
+    /// The way in for online requests ([`crate::online`]); refused when
+    /// the pipeline takes none (no `online`) or is stopping.
+    pub fn requests(&self) -> Result<Requests, PipelineError> {
+        self.requests
+            .lock()
+            .expect("not poisoned")
+            .clone()
+            .ok_or_else(|| PipelineError::Stopping {
+                pipeline: self.name.clone(),
+            })
+    }
+
+    /// Whether the pipeline answers online requests (until it stops).
+    pub fn takes_requests(&self) -> bool {
+        self.requests.lock().expect("not poisoned").is_some()
+    }
+
+    /// The input column holding each event's time (`event_time`), if any.
+    pub fn event_time_column(&self) -> Option<&str> {
+        self.event_time.as_deref()
+    }
+
+    /// What the model reads, in its feature order, when it has one.
+    pub fn model_features(&self) -> Option<Vec<String>> {
+        self.model
+            .as_ref()
+            .map(|m| m.current().compiled.model.feature_names.clone())
+    }
+
     /// Asks the source to stop reading; the stages drain behind it.
     pub fn stop(&self) {
         self.stop.stop();
         self.push.lock().expect("not poisoned").take();
+        self.requests.lock().expect("not poisoned").take();
     }
 
     /// Every stage has exited (the source ended, or stop, and the queues drained).

@@ -2,6 +2,13 @@
 //! each through the pipeline's operator chain, and sends the result to the
 //! sink stage.
 //!
+//! Online requests ([`crate::online`]) arrive on a second queue, already
+//! coalesced; the stage takes from whichever queue has a batch (fairly,
+//! when both do), runs them through the same chain, and sends each
+//! request its reply once the chain is done with its batch (and the audit
+//! log, if any, holds it) — before the sinks write it. The stage ends
+//! once both queues have ended.
+//!
 //! A batch an operator left in flight on a device (a GPU batch) is held
 //! while the next waiting batch is begun, so two batches overlap on the
 //! device; held only while another batch is already waiting, so an idle
@@ -10,39 +17,109 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Select, Sender};
 use roo_ingest::IngestBatch;
 
 use crate::error::StageError;
 use crate::metrics::PipelineMetrics;
+use crate::online::RequestFlow;
 use crate::operators::{Chain, Flow, InFlight, Progress};
+
+/// The stage's inputs: the source's queue and the requests' (each `None`
+/// once it has ended, or for requests when the pipeline takes none).
+struct Inputs {
+    ingest: Option<Receiver<IngestBatch>>,
+    requests: Option<Receiver<RequestFlow>>,
+}
+
+/// What the inputs gave.
+enum Next {
+    Flow(Flow),
+    /// Nothing within the tick (or, not waiting, nothing ready).
+    Idle,
+    /// Both queues have ended.
+    End,
+}
+
+impl Inputs {
+    /// The next batch from either queue; waits up to `EMIT_TICK` when `wait`.
+    fn next(&mut self, wait: bool) -> Next {
+        loop {
+            if self.ingest.is_none() && self.requests.is_none() {
+                return Next::End;
+            }
+            // Which queue gave what: a batch, or its end.
+            let (from_ingest, got) = {
+                let mut select = Select::new();
+                let ingest = self.ingest.as_ref().map(|r| select.recv(r));
+                if let Some(r) = &self.requests {
+                    select.recv(r);
+                }
+                let ready = if wait {
+                    select.select_timeout(EMIT_TICK).ok()
+                } else {
+                    select.try_select().ok()
+                };
+                let Some(op) = ready else {
+                    return Next::Idle;
+                };
+                if Some(op.index()) == ingest {
+                    let b = op.recv(self.ingest.as_ref().expect("selected"));
+                    (true, b.ok().map(Flow::from))
+                } else {
+                    let r = op.recv(self.requests.as_ref().expect("selected"));
+                    (
+                        false,
+                        r.ok().map(|r| {
+                            let mut flow = Flow::from(r.batch);
+                            flow.answer = Some(Box::new(r.answer));
+                            flow
+                        }),
+                    )
+                }
+            };
+            match got {
+                Some(flow) => return Next::Flow(flow),
+                None if from_ingest => self.ingest = None,
+                None => self.requests = None,
+            }
+        }
+    }
+
+    fn waiting(&self) -> usize {
+        self.ingest.as_ref().map_or(0, Receiver::len)
+            + self.requests.as_ref().map_or(0, Receiver::len)
+    }
+}
 
 /// How often an idle stage lets operators emit (an aggregate's windows).
 const EMIT_TICK: Duration = Duration::from_millis(200);
 
 pub(crate) fn run(
     rx: Receiver<IngestBatch>,
+    requests: Option<Receiver<RequestFlow>>,
     tx: Sender<Flow>,
     mut chain: Chain,
     metrics: &PipelineMetrics,
 ) -> Result<(), StageError> {
+    let mut inputs = Inputs {
+        ingest: Some(rx),
+        requests,
+    };
     let mut held: Option<(usize, InFlight)> = None;
     loop {
-        let next = if held.is_some() {
-            rx.try_recv().ok()
-        } else {
-            match rx.recv_timeout(EMIT_TICK) {
-                Ok(b) => Some(b),
-                Err(RecvTimeoutError::Timeout) => {
-                    if !emit(&mut chain, false, &tx, metrics)? {
-                        return Ok(());
-                    }
-                    continue;
+        let next = match inputs.next(held.is_none()) {
+            Next::Flow(f) => Some(f),
+            Next::Idle if held.is_some() => None,
+            Next::Idle => {
+                if !emit(&mut chain, false, &tx, metrics)? {
+                    return Ok(());
                 }
-                Err(RecvTimeoutError::Disconnected) => break,
+                continue;
             }
+            Next::End => break,
         };
-        let Some(b) = next else {
+        let Some(flow) = next else {
             // Nothing waiting: finish the held batch now.
             if let Some((at, work)) = held.take() {
                 if !finish(&mut chain, at, work, &tx, metrics)? {
@@ -53,18 +130,18 @@ pub(crate) fn run(
         };
         metrics
             .queue_ingested
-            .store(rx.len() as u64, Ordering::Relaxed);
+            .store(inputs.waiting() as u64, Ordering::Relaxed);
         let waited = SystemTime::now()
-            .duration_since(b.ingest_time)
+            .duration_since(flow.ingest_time)
             .unwrap_or_default();
         metrics
             .wait_us
-            .record(waited.as_micros() as u64, b.batch.num_rows() as u64);
+            .record(waited.as_micros() as u64, flow.rows() as u64);
         // The new batch runs up to and through the operator holding the
         // older one (its device work overlaps), no further: every
         // operator after it must see the older batch first.
         let limit = held.as_ref().map_or(chain.len(), |(at, _)| at + 1);
-        let progress = chain.run_to(Flow::from(b), 0, limit);
+        let progress = chain.run_to(flow, 0, limit);
         if let Some((at, work)) = held.take() {
             if !finish(&mut chain, at, work, &tx, metrics)? {
                 return Ok(());
@@ -77,7 +154,7 @@ pub(crate) fn run(
         match progress {
             Progress::Done(flow) => {
                 checked(&mut chain)?;
-                if !send(flow, &tx, metrics) {
+                if !send(answered(flow), &tx, metrics) {
                     return Ok(());
                 }
             }
@@ -117,7 +194,15 @@ fn finish(
 ) -> Result<bool, StageError> {
     let flow = chain.complete(Progress::InFlight { at, work });
     checked(chain)?;
-    Ok(send(flow, tx, metrics))
+    Ok(send(answered(flow), tx, metrics))
+}
+
+/// Replies to the requests a flow carries (the chain is done with it).
+fn answered(mut flow: Flow) -> Flow {
+    if let Some(answer) = flow.answer.take() {
+        answer.deliver(flow.batch.as_ref());
+    }
+    flow
 }
 
 /// Sends the operators' own flows ([`Chain::emit`]).

@@ -147,6 +147,12 @@ pub(crate) fn start(
             tcp_addr: None,
             push: Some(tx),
         },
+        // Requests come on their own queue; the source queue ends at once.
+        SourceSpec::Requests { .. } => SourceStarted {
+            body: None,
+            tcp_addr: None,
+            push: None,
+        },
     })
 }
 

@@ -17,6 +17,7 @@ use crate::error::{PipelineError, SetupError};
 use crate::generator::{card_schema, transaction_schema, tweet_schema};
 use crate::metrics::PipelineMetrics;
 use crate::models::{CompiledModel, ModelSlot, OutputNaming};
+use crate::online::OnlineLimits;
 use crate::operators::aggregate::{AggregateOperator, AggregateSpec};
 use crate::operators::audit::AuditOperator;
 use crate::operators::enrich::{EnrichOperator, EnrichSpec, LiveTable};
@@ -41,6 +42,10 @@ pub enum SourceSpec {
     /// Flight DoPut), each checked against `schema`; without one, the
     /// model's features as Float32. Runs until stopped.
     Push { schema: Option<SchemaRef> },
+    /// Online requests only ([`crate::online`]: V2 REST and gRPC, Flight),
+    /// each checked against `schema`; without one, the model's features
+    /// as Float32. Runs until stopped.
+    Requests { schema: Option<SchemaRef> },
 }
 
 impl SourceSpec {
@@ -51,6 +56,7 @@ impl SourceSpec {
             SourceSpec::Tcp(_) => "tcp",
             SourceSpec::Generator { .. } => "generator",
             SourceSpec::Push { .. } => "push",
+            SourceSpec::Requests { .. } => "requests",
         }
     }
 
@@ -63,7 +69,9 @@ impl SourceSpec {
                 _ => "bytes",
             },
             SourceSpec::Tcp(_) => "bytes",
-            SourceSpec::Generator { .. } | SourceSpec::Push { .. } => "rows",
+            SourceSpec::Generator { .. }
+            | SourceSpec::Push { .. }
+            | SourceSpec::Requests { .. } => "rows",
         }
     }
 }
@@ -143,6 +151,10 @@ pub struct PipelineSpec {
     /// write (`event_to_sink`), which counts time spent before roo read it
     /// (a sender's queue, the network).
     pub event_time: Option<String>,
+    /// Online requests beside the source ([`crate::online`]): how they are
+    /// coalesced and bounded. `None`: the pipeline takes none (unless its
+    /// source is `Requests`, which takes them with the defaults).
+    pub online: Option<OnlineLimits>,
 }
 
 /// Batches a channel may hold for a memory budget: two channels per
@@ -278,8 +290,10 @@ pub(crate) fn resolve(
             stream: GeneratorStream::Tweets,
             ..
         } => (tweet_schema(), None),
-        SourceSpec::Push { schema: Some(s) } => (s.clone(), None),
-        SourceSpec::Push { schema: None } => {
+        SourceSpec::Push { schema: Some(s) } | SourceSpec::Requests { schema: Some(s) } => {
+            (s.clone(), None)
+        }
+        SourceSpec::Push { schema: None } | SourceSpec::Requests { schema: None } => {
             if !spec.features.is_empty() || !spec.enrich.is_empty() {
                 // The model reads computed columns, and the features and
                 // tables read keys and times the model does not: say the

@@ -57,6 +57,7 @@ fn push_spec(dir: &Path, model: Option<PathBuf>, shadows: Vec<ShadowSpec>) -> Pi
         queue_batches: 2,
         read: ReadOptions::default(),
         event_time: None,
+        online: None,
     }
 }
 

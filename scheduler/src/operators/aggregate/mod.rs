@@ -329,6 +329,7 @@ impl Operator for AggregateOperator {
                 aggregated: 0,
                 results: true,
                 scored: Vec::new(),
+                answer: None,
             });
             self.seq += 1;
         }

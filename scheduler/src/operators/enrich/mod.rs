@@ -143,7 +143,7 @@ impl EnrichOperator {
         batch: &RecordBatch,
         source: &Arc<str>,
         offset: u64,
-    ) -> (RecordBatch, Vec<DeadLetter>) {
+    ) -> (RecordBatch, Vec<DeadLetter>, Option<Vec<bool>>) {
         let table = self.live.current();
         let spec = self.live.spec();
         let n = batch.num_rows();
@@ -169,10 +169,10 @@ impl EnrichOperator {
                     self.times.push(t.unwrap_or(i64::MIN));
                     if t.is_none() {
                         keep.get_or_insert_with(|| vec![true; n])[row] = false;
-                        letters.push(row_letter(source, offset, format!(
+                        letters.push((row, row_letter(source, offset, format!(
                             "row {row} of the batch at offset {offset}: no event time (the event_time column is null); enrich {:?} joins by event time",
                             spec.name
-                        )));
+                        ))));
                     }
                 }
                 Some(self.times.as_slice())
@@ -197,17 +197,20 @@ impl EnrichOperator {
                 } else {
                     format!("no row for key {key}")
                 };
-                letters.push(row_letter(source, offset, format!(
+                letters.push((row, row_letter(source, offset, format!(
                     "row {row} of the batch at offset {offset}: enrich {:?}: {why} in table {} ({}); missing = \"dead_letter\"",
                     spec.name,
                     spec.table.display(),
                     table.version()
-                )));
+                ))));
             }
         }
         if unmatched > 0 {
             self.live.unmatched.fetch_add(unmatched, Ordering::Relaxed);
         }
+        // In row order (a row has one letter at most).
+        letters.sort_by_key(|(row, _)| *row);
+        let letters: Vec<DeadLetter> = letters.into_iter().map(|(_, l)| l).collect();
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
         if let Some(keep) = &keep {
             // The refused rows leave the input's columns and the lookups.
@@ -251,7 +254,7 @@ impl EnrichOperator {
         self.last_version = Some(table.version().clone());
         let out = RecordBatch::try_new(self.output_schema.clone(), columns)
             .expect("columns built for the output schema");
-        (out, letters)
+        (out, letters, keep)
     }
 }
 
@@ -271,7 +274,10 @@ impl Operator for EnrichOperator {
         let Some(batch) = flow.batch.take().filter(|b| b.num_rows() > 0) else {
             return Step::Done(flow);
         };
-        let (out, letters) = self.join(&batch, &flow.source, flow.offsets.start);
+        let (out, letters, keep) = self.join(&batch, &flow.source, flow.offsets.start);
+        if let Some(keep) = &keep {
+            flow.drop_rows(keep, &letters);
+        }
         flow.batch = Some(out);
         flow.dead_letters.extend(letters);
         self.live.publish();

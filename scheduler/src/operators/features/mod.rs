@@ -298,7 +298,7 @@ impl FeatureOperator {
         batch: &RecordBatch,
         flow_source: &Arc<str>,
         offset: u64,
-    ) -> (RecordBatch, Vec<DeadLetter>) {
+    ) -> (RecordBatch, Vec<DeadLetter>, Vec<bool>) {
         let rows = batch.num_rows();
         let times = event_times_us(batch.column(self.time_column));
         let keys: Vec<Vec<KeyColumn>> = self
@@ -396,14 +396,14 @@ impl FeatureOperator {
         } else {
             // The input's columns lose the refused rows; the feature
             // columns were built for the kept rows only.
-            let mask = BooleanArray::from(keep);
+            let mask = BooleanArray::from(keep.clone());
             for c in columns.iter_mut().take(n_in) {
                 *c = arrow_select::filter::filter(c, &mask).expect("same length");
             }
         }
         let out = RecordBatch::try_new(self.output_schema.clone(), columns)
             .expect("columns built for the output schema");
-        (out, letters)
+        (out, letters, keep)
     }
 }
 
@@ -420,7 +420,10 @@ impl Operator for FeatureOperator {
         let Some(batch) = flow.batch.take().filter(|b| b.num_rows() > 0) else {
             return Step::Done(flow);
         };
-        let (out, letters) = self.compute(&batch, &flow.source, flow.offsets.start);
+        let (out, letters, keep) = self.compute(&batch, &flow.source, flow.offsets.start);
+        if !letters.is_empty() {
+            flow.drop_rows(&keep, &letters);
+        }
         flow.batch = Some(out);
         flow.dead_letters.extend(letters);
         self.publish_stats();

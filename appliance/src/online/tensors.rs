@@ -1,0 +1,712 @@
+//! The Open Inference Protocol's data model, whatever carries it (REST's
+//! JSON and binary extension, gRPC's messages): input tensors into a batch
+//! of the pipeline's input columns, a reply's columns into output tensors.
+//!
+//! Inputs are either one tensor per input column, named like the column,
+//! of shape `[N]` (or `[N, 1]`), or one `[N, F]` tensor of any name whose
+//! F columns are the model's features in the model's order (what MLServer
+//! and Triton users send). A column the request does not carry is the
+//! event-time column (filled with the arrival time) or an error.
+
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, Float64Type, Int32Type, Int64Type};
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array, RecordBatch,
+    StringArray,
+};
+use arrow_schema::{DataType, SchemaRef};
+
+use super::V2Error;
+
+/// A tensor's elements, flat, row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Values {
+    Bool(Vec<bool>),
+    I32(Vec<i32>),
+    I64(Vec<i64>),
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    Bytes(Vec<Vec<u8>>),
+}
+
+impl Values {
+    pub fn len(&self) -> usize {
+        match self {
+            Values::Bool(v) => v.len(),
+            Values::I32(v) => v.len(),
+            Values::I64(v) => v.len(),
+            Values::F32(v) => v.len(),
+            Values::F64(v) => v.len(),
+            Values::Bytes(v) => v.len(),
+        }
+    }
+
+    /// The V2 datatype name.
+    pub fn datatype(&self) -> &'static str {
+        match self {
+            Values::Bool(_) => "BOOL",
+            Values::I32(_) => "INT32",
+            Values::I64(_) => "INT64",
+            Values::F32(_) => "FP32",
+            Values::F64(_) => "FP64",
+            Values::Bytes(_) => "BYTES",
+        }
+    }
+
+    /// Little-endian bytes, as `raw_output_contents` and REST's binary
+    /// extension carry them (BYTES: a 4-byte length before each element).
+    pub fn to_raw(&self) -> Vec<u8> {
+        fn le<T: Copy, const N: usize>(v: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
+            let mut out = Vec::with_capacity(v.len() * N);
+            for x in v {
+                out.extend_from_slice(&f(*x));
+            }
+            out
+        }
+        match self {
+            Values::Bool(v) => v.iter().map(|b| *b as u8).collect(),
+            Values::I32(v) => le(v, i32::to_le_bytes),
+            Values::I64(v) => le(v, i64::to_le_bytes),
+            Values::F32(v) => le(v, f32::to_le_bytes),
+            Values::F64(v) => le(v, f64::to_le_bytes),
+            Values::Bytes(v) => {
+                let mut out = Vec::new();
+                for b in v {
+                    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+                    out.extend_from_slice(b);
+                }
+                out
+            }
+        }
+    }
+
+    /// Elements of `datatype` from little-endian `raw` bytes.
+    pub fn from_raw(name: &str, datatype: &str, raw: &[u8]) -> Result<Self, V2Error> {
+        fn chunks<T, const N: usize>(
+            name: &str,
+            raw: &[u8],
+            f: impl Fn([u8; N]) -> T,
+        ) -> Result<Vec<T>, V2Error> {
+            if raw.len() % N != 0 {
+                return Err(V2Error::bad(format!(
+                    "input {name}: {} bytes of raw data is not a whole number of {N}-byte elements",
+                    raw.len()
+                )));
+            }
+            Ok(raw
+                .chunks_exact(N)
+                .map(|c| f(c.try_into().expect("N bytes")))
+                .collect())
+        }
+        Ok(match datatype {
+            "BOOL" => Values::Bool(raw.iter().map(|b| *b != 0).collect()),
+            "INT32" => Values::I32(chunks(name, raw, i32::from_le_bytes)?),
+            "INT64" => Values::I64(chunks(name, raw, i64::from_le_bytes)?),
+            "FP32" => Values::F32(chunks(name, raw, f32::from_le_bytes)?),
+            "FP64" => Values::F64(chunks(name, raw, f64::from_le_bytes)?),
+            "BYTES" => {
+                let mut out = Vec::new();
+                let mut at = 0;
+                while at < raw.len() {
+                    let Some(len) = raw.get(at..at + 4) else {
+                        return Err(V2Error::bad(format!(
+                            "input {name}: BYTES element {} at byte {at}: a 4-byte length was expected, {} bytes are left",
+                            out.len(),
+                            raw.len() - at
+                        )));
+                    };
+                    let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+                    let Some(b) = raw.get(at + 4..at + 4 + len) else {
+                        return Err(V2Error::bad(format!(
+                            "input {name}: BYTES element {} at byte {at} says {len} bytes; {} are left",
+                            out.len(),
+                            raw.len() - at - 4
+                        )));
+                    };
+                    out.push(b.to_vec());
+                    at += 4 + len;
+                }
+                Values::Bytes(out)
+            }
+            other => return Err(unsupported(name, other)),
+        })
+    }
+}
+
+fn unsupported(name: &str, datatype: &str) -> V2Error {
+    V2Error::bad(format!(
+        "input {name}: datatype {datatype:?} is not taken; expected FP32, FP64, INT32, INT64, BOOL or BYTES"
+    ))
+}
+
+/// One input tensor of a request.
+#[derive(Clone, Debug)]
+pub struct Input {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub values: Values,
+}
+
+/// One output tensor of a reply.
+#[derive(Clone, Debug)]
+pub struct Output {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub values: Values,
+}
+
+/// What a pipeline takes from a request.
+pub struct Target<'a> {
+    pub pipeline: &'a str,
+    /// The request's columns: the pipeline's input.
+    pub schema: &'a SchemaRef,
+    /// The model's features, in its order (what an `[N, F]` tensor holds).
+    pub features: Option<&'a [String]>,
+    /// The event-time column, filled with the arrival time when absent.
+    pub event_time: Option<&'a str>,
+}
+
+/// The V2 datatype a column travels as.
+pub fn datatype_of(t: &DataType) -> &'static str {
+    match t {
+        DataType::Float32 => "FP32",
+        DataType::Float64 => "FP64",
+        DataType::Int32 | DataType::Int16 | DataType::Int8 => "INT32",
+        DataType::Int64 | DataType::Timestamp(..) | DataType::UInt32 => "INT64",
+        DataType::Boolean => "BOOL",
+        _ => "BYTES",
+    }
+}
+
+/// The rows of a tensor, checking that its shape holds its data.
+fn rows_of(input: &Input) -> Result<(usize, usize), V2Error> {
+    let name = &input.name;
+    if input.shape.iter().any(|d| *d < 0) {
+        return Err(V2Error::bad(format!(
+            "input {name}: shape {:?} has a negative dimension",
+            input.shape
+        )));
+    }
+    let elements: u128 = input.shape.iter().map(|d| *d as u128).product();
+    if elements != input.values.len() as u128 {
+        return Err(V2Error::bad(format!(
+            "input {name}: shape {:?} holds {elements} elements; the data has {}",
+            input.shape,
+            input.values.len()
+        )));
+    }
+    match input.shape.as_slice() {
+        [n] => Ok((*n as usize, 1)),
+        [n, f] => Ok((*n as usize, *f as usize)),
+        other => Err(V2Error::bad(format!(
+            "input {name}: shape {other:?}: expected [N] (one column) or [N, F] (the model's features in order)"
+        ))),
+    }
+}
+
+/// The request's batch: the pipeline's input columns, in order.
+pub fn to_batch(target: &Target, inputs: Vec<Input>) -> Result<RecordBatch, V2Error> {
+    if inputs.is_empty() {
+        return Err(V2Error::bad(format!(
+            "the request has no inputs; model {} takes [{}]",
+            target.pipeline,
+            expected_inputs(target)
+        )));
+    }
+    let mut rows: Option<(usize, &str)> = None;
+    let mut matrix: Option<(&Input, usize)> = None;
+    for input in &inputs {
+        let (n, f) = rows_of(input)?;
+        match rows {
+            Some((m, other)) if m != n => {
+                return Err(V2Error::bad(format!(
+                    "input {} has {n} rows; input {other} has {m}: every input has one element per row",
+                    input.name
+                )));
+            }
+            _ => rows = Some((n, &input.name)),
+        }
+        let is_column = target.schema.field_with_name(&input.name).is_ok();
+        if f > 1 || (!is_column && input.shape.len() == 2) {
+            let features = target.features.ok_or_else(|| {
+                V2Error::bad(format!(
+                    "input {}: an [N, F] tensor holds the model's features, but pipeline {} has no model; send one tensor per column: [{}]",
+                    input.name,
+                    target.pipeline,
+                    expected_inputs(target)
+                ))
+            })?;
+            if f != features.len() {
+                return Err(V2Error::bad(format!(
+                    "input {}: shape {:?}: the model takes {} features [{}], so F must be {}",
+                    input.name,
+                    input.shape,
+                    features.len(),
+                    features.join(", "),
+                    features.len()
+                )));
+            }
+            if matrix.is_some() {
+                return Err(V2Error::bad(
+                    "two [N, F] inputs: send the model's features in one".to_string(),
+                ));
+            }
+            matrix = Some((input, f));
+        } else if !is_column {
+            return Err(V2Error::bad(format!(
+                "input {}: model {} has no such input; it takes [{}]",
+                input.name,
+                target.pipeline,
+                expected_inputs(target)
+            )));
+        }
+    }
+    let (n, _) = rows.expect("at least one input");
+    if n == 0 {
+        return Err(V2Error::bad("the request has no rows".to_string()));
+    }
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(target.schema.fields().len());
+    for field in target.schema.fields() {
+        let name = field.name();
+        let column = if let Some(input) = inputs.iter().find(|i| i.name == *name) {
+            column_of(name, &input.values, field.data_type())?
+        } else if let Some(j) = matrix.and_then(|_| {
+            target
+                .features
+                .and_then(|fs| fs.iter().position(|f| f == name))
+        }) {
+            let (input, f) = matrix.expect("checked");
+            let values = strided(&input.values, j, f);
+            column_of(&input.name, &values, field.data_type())?
+        } else if target.event_time == Some(name.as_str()) {
+            arrival_times(n, field.data_type())?
+        } else {
+            return Err(V2Error::bad(format!(
+                "missing input {name}: model {} takes [{}]",
+                target.pipeline,
+                expected_inputs(target)
+            )));
+        };
+        columns.push(column);
+    }
+    RecordBatch::try_new(target.schema.clone(), columns)
+        .map_err(|e| V2Error::bad(format!("the inputs do not make a batch: {e}")))
+}
+
+/// Column `j` of a row-major `[N, F]` tensor.
+fn strided(values: &Values, j: usize, f: usize) -> Values {
+    fn pick<T: Clone>(v: &[T], j: usize, f: usize) -> Vec<T> {
+        v.iter().skip(j).step_by(f).cloned().collect()
+    }
+    match values {
+        Values::Bool(v) => Values::Bool(pick(v, j, f)),
+        Values::I32(v) => Values::I32(pick(v, j, f)),
+        Values::I64(v) => Values::I64(pick(v, j, f)),
+        Values::F32(v) => Values::F32(pick(v, j, f)),
+        Values::F64(v) => Values::F64(pick(v, j, f)),
+        Values::Bytes(v) => Values::Bytes(pick(v, j, f)),
+    }
+}
+
+/// "name: DATATYPE" of each input column, for errors.
+fn expected_inputs(target: &Target) -> String {
+    target
+        .schema
+        .fields()
+        .iter()
+        .map(|f| format!("{} {}", f.name(), datatype_of(f.data_type())))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A column of type `to` from a tensor's values: numbers for numeric
+/// columns, BOOL for booleans, BYTES for text; INT64 microseconds or BYTES
+/// (RFC 3339) for timestamps.
+fn column_of(name: &str, values: &Values, to: &DataType) -> Result<ArrayRef, V2Error> {
+    let numeric_to = to.is_numeric();
+    let array: ArrayRef = match values {
+        Values::F32(v) if numeric_to => Arc::new(Float32Array::from(v.clone())),
+        Values::F64(v) if numeric_to => Arc::new(Float64Array::from(v.clone())),
+        Values::I32(v) if numeric_to => Arc::new(Int32Array::from(v.clone())),
+        Values::I64(v) if numeric_to || matches!(to, DataType::Timestamp(..)) => {
+            Arc::new(Int64Array::from(v.clone()))
+        }
+        Values::Bool(v) if *to == DataType::Boolean => Arc::new(BooleanArray::from(v.clone())),
+        Values::Bytes(v)
+            if matches!(
+                to,
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Timestamp(..)
+            ) =>
+        {
+            let text = v
+                .iter()
+                .enumerate()
+                .map(|(row, b)| {
+                    std::str::from_utf8(b).map_err(|_| {
+                        V2Error::bad(format!("input {name}: element {row} is not UTF-8 text"))
+                    })
+                })
+                .collect::<Result<Vec<&str>, V2Error>>()?;
+            Arc::new(StringArray::from(text))
+        }
+        other => {
+            let expected = match to {
+                t if t.is_numeric() => "FP32, FP64, INT32 or INT64",
+                DataType::Boolean => "BOOL",
+                DataType::Timestamp(..) => {
+                    "INT64 (microseconds since the epoch) or BYTES (RFC 3339)"
+                }
+                _ => "BYTES",
+            };
+            return Err(V2Error::bad(format!(
+                "input {name} is {}; its column is {to}: expected {expected}",
+                other.datatype()
+            )));
+        }
+    };
+    if array.data_type() == to {
+        return Ok(array);
+    }
+    let options = arrow_cast::CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    arrow_cast::cast_with_options(&array, to, &options).map_err(|e| {
+        V2Error::bad(format!(
+            "input {name}: its {} values do not fit the column's type {to}: {e}",
+            values.datatype()
+        ))
+    })
+}
+
+/// `n` copies of now, in the event-time column's type.
+fn arrival_times(n: usize, to: &DataType) -> Result<ArrayRef, V2Error> {
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as i64;
+    let array: ArrayRef = Arc::new(Int64Array::from(vec![now_us; n]));
+    if to == &DataType::Int64 {
+        return Ok(array);
+    }
+    arrow_cast::cast(&array, to)
+        .map_err(|e| V2Error::internal(format!("the arrival time as {to}: {e}")))
+}
+
+/// The tensor of one reply column: floats as themselves (nulls NaN),
+/// integers as INT64/INT32 (nulls 0), booleans, text and dictionaries of
+/// text as BYTES, timestamps as INT64 microseconds.
+pub fn tensor_of(name: &str, column: &ArrayRef) -> Output {
+    let n = column.len();
+    let values = match column.data_type() {
+        DataType::Float32 => {
+            let a = column.as_primitive::<Float32Type>();
+            Values::F32(
+                (0..n)
+                    .map(|i| if a.is_null(i) { f32::NAN } else { a.value(i) })
+                    .collect(),
+            )
+        }
+        DataType::Float64 => {
+            let a = column.as_primitive::<Float64Type>();
+            Values::F64(
+                (0..n)
+                    .map(|i| if a.is_null(i) { f64::NAN } else { a.value(i) })
+                    .collect(),
+            )
+        }
+        DataType::Int32 => {
+            let a = column.as_primitive::<Int32Type>();
+            Values::I32((0..n).map(|i| a.value(i)).collect())
+        }
+        DataType::Boolean => {
+            let a = column.as_boolean();
+            Values::Bool((0..n).map(|i| a.is_valid(i) && a.value(i)).collect())
+        }
+        t if t.is_integer() || matches!(t, DataType::Timestamp(..)) => {
+            let a = arrow_cast::cast(column, &DataType::Int64).expect("integers fit int64");
+            let a = a.as_primitive::<Int64Type>();
+            Values::I64((0..n).map(|i| a.value(i)).collect())
+        }
+        _ => {
+            let text = arrow_cast::cast(column, &DataType::Utf8)
+                .unwrap_or_else(|_| Arc::new(StringArray::from(vec![""; n])));
+            let text = text.as_string::<i32>();
+            Values::Bytes(
+                (0..n)
+                    .map(|i| {
+                        if text.is_null(i) {
+                            Vec::new()
+                        } else {
+                            text.value(i).as_bytes().to_vec()
+                        }
+                    })
+                    .collect(),
+            )
+        }
+    };
+    Output {
+        name: name.to_string(),
+        shape: vec![n as i64],
+        values,
+    }
+}
+
+/// The reply's tensors: those `requested` (any of the reply's columns),
+/// or by default `score` and each shadow's `score_NAME`.
+pub fn outputs(batch: &RecordBatch, requested: &[String]) -> Result<Vec<Output>, V2Error> {
+    let schema = batch.schema();
+    let names: Vec<String> = if requested.is_empty() {
+        default_outputs(&schema)
+    } else {
+        requested.to_vec()
+    };
+    if names.is_empty() {
+        return Err(V2Error::bad(format!(
+            "the pipeline has no model, so no score: name the outputs wanted, of [{}]",
+            column_list(&schema)
+        )));
+    }
+    names
+        .iter()
+        .map(|name| match schema.index_of(name) {
+            Ok(i) => Ok(tensor_of(name, batch.column(i))),
+            Err(_) => Err(V2Error::bad(format!(
+                "output {name}: no such output; the reply has [{}]",
+                column_list(&schema)
+            ))),
+        })
+        .collect()
+}
+
+/// `score` and each shadow's `score_NAME`, in the reply's order.
+pub fn default_outputs(schema: &arrow_schema::Schema) -> Vec<String> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name())
+        .filter(|n| *n == "score" || n.starts_with("score_"))
+        .cloned()
+        .collect()
+}
+
+fn column_list(schema: &arrow_schema::Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The version of the model that scored the reply (its `model_version`
+/// column), empty without a model.
+pub fn model_version(batch: &RecordBatch) -> String {
+    match batch.schema().index_of("model_version") {
+        Ok(i) if batch.num_rows() > 0 => {
+            arrow_cast::display::array_value_to_string(batch.column(i), 0).unwrap_or_default()
+        }
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_schema::{Field, Schema, TimeUnit};
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("card", DataType::Utf8, false),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                false,
+            ),
+            Field::new("amount", DataType::Float32, true),
+        ]))
+    }
+
+    #[test]
+    fn raw_bytes_round_trip_every_datatype() {
+        for v in [
+            Values::Bool(vec![true, false, true]),
+            Values::I32(vec![-1, 0, i32::MAX]),
+            Values::I64(vec![i64::MIN, 7]),
+            Values::F32(vec![1.5, f32::MIN_POSITIVE, -0.0]),
+            Values::F64(vec![1e300, -2.5]),
+            Values::Bytes(vec![
+                b"card-1".to_vec(),
+                Vec::new(),
+                "é".as_bytes().to_vec(),
+            ]),
+        ] {
+            let raw = v.to_raw();
+            assert_eq!(Values::from_raw("x", v.datatype(), &raw).unwrap(), v);
+        }
+        let e = Values::from_raw("x", "BYTES", &[9, 0, 0, 0, b'a']).unwrap_err();
+        assert!(e.to_string().contains("says 9 bytes; 1 are left"), "{e}");
+        let e = Values::from_raw("x", "FP32", &[0; 6]).unwrap_err();
+        assert!(
+            e.to_string().contains("not a whole number of 4-byte"),
+            "{e}"
+        );
+        let e = Values::from_raw("x", "FP16", &[0; 2]).unwrap_err();
+        assert!(e.to_string().contains("expected FP32, FP64"), "{e}");
+    }
+
+    #[test]
+    fn columns_by_name_and_the_arrival_time() {
+        let s = schema();
+        let target = Target {
+            pipeline: "p",
+            schema: &s,
+            features: None,
+            event_time: Some("ts"),
+        };
+        let b = to_batch(
+            &target,
+            vec![
+                Input {
+                    name: "amount".into(),
+                    shape: vec![2],
+                    values: Values::F64(vec![1.25, 2.5]),
+                },
+                Input {
+                    name: "card".into(),
+                    shape: vec![2, 1],
+                    values: Values::Bytes(vec![b"a".to_vec(), b"b".to_vec()]),
+                },
+            ],
+        )
+        .unwrap();
+        assert_eq!(b.num_rows(), 2);
+        assert_eq!(b.column(0).as_string::<i32>().value(1), "b");
+        assert_eq!(
+            b.column(2).as_primitive::<Float32Type>().values(),
+            &[1.25f32, 2.5]
+        );
+        assert_eq!(b.column(1).null_count(), 0);
+    }
+
+    #[test]
+    fn a_matrix_in_the_models_feature_order() {
+        let s: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Float32, true),
+            Field::new("b", DataType::Float32, true),
+        ]));
+        let features = vec!["b".to_string(), "a".to_string()];
+        let target = Target {
+            pipeline: "p",
+            schema: &s,
+            features: Some(&features),
+            event_time: None,
+        };
+        let b = to_batch(
+            &target,
+            vec![Input {
+                name: "input-0".into(),
+                shape: vec![2, 2],
+                values: Values::F32(vec![1.0, 2.0, 3.0, 4.0]),
+            }],
+        )
+        .unwrap();
+        // Row-major [[b0, a0], [b1, a1]].
+        assert_eq!(
+            b.column(0).as_primitive::<Float32Type>().values(),
+            &[2.0f32, 4.0]
+        );
+        assert_eq!(
+            b.column(1).as_primitive::<Float32Type>().values(),
+            &[1.0f32, 3.0]
+        );
+    }
+
+    #[test]
+    fn bad_requests_say_what_was_expected() {
+        let s = schema();
+        let target = Target {
+            pipeline: "p",
+            schema: &s,
+            features: None,
+            event_time: None,
+        };
+        let one = |name: &str, shape: Vec<i64>, values: Values| Input {
+            name: name.into(),
+            shape,
+            values,
+        };
+        let cases: Vec<(Vec<Input>, &str)> =
+            vec![
+            (
+                vec![one("amount", vec![3], Values::F32(vec![1.0]))],
+                "shape [3] holds 3 elements; the data has 1",
+            ),
+            (
+                vec![
+                    one("amount", vec![1], Values::Bytes(vec![b"x".to_vec()])),
+                    one("card", vec![1], Values::Bytes(vec![b"c".to_vec()])),
+                ],
+                "input amount is BYTES; its column is Float32: expected FP32, FP64, INT32 or INT64",
+            ),
+            (
+                vec![one("amount", vec![1], Values::F32(vec![1.0]))],
+                "missing input card: model p takes [card BYTES, ts INT64, amount FP32]",
+            ),
+            (
+                vec![one("nope", vec![1], Values::F32(vec![1.0]))],
+                "input nope: model p has no such input",
+            ),
+            (
+                vec![
+                    one("amount", vec![1], Values::F32(vec![1.0])),
+                    one("card", vec![2], Values::Bytes(vec![b"c".to_vec(), b"d".to_vec()])),
+                ],
+                "input card has 2 rows; input amount has 1",
+            ),
+        ];
+        for (inputs, expected) in cases {
+            let e = to_batch(&target, inputs).unwrap_err();
+            assert!(e.to_string().contains(expected), "{e} lacks {expected}");
+            assert_eq!(e.status(), 400);
+        }
+    }
+
+    #[test]
+    fn reply_columns_become_tensors() {
+        let batch = RecordBatch::try_from_iter([
+            (
+                "score",
+                Arc::new(Float32Array::from(vec![Some(0.5), None])) as ArrayRef,
+            ),
+            (
+                "n",
+                Arc::new(Int64Array::from(vec![Some(3), None])) as ArrayRef,
+            ),
+            (
+                "score_candidate",
+                Arc::new(Float32Array::from(vec![0.25, 0.75])) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let out = outputs(&batch, &[]).unwrap();
+        assert_eq!(
+            out.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(),
+            ["score", "score_candidate"]
+        );
+        match &out[0].values {
+            Values::F32(v) => assert!(v[0] == 0.5 && v[1].is_nan()),
+            other => panic!("{other:?}"),
+        }
+        let out = outputs(&batch, &["n".to_string()]).unwrap();
+        assert_eq!(out[0].values, Values::I64(vec![3, 0]));
+        let e = outputs(&batch, &["zz".to_string()]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("output zz: no such output; the reply has [score, n, score_candidate]"),
+            "{e}"
+        );
+    }
+}
