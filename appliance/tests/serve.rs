@@ -14,7 +14,9 @@ use arrow_array::types::{Int32Type, Int64Type};
 use arrow_array::{Array, RecordBatch};
 
 mod common;
-use common::{example, http_get, metric_in, read_ipc_dir, roo, score_sample, scores, Daemon};
+use common::{
+    example, http_get, metric_in, read_ipc_dir, roo, rss_kib, score_sample, scores, Daemon,
+};
 
 /// `N events in, M scored, D dead letters` from the final report.
 fn final_counts(lines: &[String], pipeline: &str) -> (u64, u64, u64) {
@@ -288,17 +290,6 @@ fn sighup_swaps_the_model_between_batches() {
 /// One pipeline-summed counter from the daemon's /metrics at `addr`.
 fn metric(addr: &str, name: &str) -> u64 {
     metric_in(&http_get(addr, "/metrics").1, name) as u64
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 #[test]

@@ -318,9 +318,16 @@ async fn infer_body(
                 ))
             })?,
     };
-    let request: InferRequest = serde_json::from_slice(&body[..json_len]).map_err(|e| {
+    let json = &body[..json_len];
+    let request: InferRequest = serde_json::from_slice(json).map_err(|e| {
+        let has = |word: &[u8]| json.windows(word.len()).any(|w| w == word);
+        let hint = if has(b"NaN") || has(b"Infinity") {
+            " (JSON has no NaN or Infinity: send such values with the binary tensor data extension)"
+        } else {
+            ""
+        };
         V2Error::bad(format!(
-            "the request body is not a V2 inference request: {e}"
+            "the request body is not a V2 inference request: {e}{hint}"
         ))
     })?;
     let mut binary = &body[json_len..];

@@ -38,6 +38,9 @@ pub struct Daemon {
 pub struct Ready {
     pub metrics: Option<String>,
     pub flight: Option<String>,
+    /// The online V2 REST and gRPC endpoints.
+    pub online_http: Option<String>,
+    pub online_grpc: Option<String>,
     /// Pipeline name → its TCP source's address.
     pub tcp: HashMap<String, String>,
 }
@@ -104,6 +107,8 @@ impl Daemon {
         let ready = Ready {
             metrics: text_of(&v["metrics"]),
             flight: text_of(&v["flight"]),
+            online_http: text_of(&v["online_http"]),
+            online_grpc: text_of(&v["online_grpc"]),
             tcp: v["pipelines"]
                 .as_array()
                 .unwrap()
@@ -429,4 +434,16 @@ pub fn run_python(python: &str, script: &str, args: &[&std::ffi::OsStr]) -> Stri
 /// The roo binary under test, as an argument.
 pub fn roo_path() -> &'static std::ffi::OsStr {
     std::ffi::OsStr::new(env!("CARGO_BIN_EXE_roo"))
+}
+
+/// A process's resident memory, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap()
 }

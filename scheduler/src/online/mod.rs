@@ -229,3 +229,6 @@ impl Requests {
         self.in_flight.load(Ordering::Acquire)
     }
 }
+
+#[cfg(test)]
+mod tests;
