@@ -34,21 +34,33 @@ pub(crate) struct Ready {
     pub(crate) flight: Option<String>,
     /// The first pipeline's TCP source.
     pub(crate) tcp: Option<String>,
+    /// The online V2 REST and gRPC endpoints.
+    pub(crate) online_http: Option<String>,
+    pub(crate) online_grpc: Option<String>,
 }
 
 impl Daemon {
     /// Starts `roo serve` on `config`; its ready file goes beside it.
     pub(crate) fn start(config: &Path) -> Result<Self> {
+        Self::start_on(config, None)
+    }
+
+    /// The same, with the daemon's threads on CPU `cpu` only (when given).
+    pub(crate) fn start_on(config: &Path, cpu: Option<usize>) -> Result<Self> {
         let ready_file = config.with_extension("ready.json");
         let _ = std::fs::remove_file(&ready_file);
-        let child = Command::new(roo_binary()?)
+        let mut command = Command::new(roo_binary()?);
+        command
             .args(["serve", "--config"])
             .arg(config)
             .arg("--ready-file")
             .arg(&ready_file)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
+            .stderr(Stdio::null());
+        if let Some(cpu) = cpu {
+            pin_child(&mut command, cpu);
+        }
+        let child = command.spawn()?;
         Ok(Self { child, ready_file })
     }
 
@@ -76,6 +88,8 @@ impl Daemon {
             tcp: v["pipelines"]
                 .as_array()
                 .and_then(|p| p.iter().find_map(|p| text_of(&p["tcp"]))),
+            online_http: text_of(&v["online_http"]),
+            online_grpc: text_of(&v["online_grpc"]),
         })
     }
 
@@ -209,4 +223,74 @@ pub(crate) fn role(name: &str) -> String {
         Some((head, tail)) if tail.chars().all(|c| c.is_ascii_digit()) => head.to_string(),
         _ => name.to_string(),
     }
+}
+
+/// Runs `command`'s process on CPU `cpu` only (set between fork and exec).
+pub(crate) fn pin_child(command: &mut Command, cpu: usize) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: sched_setaffinity is async-signal-safe; the set is built on
+    // the stack before the call.
+    unsafe {
+        command.pre_exec(move || {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Pins the calling thread to `cpus`; returns the set it had.
+pub(crate) fn pin_self(cpus: &[usize]) -> Option<libc::cpu_set_t> {
+    // SAFETY: plain calls on a zeroed cpu_set_t for this thread (tid 0).
+    unsafe {
+        let mut before: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut before) != 0 {
+            return None;
+        }
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cpus {
+            libc::CPU_SET(c, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        Some(before)
+    }
+}
+
+/// Restores what [`pin_self`] returned.
+pub(crate) fn unpin_self(before: Option<libc::cpu_set_t>) {
+    if let Some(set) = before {
+        // SAFETY: the set read by sched_getaffinity.
+        unsafe {
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        }
+    }
+}
+
+/// CPU seconds of `pid` and every process below it (a server that forks
+/// workers), from /proc.
+pub(crate) fn tree_cpu_s(pid: u32) -> f64 {
+    let mut total = 0.0;
+    let mut stack = vec![pid];
+    while let Some(p) = stack.pop() {
+        if let Some((_, secs)) =
+            crate::report::proc_stat_cpu_s(Path::new(&format!("/proc/{p}/stat")))
+        {
+            total += secs;
+        }
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.flatten() {
+                if let Ok(children) = std::fs::read_to_string(t.path().join("children")) {
+                    stack.extend(
+                        children
+                            .split_whitespace()
+                            .filter_map(|c| c.parse::<u32>().ok()),
+                    );
+                }
+            }
+        }
+    }
+    total
 }

@@ -18,6 +18,7 @@ mod gpu;
 mod headline;
 mod ingest;
 mod kernels;
+mod online;
 mod pipeline;
 mod plot;
 mod topk;
@@ -171,6 +172,16 @@ enum Bench {
         #[command(flatten)]
         common: Common,
     },
+    /// Online decisions: one event per request over V2 REST and gRPC, roo
+    /// beside MLServer (one worker, its XGBoost runtime), the server on one
+    /// core (build roo first: cargo build --release -p roo-appliance).
+    Online {
+        /// Seconds per figure.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Flight DoExchange at batch sizes 1 … 65536 from Rust and pyarrow,
     /// beside a Python HTTP server calling XGBoost per request (build roo
     /// first: cargo build --release -p roo-appliance).
@@ -256,6 +267,7 @@ fn main() -> Result<()> {
             dollars_per_core_hour,
         })?,
         Bench::Flight { seconds, common } => flight::run(seconds, &common.python, &common.cache)?,
+        Bench::Online { seconds, common } => online::run(seconds, &common.python, &common.cache)?,
         Bench::Features(r) => {
             features::run(r.events, r.keys, r.peer_events, r.python(), &r.common.cache)?
         }
@@ -292,8 +304,9 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-const SCENARIOS: [&str; 9] = [
+const SCENARIOS: [&str; 10] = [
     "kernels", "ingest", "pipeline", "flight", "gpu", "features", "enrich", "topk", "audit",
+    "online",
 ];
 
 /// Every scenario (or `only` those), then the report.
@@ -318,6 +331,7 @@ fn all(quick: bool, out: &Path, price: f64, only: &[String], common: &Common) ->
         ("enrich", 3),
         ("topk", 5),
         ("audit", 4),
+        ("online", 3),
     ]
     .iter()
     .filter(|(s, _)| wanted(s))
@@ -408,6 +422,9 @@ fn all(quick: bool, out: &Path, price: f64, only: &[String], common: &Common) ->
                 Some(python),
                 cache,
             )?);
+        }
+        if wanted("online") {
+            sections.push(online::run(if quick { 0.4 } else { 5.0 }, python, cache)?);
         }
         Ok(())
     })();

@@ -90,7 +90,9 @@ pub struct OnlineConfig {
     pub http: Option<String>,
     /// `host:port` for V2 gRPC.
     pub grpc: Option<String>,
-    /// Concurrent requests coalesce into one batch for at most this long.
+    /// Requests waiting while a batch runs always join the next one; with
+    /// this above 0 a request also waits up to this long for company
+    /// (fewer, larger batches at light load, for latency).
     #[serde(default = "default_linger_us")]
     pub linger_us: Bounded<0, 1_000_000>,
     /// Rows a coalesced batch holds at most.
@@ -105,7 +107,7 @@ pub struct OnlineConfig {
 }
 
 fn default_linger_us() -> Bounded<0, 1_000_000> {
-    Bounded(100)
+    Bounded(0)
 }
 fn default_online_max_rows() -> Bounded<1, 1_048_576> {
     Bounded(1024)

@@ -182,6 +182,10 @@ impl GrpcInferenceService for Service {
     ) -> Result<Response<ModelInferResponse>, Status> {
         self.authorize(&request)?;
         let r = request.into_inner();
+        let pipeline = self
+            .online
+            .versioned(&r.model_name, version(&r.model_version))
+            .map_err(|e| e.grpc())?;
         let raw = r.raw_input_contents;
         if !raw.is_empty() && raw.len() != r.inputs.len() {
             return Err(V2Error::bad(format!(
@@ -211,7 +215,7 @@ impl GrpcInferenceService for Service {
         let requested: Vec<String> = r.outputs.into_iter().map(|o| o.name).collect();
         let inferred = self
             .online
-            .infer(&r.model_name, version(&r.model_version), inputs, &requested)
+            .infer(pipeline, inputs, &requested)
             .await
             .map_err(|e| e.grpc())?;
         let mut raw_output_contents = Vec::with_capacity(inferred.outputs.len());

@@ -154,20 +154,27 @@ impl Online {
     }
 
     fn pipeline(&self, name: &str) -> Result<Arc<Pipeline>, V2Error> {
-        let all = list(&self.pipelines);
-        all.iter()
+        let found = self
+            .pipelines
+            .lock()
+            .expect("not poisoned")
+            .iter()
             .find(|p| p.name() == name)
-            .cloned()
-            .ok_or_else(|| {
-                V2Error::NotFound(format!(
-                    "model {name:?} is not served; the models are the pipelines: [{}]",
-                    all.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
-                ))
-            })
+            .cloned();
+        found.ok_or_else(|| {
+            V2Error::NotFound(format!(
+                "model {name:?} is not served; the models are the pipelines: [{}]",
+                list(&self.pipelines)
+                    .iter()
+                    .map(|p| p.name().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
     }
 
     /// The pipeline, checked against a requested version (empty: any).
-    fn versioned(&self, name: &str, version: Option<&str>) -> Result<Arc<Pipeline>, V2Error> {
+    pub fn versioned(&self, name: &str, version: Option<&str>) -> Result<Arc<Pipeline>, V2Error> {
         let p = self.pipeline(name)?;
         if let Some(v) = version.filter(|v| !v.is_empty()) {
             let current = p.model_version().unwrap_or_default();
@@ -212,32 +219,32 @@ impl Online {
         })
     }
 
-    /// Scores `inputs` through the pipeline's chain; the reply holds the
-    /// `requested` outputs (default: the scores).
+    /// Scores `inputs` through pipeline `p`'s chain (found with
+    /// [`Online::versioned`]); the reply holds the `requested` outputs
+    /// (default: the scores).
     pub async fn infer(
         &self,
-        name: &str,
-        version: Option<&str>,
+        p: Arc<Pipeline>,
         inputs: Vec<Input>,
         requested: &[String],
     ) -> Result<Inferred, V2Error> {
-        let p = self.versioned(name, version)?;
         let requests = p
             .requests()
             .map_err(|e| V2Error::Unavailable(e.to_string()))?;
-        let features = p.model_features();
+        let model = p.model();
         let target = Target {
-            pipeline: name,
+            pipeline: p.name(),
             schema: requests.schema(),
-            features: features.as_deref(),
+            features: model.as_ref().map(|m| m.feature_names()),
             event_time: p.event_time_column(),
         };
         let batch = tensors::to_batch(&target, inputs)?;
+        drop(model);
         drop(p);
         let reply = requests.submit(batch)?.reply().await?;
         Ok(Inferred {
-            model_version: tensors::model_version(&reply.batch),
-            outputs: tensors::outputs(&reply.batch, requested)?,
+            model_version: tensors::model_version(&reply),
+            outputs: tensors::outputs(&reply, requested)?,
         })
     }
 }

@@ -303,7 +303,7 @@ async fn infer_body(
 ) -> Result<Response, V2Error> {
     authorize(online, headers)?;
     // An unknown model is a 404 whatever the body holds.
-    online.ready(name, version)?;
+    let pipeline = online.versioned(name, version)?;
     let json_len = match headers.get(HEADER_LENGTH) {
         None => body.len(),
         Some(v) => v
@@ -322,7 +322,7 @@ async fn infer_body(
     let request: InferRequest = serde_json::from_slice(json).map_err(|e| {
         let has = |word: &[u8]| json.windows(word.len()).any(|w| w == word);
         let hint = if has(b"NaN") || has(b"Infinity") {
-            " (JSON has no NaN or Infinity: send such values with the binary tensor data extension)"
+            " (JSON has no NaN or Infinity: send a missing value as null, or use the binary tensor data extension)"
         } else {
             ""
         };
@@ -377,7 +377,7 @@ async fn infer_body(
     let all_binary = flag(&request.parameters, "binary_data_output");
     let requested = request.outputs.unwrap_or_default();
     let names: Vec<String> = requested.iter().map(|o| o.name.clone()).collect();
-    let inferred = online.infer(name, version, inputs, &names).await?;
+    let inferred = online.infer(pipeline, inputs, &names).await?;
     let binary_out: Vec<bool> = inferred
         .outputs
         .iter()
@@ -468,7 +468,8 @@ fn reply(
     r
 }
 
-/// A JSON `data` value (flat or nested arrays, row-major) as `datatype`.
+/// A JSON `data` value (flat or nested arrays, row-major) as `datatype`;
+/// in FP32 and FP64 data, null is a missing value (NaN), as MLServer takes it.
 fn values_of_json(name: &str, datatype: &str, data: &Value) -> Result<Values, V2Error> {
     let mut leaves = Vec::new();
     flatten(data, &mut leaves);
@@ -481,7 +482,13 @@ fn values_of_json(name: &str, datatype: &str, data: &Value) -> Result<Values, V2
         "FP32" | "FP64" => {
             let mut out = Vec::with_capacity(leaves.len());
             for (i, v) in leaves.iter().enumerate() {
-                out.push(v.as_f64().ok_or_else(|| wrong(i, v, "a number"))?);
+                // JSON has no NaN: null stands for a missing value.
+                let x = if v.is_null() {
+                    Some(f64::NAN)
+                } else {
+                    v.as_f64()
+                };
+                out.push(x.ok_or_else(|| wrong(i, v, "a number (or null: missing)"))?);
             }
             if datatype == "FP32" {
                 Values::F32(out.into_iter().map(|x| x as f32).collect())

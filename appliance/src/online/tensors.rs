@@ -18,6 +18,8 @@ use arrow_array::{
 };
 use arrow_schema::{DataType, SchemaRef};
 
+use roo_scheduler::online::Reply;
+
 use super::V2Error;
 
 /// A tensor's elements, flat, row-major.
@@ -206,8 +208,10 @@ fn rows_of(input: &Input) -> Result<(usize, usize), V2Error> {
     }
 }
 
-/// The request's batch: the pipeline's input columns, in order.
-pub fn to_batch(target: &Target, inputs: Vec<Input>) -> Result<RecordBatch, V2Error> {
+/// The request's batch: the pipeline's input columns, in order. Each
+/// column is built once from the tensor's values (moved, not copied, when
+/// one tensor is one column of the column's type).
+pub fn to_batch(target: &Target, mut inputs: Vec<Input>) -> Result<RecordBatch, V2Error> {
     if inputs.is_empty() {
         return Err(V2Error::bad(format!(
             "the request has no inputs; model {} takes [{}]",
@@ -228,7 +232,11 @@ pub fn to_batch(target: &Target, inputs: Vec<Input>) -> Result<RecordBatch, V2Er
             }
             _ => rows = Some((n, &input.name)),
         }
-        let is_column = target.schema.field_with_name(&input.name).is_ok();
+        let is_column = target
+            .schema
+            .fields()
+            .iter()
+            .any(|f| f.name() == &input.name);
         if f > 1 || (!is_column && input.shape.len() == 2) {
             let features = target.features.ok_or_else(|| {
                 V2Error::bad(format!(
@@ -267,19 +275,26 @@ pub fn to_batch(target: &Target, inputs: Vec<Input>) -> Result<RecordBatch, V2Er
     if n == 0 {
         return Err(V2Error::bad("the request has no rows".to_string()));
     }
+    let matrix = matrix.map(|(input, f)| (input.name.clone(), f));
+    let matrix_at = matrix
+        .as_ref()
+        .and_then(|(m, _)| inputs.iter().position(|i| i.name == *m));
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(target.schema.fields().len());
     for field in target.schema.fields() {
         let name = field.name();
-        let column = if let Some(input) = inputs.iter().find(|i| i.name == *name) {
-            column_of(name, &input.values, field.data_type())?
-        } else if let Some(j) = matrix.and_then(|_| {
+        let column = if let Some(at) = inputs.iter().position(|i| {
+            i.name == *name && Some(i.name.as_str()) != matrix.as_ref().map(|(m, _)| m.as_str())
+        }) {
+            let values = std::mem::replace(&mut inputs[at].values, Values::Bool(Vec::new()));
+            column_of(name, values, field.data_type())?
+        } else if let Some(j) = matrix.as_ref().and_then(|_| {
             target
                 .features
                 .and_then(|fs| fs.iter().position(|f| f == name))
         }) {
-            let (input, f) = matrix.expect("checked");
-            let values = strided(&input.values, j, f);
-            column_of(&input.name, &values, field.data_type())?
+            let (m, f) = matrix.as_ref().expect("checked");
+            let input = &inputs[matrix_at.expect("the matrix is an input")];
+            column_of(m, strided(&input.values, j, *f), field.data_type())?
         } else if target.event_time == Some(name.as_str()) {
             arrival_times(n, field.data_type())?
         } else {
@@ -324,16 +339,17 @@ fn expected_inputs(target: &Target) -> String {
 /// A column of type `to` from a tensor's values: numbers for numeric
 /// columns, BOOL for booleans, BYTES for text; INT64 microseconds or BYTES
 /// (RFC 3339) for timestamps.
-fn column_of(name: &str, values: &Values, to: &DataType) -> Result<ArrayRef, V2Error> {
+fn column_of(name: &str, values: Values, to: &DataType) -> Result<ArrayRef, V2Error> {
     let numeric_to = to.is_numeric();
+    let datatype = values.datatype();
     let array: ArrayRef = match values {
-        Values::F32(v) if numeric_to => Arc::new(Float32Array::from(v.clone())),
-        Values::F64(v) if numeric_to => Arc::new(Float64Array::from(v.clone())),
-        Values::I32(v) if numeric_to => Arc::new(Int32Array::from(v.clone())),
+        Values::F32(v) if numeric_to => Arc::new(Float32Array::from(v)),
+        Values::F64(v) if numeric_to => Arc::new(Float64Array::from(v)),
+        Values::I32(v) if numeric_to => Arc::new(Int32Array::from(v)),
         Values::I64(v) if numeric_to || matches!(to, DataType::Timestamp(..)) => {
-            Arc::new(Int64Array::from(v.clone()))
+            Arc::new(Int64Array::from(v))
         }
-        Values::Bool(v) if *to == DataType::Boolean => Arc::new(BooleanArray::from(v.clone())),
+        Values::Bool(v) if *to == DataType::Boolean => Arc::new(BooleanArray::from(v)),
         Values::Bytes(v)
             if matches!(
                 to,
@@ -351,7 +367,7 @@ fn column_of(name: &str, values: &Values, to: &DataType) -> Result<ArrayRef, V2E
                 .collect::<Result<Vec<&str>, V2Error>>()?;
             Arc::new(StringArray::from(text))
         }
-        other => {
+        _ => {
             let expected = match to {
                 t if t.is_numeric() => "FP32, FP64, INT32 or INT64",
                 DataType::Boolean => "BOOL",
@@ -361,8 +377,7 @@ fn column_of(name: &str, values: &Values, to: &DataType) -> Result<ArrayRef, V2E
                 _ => "BYTES",
             };
             return Err(V2Error::bad(format!(
-                "input {name} is {}; its column is {to}: expected {expected}",
-                other.datatype()
+                "input {name} is {datatype}; its column is {to}: expected {expected}"
             )));
         }
     };
@@ -375,8 +390,7 @@ fn column_of(name: &str, values: &Values, to: &DataType) -> Result<ArrayRef, V2E
     };
     arrow_cast::cast_with_options(&array, to, &options).map_err(|e| {
         V2Error::bad(format!(
-            "input {name}: its {} values do not fit the column's type {to}: {e}",
-            values.datatype()
+            "input {name}: its {datatype} values do not fit the column's type {to}: {e}"
         ))
     })
 }
@@ -456,12 +470,14 @@ pub fn tensor_of(name: &str, column: &ArrayRef) -> Output {
 
 /// The reply's tensors: those `requested` (any of the reply's columns),
 /// or by default `score` and each shadow's `score_NAME`.
-pub fn outputs(batch: &RecordBatch, requested: &[String]) -> Result<Vec<Output>, V2Error> {
-    let schema = batch.schema();
-    let names: Vec<String> = if requested.is_empty() {
-        default_outputs(&schema)
+pub fn outputs(reply: &Reply, requested: &[String]) -> Result<Vec<Output>, V2Error> {
+    let schema = reply.batch.schema();
+    let defaults;
+    let names: &[String] = if requested.is_empty() {
+        defaults = default_outputs(&schema);
+        &defaults
     } else {
-        requested.to_vec()
+        requested
     };
     if names.is_empty() {
         return Err(V2Error::bad(format!(
@@ -471,9 +487,9 @@ pub fn outputs(batch: &RecordBatch, requested: &[String]) -> Result<Vec<Output>,
     }
     names
         .iter()
-        .map(|name| match schema.index_of(name) {
-            Ok(i) => Ok(tensor_of(name, batch.column(i))),
-            Err(_) => Err(V2Error::bad(format!(
+        .map(|name| match reply.column(name) {
+            Some(column) => Ok(tensor_of(name, &column)),
+            None => Err(V2Error::bad(format!(
                 "output {name}: no such output; the reply has [{}]",
                 column_list(&schema)
             ))),
@@ -503,13 +519,18 @@ fn column_list(schema: &arrow_schema::Schema) -> String {
 
 /// The version of the model that scored the reply (its `model_version`
 /// column), empty without a model.
-pub fn model_version(batch: &RecordBatch) -> String {
-    match batch.schema().index_of("model_version") {
-        Ok(i) if batch.num_rows() > 0 => {
-            arrow_cast::display::array_value_to_string(batch.column(i), 0).unwrap_or_default()
+pub fn model_version(reply: &Reply) -> String {
+    let Some(column) = reply.column("model_version").filter(|c| !c.is_empty()) else {
+        return String::new();
+    };
+    // A dictionary of the versions (as the scorers write it), else text.
+    if let Some(d) = column.as_any_dictionary_opt() {
+        let key = d.normalized_keys()[0];
+        if let Some(values) = d.values().as_string_opt::<i32>() {
+            return values.value(key).to_string();
         }
-        _ => String::new(),
     }
+    arrow_cast::display::array_value_to_string(&column, 0).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -648,6 +669,7 @@ mod tests {
                 vec![
                     one("amount", vec![1], Values::Bytes(vec![b"x".to_vec()])),
                     one("card", vec![1], Values::Bytes(vec![b"c".to_vec()])),
+                    one("ts", vec![1], Values::I64(vec![1])),
                 ],
                 "input amount is BYTES; its column is Float32: expected FP32, FP64, INT32 or INT64",
             ),
@@ -676,21 +698,27 @@ mod tests {
 
     #[test]
     fn reply_columns_become_tensors() {
+        // The request's rows are 1 and 2 of a coalesced batch of 3.
         let batch = RecordBatch::try_from_iter([
             (
                 "score",
-                Arc::new(Float32Array::from(vec![Some(0.5), None])) as ArrayRef,
+                Arc::new(Float32Array::from(vec![Some(9.0), Some(0.5), None])) as ArrayRef,
             ),
             (
                 "n",
-                Arc::new(Int64Array::from(vec![Some(3), None])) as ArrayRef,
+                Arc::new(Int64Array::from(vec![Some(9), Some(3), None])) as ArrayRef,
             ),
             (
                 "score_candidate",
-                Arc::new(Float32Array::from(vec![0.25, 0.75])) as ArrayRef,
+                Arc::new(Float32Array::from(vec![9.0, 0.25, 0.75])) as ArrayRef,
             ),
         ])
         .unwrap();
+        let batch = Reply {
+            batch: Arc::new(batch),
+            offset: 1,
+            len: 2,
+        };
         let out = outputs(&batch, &[]).unwrap();
         assert_eq!(
             out.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(),

@@ -213,6 +213,11 @@ impl BoundModel {
         &self.compiled.version
     }
 
+    /// The model's features, in its order.
+    pub fn feature_names(&self) -> &[String] {
+        &self.compiled.model.feature_names
+    }
+
     pub fn output_schema(&self) -> &SchemaRef {
         &self.output_schema
     }

@@ -2,6 +2,8 @@
 //! an operator refused and why; and, once the chain has run, each
 //! request's reply.
 
+use std::sync::Arc;
+
 use arrow_array::RecordBatch;
 use futures::channel::oneshot;
 
@@ -89,6 +91,8 @@ impl Answer {
             None => batch,
         };
         let rows_now = batch.map_or(0, RecordBatch::num_rows);
+        // One shared batch for every reply.
+        let shared = batch.map(|b| Arc::new(b.clone()));
         if let Some(rows) = &self.rows {
             debug_assert_eq!(rows.len(), rows_now, "every row is tracked");
             debug_assert!(rows.windows(2).all(|w| w[0] < w[1]), "order is kept");
@@ -114,9 +118,11 @@ impl Answer {
                         rows.partition_point(|r| *r < end),
                     ),
                 };
-                match batch {
+                match &shared {
                     Some(b) if to <= rows_now && to - from == p.len as usize => Ok(Reply {
-                        batch: b.slice(from, to - from),
+                        batch: b.clone(),
+                        offset: from,
+                        len: to - from,
                     }),
                     _ => Err(OnlineError::Rows(
                         (0..p.len as usize)

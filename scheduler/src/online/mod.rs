@@ -2,15 +2,16 @@
 //! pipeline's own operator chain, with replies.
 //!
 //! ```text
-//! HTTP / gRPC / Flight ─▶ Requests::submit ─▶ batcher thread ─▶ operator stage ─▶ sinks
-//!        ▲                  (permit: at most      (coalesce for      (the chain, beside
-//!        └──── Ticket ◀──── requests_max)          linger, max_rows)  the source's batches)
-//!                                  Answer::deliver ◀───────────────┘
+//! HTTP / gRPC ─▶ Requests::submit ─▶ queue ─▶ operator stage: coalesce, the chain ─▶ sinks
+//!      ▲          (a permit: at most          (linger, max_rows; beside the
+//!      │           requests_max)                source's batches)
+//!      └──── Ticket ◀──── Answer::deliver ◀────────┘
 //! ```
 //!
 //! - `batcher.rs`: the cross-request micro-batcher (Triton's dynamic
-//!   batcher, in the engine): requests that arrive within `linger` of the
-//!   first, up to `max_rows` rows, become one flow.
+//!   batcher, in the engine), run by the operator stage: the requests
+//!   waiting, and those arriving within `linger` of the first, up to
+//!   `max_rows` rows, become one flow.
 //! - `answer.rs`: what travels with that flow — which rows are whose, which
 //!   an operator refused and why — and the fan-out of the replies.
 //!
@@ -39,7 +40,7 @@ use futures::channel::oneshot;
 use thiserror::Error;
 
 pub use answer::Answer;
-pub(crate) use batcher::{start as start_batcher, RequestFlow};
+pub(crate) use batcher::Coalescer;
 
 use crate::metrics::PipelineMetrics;
 use crate::pipeline::{check_push_schema, SchemaMismatch};
@@ -58,7 +59,7 @@ pub struct OnlineLimits {
 impl Default for OnlineLimits {
     fn default() -> Self {
         Self {
-            linger: Duration::from_micros(100),
+            linger: Duration::ZERO,
             max_rows: 1024,
             requests_max: 4096,
         }
@@ -94,10 +95,34 @@ fn describe(rows: &[(usize, String)]) -> String {
 }
 
 /// A request's answer: its rows as the chain left them (the input's
-/// columns, features, table columns, `score`, `model_version`, shadows).
+/// columns, features, table columns, `score`, `model_version`, shadows),
+/// rows `offset..offset + len` of the coalesced batch, which every
+/// request of that batch shares (nothing is copied or sliced for a reply
+/// until its reader asks for a column).
 #[derive(Clone, Debug)]
 pub struct Reply {
-    pub batch: RecordBatch,
+    pub batch: Arc<RecordBatch>,
+    pub offset: usize,
+    pub len: usize,
+}
+
+impl Reply {
+    /// The request's rows as a batch of their own.
+    pub fn rows(&self) -> RecordBatch {
+        self.batch.slice(self.offset, self.len)
+    }
+
+    /// One column's values for the request's rows; `None` when the reply
+    /// has no such column.
+    pub fn column(&self, name: &str) -> Option<arrow_array::ArrayRef> {
+        let i = self
+            .batch
+            .schema_ref()
+            .fields()
+            .iter()
+            .position(|f| f.name() == name)?;
+        Some(self.batch.column(i).slice(self.offset, self.len))
+    }
 }
 
 /// The way to a reply: a future, or `wait` from a plain thread.
@@ -152,6 +177,7 @@ fn block_on<F: Future>(f: F) -> F::Output {
 /// One request on its way to the batcher.
 pub(crate) struct Request {
     pub batch: RecordBatch,
+    pub submitted: Instant,
     pub reply: oneshot::Sender<Result<Reply, OnlineError>>,
     pub _permit: Permit,
 }
@@ -196,6 +222,7 @@ impl Requests {
         let (reply, rx) = oneshot::channel();
         let request = Request {
             batch,
+            submitted,
             reply,
             _permit: permit,
         };

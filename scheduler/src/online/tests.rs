@@ -133,10 +133,10 @@ fn concurrent_requests_share_batches_and_each_gets_its_own_rows() {
                     let a: Vec<f32> = (0..rows).map(|r| (t * 1000 + i * 2 + r) as f32).collect();
                     let b: Vec<f32> = (0..rows).map(|r| (t + r) as f32).collect();
                     let reply = requests.submit(ab(&a, &b)).unwrap().wait().unwrap();
-                    assert_eq!(column_f32(&reply.batch, "a"), a, "its own rows, in order");
+                    assert_eq!(column_f32(&reply.rows(), "a"), a, "its own rows, in order");
                     let expected: Vec<f32> =
                         a.iter().zip(&b).map(|(a, b)| a + 2.0 * b + 0.5).collect();
-                    assert_eq!(column_f32(&reply.batch, "score"), expected);
+                    assert_eq!(column_f32(&reply.rows(), "score"), expected);
                 }
             });
         }
@@ -211,7 +211,7 @@ fn refused_rows_name_their_reason_and_a_request_updates_the_state_a_streamed_eve
         .unwrap()
         .wait()
         .unwrap();
-    assert_eq!(counts_of(&reply.batch), [0]);
+    assert_eq!(counts_of(&reply.rows()), [0]);
     // A request with a late row (lateness 0): that row is refused by name,
     // the other (card 8) is scored and on record.
     match requests.submit(rows(&[8, 7], &[5_000, 10])).unwrap().wait() {
@@ -226,7 +226,7 @@ fn refused_rows_name_their_reason_and_a_request_updates_the_state_a_streamed_eve
         }
         other => panic!(
             "expected the late row refused, got {:?}",
-            other.map(|r| r.batch)
+            other.map(|r| r.rows())
         ),
     }
     // A streamed event for card 7 sees the request's event in its state.
@@ -239,7 +239,7 @@ fn refused_rows_name_their_reason_and_a_request_updates_the_state_a_streamed_eve
         .unwrap()
         .wait()
         .unwrap();
-    assert_eq!(counts_of(&reply.batch), [2]);
+    assert_eq!(counts_of(&reply.rows()), [2]);
     drop(requests);
     p.stop();
     let counts = p.join().unwrap();

@@ -44,7 +44,7 @@ pub(crate) use spec::{open_audit, resolve};
 use crate::error::{PipelineError, SetupError, StageError};
 use crate::metrics::{MetricsSnapshot, PipelineMetrics};
 use crate::models::{BatchScorer, BoundModel, CompiledModel, ModelSlot};
-use crate::online::{self, OnlineLimits, Request, RequestFlow, Requests};
+use crate::online::{OnlineLimits, Request, Requests};
 use crate::operators::aggregate::LatestWindow;
 use crate::operators::enrich::{EnrichError, LiveTable, TableWatcher};
 use crate::operators::score::ScoreOperator;
@@ -187,7 +187,7 @@ impl Pipeline {
             Box::new(move || deliver::run(flow_rx, sinks, dead, event_time, &sink_metrics)),
         )?;
         // Online requests: their queue (one slot per permit) to the
-        // batcher, the batcher's (two coalesced batches) to the operators.
+        // operator stage, which coalesces them.
         let online_limits = spec
             .online
             .or(matches!(spec.source, SourceSpec::Requests { .. }).then(OnlineLimits::default));
@@ -195,9 +195,8 @@ impl Pipeline {
         let mut requests_rx = None;
         if let Some(limits) = online_limits {
             let (request_tx, request_rx) = bounded::<Request>(limits.requests_max.max(1));
-            let (batched_tx, batched_rx) = bounded::<RequestFlow>(2);
-            online_parts = Some((limits, request_tx, request_rx, batched_tx));
-            requests_rx = Some(batched_rx);
+            online_parts = Some((limits, request_tx));
+            requests_rx = Some((request_rx, limits));
         }
         let operate_metrics = metrics.clone();
         spawn(
@@ -231,25 +230,14 @@ impl Pipeline {
             spawn("src", body)?;
         }
         let requests = match online_parts {
-            Some((limits, request_tx, request_rx, batched_tx)) => {
-                spawn(
-                    "requests",
-                    Box::new(online::start_batcher(
-                        request_rx,
-                        batched_tx,
-                        limits,
-                        metrics.clone(),
-                    )),
-                )?;
-                Some(Requests {
-                    tx: request_tx,
-                    pipeline: Arc::from(spec.name.as_str()),
-                    schema: resolved.input_schema.clone(),
-                    in_flight: Default::default(),
-                    limits,
-                    metrics: metrics.clone(),
-                })
-            }
+            Some((limits, request_tx)) => Some(Requests {
+                tx: request_tx,
+                pipeline: Arc::from(spec.name.as_str()),
+                schema: resolved.input_schema.clone(),
+                in_flight: Default::default(),
+                limits,
+                metrics: metrics.clone(),
+            }),
             None => None,
         };
         Ok(Self {
@@ -575,13 +563,6 @@ impl Pipeline {
     /// The input column holding each event's time (`event_time`), if any.
     pub fn event_time_column(&self) -> Option<&str> {
         self.event_time.as_deref()
-    }
-
-    /// What the model reads, in its feature order, when it has one.
-    pub fn model_features(&self) -> Option<Vec<String>> {
-        self.model
-            .as_ref()
-            .map(|m| m.current().compiled.model.feature_names.clone())
     }
 
     /// Asks the source to stop reading; the stages drain behind it.

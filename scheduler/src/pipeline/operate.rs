@@ -22,14 +22,15 @@ use roo_ingest::IngestBatch;
 
 use crate::error::StageError;
 use crate::metrics::PipelineMetrics;
-use crate::online::RequestFlow;
+use crate::online::{Coalescer, OnlineLimits, Request};
 use crate::operators::{Chain, Flow, InFlight, Progress};
 
 /// The stage's inputs: the source's queue and the requests' (each `None`
 /// once it has ended, or for requests when the pipeline takes none).
-struct Inputs {
+struct Inputs<'m> {
     ingest: Option<Receiver<IngestBatch>>,
-    requests: Option<Receiver<RequestFlow>>,
+    requests: Option<(Receiver<Request>, Coalescer)>,
+    metrics: &'m PipelineMetrics,
 }
 
 /// What the inputs gave.
@@ -41,18 +42,33 @@ enum Next {
     End,
 }
 
-impl Inputs {
+impl Inputs<'_> {
     /// The next batch from either queue; waits up to `EMIT_TICK` when `wait`.
     fn next(&mut self, wait: bool) -> Next {
         loop {
-            if self.ingest.is_none() && self.requests.is_none() {
+            let Inputs {
+                ingest,
+                requests,
+                metrics,
+            } = self;
+            // A request left over from the last coalesced batch goes first.
+            if let Some((rx, coalescer)) = requests.as_mut() {
+                if let Some(r) = coalescer.carried() {
+                    match coalescer.flow(r, rx, metrics) {
+                        Some(flow) => return Next::Flow(flow),
+                        None => continue,
+                    }
+                }
+            }
+            if ingest.is_none() && requests.is_none() {
                 return Next::End;
             }
             // Which queue gave what: a batch, or its end.
             let (from_ingest, got) = {
                 let mut select = Select::new();
-                let ingest = self.ingest.as_ref().map(|r| select.recv(r));
-                if let Some(r) = &self.requests {
+                let ingest_at = ingest.as_ref().map(|r| select.recv(r));
+                let requests_rx = requests.as_ref().map(|(r, _)| r);
+                if let Some(r) = requests_rx {
                     select.recv(r);
                 }
                 let ready = if wait {
@@ -63,32 +79,37 @@ impl Inputs {
                 let Some(op) = ready else {
                     return Next::Idle;
                 };
-                if Some(op.index()) == ingest {
-                    let b = op.recv(self.ingest.as_ref().expect("selected"));
-                    (true, b.ok().map(Flow::from))
+                if Some(op.index()) == ingest_at {
+                    let b = op.recv(ingest.as_ref().expect("selected"));
+                    (true, b.ok().map(Flow::from).map(Ok))
                 } else {
-                    let r = op.recv(self.requests.as_ref().expect("selected"));
-                    (
-                        false,
-                        r.ok().map(|r| {
-                            let mut flow = Flow::from(r.batch);
-                            flow.answer = Some(Box::new(r.answer));
-                            flow
-                        }),
-                    )
+                    let first = op.recv(requests_rx.expect("selected"));
+                    (false, first.ok().map(Err))
                 }
+            };
+            let got = match got {
+                Some(Ok(flow)) => Some(flow),
+                Some(Err(first)) => {
+                    let (rx, coalescer) = requests.as_mut().expect("selected");
+                    match coalescer.flow(first, rx, metrics) {
+                        Some(flow) => Some(flow),
+                        // Refused whole (each requester was told): next.
+                        None => continue,
+                    }
+                }
+                None => None,
             };
             match got {
                 Some(flow) => return Next::Flow(flow),
-                None if from_ingest => self.ingest = None,
-                None => self.requests = None,
+                None if from_ingest => *ingest = None,
+                None => *requests = None,
             }
         }
     }
 
     fn waiting(&self) -> usize {
         self.ingest.as_ref().map_or(0, Receiver::len)
-            + self.requests.as_ref().map_or(0, Receiver::len)
+            + self.requests.as_ref().map_or(0, |(r, _)| r.len())
     }
 }
 
@@ -97,14 +118,15 @@ const EMIT_TICK: Duration = Duration::from_millis(200);
 
 pub(crate) fn run(
     rx: Receiver<IngestBatch>,
-    requests: Option<Receiver<RequestFlow>>,
+    requests: Option<(Receiver<Request>, OnlineLimits)>,
     tx: Sender<Flow>,
     mut chain: Chain,
     metrics: &PipelineMetrics,
 ) -> Result<(), StageError> {
     let mut inputs = Inputs {
         ingest: Some(rx),
-        requests,
+        requests: requests.map(|(rx, limits)| (rx, Coalescer::new(limits))),
+        metrics,
     };
     let mut held: Option<(usize, InFlight)> = None;
     loop {
