@@ -279,6 +279,15 @@ pub fn to_batch(target: &Target, mut inputs: Vec<Input>) -> Result<RecordBatch, 
     let matrix_at = matrix
         .as_ref()
         .and_then(|(m, _)| inputs.iter().position(|i| i.name == *m));
+    // One event's FP32 features (the common request): every column a
+    // one-value slice of one shared buffer, no copy per column.
+    let one_row_f32 = match (matrix_at, n) {
+        (Some(at), 1) => match &mut inputs[at].values {
+            Values::F32(v) => Some(arrow_buffer::Buffer::from_vec(std::mem::take(v))),
+            _ => None,
+        },
+        _ => None,
+    };
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(target.schema.fields().len());
     for field in target.schema.fields() {
         let name = field.name();
@@ -293,8 +302,20 @@ pub fn to_batch(target: &Target, mut inputs: Vec<Input>) -> Result<RecordBatch, 
                 .and_then(|fs| fs.iter().position(|f| f == name))
         }) {
             let (m, f) = matrix.as_ref().expect("checked");
-            let input = &inputs[matrix_at.expect("the matrix is an input")];
-            column_of(m, strided(&input.values, j, *f), field.data_type())?
+            match &one_row_f32 {
+                Some(buffer) if *field.data_type() == DataType::Float32 => {
+                    let values = arrow_buffer::ScalarBuffer::<f32>::new(buffer.clone(), j, 1);
+                    Arc::new(Float32Array::new(values, None)) as ArrayRef
+                }
+                Some(buffer) => {
+                    let v = arrow_buffer::ScalarBuffer::<f32>::new(buffer.clone(), j, 1);
+                    column_of(m, Values::F32(v.to_vec()), field.data_type())?
+                }
+                None => {
+                    let input = &inputs[matrix_at.expect("the matrix is an input")];
+                    column_of(m, strided(&input.values, j, *f), field.data_type())?
+                }
+            }
         } else if target.event_time == Some(name.as_str()) {
             arrival_times(n, field.data_type())?
         } else {
@@ -643,6 +664,18 @@ mod tests {
             b.column(1).as_primitive::<Float32Type>().values(),
             &[1.0f32, 3.0]
         );
+        // One event: each column a slice of the one buffer.
+        let b = to_batch(
+            &target,
+            vec![Input {
+                name: "input-0".into(),
+                shape: vec![1, 2],
+                values: Values::F32(vec![5.0, 6.0]),
+            }],
+        )
+        .unwrap();
+        assert_eq!(b.column(0).as_primitive::<Float32Type>().values(), &[6.0f32]);
+        assert_eq!(b.column(1).as_primitive::<Float32Type>().values(), &[5.0f32]);
     }
 
     #[test]
