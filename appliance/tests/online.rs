@@ -26,6 +26,9 @@ fn cards_config(dir: &Path, online: &str) -> std::path::PathBuf {
 [server]
 metrics = "127.0.0.1:0"
 
+[flight]
+listen = "127.0.0.1:0"
+
 [online]
 http = "127.0.0.1:0"
 grpc = "127.0.0.1:0"
@@ -63,6 +66,7 @@ fn tritonclient_scores_as_roo_score_does_over_rest_and_grpc() {
     let ready = daemon.ready();
     let http = ready.online_http.clone().expect("a REST endpoint");
     let grpc = ready.online_grpc.clone().expect("a gRPC endpoint");
+    let flight = ready.flight.clone().expect("a Flight endpoint");
     let said = run_python(
         &python,
         "online_triton.py",
@@ -70,6 +74,7 @@ fn tritonclient_scores_as_roo_score_does_over_rest_and_grpc() {
             "check".as_ref(),
             http.as_ref(),
             grpc.as_ref(),
+            flight.as_ref(),
             expected.as_os_str(),
             example("transactions.csv").as_os_str(),
         ],

@@ -37,15 +37,17 @@ struct Measured {
     peak_rss_mib: Option<f64>,
 }
 
-/// Lock-step DoExchange of `batch` for `seconds`.
-async fn exchange(
+/// Lock-step DoExchange of `batch` for `seconds` on the descriptor `path`.
+pub(crate) async fn exchange(
     client: &mut FlightClient,
+    path: &[&str],
     batch: &RecordBatch,
     seconds: f64,
 ) -> Result<(u64, Duration, Histogram<u64>)> {
     let (tx, rx) = tokio::sync::mpsc::channel::<RecordBatch>(1);
+    let path = path.iter().map(|p| p.to_string()).collect();
     let input = FlightDataEncoderBuilder::new()
-        .with_flight_descriptor(Some(FlightDescriptor::new_path(vec!["score".into()])))
+        .with_flight_descriptor(Some(FlightDescriptor::new_path(path)))
         .with_max_flight_data_size(usize::MAX)
         .build(tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok));
     let mut replies = client.do_exchange(input).await?;
@@ -139,7 +141,7 @@ pub fn run(seconds: f64, python: &str, cache: &Path) -> Result<Section> {
             crate::report::step(&format!("flight: Rust client, batch {size}"));
             let batch = rows.slice(0, size);
             let cpu0 = daemon.cpu_s()?;
-            let (n, elapsed, h) = exchange(&mut client, &batch, seconds).await?;
+            let (n, elapsed, h) = exchange(&mut client, &["score"], &batch, seconds).await?;
             let cpu = daemon.cpu_s()? - cpu0;
             rust.push(Measured {
                 rows: n as f64,

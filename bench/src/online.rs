@@ -55,6 +55,7 @@ struct Roo {
     daemon: Daemon,
     http: SocketAddr,
     grpc: SocketAddr,
+    flight: String,
     metrics: String,
 }
 
@@ -349,6 +350,9 @@ fn start_roo(dir: &Path, model: &Path, cpu: Option<usize>) -> Result<Roo> {
 metrics = "127.0.0.1:0"
 threads = 1
 
+[flight]
+listen = "127.0.0.1:0"
+
 [online]
 http = "127.0.0.1:0"
 grpc = "127.0.0.1:0"
@@ -378,6 +382,7 @@ kind = "requests"
         http: parse(ready.online_http, "online http")?,
         grpc: parse(ready.online_grpc, "online grpc")?,
         metrics: ready.metrics.context("roo's metrics address")?,
+        flight: ready.flight.context("roo's Flight address")?,
         daemon,
     })
 }
@@ -513,6 +518,39 @@ fn measurement(system: &str, what: &str, f: &Figure, roo_name: Option<&str>) -> 
     }
 }
 
+/// One-row Flight exchanges, `CONCURRENCY` streams lock-step, on the
+/// descriptor `path`: `["online", P]` (the pipeline's chain, coalesced
+/// with other requests) or `[P]` (the pipeline's model alone, per stream).
+async fn flight_load(roo: &Roo, path: &'static [&'static str], seconds: f64) -> Result<Figure> {
+    let row = CardGenerator::new(17).batch(1).project(
+        &(1..=CARD_FEATURES.len()).collect::<Vec<_>>(),
+    )?;
+    let channel = tonic::transport::Endpoint::new(format!("http://{}", roo.flight))?
+        .tcp_nodelay(true)
+        .connect()
+        .await?;
+    let cpu0 = roo.cpu_s();
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CONCURRENCY {
+        let mut client = arrow_flight::FlightClient::new(channel.clone());
+        let row = row.clone();
+        tasks.push(tokio::spawn(async move {
+            crate::flight::exchange(&mut client, path, &row, seconds).await
+        }));
+    }
+    let mut requests = 0;
+    for t in tasks {
+        requests += t.await??.0;
+    }
+    Ok(Figure {
+        requests,
+        seconds: start.elapsed().as_secs_f64(),
+        cpu_s: roo.cpu_s() - cpu0,
+        latency: None,
+    })
+}
+
 pub fn run(seconds: f64, python: &str, cache: &Path) -> Result<Section> {
     crate::report::step("online: starting roo");
     let dir: PathBuf = cache.join("online");
@@ -541,6 +579,15 @@ pub fn run(seconds: f64, python: &str, cache: &Path) -> Result<Section> {
         crate::report::step("online: roo, REST and gRPC");
         let m0 = crate::daemon::metrics_text(&roo.metrics)?;
         let roo_figures = measure(&runtime, &roo, &requests, seconds)?;
+        crate::report::step("online: roo, Flight one-row exchanges");
+        let flight = runtime.block_on(async {
+            let online = flight_load(&roo, &["online", MODEL], seconds).await?;
+            let direct = flight_load(&roo, &[MODEL], seconds).await?;
+            anyhow::Ok([
+                ("Flight DoExchange [\"online\", P], 1-row batches, 64 streams".to_string(), online),
+                ("Flight DoExchange [P] (no chain, per stream), 1-row batches, 64 streams".to_string(), direct),
+            ])
+        })?;
         let m1 = crate::daemon::metrics_text(&roo.metrics)?;
         let per_batch = {
             let d = |p: &str| crate::daemon::metric(&m1, p) - crate::daemon::metric(&m0, p);
@@ -552,10 +599,10 @@ pub fn run(seconds: f64, python: &str, cache: &Path) -> Result<Section> {
         let ml = start_mlserver(&runtime, python, &dir, &model, server_cpu)?;
         let ml_figures = measure(&runtime, &ml, &requests, seconds)?;
         drop(ml);
-        Ok((roo_figures, ml_figures, per_batch, rss))
+        Ok((roo_figures, ml_figures, per_batch, rss, flight))
     })();
     unpin_self(pinned);
-    let (roo_figures, ml_figures, per_batch, rss) = result?;
+    let (roo_figures, ml_figures, per_batch, rss, flight) = result?;
 
     let mut section = Section::new(
         "online",
@@ -608,6 +655,14 @@ pub fn run(seconds: f64, python: &str, cache: &Path) -> Result<Section> {
                 m.cpu_s * 1e6 / m.requests.max(1) as f64
             ));
         }
+    }
+    for (what, f) in &flight {
+        say!(
+            "roo, {what}: {:.0} rows/s, {:.1} µs of server CPU per row",
+            f.requests as f64 / f.seconds,
+            f.cpu_s * 1e6 / f.requests.max(1) as f64
+        );
+        section.push(measurement("roo", what, f, None).rss(rss));
     }
     say!("roo coalesced {per_batch:.1} requests per batch on average");
     section.note(format!(

@@ -2,6 +2,12 @@
 //! features and gets back, in order, one reply per batch with the input
 //! columns, the scores and `model_version`. One batch being scored and two
 //! replies queued per stream: a slow reader stops the server reading.
+//!
+//! With the descriptor `["online", PIPELINE]` each batch is an online
+//! request instead ([`roo_scheduler::online`]): it runs the pipeline's own
+//! chain (features update, tables join, the audit log and the sinks record
+//! it), coalesced with the pipeline's other requests (V2 REST and gRPC
+//! included), and its reply is every column the chain left.
 
 use std::sync::Arc;
 
@@ -9,7 +15,8 @@ use arrow_array::RecordBatch;
 use arrow_flight::FlightData;
 use arrow_schema::SchemaRef;
 use roo_scheduler::error::chain;
-use roo_scheduler::BatchScorer;
+use roo_scheduler::online::OnlineError;
+use roo_scheduler::{check_push_schema, BatchScorer};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -59,8 +66,15 @@ pub(super) async fn do_exchange(
             "DoExchange",
             "a pipeline or a model",
         )
-        .await
-        .and_then(|(first, path)| Ok((first, shared.exchange_scorer(&path)?)));
+        .await;
+        // ["online", PIPELINE]: through the pipeline's chain.
+        let opened = match opened {
+            Ok((first, path)) if path.first().is_some_and(|k| k == "online") => {
+                return online(&shared, first, path, input, tx).await;
+            }
+            other => other,
+        };
+        let opened = opened.and_then(|(first, path)| Ok((first, shared.exchange_scorer(&path)?)));
         let (first, (target, scorer)) = match opened {
             Ok(o) => o,
             Err(status) => return refuse(&tx, status_to_flight(status), shared.idle).await,
@@ -123,4 +137,76 @@ pub(super) async fn do_exchange(
         }
     });
     Ok(Response::new(encode(rx, message_bytes_max)))
+}
+
+/// An exchange of online requests: each batch submitted to the pipeline's
+/// requests and answered in order.
+async fn online(
+    shared: &Arc<Shared>,
+    first: FlightData,
+    path: Vec<String>,
+    input: Streaming<FlightData>,
+    tx: mpsc::Sender<Result<RecordBatch, arrow_flight::error::FlightError>>,
+) {
+    let pipeline = match path.as_slice() {
+        [_, name] => shared.pipeline(name),
+        _ => Err(invalid(format!(
+            "descriptor path {path:?}: expected [\"online\", PIPELINE]"
+        ))),
+    };
+    let requests = pipeline.and_then(|p| {
+        p.requests().map(|r| (p, r)).map_err(|e| {
+            Status::failed_precondition(format!(
+                "{e}: the pipeline takes no online requests (configure [online])"
+            ))
+        })
+    });
+    let (pipeline, requests) = match requests {
+        Ok(r) => r,
+        Err(status) => return refuse(&tx, status_to_flight(status), shared.idle).await,
+    };
+    let mut incoming = Incoming::new(input, first, shared.idle);
+    let mut sent = false;
+    loop {
+        let expected = requests.schema().clone();
+        let batch = match incoming
+            .next(|s| check_push_schema(&expected, s).map_err(|e| e.to_string()))
+            .await
+        {
+            Ok(Some(b)) => b,
+            Ok(None) => break,
+            Err(Stopped::Gone) => return,
+            Err(Stopped::Refused(status)) => {
+                return refuse(&tx, status_to_flight(status), shared.idle).await
+            }
+        };
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        let reply = match requests.submit(batch) {
+            Ok(ticket) => ticket.reply().await,
+            Err(e) => Err(e),
+        };
+        match reply {
+            Ok(r) => {
+                sent = true;
+                if tx.send(Ok(r.rows())).await.is_err() {
+                    return; // the client stopped reading and left
+                }
+            }
+            Err(e) => {
+                let status = match e {
+                    OnlineError::Busy { .. } => Status::resource_exhausted(e.to_string()),
+                    OnlineError::Stopped { .. } => Status::unavailable(e.to_string()),
+                    _ => invalid(format!("pipeline {}: {e}", pipeline.name())),
+                };
+                return refuse(&tx, status_to_flight(status), shared.idle).await;
+            }
+        }
+    }
+    if !sent {
+        let _ = tx
+            .send(Ok(RecordBatch::new_empty(pipeline.output_schema())))
+            .await;
+    }
 }

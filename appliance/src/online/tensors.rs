@@ -674,8 +674,14 @@ mod tests {
             }],
         )
         .unwrap();
-        assert_eq!(b.column(0).as_primitive::<Float32Type>().values(), &[6.0f32]);
-        assert_eq!(b.column(1).as_primitive::<Float32Type>().values(), &[5.0f32]);
+        assert_eq!(
+            b.column(0).as_primitive::<Float32Type>().values(),
+            &[6.0f32]
+        );
+        assert_eq!(
+            b.column(1).as_primitive::<Float32Type>().values(),
+            &[5.0f32]
+        );
     }
 
     #[test]

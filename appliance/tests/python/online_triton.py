@@ -1,10 +1,11 @@
 """The real tritonclient (HTTP and gRPC) against a real `roo serve` with
 `[online]`: driven by appliance/tests/online.rs.
 
-  online_triton.py check HTTP GRPC SCORES CSV   single events and batches
-      score exactly as `roo score` scored the same rows (SCORES, an Arrow
-      IPC file); metadata; V2 errors; 64 concurrent clients whose replies
-      never cross.
+  online_triton.py check HTTP GRPC FLIGHT SCORES CSV   single events and
+      batches score exactly as `roo score` scored the same rows (SCORES, an
+      Arrow IPC file), over V2 REST, V2 gRPC and a Flight DoExchange of
+      ["online", PIPELINE]; metadata; V2 errors; 64 concurrent clients whose
+      replies never cross.
   online_triton.py flood HTTP SCORES CSV SECONDS   64 clients as fast as they
       can for SECONDS: prints {"ok": n, "busy": m}; every reply correct.
   online_triton.py ask HTTP CARD TS   one event for the `counts` pipeline:
@@ -17,7 +18,9 @@ import threading
 import time
 
 import numpy as np
+import pyarrow
 import pyarrow.csv
+import pyarrow.flight
 import pyarrow.ipc
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
@@ -73,7 +76,7 @@ def expect_error(what, status, call):
     raise AssertionError(f"{what}: no error")
 
 
-def check(http_addr, grpc_addr, scores_path, csv_path):
+def check(http_addr, grpc_addr, flight_addr, scores_path, csv_path):
     expected, table = load(scores_path, csv_path)
     http = httpclient.InferenceServerClient(url=http_addr)
     grpc = grpcclient.InferenceServerClient(url=grpc_addr)
@@ -133,6 +136,37 @@ def check(http_addr, grpc_addr, scores_path, csv_path):
             got = client.infer(MODEL, [matrix_input(module, part)]).as_numpy("score")
             scored += len(part)
             assert np.array_equal(got, expected[start : start + 500], equal_nan=True), module.__name__
+
+    # Flight: one-row batches through the pipeline's chain, lock-step.
+    flight = pyarrow.flight.connect(f"grpc://{flight_addr}")
+    writer, reader = flight.do_exchange(pyarrow.flight.FlightDescriptor.for_path("online", MODEL))
+    schema = pyarrow.schema([(n, pyarrow.float32()) for n in names])
+    writer.begin(schema)
+    for row in range(200):
+        batch = pyarrow.record_batch([pyarrow.array([m[row, j]], pyarrow.float32()) for j in range(len(names))], schema=schema)
+        writer.write_batch(batch)
+        reply = reader.read_chunk().data
+        assert reply.num_rows == 1
+        got = reply.column(reply.schema.get_field_index("score")).to_numpy()[0]
+        assert got == expected[row] or (np.isnan(got) and np.isnan(expected[row])), (row, got, expected[row])
+        scored += 1
+    writer.done_writing()
+    writer.close()
+    # A batch whose columns are not the pipeline's is refused by name.
+    writer, reader = flight.do_exchange(pyarrow.flight.FlightDescriptor.for_path("online", MODEL))
+    bad = pyarrow.schema([("amount", pyarrow.float32())])
+    writer.begin(bad)
+    try:
+        writer.write_batch(pyarrow.record_batch([pyarrow.array([1.0], pyarrow.float32())], schema=bad))
+        reader.read_chunk()
+        raise AssertionError("a batch without the pipeline's columns was taken")
+    except pyarrow.ArrowException as e:
+        assert "the pipeline takes" in str(e), e
+    finally:
+        try:
+            writer.close()
+        except pyarrow.ArrowException:
+            pass
 
     # V2 errors with the right status, over both transports.
     one = matrix(table, names, np.array([0]))
@@ -247,7 +281,7 @@ def ask(http_addr, card, ts):
 if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "check":
-        check(*sys.argv[2:6])
+        check(*sys.argv[2:7])
     elif mode == "flood":
         flood(sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5]))
     elif mode == "ask":
