@@ -149,6 +149,42 @@ impl Report {
                 ));
             }
         }
+        if let Some(o) = self.section("online") {
+            use crate::online::{GRPC_HALF, GRPC_PEAK, PEER, REST_HALF, REST_PEAK};
+            for (protocol, peak, half) in [
+                ("REST", REST_PEAK, REST_HALF),
+                ("gRPC", GRPC_PEAK, GRPC_HALF),
+            ] {
+                let peer = peak.replacen("roo", PEER, 1);
+                let cpu = |name: &str| o.find(name).and_then(|m| m.cpu_ns_per_event);
+                if let (Some(r), Some(p)) = (cpu(peak), cpu(&peer)) {
+                    out.push(Headline::cpu_share(
+                        format!("online {protocol}: server CPU per 1-event request <= 1/50 of MLServer's"),
+                        r,
+                        p,
+                        50.0,
+                    ));
+                    out.push(Headline {
+                        target: format!(
+                            "online {protocol}: server CPU <= 15 µs per request at saturation"
+                        ),
+                        measured: format!("{:.1} µs", r / 1e3),
+                        ratio: 15e3 / r,
+                        goal: 1.0,
+                        met: r <= 15e3,
+                    });
+                }
+                if let Some(l) = o.find(half).and_then(|m| m.latency) {
+                    out.push(Headline {
+                        target: format!("online {protocol}: p99 <= 2 ms at 50% of peak"),
+                        measured: format!("p99 {:.2} ms (p50 {:.2} ms)", l.p99_ms, l.p50_ms),
+                        ratio: 2.0 / l.p99_ms,
+                        goal: 1.0,
+                        met: l.p99_ms <= 2.0,
+                    });
+                }
+            }
+        }
         if let Some(k) = self.section("kernels") {
             for m in k
                 .measurements

@@ -30,12 +30,21 @@ use roo_scheduler::generator::{CardGenerator, CARD_FEATURES};
 use crate::daemon::{pin_child, pin_self, tree_cpu_s, unpin_self, Daemon};
 use crate::report::{Latency, Measurement, Section};
 
+/// Generated code: lints are prost's and tonic's business.
+#[allow(clippy::all)]
 mod proto {
     tonic::include_proto!("inference");
 }
 use proto::grpc_inference_service_client::GrpcInferenceServiceClient;
 use proto::model_infer_request::InferInputTensor;
 use proto::{InferTensorContents, ModelInferRequest};
+
+/// The figures the headline reads.
+pub(crate) const REST_PEAK: &str = "roo, V2 REST, saturation";
+pub(crate) const GRPC_PEAK: &str = "roo, V2 gRPC, saturation";
+pub(crate) const REST_HALF: &str = "roo, V2 REST, 50% of peak";
+pub(crate) const GRPC_HALF: &str = "roo, V2 gRPC, 50% of peak";
+pub(crate) const PEER: &str = "MLServer";
 
 /// The model's name on both servers.
 const MODEL: &str = "fraud";
@@ -522,9 +531,9 @@ fn measurement(system: &str, what: &str, f: &Figure, roo_name: Option<&str>) -> 
 /// descriptor `path`: `["online", P]` (the pipeline's chain, coalesced
 /// with other requests) or `[P]` (the pipeline's model alone, per stream).
 async fn flight_load(roo: &Roo, path: &'static [&'static str], seconds: f64) -> Result<Figure> {
-    let row = CardGenerator::new(17).batch(1).project(
-        &(1..=CARD_FEATURES.len()).collect::<Vec<_>>(),
-    )?;
+    let row = CardGenerator::new(17)
+        .batch(1)
+        .project(&(1..=CARD_FEATURES.len()).collect::<Vec<_>>())?;
     let channel = tonic::transport::Endpoint::new(format!("http://{}", roo.flight))?
         .tcp_nodelay(true)
         .connect()
@@ -584,8 +593,15 @@ pub fn run(seconds: f64, python: &str, cache: &Path) -> Result<Section> {
             let online = flight_load(&roo, &["online", MODEL], seconds).await?;
             let direct = flight_load(&roo, &[MODEL], seconds).await?;
             anyhow::Ok([
-                ("Flight DoExchange [\"online\", P], 1-row batches, 64 streams".to_string(), online),
-                ("Flight DoExchange [P] (no chain, per stream), 1-row batches, 64 streams".to_string(), direct),
+                (
+                    "Flight DoExchange [\"online\", P], 1-row batches, 64 streams".to_string(),
+                    online,
+                ),
+                (
+                    "Flight DoExchange [P] (no chain, per stream), 1-row batches, 64 streams"
+                        .to_string(),
+                    direct,
+                ),
             ])
         })?;
         let m1 = crate::daemon::metrics_text(&roo.metrics)?;

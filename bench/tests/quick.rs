@@ -40,7 +40,7 @@ fn python() -> Result<String, String> {
     let out = Command::new(&python)
         .args([
             "-c",
-            "import pyarrow, xgboost, lightgbm, sklearn, onnxruntime, skl2onnx, onnxmltools",
+            "import pyarrow, xgboost, lightgbm, sklearn, onnxruntime, skl2onnx, onnxmltools, mlserver, mlserver_xgboost",
         ])
         .output()
         .map_err(|e| format!("{python}: {e}"))?;
@@ -132,7 +132,10 @@ fn quick_run_writes_a_whole_and_sane_report() {
         .collect();
     assert_eq!(
         names,
-        ["kernels", "ingest", "pipeline", "flight", "gpu", "features", "enrich", "topk", "audit"]
+        [
+            "kernels", "ingest", "pipeline", "flight", "gpu", "features", "enrich", "topk",
+            "audit", "online"
+        ]
     );
     let gpu_required = std::env::var("ROO_REQUIRE_GPU").is_ok_and(|v| v == "1");
     for s in sections {
@@ -224,6 +227,9 @@ fn quick_run_writes_a_whole_and_sane_report() {
         "audit on adds <= 30% CPU per event",
         "roo audit show <= 100 ms",
         "roo replay >= 1M records/s on one core",
+        "online REST: server CPU per 1-event request <= 1/50 of MLServer's",
+        "online gRPC: server CPU per 1-event request <= 1/50 of MLServer's",
+        "online REST: p99 <= 2 ms at 50% of peak",
     ] {
         let h = headline
             .iter()
@@ -244,6 +250,7 @@ fn quick_run_writes_a_whole_and_sane_report() {
         "## Enrichment",
         "## Sliding-window top-K",
         "## The audit log at scale",
+        "## Online decisions",
         "set with --dollars-per-core-hour",
     ] {
         assert!(md.contains(needle), "report.md lacks {needle:?}");

@@ -34,6 +34,8 @@ use crate::serve::{list, Pipelines};
 use tensors::{Input, Output, Target};
 
 /// The generated gRPC types and service (`proto/inference.proto`).
+/// Generated code: lints are prost's and tonic's business.
+#[allow(clippy::all)]
 pub mod proto {
     tonic::include_proto!("inference");
 }

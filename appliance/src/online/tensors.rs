@@ -91,7 +91,7 @@ impl Values {
             raw: &[u8],
             f: impl Fn([u8; N]) -> T,
         ) -> Result<Vec<T>, V2Error> {
-            if raw.len() % N != 0 {
+            if !raw.len().is_multiple_of(N) {
                 return Err(V2Error::bad(format!(
                     "input {name}: {} bytes of raw data is not a whole number of {N}-byte elements",
                     raw.len()

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use arrow_select::concat::concat_batches;
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::Receiver;
 use roo_ingest::IngestBatch;
 
 use super::{Answer, OnlineError, OnlineLimits, Request};
@@ -67,10 +67,8 @@ impl Coalescer {
             let next = match rx.try_recv() {
                 Ok(r) => Some(r),
                 Err(_) if self.limits.linger.is_zero() => None,
-                Err(_) => match rx.recv_deadline(deadline) {
-                    Ok(r) => Some(r),
-                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-                },
+                // A timeout, or every requester gone: the batch is whole.
+                Err(_) => rx.recv_deadline(deadline).ok(),
             };
             let Some(r) = next else { break };
             if rows + r.batch.num_rows() > self.limits.max_rows {
