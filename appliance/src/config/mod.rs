@@ -104,6 +104,10 @@ pub struct OnlineConfig {
     /// The largest request body (REST) or message (gRPC).
     #[serde(default = "default_body_bytes_max")]
     pub body_bytes_max: Bounded<1024, 1_073_741_824>,
+    /// Whether a request's events update the rolling features' state (as a
+    /// streamed event's do); false: they read it and leave it.
+    #[serde(default = "yes")]
+    pub update_state: bool,
 }
 
 fn default_linger_us() -> Bounded<0, 1_000_000> {

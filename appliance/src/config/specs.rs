@@ -344,6 +344,7 @@ impl Config {
                     linger: Duration::from_micros(o.linger_us.0),
                     max_rows: o.max_rows.0 as usize,
                     requests_max: o.requests_max.0 as usize,
+                    update_state: o.update_state,
                 }),
                 features: features(p)?,
                 enrich: p

@@ -31,6 +31,8 @@ pub struct Answer {
     failed: Vec<(u32, String)>,
     /// The rows as they stood before an aggregate took them.
     captured: Option<Option<RecordBatch>>,
+    /// The requests read the features' state without updating it.
+    read_only: bool,
 }
 
 impl Answer {
@@ -48,6 +50,16 @@ impl Answer {
             reply,
             _permit: permit,
         });
+    }
+
+    /// Whether the features read the keys' state and leave it
+    /// (`update_state = false`).
+    pub(crate) fn reads_only(&self) -> bool {
+        self.read_only
+    }
+
+    pub(super) fn set_read_only(&mut self, read_only: bool) {
+        self.read_only = read_only;
     }
 
     /// Rows of the current batch were refused: `keep[i]` false for each,

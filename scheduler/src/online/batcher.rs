@@ -99,6 +99,7 @@ impl Coalescer {
         };
         let arrived = SystemTime::now() - group[0].submitted.elapsed();
         let mut answer = Answer::default();
+        answer.set_read_only(!self.limits.update_state);
         let mut at = 0;
         for r in group {
             let n = r.batch.num_rows();

@@ -54,6 +54,11 @@ pub struct OnlineLimits {
     pub max_rows: usize,
     /// Requests submitted and not yet answered, at most.
     pub requests_max: usize,
+    /// Whether a request's events update the features' state as a
+    /// streamed event's do (true), or read it and leave it (false: each
+    /// feature answered by a scan of the key's held events, as an
+    /// out-of-order event's is).
+    pub update_state: bool,
 }
 
 impl Default for OnlineLimits {
@@ -62,6 +67,7 @@ impl Default for OnlineLimits {
             linger: Duration::ZERO,
             max_rows: 1024,
             requests_max: 4096,
+            update_state: true,
         }
     }
 }

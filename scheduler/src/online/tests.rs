@@ -107,7 +107,7 @@ fn concurrent_requests_share_batches_and_each_gets_its_own_rows() {
     let limits = OnlineLimits {
         linger: Duration::from_millis(2),
         max_rows: 64,
-        requests_max: 4096,
+        ..OnlineLimits::default()
     };
     let p = Pipeline::start(
         spec(
@@ -156,6 +156,101 @@ fn concurrent_requests_share_batches_and_each_gets_its_own_rows() {
     assert_eq!(counts.events_out, counts.events_in);
     // A stopped pipeline takes no request.
     assert!(p.requests().is_err());
+}
+
+/// A push pipeline counting each card's events in the last hour.
+fn counting(dir: &Path, online: OnlineLimits) -> (Pipeline, SchemaRef) {
+    let schema: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("card", DataType::Int64, false),
+        Field::new("ts", DataType::Int64, false),
+    ]));
+    let mut spec = spec(
+        dir,
+        SourceSpec::Push {
+            schema: Some(schema.clone()),
+        },
+        None,
+        online,
+    );
+    spec.event_time = Some("ts".into());
+    spec.features = vec![FeatureSpec {
+        name: "n".into(),
+        key: vec!["card".into()],
+        agg: Agg::Count,
+        column: None,
+        window_us: 3_600_000_000,
+    }];
+    (Pipeline::start(spec, pool()).unwrap(), schema)
+}
+
+fn card_rows(schema: &SchemaRef, cards: &[i64], ts: &[i64]) -> RecordBatch {
+    RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(cards.to_vec())),
+            Arc::new(Int64Array::from(ts.to_vec())),
+        ],
+    )
+    .unwrap()
+}
+
+/// Waits (bounded) until the pipeline has run `batches` batches: a streamed
+/// batch and a request sit in different queues, so a test orders them by
+/// waiting for the first to be done.
+fn wait_batches(p: &Pipeline, batches: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while p.snapshot().batches < batches {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pipeline is stuck"
+        );
+        std::thread::yield_now();
+    }
+}
+
+fn counts_in(b: &RecordBatch) -> Vec<i64> {
+    b.column_by_name("n")
+        .unwrap()
+        .as_primitive::<Int64Type>()
+        .values()
+        .to_vec()
+}
+
+#[test]
+fn with_update_state_off_requests_read_the_state_and_leave_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, schema) = counting(
+        dir.path(),
+        OnlineLimits {
+            update_state: false,
+            ..OnlineLimits::default()
+        },
+    );
+    let requests = p.requests().unwrap();
+    let mut pusher = p.pusher("stream").unwrap();
+    pusher.push(card_rows(&schema, &[7], &[1_000])).unwrap();
+    wait_batches(&p, 1);
+    // The request sees the streamed event, twice over: it adds nothing.
+    for ts in [2_000, 3_000] {
+        let reply = requests
+            .submit(card_rows(&schema, &[7], &[ts]))
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert_eq!(counts_in(&reply.rows()), [1]);
+    }
+    // A later streamed event sees only the first.
+    pusher.push(card_rows(&schema, &[7], &[4_000])).unwrap();
+    wait_batches(&p, 4);
+    let reply = requests
+        .submit(card_rows(&schema, &[7], &[5_000]))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(counts_in(&reply.rows()), [2]);
+    drop((pusher, requests));
+    p.stop();
+    p.join().unwrap();
 }
 
 #[test]
@@ -233,6 +328,7 @@ fn refused_rows_name_their_reason_and_a_request_updates_the_state_a_streamed_eve
     let mut pusher = p.pusher("stream").unwrap();
     pusher.push(rows(&[7], &[2_000])).unwrap();
     drop(pusher);
+    wait_batches(&p, 3);
     // And a later request sees both before it.
     let reply = requests
         .submit(rows(&[7], &[3_000]))

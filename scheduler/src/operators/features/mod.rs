@@ -298,6 +298,7 @@ impl FeatureOperator {
         batch: &RecordBatch,
         flow_source: &Arc<str>,
         offset: u64,
+        read_only: bool,
     ) -> (RecordBatch, Vec<DeadLetter>, Vec<bool>) {
         let rows = batch.num_rows();
         let times = event_times_us(batch.column(self.time_column));
@@ -382,8 +383,12 @@ impl FeatureOperator {
                 for (w, v) in set.slot_words.iter_mut().zip(&values[s]) {
                     *w = v.word(row);
                 }
-                set.state
-                    .process_at(found[s], &set.key, t, &set.slot_words, &mut self.answers);
+                if read_only {
+                    set.state.peek(found[s], t, &mut self.answers);
+                } else {
+                    set.state
+                        .process_at(found[s], &set.key, t, &set.slot_words, &mut self.answers);
+                }
             }
             for (f, column) in outputs.iter_mut().enumerate() {
                 column.push(self.answers[n_in + f]);
@@ -420,7 +425,10 @@ impl Operator for FeatureOperator {
         let Some(batch) = flow.batch.take().filter(|b| b.num_rows() > 0) else {
             return Step::Done(flow);
         };
-        let (out, letters, keep) = self.compute(&batch, &flow.source, flow.offsets.start);
+        // Online requests may read the state without updating it.
+        let read_only = flow.answer.as_ref().is_some_and(|a| a.reads_only());
+        let (out, letters, keep) =
+            self.compute(&batch, &flow.source, flow.offsets.start, read_only);
         if !letters.is_empty() {
             flow.drop_rows(&keep, &letters);
         }

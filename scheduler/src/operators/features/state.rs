@@ -403,26 +403,48 @@ impl KeyedState {
         }
     }
 
-    /// An event older than its key's newest: answered by a scan over the
-    /// events held, then inserted in time order and the key's runs rebuilt.
-    fn out_of_order(&mut self, slot: u32, t: i64, values: &[u64], out: &mut [Answer]) {
-        let first = self.keys[slot as usize].first_seq;
-        let end = self.end_seq(slot);
-        // Earlier-arrived events with time <= t: those before the first
-        // held event later than t (the buffer is in time order; ties in
-        // arrival order).
-        let upto = {
-            let (mut lo, mut hi) = (first, end);
-            while lo < hi {
-                let mid = lo + (hi - lo) / 2;
-                if self.time_at(slot, mid) <= t {
-                    lo = mid + 1;
-                } else {
-                    hi = mid;
+    /// What an event of key `found` at `t` would be answered, by a scan
+    /// over the events held, changing no state: the key, its events, its
+    /// runs, the recency order, the newest time and expiry are left as
+    /// they are (an online request that reads the state without updating
+    /// it). A key not held has no events before `t`.
+    pub fn peek(&mut self, found: Option<u32>, t: i64, out: &mut [Answer]) {
+        match found {
+            Some(slot) => {
+                let upto = self.held_upto(slot, t);
+                self.scan_answers(slot, t, upto, out);
+            }
+            None => {
+                for f in &self.features {
+                    out[f.out] = match f.agg {
+                        Agg::Count | Agg::CountDistinct => Answer::Int(0),
+                        _ => Answer::Null,
+                    };
                 }
             }
-            lo
-        };
+        }
+    }
+
+    /// The end of the held events with time <= `t`: those before the first
+    /// held event later than `t` (the buffer is in time order; ties in
+    /// arrival order).
+    fn held_upto(&self, slot: u32, t: i64) -> u64 {
+        let (mut lo, mut hi) = (self.keys[slot as usize].first_seq, self.end_seq(slot));
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.time_at(slot, mid) <= t {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// Every feature of an event at `t` over the held events `seq < upto`,
+    /// by a direct scan.
+    fn scan_answers(&mut self, slot: u32, t: i64, upto: u64, out: &mut [Answer]) {
+        let first = self.keys[slot as usize].first_seq;
         for f in 0..self.features.len() {
             let feature = self.features[f].clone();
             out[feature.out] = if feature.agg == Agg::TimeSinceLast {
@@ -436,6 +458,14 @@ impl KeyedState {
                 self.scan(slot, feature.group, feature.agg, t, upto)
             };
         }
+    }
+
+    /// An event older than its key's newest: answered by a scan over the
+    /// events held, then inserted in time order and the key's runs rebuilt.
+    fn out_of_order(&mut self, slot: u32, t: i64, values: &[u64], out: &mut [Answer]) {
+        let first = self.keys[slot as usize].first_seq;
+        let upto = self.held_upto(slot, t);
+        self.scan_answers(slot, t, upto, out);
         // Rebuild: empty every run, insert, refill each to its window
         // anchored at the key's newest time.
         for g in 0..self.groups.len() {

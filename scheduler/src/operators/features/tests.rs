@@ -535,3 +535,79 @@ fn a_timestamp_event_time_is_read_in_its_unit() {
     assert!(since.is_null(0));
     assert_eq!(since.value(1), 7.0);
 }
+
+/// The feature values of one computed batch's rows.
+fn values_of(b: &RecordBatch) -> Vec<Vec<V>> {
+    (0..b.num_rows())
+        .map(|row| {
+            (4..b.num_columns())
+                .map(|c| {
+                    let col = b.column(c);
+                    if col.is_null(row) {
+                        V::Null
+                    } else if col.data_type() == &DataType::Int64 {
+                        V::I(col.as_primitive::<Int64Type>().value(row))
+                    } else {
+                        V::F(col.as_primitive::<Float64Type>().value(row))
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn a_read_only_event_gets_the_answers_it_would_get_and_changes_no_state() {
+    // Online requests with update_state = false: every feature as the event
+    // would be answered if it were processed, the state untouched.
+    let specs = all_features();
+    for (seed, lateness) in [(11u64, 0i64), (12, 600 * S)] {
+        let events = stream(seed, 3000, 9, lateness);
+        let limits = StateLimits {
+            lateness_us: lateness,
+            ..StateLimits::default()
+        };
+        let mut op = operator(&specs, limits);
+        let mut probes = 0;
+        for (i, chunk) in events.chunks(25).enumerate() {
+            run(&mut op, chunk, &[25]);
+            // A probe: a key seen or not, at the newest time or earlier.
+            let last = chunk.last().unwrap();
+            let probe = Event {
+                key: Some(if i % 5 == 0 { 999 } else { (i as i64) % 9 }),
+                t: last.t - if i % 3 == 0 { lateness / 2 } else { 0 },
+                amount: Some(1.5),
+                merchant: Some("m1".into()),
+            };
+            let before = op.snapshot();
+            let (peeked, peek_dead, _) =
+                op.compute(&batch(&[probe.clone()]), &Arc::from("p"), 0, true);
+            // A late probe is counted late (a figure, not the keys' state).
+            if peek_dead.is_empty() {
+                assert!(
+                    op.snapshot() == before,
+                    "seed {seed}, probe {i}: a read-only event changed the state"
+                );
+            }
+            op.restore(&before).unwrap();
+            let (processed, dead, _) = op.compute(&batch(&[probe]), &Arc::from("p"), 0, false);
+            op.restore(&before).unwrap();
+            assert_eq!(peek_dead.len(), dead.len(), "the same lateness rule");
+            let (p, q) = (values_of(&peeked), values_of(&processed));
+            assert_eq!(p.len(), q.len());
+            for (row_p, row_q) in p.iter().zip(&q) {
+                for (f, s) in specs.iter().enumerate() {
+                    assert!(
+                        close(&row_p[f], &row_q[f]),
+                        "seed {seed}, probe {i}, feature {}: read-only {:?}, processed {:?}",
+                        s.name,
+                        row_p[f],
+                        row_q[f]
+                    );
+                }
+                probes += 1;
+            }
+        }
+        assert!(probes > 100, "{probes} probes answered");
+    }
+}
