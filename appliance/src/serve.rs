@@ -78,6 +78,15 @@ pub fn check_config(path: &Path) -> Result<()> {
             if f.tls.is_some() { ", TLS" } else { "" }
         );
     }
+    if let Some(o) = config.online(base)? {
+        let addr = |a: Option<std::net::SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());
+        println!(
+            "online: ok (REST {}, gRPC {}, {} tokens)",
+            addr(o.http),
+            addr(o.grpc),
+            o.tokens.len()
+        );
+    }
     for spec in config.specs(base)? {
         let report = check_spec(&spec)?;
         let model = match (&spec.model, &report.model_version) {

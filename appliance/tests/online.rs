@@ -237,3 +237,37 @@ rotate_secs = 1
         .collect();
     assert_eq!(counts, [0, 1, 2]);
 }
+
+#[test]
+fn bad_online_configs_are_refused_naming_what_was_expected() {
+    let source = "[[pipeline]]\nname = \"a\"\nmodel = \"model.json\"\n[pipeline.source]\nkind = \"requests\"\n";
+    for (online, expected) in [
+        (
+            "[online]\nhttp = \"nope\"\n",
+            "online: http \"nope\": expected host:port",
+        ),
+        (
+            "[online]\nlinger_us = 5\n",
+            "online: expected http = \"host:port\" or grpc",
+        ),
+        (
+            "[online]\nhttp = \"127.0.0.1:0\"\nrequests_max = 0\n",
+            "0 is out of range; expected 1 to",
+        ),
+        (
+            "[online]\nhttp = \"127.0.0.1:0\"\nbody_bytes_max = 10\n",
+            "10 is out of range; expected 1024 to",
+        ),
+        (
+            "[online]\nhttp = \"127.0.0.1:0\"\nlingr_us = 5\n",
+            "unknown field `lingr_us`",
+        ),
+        (
+            "",
+            "source kind = \"requests\" takes online requests, but there is no [online] section",
+        ),
+    ] {
+        let said = common::check_config_refused(&format!("{online}{source}"));
+        assert!(said.contains(expected), "{online:?}: {said}");
+    }
+}
