@@ -684,5 +684,6 @@ pub fn run(seconds: f64, python: &str, cache: &Path) -> Result<Section> {
     section.note(format!(
         "roo coalesced {per_batch:.1} requests per batch on average (linger_us = 0: what waits while a batch runs joins the next; max_rows = 1024)."
     ));
+    section.detail = crate::report::take_lines();
     Ok(section)
 }
