@@ -220,6 +220,57 @@ fn since(due: Option<tokio::time::Instant>, free_at: tokio::time::Instant) -> to
     }
 }
 
+/// The requests' schedule, shared by every client task: the next request's
+/// index, and when each is due (`rate` a second; none: back to back).
+#[derive(Clone)]
+struct Schedule {
+    next: Arc<AtomicU64>,
+    start: tokio::time::Instant,
+    end: tokio::time::Instant,
+    rate: Option<f64>,
+}
+
+impl Schedule {
+    fn new(seconds: f64, rate: Option<f64>) -> Self {
+        let start = tokio::time::Instant::now();
+        Self {
+            next: Arc::new(AtomicU64::new(0)),
+            start,
+            end: start + Duration::from_secs_f64(seconds),
+            rate,
+        }
+    }
+
+    /// One client: takes the next request, waits until it is due, sends it
+    /// with `call`, records its latency; until the end, or the first error.
+    async fn client(
+        self,
+        mut call: impl AsyncFnMut(usize) -> Result<()>,
+    ) -> (u64, Option<String>, Histogram<u64>) {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+        let mut n = 0u64;
+        let mut free_at = self.start;
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            let due = due(self.start, self.rate, i);
+            if due.unwrap_or_else(tokio::time::Instant::now) >= self.end {
+                break;
+            }
+            if let Some(d) = due {
+                tokio::time::sleep_until(d).await;
+            }
+            let sent = since(due, free_at);
+            if let Err(e) = call(i as usize % ROWS).await {
+                return (n, Some(format!("{e:#}")), h);
+            }
+            n += 1;
+            free_at = tokio::time::Instant::now();
+            let _ = h.record(free_at.duration_since(sent).as_micros().max(1) as u64);
+        }
+        (n, None, h)
+    }
+}
+
 /// REST load: `CONCURRENCY` connections for `seconds`, back to back or at
 /// `rate` (open loop, latency from each request's due time).
 async fn http_load(
@@ -233,39 +284,16 @@ async fn http_load(
     for _ in 0..CONCURRENCY {
         senders.push(http_connection(addr).await?);
     }
-    let next = Arc::new(AtomicU64::new(0));
-    let start = tokio::time::Instant::now();
-    let end = start + Duration::from_secs_f64(seconds);
+    let schedule = Schedule::new(seconds, rate);
     let cpu0 = server.cpu_s();
-    let mut tasks = Vec::new();
-    for mut sender in senders {
-        let next = next.clone();
-        let bodies = requests.json.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
-            let mut n = 0u64;
-            let mut free_at = start;
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let due = due(start, rate, i);
-                if due.unwrap_or_else(tokio::time::Instant::now) >= end {
-                    break;
-                }
-                if let Some(d) = due {
-                    tokio::time::sleep_until(d).await;
-                }
-                let sent = since(due, free_at);
-                if let Err(e) = http_infer(&mut sender, addr, &bodies[i as usize % ROWS]).await {
-                    return (n, Some(format!("REST: {e:#}")), h);
-                }
-                n += 1;
-                free_at = tokio::time::Instant::now();
-                let _ = h.record(free_at.duration_since(sent).as_micros().max(1) as u64);
-            }
-            (n, None, h)
-        }));
-    }
-    collect(server, tasks, start, cpu0, rate.is_some()).await
+    let bodies = &requests.json;
+    let clients = senders.into_iter().map(|mut sender| {
+        schedule
+            .clone()
+            .client(async move |i| http_infer(&mut sender, addr, &bodies[i]).await)
+    });
+    let done = futures::future::join_all(clients).await;
+    collect(server, done, schedule.start, cpu0, rate.is_some())
 }
 
 /// gRPC load: `CONCURRENCY` concurrent calls over 4 connections.
@@ -283,57 +311,34 @@ async fn grpc_load(
             .await?;
         clients.push(GrpcInferenceServiceClient::new(channel));
     }
-    let next = Arc::new(AtomicU64::new(0));
-    let start = tokio::time::Instant::now();
-    let end = start + Duration::from_secs_f64(seconds);
+    let schedule = Schedule::new(seconds, rate);
     let cpu0 = server.cpu_s();
-    let mut tasks = Vec::new();
-    for t in 0..CONCURRENCY {
+    let calls = &requests.grpc;
+    let tasks = (0..CONCURRENCY).map(|t| {
         let mut client = clients[t % clients.len()].clone();
-        let next = next.clone();
-        let calls = requests.grpc.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
-            let mut n = 0u64;
-            let mut free_at = start;
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let due = due(start, rate, i);
-                if due.unwrap_or_else(tokio::time::Instant::now) >= end {
-                    break;
-                }
-                if let Some(d) = due {
-                    tokio::time::sleep_until(d).await;
-                }
-                let sent = since(due, free_at);
-                if let Err(e) = client.model_infer(calls[i as usize % ROWS].clone()).await {
-                    return (n, Some(format!("gRPC: {e}")), h);
-                }
-                n += 1;
-                free_at = tokio::time::Instant::now();
-                let _ = h.record(free_at.duration_since(sent).as_micros().max(1) as u64);
-            }
-            (n, None, h)
-        }));
-    }
-    collect(server, tasks, start, cpu0, rate.is_some()).await
+        schedule.clone().client(async move |i| {
+            client.model_infer(calls[i].clone()).await?;
+            Ok(())
+        })
+    });
+    let done = futures::future::join_all(tasks).await;
+    collect(server, done, schedule.start, cpu0, rate.is_some())
 }
 
-/// A client task's requests answered, its first error (it stops there),
-/// its latencies.
-type Task = tokio::task::JoinHandle<(u64, Option<String>, Histogram<u64>)>;
+/// A client's requests answered, its first error (it stops there), its
+/// latencies.
+type ClientRun = (u64, Option<String>, Histogram<u64>);
 
-async fn collect(
+fn collect(
     server: &dyn Server,
-    tasks: Vec<Task>,
+    clients: Vec<ClientRun>,
     start: tokio::time::Instant,
     cpu0: f64,
     latency: bool,
 ) -> Result<Figure> {
     let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut requests = 0;
-    for t in tasks {
-        let (n, error, th) = t.await?;
+    for (n, error, th) in clients {
         if let Some(e) = error {
             bail!("a request failed: {e}");
         }

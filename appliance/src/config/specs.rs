@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use arrow_schema::{DataType, Field, Schema};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use roo_ingest::{
     BatchLimits, CsvHeader, FileFormat, IoUringMode, ReadOptions, StreamFormat, TcpSourceConfig,
 };
@@ -54,6 +54,31 @@ fn column(spec: &str, pipeline: &str) -> Result<Field> {
         bail!("pipeline {pipeline}: column {spec:?} has no name");
     }
     Ok(Field::new(name, data_type, true))
+}
+
+/// The columns of a source fed ready-made batches (`flight`, `requests`):
+/// `columns` as for TCP, or `None` for the model's features as Float32
+/// (resolved when the model is loaded). With the column count.
+fn pushed_columns(
+    columns: Option<&[String]>,
+    p: &PipelineConfig,
+    kind: &str,
+) -> Result<(Option<SchemaRef>, usize)> {
+    let name = &p.name;
+    match columns {
+        Some(columns) => {
+            let fields = columns
+                .iter()
+                .map(|c| column(c, name))
+                .collect::<Result<Vec<_>>>()?;
+            let n = fields.len();
+            Ok((Some(Arc::new(Schema::new(fields))), n))
+        }
+        None if p.model.is_none() => bail!(
+            "pipeline {name}: a {kind} source without columns takes the model's features, but the pipeline has no model; say columns = [...]"
+        ),
+        None => Ok((None, 64)),
+    }
 }
 
 fn file_format(name: &str, what: &str) -> Result<FileFormat> {
@@ -236,46 +261,13 @@ impl Config {
                     if self.online.is_none() {
                         bail!("pipeline {name}: source kind = \"requests\" takes online requests, but there is no [online] section to receive them");
                     }
-                    match columns {
-                        Some(columns) => {
-                            let fields = columns
-                                .iter()
-                                .map(|c| column(c, name))
-                                .collect::<Result<Vec<_>>>()?;
-                            let n = fields.len();
-                            (
-                                SourceSpec::Requests {
-                                    schema: Some(Arc::new(Schema::new(fields))),
-                                },
-                                n,
-                            )
-                        }
-                        None if p.model.is_none() => bail!(
-                            "pipeline {name}: a requests source without columns takes the model's features, but the pipeline has no model; say columns = [...]"
-                        ),
-                        None => (SourceSpec::Requests { schema: None }, 64),
-                    }
+                    let (schema, n) = pushed_columns(columns.as_deref(), p, "requests")?;
+                    (SourceSpec::Requests { schema }, n)
                 }
-                SourceConfig::Flight { columns } => match columns {
-                    Some(columns) => {
-                        let fields = columns
-                            .iter()
-                            .map(|c| column(c, name))
-                            .collect::<Result<Vec<_>>>()?;
-                        let n = fields.len();
-                        (
-                            SourceSpec::Push {
-                                schema: Some(Arc::new(Schema::new(fields))),
-                            },
-                            n,
-                        )
-                    }
-                    None if p.model.is_none() => bail!(
-                        "pipeline {name}: a flight source without columns takes the model's features, but the pipeline has no model; say columns = [...]"
-                    ),
-                    // The model's features, resolved when the model is loaded.
-                    None => (SourceSpec::Push { schema: None }, 64),
-                },
+                SourceConfig::Flight { columns } => {
+                    let (schema, n) = pushed_columns(columns.as_deref(), p, "flight")?;
+                    (SourceSpec::Push { schema }, n)
+                }
                 SourceConfig::Generator {
                     rate,
                     events,

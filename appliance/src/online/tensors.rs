@@ -19,6 +19,7 @@ use arrow_array::{
 use arrow_schema::{DataType, SchemaRef};
 
 use roo_scheduler::online::Reply;
+use roo_scheduler::operators::column_names;
 
 use super::V2Error;
 
@@ -503,7 +504,7 @@ pub fn outputs(reply: &Reply, requested: &[String]) -> Result<Vec<Output>, V2Err
     if names.is_empty() {
         return Err(V2Error::bad(format!(
             "the pipeline has no model, so no score: name the outputs wanted, of [{}]",
-            column_list(&schema)
+            column_names(&schema)
         )));
     }
     names
@@ -512,7 +513,7 @@ pub fn outputs(reply: &Reply, requested: &[String]) -> Result<Vec<Output>, V2Err
             Some(column) => Ok(tensor_of(name, &column)),
             None => Err(V2Error::bad(format!(
                 "output {name}: no such output; the reply has [{}]",
-                column_list(&schema)
+                column_names(&schema)
             ))),
         })
         .collect()
@@ -527,15 +528,6 @@ pub fn default_outputs(schema: &arrow_schema::Schema) -> Vec<String> {
         .filter(|n| *n == "score" || n.starts_with("score_"))
         .cloned()
         .collect()
-}
-
-fn column_list(schema: &arrow_schema::Schema) -> String {
-    schema
-        .fields()
-        .iter()
-        .map(|f| f.name().as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// The version of the model that scored the reply (its `model_version`

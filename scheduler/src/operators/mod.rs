@@ -222,7 +222,7 @@ pub(crate) fn row_letter(source: &Arc<str>, offset: u64, reason: String) -> Dead
 }
 
 /// A schema's column names, for an error that says what there is.
-pub(crate) fn column_names(schema: &arrow_schema::Schema) -> String {
+pub fn column_names(schema: &arrow_schema::Schema) -> String {
     schema
         .fields()
         .iter()

@@ -149,23 +149,7 @@ fn run(op: &mut FeatureOperator, events: &[Event], sizes: &[usize]) -> (Vec<Vec<
             panic!("features finish at once")
         };
         dead += flow.dead_letters.len();
-        let b = flow.batch.unwrap();
-        for row in 0..b.num_rows() {
-            out.push(
-                (4..b.num_columns())
-                    .map(|c| {
-                        let col = b.column(c);
-                        if col.is_null(row) {
-                            V::Null
-                        } else if col.data_type() == &DataType::Int64 {
-                            V::I(col.as_primitive::<Int64Type>().value(row))
-                        } else {
-                            V::F(col.as_primitive::<Float64Type>().value(row))
-                        }
-                    })
-                    .collect(),
-            );
-        }
+        out.extend(values_of(&flow.batch.unwrap()));
     }
     (out, dead)
 }
