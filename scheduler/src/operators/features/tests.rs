@@ -564,8 +564,12 @@ fn a_read_only_event_gets_the_answers_it_would_get_and_changes_no_state() {
                 merchant: Some("m1".into()),
             };
             let before = op.snapshot();
-            let (peeked, peek_dead, _) =
-                op.compute(&batch(&[probe.clone()]), &Arc::from("p"), 0, true);
+            let (peeked, peek_dead, _) = op.compute(
+                &batch(std::slice::from_ref(&probe)),
+                &Arc::from("p"),
+                0,
+                true,
+            );
             // A late probe is counted late (a figure, not the keys' state).
             if peek_dead.is_empty() {
                 assert!(
