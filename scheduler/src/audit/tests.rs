@@ -14,14 +14,13 @@ use arrow_array::{
     Array, DictionaryArray, Float32Array, Int32Array, Int64Array, RecordBatch, StringArray,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use roo_ingest::{BatchLimits, FileFormat, ReadOptions};
 
 use super::layout::{index_path, partitions, segments};
 use super::writer::enforce_retention;
 use super::*;
 use crate::device::Device;
 use crate::operators::test_rng::Rng;
-use crate::pipeline::{Pipeline, PipelineSpec, ShadowSpec, SinkSpec, SourceSpec};
+use crate::pipeline::{Pipeline, PipelineSpec, ShadowSpec, SourceSpec};
 
 const HOUR_US: i64 = 3_600_000_000;
 const DAY_US: i64 = 24 * HOUR_US;
@@ -281,38 +280,17 @@ fn linear_model(dir: &Path, name: &str, weights: [f32; 2], bias: f32) -> PathBuf
 }
 
 fn audited_spec(dir: &Path, model: PathBuf, shadow: PathBuf) -> PipelineSpec {
+    let source = SourceSpec::Push {
+        schema: Some(event_schema()),
+    };
     PipelineSpec {
-        name: "audited".into(),
-        source: SourceSpec::Push {
-            schema: Some(event_schema()),
-        },
-        limits: BatchLimits {
-            max_rows: 256,
-            ..BatchLimits::default()
-        },
-        model: Some(model),
         shadows: vec![ShadowSpec {
             name: "candidate".into(),
             model: shadow,
         }],
-        features: Vec::new(),
-        enrich: Vec::new(),
-        aggregate: Vec::new(),
         audit: Some(spec(&dir.join("audit"))),
-        state: Default::default(),
-        device: Device::Cpu,
-        sinks: vec![SinkSpec::Files {
-            dir: dir.join("out"),
-            prefix: "part".into(),
-            format: FileFormat::ArrowIpc,
-            rotate_bytes: 1 << 30,
-            rotate: Duration::from_secs(3600),
-        }],
-        dead_letters: None,
-        queue_batches: 2,
-        read: ReadOptions::default(),
         event_time: Some("ts".into()),
-        online: None,
+        ..crate::pipeline::test_spec("audited", dir, source, Some(model), 256)
     }
 }
 

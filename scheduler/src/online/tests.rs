@@ -12,12 +12,10 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Int64Type};
 use arrow_array::{Float32Array, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use roo_ingest::{BatchLimits, FileFormat, ReadOptions};
 
 use super::*;
-use crate::device::Device;
 use crate::operators::features::{Agg, FeatureSpec, StateLimits};
-use crate::{Pipeline, PipelineSpec, SinkSpec, SourceSpec};
+use crate::{Pipeline, PipelineSpec, SourceSpec};
 
 fn pool() -> Arc<rayon::ThreadPool> {
     Arc::new(
@@ -35,32 +33,8 @@ fn spec(
     online: OnlineLimits,
 ) -> PipelineSpec {
     PipelineSpec {
-        name: "online".into(),
-        source,
-        limits: BatchLimits {
-            max_rows: 256,
-            ..BatchLimits::default()
-        },
-        model,
-        shadows: Vec::new(),
-        features: Vec::new(),
-        enrich: Vec::new(),
-        aggregate: Vec::new(),
-        audit: None,
-        state: Default::default(),
-        device: Device::Cpu,
-        sinks: vec![SinkSpec::Files {
-            dir: dir.join("out"),
-            prefix: "part".into(),
-            format: FileFormat::ArrowIpc,
-            rotate_bytes: 1 << 30,
-            rotate: Duration::from_secs(3600),
-        }],
-        dead_letters: None,
-        queue_batches: 2,
-        read: ReadOptions::default(),
-        event_time: None,
         online: Some(online),
+        ..crate::pipeline::test_spec("online", dir, source, model, 256)
     }
 }
 

@@ -3,10 +3,9 @@ use std::time::{Duration, Instant};
 
 use arrow_array::{Float32Array, RecordBatch};
 use arrow_schema::SchemaRef;
-use roo_ingest::{BatchLimits, FileFormat, ReadOptions};
+use roo_ingest::FileFormat;
 
 use super::*;
-use crate::device::Device;
 use crate::generator::{card_schema, CardGenerator};
 
 fn linear_model(dir: &Path, bias: f32) -> PathBuf {
@@ -29,35 +28,12 @@ fn ab_schema() -> SchemaRef {
 }
 
 fn push_spec(dir: &Path, model: Option<PathBuf>, shadows: Vec<ShadowSpec>) -> PipelineSpec {
+    let source = SourceSpec::Push {
+        schema: Some(ab_schema()),
+    };
     PipelineSpec {
-        name: "push".into(),
-        source: SourceSpec::Push {
-            schema: Some(ab_schema()),
-        },
-        limits: BatchLimits {
-            max_rows: 100,
-            ..BatchLimits::default()
-        },
-        model,
         shadows,
-        features: Vec::new(),
-        enrich: Vec::new(),
-        aggregate: Vec::new(),
-        audit: None,
-        state: Default::default(),
-        device: Device::Cpu,
-        sinks: vec![SinkSpec::Files {
-            dir: dir.join("out"),
-            prefix: "part".into(),
-            format: FileFormat::ArrowIpc,
-            rotate_bytes: 1 << 30,
-            rotate: Duration::from_secs(3600),
-        }],
-        dead_letters: None,
-        queue_batches: 2,
-        read: ReadOptions::default(),
-        event_time: None,
-        online: None,
+        ..test_spec("push", dir, source, model, 100)
     }
 }
 
