@@ -122,6 +122,16 @@ impl Daemon {
     }
 }
 
+/// A scenario that fails midway does not leave its daemon running.
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 pub(crate) fn metrics_text(addr: &str) -> Result<String> {
     let mut s = TcpStream::connect(addr)?;
     // One request; the server closes the connection after the reply.

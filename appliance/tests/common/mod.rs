@@ -201,7 +201,17 @@ impl Daemon {
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
             self.seen.push(line);
         }
-        (status.code(), self.seen)
+        (status.code(), std::mem::take(&mut self.seen))
+    }
+}
+
+/// A test that fails midway does not leave its daemon running.
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
