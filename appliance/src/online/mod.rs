@@ -9,7 +9,7 @@
 //! records it, its rows go to the sinks. Concurrent requests are coalesced
 //! into one batch (`linger_us`, `max_rows`) and the replies fan out.
 //!
-//! - `tensors.rs`: the protocol's tensors ⇄ Arrow columns, shared by both
+//! - `tensors/`: the protocol's tensors ⇄ Arrow columns, shared by both
 //!   transports; `Online` here: lookup, auth, infer, metadata.
 //!
 //! Bounds: `requests_max` in flight per pipeline (past it 503 /

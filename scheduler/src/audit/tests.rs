@@ -290,7 +290,7 @@ fn audited_spec(dir: &Path, model: PathBuf, shadow: PathBuf) -> PipelineSpec {
         }],
         audit: Some(spec(&dir.join("audit"))),
         event_time: Some("ts".into()),
-        ..crate::pipeline::test_spec("audited", dir, source, Some(model), 256)
+        ..crate::pipeline::tests::test_spec("audited", dir, source, Some(model), 256)
     }
 }
 

@@ -14,7 +14,7 @@ use arrow_array::{Float32Array, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use super::*;
-use crate::operators::features::{Agg, FeatureSpec, StateLimits};
+use crate::operators::features::{Agg, FeatureSpec};
 use crate::{Pipeline, PipelineSpec, SourceSpec};
 
 fn pool() -> Arc<rayon::ThreadPool> {
@@ -34,7 +34,7 @@ fn spec(
 ) -> PipelineSpec {
     PipelineSpec {
         online: Some(online),
-        ..crate::pipeline::test_spec("online", dir, source, model, 256)
+        ..crate::pipeline::tests::test_spec("online", dir, source, model, 256)
     }
 }
 
@@ -106,7 +106,7 @@ fn concurrent_requests_share_batches_and_each_gets_its_own_rows() {
                     let rows = 1 + (i % 2);
                     let a: Vec<f32> = (0..rows).map(|r| (t * 1000 + i * 2 + r) as f32).collect();
                     let b: Vec<f32> = (0..rows).map(|r| (t + r) as f32).collect();
-                    let reply = requests.submit(ab(&a, &b)).unwrap().wait().unwrap();
+                    let reply = ask(&requests, ab(&a, &b));
                     assert_eq!(column_f32(&reply.rows(), "a"), a, "its own rows, in order");
                     let expected: Vec<f32> =
                         a.iter().zip(&b).map(|(a, b)| a + 2.0 * b + 0.5).collect();
@@ -182,6 +182,11 @@ fn wait_batches(p: &Pipeline, batches: u64) {
     }
 }
 
+/// One request, answered.
+fn ask(requests: &Requests, batch: RecordBatch) -> Reply {
+    requests.submit(batch).unwrap().wait().unwrap()
+}
+
 fn counts_in(b: &RecordBatch) -> Vec<i64> {
     b.column_by_name("n")
         .unwrap()
@@ -206,21 +211,13 @@ fn with_update_state_off_requests_read_the_state_and_leave_it() {
     wait_batches(&p, 1);
     // The request sees the streamed event, twice over: it adds nothing.
     for ts in [2_000, 3_000] {
-        let reply = requests
-            .submit(card_rows(&schema, &[7], &[ts]))
-            .unwrap()
-            .wait()
-            .unwrap();
+        let reply = ask(&requests, card_rows(&schema, &[7], &[ts]));
         assert_eq!(counts_in(&reply.rows()), [1]);
     }
     // A later streamed event sees only the first.
     pusher.push(card_rows(&schema, &[7], &[4_000])).unwrap();
     wait_batches(&p, 4);
-    let reply = requests
-        .submit(card_rows(&schema, &[7], &[5_000]))
-        .unwrap()
-        .wait()
-        .unwrap();
+    let reply = ask(&requests, card_rows(&schema, &[7], &[5_000]));
     assert_eq!(counts_in(&reply.rows()), [2]);
     drop((pusher, requests));
     p.stop();
@@ -230,56 +227,14 @@ fn with_update_state_off_requests_read_the_state_and_leave_it() {
 #[test]
 fn refused_rows_name_their_reason_and_a_request_updates_the_state_a_streamed_event_sees() {
     let dir = tempfile::tempdir().unwrap();
-    let schema: SchemaRef = Arc::new(Schema::new(vec![
-        Field::new("card", DataType::Int64, false),
-        Field::new("ts", DataType::Int64, false),
-    ]));
-    let mut spec = spec(
-        dir.path(),
-        SourceSpec::Push {
-            schema: Some(schema.clone()),
-        },
-        None,
-        OnlineLimits::default(),
-    );
-    spec.event_time = Some("ts".into());
-    spec.state = StateLimits {
-        lateness_us: 0,
-        ..StateLimits::default()
-    };
-    spec.features = vec![FeatureSpec {
-        name: "n".into(),
-        key: vec!["card".into()],
-        agg: Agg::Count,
-        column: None,
-        window_us: 3_600_000_000,
-    }];
-    let p = Pipeline::start(spec, pool()).unwrap();
-    let rows = |cards: &[i64], ts: &[i64]| {
-        RecordBatch::try_new(
-            schema.clone(),
-            vec![
-                Arc::new(Int64Array::from(cards.to_vec())),
-                Arc::new(Int64Array::from(ts.to_vec())),
-            ],
-        )
-        .unwrap()
-    };
+    // Lateness 0 (the default): an event older than its key's newest is late.
+    let (p, schema) = counting(dir.path(), OnlineLimits::default());
+    let rows = |cards: &[i64], ts: &[i64]| card_rows(&schema, cards, ts);
     let requests = p.requests().unwrap();
-    let counts_of = |b: &RecordBatch| {
-        b.column_by_name("n")
-            .unwrap()
-            .as_primitive::<Int64Type>()
-            .values()
-            .to_vec()
-    };
+    let counts_of = counts_in;
     // Card 7's first event arrives as a request: nothing before it (a
     // feature never counts the event itself).
-    let reply = requests
-        .submit(rows(&[7], &[1_000]))
-        .unwrap()
-        .wait()
-        .unwrap();
+    let reply = ask(&requests, rows(&[7], &[1_000]));
     assert_eq!(counts_of(&reply.rows()), [0]);
     // A request with a late row (lateness 0): that row is refused by name,
     // the other (card 8) is scored and on record.
@@ -304,11 +259,7 @@ fn refused_rows_name_their_reason_and_a_request_updates_the_state_a_streamed_eve
     drop(pusher);
     wait_batches(&p, 3);
     // And a later request sees both before it.
-    let reply = requests
-        .submit(rows(&[7], &[3_000]))
-        .unwrap()
-        .wait()
-        .unwrap();
+    let reply = ask(&requests, rows(&[7], &[3_000]));
     assert_eq!(counts_of(&reply.rows()), [2]);
     drop(requests);
     p.stop();

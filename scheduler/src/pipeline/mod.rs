@@ -726,46 +726,5 @@ pub(crate) fn chain_of(
     Chain::new(operators)
 }
 
-/// A spec for the crate's tests: `source` into Arrow IPC files under
-/// `DIR/out` (prefix `part`), `model` if any, on the CPU, nothing else;
-/// tests set the rest on what it returns.
 #[cfg(test)]
-pub(crate) fn test_spec(
-    name: &str,
-    dir: &Path,
-    source: SourceSpec,
-    model: Option<PathBuf>,
-    max_rows: usize,
-) -> PipelineSpec {
-    PipelineSpec {
-        name: name.into(),
-        source,
-        limits: roo_ingest::BatchLimits {
-            max_rows,
-            ..roo_ingest::BatchLimits::default()
-        },
-        model,
-        shadows: Vec::new(),
-        features: Vec::new(),
-        enrich: Vec::new(),
-        aggregate: Vec::new(),
-        audit: None,
-        state: Default::default(),
-        device: crate::device::Device::Cpu,
-        sinks: vec![SinkSpec::Files {
-            dir: dir.join("out"),
-            prefix: "part".into(),
-            format: roo_ingest::FileFormat::ArrowIpc,
-            rotate_bytes: 1 << 30,
-            rotate: std::time::Duration::from_secs(3600),
-        }],
-        dead_letters: None,
-        queue_batches: 2,
-        read: roo_ingest::ReadOptions::default(),
-        event_time: None,
-        online: None,
-    }
-}
-
-#[cfg(test)]
-mod tests;
+pub(crate) mod tests;
