@@ -2,9 +2,10 @@
 //! each through the pipeline's operator chain, and sends the result to the
 //! sink stage.
 //!
-//! Online requests ([`crate::online`]) arrive on a second queue, already
-//! coalesced; the stage takes from whichever queue has a batch (fairly,
-//! when both do), runs them through the same chain, and sends each
+//! Online requests ([`crate::online`]) arrive on a second queue; the
+//! stage takes from whichever queue has work (fairly, when both do),
+//! coalesces a request with those waiting behind it (`online/batcher.rs`),
+//! runs them through the same chain, and sends each
 //! request its reply once the chain is done with its batch (and the audit
 //! log, if any, holds it) — before the sinks write it. The stage ends
 //! once both queues have ended.
