@@ -169,6 +169,68 @@ fn linear_json_is_checked_field_by_field() {
 }
 
 #[test]
+fn a_linear_model_given_a_feature_count_binds_by_position() {
+    let m = model_from_bytes(
+        br#"{"kind": "linear", "features": 3, "weights": [1, 2, 3], "bias": 0}"#,
+        "m",
+    )
+    .unwrap();
+    assert!(!m.named_features);
+    assert_eq!(m.n_features(), 3);
+    assert_eq!(
+        error_of(br#"{"kind": "linear", "features": 0, "weights": [], "bias": 0}"#),
+        "reading model m: features: no features; expected at least one"
+    );
+}
+
+/// `bytes` with one more `metadata_props` entry (ModelProto field 14)
+/// appended: protobuf fields may come in any order.
+fn with_metadata(bytes: &[u8], key: &str, value: &str) -> Vec<u8> {
+    fn field(out: &mut Vec<u8>, number: u8, payload: &[u8]) {
+        out.push(number << 3 | 2);
+        let mut len = payload.len();
+        while len >= 0x80 {
+            out.push((len as u8 & 0x7f) | 0x80);
+            len >>= 7;
+        }
+        out.push(len as u8);
+        out.extend_from_slice(payload);
+    }
+    let mut entry = Vec::new();
+    field(&mut entry, 1, key.as_bytes());
+    field(&mut entry, 2, value.as_bytes());
+    let mut out = bytes.to_vec();
+    field(&mut out, 14, &entry);
+    out
+}
+
+#[test]
+fn onnx_feature_names_travel_in_the_metadata() {
+    let onnx = read("onnx_skl_mlp_multiclass.onnx");
+    let names: Vec<String> = (0..8).map(|i| format!("x{i}")).collect();
+    let json = serde_json::to_string(&names).unwrap();
+    let m = model_from_bytes(&with_metadata(&onnx, "roo.features", &json), "m").unwrap();
+    assert!(m.named_features);
+    assert_eq!(m.feature_names, names);
+    // Other metadata is ignored.
+    let m = model_from_bytes(&with_metadata(&onnx, "author", "someone"), "m").unwrap();
+    assert!(!m.named_features);
+    assert_eq!(
+        error_of(&with_metadata(&onnx, "roo.features", r#"["a", "b"]"#)),
+        "reading model m: metadata_props[roo.features]: 2 names for a model that reads 8 features; \
+         expected one per feature"
+    );
+    let repeated = r#"["a", "a", "b", "c", "d", "e", "f", "g"]"#;
+    assert_eq!(
+        error_of(&with_metadata(&onnx, "roo.features", repeated)),
+        "reading model m: metadata_props[roo.features]: feature name \"a\" is empty or repeated; \
+         expected distinct names"
+    );
+    assert!(error_of(&with_metadata(&onnx, "roo.features", "not json"))
+        .contains("expected a JSON array of feature names"));
+}
+
+#[test]
 fn versions_are_content_hashes() {
     let a = model_from_bytes(&read("xgb3_binary.json"), "a").unwrap();
     let b = model_from_bytes(&read("xgb3_binary.json"), "b").unwrap();

@@ -104,10 +104,14 @@ struct Shared {
     /// `memory_bytes` in KiB permits.
     memory: Arc<Semaphore>,
     memory_kib: usize,
+    /// Turns true when the server begins to stop: an idle DoPut ends at
+    /// once, saying how many rows it accepted, rather than being cut.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 pub struct FlightServer {
     runtime: tokio::runtime::Runtime,
+    stopping: tokio::sync::watch::Sender<bool>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     served: Option<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
     addr: SocketAddr,
@@ -136,6 +140,7 @@ impl FlightServer {
             .enable_all()
             .build()
             .context("starting the Flight runtime")?;
+        let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
         let shared = Arc::new(Shared {
             pipelines,
             pool,
@@ -148,6 +153,7 @@ impl FlightServer {
             idle: settings.idle,
             memory: Arc::new(Semaphore::new((settings.memory_bytes >> 10).max(1))),
             memory_kib: (settings.memory_bytes >> 10).max(1),
+            stopping: stopping_rx,
         });
         let service = FlightServiceServer::new(RooFlight { shared })
             .max_decoding_message_size(settings.message_bytes_max)
@@ -190,6 +196,7 @@ impl FlightServer {
         }
         Ok(Self {
             runtime,
+            stopping,
             shutdown: Some(shutdown),
             served: Some(served),
             addr,
@@ -204,6 +211,7 @@ impl FlightServer {
     /// Stops taking calls, lets open ones finish for up to `grace`, then
     /// ends the rest (their clients see the stream cut).
     pub fn stop(mut self, grace: Duration) {
+        self.stopping.send_replace(true);
         if let Some(s) = self.shutdown.take() {
             let _ = s.send(());
         }

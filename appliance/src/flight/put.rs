@@ -25,6 +25,43 @@ struct PutAck {
     rows_accepted: u64,
 }
 
+/// Resolves once the server begins to stop (or is gone).
+async fn stopped(mut stopping: tokio::sync::watch::Receiver<bool>) {
+    while !*stopping.borrow_and_update() {
+        if stopping.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// UNAVAILABLE for a stream whose pipeline or server is stopping, with the
+/// rows of the stream accepted (exactly those reach the sinks). The count
+/// also travels as the status's details, the same JSON as a `PutResult`'s,
+/// for a client that resumes from it without reading the message. Arrow's
+/// C++ client (pyarrow) hands the details over as `FlightError.extra_info`
+/// only beside its own status trailers, so those are sent too (Arrow's
+/// `IOError`, the code its clients give an UNAVAILABLE).
+fn stopping_status(accepted: u64) -> Status {
+    let message = PushError::Stopping { accepted }.to_string();
+    let mut trailers = tonic::metadata::MetadataMap::new();
+    trailers.insert("x-arrow-status", tonic::metadata::MetadataValue::from_static("5"));
+    trailers.insert_bin(
+        "x-arrow-status-message-bin",
+        tonic::metadata::MetadataValue::from_bytes(message.as_bytes()),
+    );
+    Status::with_details_and_metadata(
+        tonic::Code::Unavailable,
+        message,
+        Bytes::from(
+            serde_json::to_vec(&PutAck {
+                rows_accepted: accepted,
+            })
+            .expect("a PutAck serialises"),
+        ),
+        trailers,
+    )
+}
+
 pub(super) async fn do_put(
     shared: &Arc<Shared>,
     request: Request<Streaming<FlightData>>,
@@ -80,11 +117,19 @@ pub(super) async fn do_put(
                 .expect("a PutAck serialises"),
             ),
         };
+        let stopping = stopped(shared.stopping.clone());
+        tokio::pin!(stopping);
         loop {
-            let batch = match incoming
-                .next(|s| check_push_schema(&expected, s).map_err(|e| e.to_string()))
-                .await
-            {
+            let next = tokio::select! {
+                biased;
+                // The server is stopping: a stream waiting on its client
+                // ends now, with the count, rather than at the grace's end.
+                () = &mut stopping => {
+                    return refuse(&tx, stopping_status(accepted), shared.idle).await;
+                }
+                next = incoming.next(|s| check_push_schema(&expected, s).map_err(|e| e.to_string())) => next,
+            };
+            let batch = match next {
                 Ok(Some(b)) => b,
                 Ok(None) => break,
                 Err(Stopped::Gone) => return,
@@ -114,8 +159,8 @@ pub(super) async fn do_put(
                 Err(PushError::Schema(e)) => {
                     return refuse(&tx, invalid(e.to_string()), shared.idle).await
                 }
-                Err(e @ PushError::Stopping { .. }) => {
-                    return refuse(&tx, Status::unavailable(e.to_string()), shared.idle).await
+                Err(PushError::Stopping { accepted }) => {
+                    return refuse(&tx, stopping_status(accepted), shared.idle).await;
                 }
             }
         }

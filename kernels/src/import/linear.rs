@@ -3,7 +3,8 @@
 //! ```json
 //! {"kind": "logistic", "features": ["amount", "hour"], "weights": [0.4, -1.2], "bias": 0.1}
 //! ```
-//! `kind` is `linear` (identity), `logistic` (sigmoid) or `softmax` (then
+//! `features` may be a count instead of names (`"features": 4`): the
+//! model then reads its features by position. `kind` is `linear` (identity), `logistic` (sigmoid) or `softmax` (then
 //! `weights` is one row per class and `bias` one value per class). A NaN
 //! feature makes the score NaN: linear models have no missing-value rule.
 
@@ -29,13 +30,21 @@ pub(crate) fn import(doc: &Value, version: ModelVersion) -> Result<Model> {
     let kind_at = root.key("kind")?;
     let kind = kind_at.str()?;
     let features_at = root.key("features")?;
-    let features = features_at
-        .items()?
-        .iter()
-        .map(|a| a.str().map(str::to_string))
-        .collect::<Result<Vec<_>>>()?;
+    // Names bind by name; a count (a model fitted on an unnamed array)
+    // binds by position, as an XGBoost model saved without names does.
+    let (features, named_features) = if features_at.value.is_number() {
+        let n = features_at.usize()?;
+        (super::xgboost::placeholder_names(n), false)
+    } else {
+        let names = features_at
+            .items()?
+            .iter()
+            .map(|a| a.str().map(str::to_string))
+            .collect::<Result<Vec<_>>>()?;
+        (names, true)
+    };
     if features.is_empty() {
-        return Err(features_at.fault("no features; expected at least one name"));
+        return Err(features_at.fault("no features; expected at least one"));
     }
     let n = features.len();
     let weights_at = root.key("weights")?;
@@ -99,7 +108,7 @@ pub(crate) fn import(doc: &Value, version: ModelVersion) -> Result<Model> {
         version,
         format: ModelFormat::LinearJson,
         feature_names: features,
-        named_features: true,
+        named_features,
         body: ModelBody::Linear(LinearModel {
             weights,
             bias,

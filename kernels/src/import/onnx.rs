@@ -240,13 +240,55 @@ pub(crate) fn import(bytes: &[u8], version: ModelVersion) -> Result<Model> {
             ));
         }
     }
+    let (feature_names, named_features) = match declared_names(&model, n_features)? {
+        Some(names) => (names, true),
+        None => (super::xgboost::placeholder_names(n_features), false),
+    };
     Ok(Model {
         version,
         format: ModelFormat::Onnx,
-        feature_names: super::xgboost::placeholder_names(n_features),
-        named_features: false,
+        feature_names,
+        named_features,
         body,
     })
+}
+
+/// The metadata key under which a model's feature names travel with an
+/// ONNX file (a JSON array of strings, one per input column, in order):
+/// roo's Python package writes it when it converts a scikit-learn model.
+pub const FEATURE_NAMES_KEY: &str = "roo.features";
+
+/// The feature names in the model's `metadata_props` (field 14), if any.
+/// Present but wrong (not a list of `n_features` distinct non-empty
+/// strings) is an error, not a silent fall back to positions.
+fn declared_names(model: &Message, n_features: usize) -> Result<Option<Vec<String>>> {
+    for entry in model.messages(14, "metadata_props")? {
+        if entry.string(1) != FEATURE_NAMES_KEY {
+            continue;
+        }
+        let at = format!("metadata_props[{FEATURE_NAMES_KEY}]");
+        let names: Vec<String> = serde_json::from_str(&entry.string(2)).map_err(|e| {
+            Fault::new(at.clone(), format!("{e}; expected a JSON array of feature names"))
+        })?;
+        if names.len() != n_features {
+            return Err(Fault::new(
+                at,
+                format!(
+                    "{} names for a model that reads {n_features} features; expected one per feature",
+                    names.len()
+                ),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(bad) = names.iter().find(|n| n.is_empty() || !seen.insert(n.as_str())) {
+            return Err(Fault::new(
+                at,
+                format!("feature name {bad:?} is empty or repeated; expected distinct names"),
+            ));
+        }
+        return Ok(Some(names));
+    }
+    Ok(None)
 }
 
 /// The feature count from an input of shape [rows, features], if static.

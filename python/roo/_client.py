@@ -1,0 +1,444 @@
+"""``roo.connect``: a running ``roo serve`` over Arrow Flight.
+
+Every call goes through pyarrow's Flight client; errors come back as
+:mod:`roo`'s exceptions with the server's message.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import pyarrow as pa
+import pyarrow.flight as flight
+
+from . import _frames, _models
+from ._errors import InvalidInputError, ModelError, RooError, UnavailableError, translate
+
+#: Rows per batch sent by ``score`` and ``put`` (a batch is scored whole).
+BATCH_ROWS = 65_536
+#: The most bytes ``put`` keeps of rows sent but not yet acknowledged, so
+#: that it can send them again after a restart; past it, it waits for acks.
+PUT_PENDING_BYTES_MAX = 256 << 20
+
+
+def connect(location: str, token: str | None = None, *, tls_root_certs: bytes | None = None,
+            timeout: float | None = None) -> "Client":
+    """A client of the ``roo serve`` at ``location`` (``grpc://HOST:PORT``,
+    ``grpc+tls://`` with TLS). ``token`` is ``NAME:SECRET`` of one of the
+    server's ``[[flight.token]]``s (a basic-auth handshake gives the bearer
+    header), or the secret alone."""
+    return Client(location, token, tls_root_certs=tls_root_certs, timeout=timeout)
+
+
+class Client:
+    """A connection to one ``roo serve``. Use as a context manager, or call
+    :meth:`close`. Thread-safe: calls may run concurrently."""
+
+    def __init__(self, location: str, token: str | None = None, *, tls_root_certs: bytes | None = None,
+                 timeout: float | None = None):
+        self.location = location
+        self._token = token
+        self._tls = tls_root_certs
+        self._timeout = timeout
+        self._client, self._options = self._open()
+
+    def _open(self) -> tuple[flight.FlightClient, flight.FlightCallOptions]:
+        kwargs = {"tls_root_certs": self._tls} if self._tls else {}
+        try:
+            client = flight.FlightClient(self.location, **kwargs)
+            headers = []
+            if self._token:
+                if ":" in self._token:
+                    name, secret = self._token.split(":", 1)
+                    headers = [client.authenticate_basic_token(name, secret)]
+                else:
+                    headers = [(b"authorization", b"Bearer " + self._token.encode())]
+        except Exception as e:
+            raise translate(e, f"connecting to {self.location}") from None
+        return client, flight.FlightCallOptions(headers=headers, timeout=self._timeout)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"roo.Client({self.location!r})"
+
+    # -- actions ---------------------------------------------------------
+
+    def _action(self, kind: str, body: bytes = b"") -> Any:
+        try:
+            results = list(self._client.do_action(flight.Action(kind, body), self._options))
+        except Exception as e:
+            raise translate(e, kind) from None
+        if not results:
+            return None
+        return json.loads(results[0].body.to_pybytes())
+
+    def models(self) -> dict[str, Any]:
+        """The model each pipeline scores with (``running``) and the models
+        uploaded (``stored``: version, size, when, which pipelines use it)."""
+        return self._action("list-models")
+
+    def stats(self, pipeline: str | None = None) -> Any:
+        """Counters, queue depths and latency: every pipeline's, or one's."""
+        return self._action("pipeline-stats", (pipeline or "").encode())
+
+    def input_schema(self, pipeline: str) -> pa.Schema:
+        """The columns a pipeline takes (what ``put`` sends, and casts to)."""
+        try:
+            return self._client.get_schema(flight.FlightDescriptor.for_path(pipeline, "input"), self._options).schema
+        except Exception as e:
+            raise translate(e, f"the input of {pipeline}") from None
+
+    def deploy(self, model: Any, pipeline: str | None = None, *,
+               features: Sequence[str] | None = None) -> str:
+        """Uploads ``model`` (a model object, a path or a file's bytes; see
+        :func:`roo._models.export`) and returns its version
+        (``sha256:…``). With ``pipeline``, also makes it that pipeline's
+        model (swapped between two batches). ``features`` names the
+        features of a model fitted on an unnamed array."""
+        body, _ = _models.export(model, features)
+        try:
+            reply = self._action("upload-model", body)
+        except InvalidInputError as e:
+            # The server read the file and refused it: a model roo cannot take.
+            raise ModelError(e.message, e.code) from None
+        version = reply["version"]
+        if pipeline is not None:
+            self._action("activate-model", json.dumps({"pipeline": pipeline, "model": version}).encode())
+        return version
+
+    # -- scoring ---------------------------------------------------------
+
+    def score(self, data: Any, *, model: str | None = None, pipeline: str | None = None,
+              batch_rows: int = BATCH_ROWS, output: str | Path | None = None) -> Any:
+        """Scores ``data`` with a stored model version (``model``) or a
+        pipeline's current model (``pipeline``), in row order.
+
+        Returns the kind that came in, with the input's columns, ``score``
+        (or ``score_0``…) and ``model_version``: a pandas or polars
+        DataFrame (pandas keeps its index), a pyarrow Table or RecordBatch,
+        a numpy array of the scores for a numpy array. A RecordBatchReader,
+        a Dataset or a path streams: the result is a RecordBatchReader read
+        as the server replies, in bounded memory. With ``output`` (a
+        ``.parquet``, ``.arrow`` or ``.csv`` path), the scored rows are
+        written there as they come and the row count is returned."""
+        if (model is None) == (pipeline is None):
+            raise InvalidInputError("score takes model= (a version from deploy) or pipeline=, not both or neither")
+        path = ["models", model] if model is not None else [pipeline]
+        source = _frames.as_input(data)
+        replies = self._exchange(flight.FlightDescriptor.for_path(*path), source.reader, batch_rows)
+        if output is not None:
+            return _write(Path(output), source.reader.schema, replies)
+        return source.restore(source.reader.schema, replies)
+
+    def _exchange(self, descriptor: flight.FlightDescriptor, reader: pa.RecordBatchReader,
+                  batch_rows: int) -> Iterator[pa.RecordBatch]:
+        """The scored batches, in order, while a thread sends the input. The
+        server holds one batch in scoring and two replies per stream, and
+        HTTP/2 flow control stops the sender when nobody reads: memory is
+        bounded whatever the input's size."""
+        try:
+            writer, results = self._client.do_exchange(descriptor, self._options)
+        except Exception as e:
+            raise translate(e, "score") from None
+        failed: list[BaseException] = []
+
+        def send() -> None:
+            try:
+                writer.begin(reader.schema)
+                for batch in _frames.slices(reader, batch_rows):
+                    writer.write_batch(batch)
+                writer.done_writing()
+            except BaseException as e:  # noqa: BLE001 - reported by the reading side
+                failed.append(e)
+                results.cancel()
+
+        sender = threading.Thread(target=send, name="roo-score-send", daemon=True)
+        sender.start()
+        try:
+            while True:
+                try:
+                    chunk = results.read_chunk()
+                except StopIteration:
+                    break
+                yield chunk.data
+        except Exception as e:
+            sender.join(timeout=5)
+            cause = failed[0] if failed and not isinstance(failed[0], flight.FlightError) else e
+            raise translate(cause, "score") from None
+        finally:
+            if sender.is_alive():
+                results.cancel()
+            sender.join(timeout=5)
+            try:
+                writer.close()
+            except Exception:
+                pass  # the call's status was read (and raised) above
+        if failed:
+            raise translate(failed[0], "score") from None
+
+    # -- reading what pipelines wrote ----------------------------------------
+
+    def _get(self, ticket: dict[str, Any], reader: bool) -> pa.Table | pa.RecordBatchReader:
+        try:
+            stream = self._client.do_get(flight.Ticket(json.dumps(ticket).encode()), self._options)
+            return stream.to_reader() if reader else stream.read_all()
+        except Exception as e:
+            raise translate(e, "get") from None
+
+    def output(self, pipeline: str, *, reader: bool = False) -> pa.Table | pa.RecordBatchReader:
+        """The rows the pipeline's file sink has published, in order (a
+        RecordBatchReader with ``reader=True``, for outputs larger than memory)."""
+        return self._get({"pipeline": pipeline, "stream": "output"}, reader)
+
+    def dead_letters(self, pipeline: str) -> pa.Table:
+        """The pipeline's published dead letters: source, offset, line, reason, raw bytes."""
+        return self._get({"pipeline": pipeline, "stream": "dead_letters"}, False)
+
+    def latest(self, pipeline: str) -> pa.Table:
+        """The latest window the pipeline's aggregate emitted (top-K and the like)."""
+        return self._get({"pipeline": pipeline, "stream": "latest"}, False)
+
+    def audit(self, pipeline: str, id: str | None = None, *, start: Any = None, end: Any = None) -> pa.Table:
+        """Audit records from the pipeline's log: every record of event
+        ``id``, or a range of event time (``start``/``end``: RFC 3339 text,
+        a datetime, or µs since the epoch; either may be left open). Each
+        record holds the inputs as received, the features and snapshots the
+        model read, the score, the model version and the device."""
+        if id is not None:
+            if start is not None or end is not None:
+                raise InvalidInputError("audit takes id= or a start/end range, not both")
+            return self._get({"audit": pipeline, "id": str(id)}, False)
+        ticket: dict[str, Any] = {"audit": pipeline}
+        for key, value in (("from", start), ("to", end)):
+            if value is not None:
+                ticket[key] = value.isoformat() if hasattr(value, "isoformat") else value
+        return self._get(ticket, False)
+
+    # -- put -------------------------------------------------------------
+
+    def put(self, data: Any, *, pipeline: str, batch_rows: int = BATCH_ROWS,
+            resume_timeout: float = 60.0, on_progress: Callable[[int], None] | None = None) -> int:
+        """Sends ``data`` into a pipeline whose source is ``kind =
+        "flight"`` (DoPut) and returns the rows it accepted (all of them).
+
+        Columns are taken by name and cast to the pipeline's input types
+        (``input_schema``); other columns are left out.
+
+        Accepted rows are in the pipeline's queue, on their way to its
+        sinks. If the server stops mid-put (a drain: SIGTERM, a redeploy)
+        it says how many rows it accepted, and exactly those reach its
+        sinks: ``put`` then reconnects (for up to ``resume_timeout``
+        seconds) and resumes from the next row, so every row arrives once.
+        A server killed outright (SIGKILL, a crash) says nothing: the put
+        raises :class:`UnavailableError` with the rows last acknowledged,
+        since rows past them may or may not have reached the sinks.
+        ``on_progress(rows_accepted)`` is called as acknowledgements come."""
+        source = _frames.as_input(data)
+        schema = self.input_schema(pipeline)
+        conform = _frames.conformer(source.reader.schema, schema, f"put into {pipeline}")
+        state = _PutState(conform(b) for b in _frames.slices(source.reader, batch_rows))
+        while True:
+            try:
+                self._put_stream(pipeline, schema, state, on_progress)
+                return state.done
+            except UnavailableError as e:
+                if e.rows_accepted is None:
+                    raise
+                self._await_server(time.monotonic() + resume_timeout, e)
+
+    def _await_server(self, deadline: float, cause: UnavailableError) -> None:
+        """Reconnects once the server is back, backing off; raises ``cause``
+        (with the rows accepted) past the deadline."""
+        delay = 0.05
+        while True:
+            try:
+                self._client.close()
+            except Exception:
+                pass
+            try:
+                self._client, self._options = self._open()
+                list(self._client.list_actions(self._options))
+                return
+            except Exception:
+                if time.monotonic() + delay > deadline:
+                    raise cause from None
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    def _put_stream(self, pipeline: str, schema: pa.Schema, state: "_PutState",
+                    on_progress: Callable[[int], None] | None) -> None:
+        """One DoPut stream: the rows kept from the last stream, then the
+        rest. A stop mid-stream is an :class:`UnavailableError` whose
+        ``rows_accepted`` counts the input's rows accepted in all (``state``
+        is left at that row, ready to resume)."""
+        try:
+            writer, acks = self._client.do_put(flight.FlightDescriptor.for_path(pipeline), schema, self._options)
+        except Exception as e:
+            raise _put_error(e, state, None, None) from None
+        start = state.done
+        acked = [0]  # this stream's rows accepted, as last acknowledged
+        lock = threading.Condition()
+        read_failed: list[BaseException] = []
+
+        def read_acks() -> None:
+            try:
+                while True:
+                    buf = acks.read()
+                    if buf is None:
+                        return
+                    rows = int(json.loads(buf.to_pybytes())["rows_accepted"])
+                    with lock:
+                        acked[0] = max(acked[0], rows)
+                        lock.notify_all()
+                    if on_progress is not None:
+                        on_progress(start + rows)
+            except BaseException as e:  # noqa: BLE001 - the writer reports it
+                read_failed.append(e)
+                with lock:
+                    lock.notify_all()
+
+        reader = threading.Thread(target=read_acks, name="roo-put-acks", daemon=True)
+        reader.start()
+        sent = 0
+        try:
+            for batch in state.stream():
+                with lock:
+                    state.accepted(start + acked[0])
+                    # Bounded: wait for acks before keeping more unacked rows.
+                    while state.pending_bytes() > PUT_PENDING_BYTES_MAX and not read_failed:
+                        lock.wait(1.0)
+                        state.accepted(start + acked[0])
+                writer.write_batch(batch)
+                sent += batch.num_rows
+            writer.done_writing()
+            reader.join()
+            writer.close()
+        except Exception as e:
+            # The status that ended the call may surface in the write, in
+            # the acks' reader or only when the call is closed: take the
+            # one that says the most (the rows accepted, when given).
+            candidates: list[BaseException] = [e]
+            reader.join(timeout=10)
+            try:
+                writer.close()
+            except Exception as close_error:
+                candidates.insert(0, close_error)
+            candidates = read_failed + candidates
+            best = next((c for c in candidates if _says_rows(c)), None)
+            best = best or next((c for c in candidates if isinstance(c, flight.FlightError)), e)
+            raise _put_error(best, state, start, start + acked[0]) from None
+        if read_failed:
+            raise _put_error(read_failed[0], state, start, start + acked[0]) from None
+        if acked[0] != sent:
+            raise RooError(f"put: the server acknowledged {acked[0]} of the {sent} rows of the stream")
+        state.accepted(start + sent)
+
+
+class _PutState:
+    """A resumable put's progress: the input's rows accepted (``done``) and
+    the batches sent but not yet accepted (``pending``, with the input row
+    each starts at), sent again on the next stream."""
+
+    def __init__(self, batches: Iterator[pa.RecordBatch]):
+        self._batches = batches
+        self.pending: collections.deque[tuple[int, pa.RecordBatch]] = collections.deque()
+        self.done = 0
+        self._next = 0
+
+    def stream(self) -> Iterator[pa.RecordBatch]:
+        """The batches for a new stream: the pending ones, then new ones."""
+        for _, batch in list(self.pending):
+            yield batch
+        for batch in self._batches:
+            self.pending.append((self._next, batch))
+            self._next += batch.num_rows
+            yield batch
+
+    def accepted(self, rows: int) -> None:
+        """The input's first ``rows`` rows are accepted: forget them."""
+        while self.pending and self.pending[0][0] + self.pending[0][1].num_rows <= rows:
+            self.pending.popleft()
+        if self.pending and self.pending[0][0] < rows:
+            at, head = self.pending.popleft()
+            self.pending.appendleft((rows, head.slice(rows - at)))
+        self.done = max(self.done, rows)
+
+    def pending_bytes(self) -> int:
+        return sum(b.nbytes for _, b in self.pending)
+
+
+def _says_rows(e: BaseException) -> bool:
+    error = translate(e)
+    return isinstance(error, UnavailableError) and error.rows_accepted is not None
+
+
+def _put_error(e: BaseException, state: _PutState, start: int | None, acked: int | None) -> RooError:
+    """The error that ended a put stream begun at input row ``start``;
+    ``acked``: the input's rows last acknowledged on it."""
+    error = translate(e, "put")
+    if not isinstance(error, UnavailableError):
+        return error
+    if error.rows_accepted is not None and start is not None:
+        # The server said how many rows of this stream it took: exactly
+        # those reach its sinks; the put resumes after them.
+        error.rows_accepted += start
+        state.accepted(error.rows_accepted)
+    elif acked is not None:
+        # The server went without saying what it took: the last
+        # acknowledgement is a floor, not the count, so no resuming.
+        error.rows_accepted = None
+        error.message = (f"{error.message} (the server stopped without saying how many rows it took; "
+                         f"{acked} rows of the input were acknowledged before)")
+        error.args = (error.message,)
+    return error
+
+
+def _write(path: Path, schema: pa.Schema, replies: Iterator[pa.RecordBatch]) -> int:
+    """Writes the scored batches to ``path`` as they come; the row count."""
+    import pyarrow.csv as pacsv
+    import pyarrow.ipc as ipc
+    import pyarrow.parquet as pq
+
+    suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".pq", ".arrow", ".ipc", ".feather", ".csv"):
+        raise InvalidInputError(f"output {path}: unknown format; expected .parquet, .arrow or .csv")
+    partial = path.with_name(f".{path.name}.partial")
+    writer = None
+    rows = 0
+    try:
+        for batch in replies:
+            if writer is None:
+                if suffix in (".parquet", ".pq"):
+                    writer = pq.ParquetWriter(partial, batch.schema)
+                elif suffix == ".csv":
+                    writer = pacsv.CSVWriter(partial, batch.schema)
+                else:
+                    writer = ipc.new_file(partial, batch.schema)
+            if suffix in (".parquet", ".pq"):
+                writer.write_batch(batch)
+            else:
+                writer.write(batch)
+            rows += batch.num_rows
+        if writer is None:
+            raise InvalidInputError(f"output {path}: the input had no rows to score")
+        writer.close()
+        writer = None
+        partial.replace(path)
+    finally:
+        if writer is not None:
+            writer.close()
+        partial.unlink(missing_ok=True)
+    return rows
