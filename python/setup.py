@@ -3,7 +3,7 @@
 The binary is, in order: the file named by ROO_BINARY (a `roo` already
 built, e.g. by CI's release build), or `cargo build --release --locked -p
 roo-appliance --bin roo` run in the checkout this directory sits in (a Rust
-toolchain is then needed). It lands in `roo/_bin/roo`; the wheel is tagged
+toolchain is then needed). It lands in `roo/_bin/roo`, without its debug sections; the wheel is tagged
 for this platform, since it holds a native executable.
 """
 
@@ -52,6 +52,11 @@ class BuildWithEngine(build_py):
         out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(binary, out / "roo")
         os.chmod(out / "roo", 0o755)
+        # The release profile keeps line tables (backtraces on the
+        # developer's machine); the wheel's copy goes without: 189 MB -> 37.
+        strip = shutil.which("strip")
+        if strip:
+            subprocess.run([strip, "--strip-debug", str(out / "roo")], check=True)
 
 
 class PlatformWheel(bdist_wheel):

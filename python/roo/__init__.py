@@ -11,7 +11,8 @@ live pipelines, read what they wrote.
     c.audit("live", id="t123")                 # a decision on record
 
 The engine ships in the package: ``roo.serve(config)`` starts a daemon,
-``roo.score_file(...)`` scores a file, and ``roo`` is on the PATH.
+``roo.score_file(...)`` scores a file, ``roo.run(...)`` runs any ``roo``
+command, and ``roo`` is on the PATH.
 """
 
 from ._client import Client, connect
@@ -26,7 +27,7 @@ from ._errors import (
     UnavailableError,
 )
 from ._models import export as export_model
-from ._serve import Server, binary, score_file, serve
+from ._serve import Server, binary, run, score_file, serve
 
 __version__ = "0.1.0"
 
@@ -44,6 +45,7 @@ __all__ = [
     "binary",
     "connect",
     "export_model",
+    "run",
     "score_file",
     "serve",
 ]

@@ -133,6 +133,18 @@ def serve(config: str | Path, **kwargs: Any) -> Server:
     return Server(config, **kwargs)
 
 
+def run(*args: str | os.PathLike) -> str:
+    """Runs the engine with ``args`` (``roo.run("score", "--config", ...)``,
+    anything the ``roo`` command takes) and returns what it printed;
+    raises :class:`RooError` with roo's message when it fails."""
+    command = [str(binary()), *(os.fspath(a) for a in args)]
+    done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if done.returncode != 0:
+        message = done.stderr.strip().removeprefix("Error: ").strip() or f"exit status {done.returncode}"
+        raise RooError(f"roo {os.fspath(args[0]) if args else ''}: {message}")
+    return done.stdout
+
+
 def score_file(model: Any, input: str | Path, output: str | Path, *, threads: int | None = None,
                device: str | None = None, dead_letters: str | Path | None = None,
                features: Sequence[str] | None = None, extra: Sequence[str] = ()) -> Path:
@@ -147,16 +159,12 @@ def score_file(model: Any, input: str | Path, output: str | Path, *, threads: in
             body, suffix = _models.export(model, features)
             model_path = Path(tmp) / f"model{suffix or '.bin'}"
             model_path.write_bytes(body)
-        command = [str(binary()), "score", "--model", str(model_path), "--input", str(input), "--output", str(output)]
+        command = ["score", "--model", model_path, "--input", input, "--output", output]
         if threads is not None:
             command += ["--threads", str(threads)]
         if device is not None:
             command += ["--device", device]
         if dead_letters is not None:
-            command += ["--dead-letters", str(dead_letters)]
-        command += list(extra)
-        done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True)
-    if done.returncode != 0:
-        message = done.stderr.strip().removeprefix("Error: ").strip() or f"exit status {done.returncode}"
-        raise RooError(f"roo score: {message}")
+            command += ["--dead-letters", dead_letters]
+        run(*command, *extra)
     return Path(output)

@@ -75,6 +75,9 @@ dir = "out/cards"
 format = "arrow"
 rotate_secs = 1
 
+[pipeline.dead_letters]
+dir = "out/dead"
+
 [[pipeline]]
 name = "sink"
 model = "{FRAUD / 'model.json'}"
