@@ -21,6 +21,8 @@ from ._errors import InvalidInputError, ModelError, RooError, UnavailableError, 
 
 #: Rows per batch sent by ``score`` and ``put`` (a batch is scored whole).
 BATCH_ROWS = 65_536
+#: Batches ``score`` sends ahead of the replies it has read.
+EXCHANGE_BATCHES_IN_FLIGHT = 3
 #: The most bytes ``put`` keeps of rows sent but not yet acknowledged, so
 #: that it can send them again after a restart; past it, it waits for acks.
 PUT_PENDING_BYTES_MAX = 256 << 20
@@ -154,11 +156,22 @@ class Client:
         except Exception as e:
             raise translate(e, "score") from None
         failed: list[BaseException] = []
+        # Rows sent and not yet back: the sender waits past the bound. gRPC
+        # accepts a write before its bytes leave (and Flight's writes
+        # reference the batch's buffers rather than copy them), so flow
+        # control alone would let the input run far ahead of the replies.
+        window = threading.Condition()
+        in_flight = [0]
+        bound = EXCHANGE_BATCHES_IN_FLIGHT * batch_rows
 
         def send() -> None:
             try:
                 writer.begin(reader.schema)
                 for batch in _frames.slices(reader, batch_rows):
+                    with window:
+                        while in_flight[0] + batch.num_rows > bound and in_flight[0] > 0:
+                            window.wait()
+                        in_flight[0] += batch.num_rows
                     writer.write_batch(batch)
                 writer.done_writing()
             except BaseException as e:  # noqa: BLE001 - reported by the reading side
@@ -173,6 +186,9 @@ class Client:
                     chunk = results.read_chunk()
                 except StopIteration:
                     break
+                with window:
+                    in_flight[0] -= chunk.data.num_rows
+                    window.notify()
                 yield chunk.data
         except Exception as e:
             sender.join(timeout=5)
@@ -181,6 +197,9 @@ class Client:
         finally:
             if sender.is_alive():
                 results.cancel()
+                with window:
+                    in_flight[0] = 0  # a sender waiting for room goes on, to fail
+                    window.notify()
             sender.join(timeout=5)
             try:
                 writer.close()

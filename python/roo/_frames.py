@@ -69,18 +69,32 @@ def as_input(data: Any) -> Input:
         return _numpy(data)
     if module == "pyarrow" and hasattr(data, "scanner") and hasattr(data, "schema"):
         # A pyarrow.dataset.Dataset: scanned batch by batch.
-        return Input(data.scanner().to_reader(), _lazy_reader, True, None)
+        return Input(_scan(data), _lazy_reader, True, None)
     if isinstance(data, (str, os.PathLike)):
         import pyarrow.dataset as ds
 
         path = os.fspath(data)
         fmt = "csv" if path.endswith(".csv") else "arrow" if path.endswith((".arrow", ".ipc", ".feather")) else "parquet"
-        return Input(ds.dataset(path, format=fmt).scanner().to_reader(), _lazy_reader, True, None)
+        return Input(_scan(ds.dataset(path, format=fmt)), _lazy_reader, True, None)
     raise InvalidInputError(
         f"cannot score a {type(data).__module__}.{type(data).__name__}; expected a pandas or polars "
         "DataFrame, a numpy 2-D array, a pyarrow Table, RecordBatch, RecordBatchReader or Dataset, "
         "or the path of a Parquet, Arrow IPC or CSV file or directory"
     )
+
+
+def _scan(dataset: Any) -> pa.RecordBatchReader:
+    """A dataset's batches in order, fragment by fragment, each read on
+    this thread with one batch ahead: a scanner's default readahead (and
+    its decoding threads running ahead of a slower consumer) holds a
+    gigabyte of a wide dataset while the server takes one batch at a time."""
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for fragment in dataset.get_fragments():
+            yield from fragment.to_batches(schema=dataset.schema, batch_readahead=1, fragment_readahead=1,
+                                           use_threads=False)
+
+    return pa.RecordBatchReader.from_batches(dataset.schema, batches())
 
 
 def _lazy_reader(schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> pa.RecordBatchReader:

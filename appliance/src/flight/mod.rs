@@ -8,7 +8,9 @@
 //!   stream: a slow reader stops the server reading (HTTP/2 flow control).
 //! - **DoPut** into a pipeline whose source is `kind = "flight"`: batches
 //!   enter its queue (blocking when full) and go to its sinks; `PutResult`s
-//!   carry `{"rows_accepted": N}`, cumulative. DoPut with descriptor
+//!   carry `{"rows_accepted": N}`, cumulative; a server that stops ends
+//!   every put at once with UNAVAILABLE and the same JSON as the status's
+//!   details (what a client resumes from). DoPut with descriptor
 //!   `["tables", NAME]` upserts rows into every pipeline's table NAME
 //!   (`tables.rs`), acknowledged once the next batch joins them.
 //! - **DoGet** by ticket `{"pipeline": P, "stream": "output" | "dead_letters"}`:

@@ -44,7 +44,10 @@ async fn stopped(mut stopping: tokio::sync::watch::Receiver<bool>) {
 fn stopping_status(accepted: u64) -> Status {
     let message = PushError::Stopping { accepted }.to_string();
     let mut trailers = tonic::metadata::MetadataMap::new();
-    trailers.insert("x-arrow-status", tonic::metadata::MetadataValue::from_static("5"));
+    trailers.insert(
+        "x-arrow-status",
+        tonic::metadata::MetadataValue::from_static("5"),
+    );
     trailers.insert_bin(
         "x-arrow-status-message-bin",
         tonic::metadata::MetadataValue::from_bytes(message.as_bytes()),

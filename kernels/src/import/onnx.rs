@@ -268,7 +268,10 @@ fn declared_names(model: &Message, n_features: usize) -> Result<Option<Vec<Strin
         }
         let at = format!("metadata_props[{FEATURE_NAMES_KEY}]");
         let names: Vec<String> = serde_json::from_str(&entry.string(2)).map_err(|e| {
-            Fault::new(at.clone(), format!("{e}; expected a JSON array of feature names"))
+            Fault::new(
+                at.clone(),
+                format!("{e}; expected a JSON array of feature names"),
+            )
         })?;
         if names.len() != n_features {
             return Err(Fault::new(
@@ -280,7 +283,10 @@ fn declared_names(model: &Message, n_features: usize) -> Result<Option<Vec<Strin
             ));
         }
         let mut seen = std::collections::HashSet::new();
-        if let Some(bad) = names.iter().find(|n| n.is_empty() || !seen.insert(n.as_str())) {
+        if let Some(bad) = names
+            .iter()
+            .find(|n| n.is_empty() || !seen.insert(n.as_str()))
+        {
             return Err(Fault::new(
                 at,
                 format!("feature name {bad:?} is empty or repeated; expected distinct names"),
