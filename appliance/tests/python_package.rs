@@ -5,7 +5,7 @@
 //! checks that `roo` is on the PATH (`.ci/run`).
 //!
 //! Needs a Python with appliance/tests/python/requirements.txt (pyarrow,
-//! pandas, polars, pytest) and bench/python/requirements.txt (XGBoost,
+//! pandas, polars, pytest, mypy) and bench/python/requirements.txt (XGBoost,
 //! LightGBM, scikit-learn, skl2onnx); without one it prints SKIPPED, and
 //! with `ROO_REQUIRE_PYARROW=1` (CI) fails.
 
@@ -14,7 +14,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-const MODULES: &str = "pyarrow, pandas, polars, pytest, xgboost, lightgbm, sklearn, skl2onnx";
+const MODULES: &str = "pyarrow, pandas, polars, pytest, mypy, xgboost, lightgbm, sklearn, skl2onnx";
 
 fn checkout() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -85,4 +85,25 @@ fn the_notebook_walkthrough_runs() {
     assert!(said.contains("4.   deployed sha256:"), "{said}");
     assert!(said.contains("0 dead letters"), "{said}");
     assert!(said.contains("audit of txn"), "{said}");
+}
+
+#[test]
+fn the_package_is_typed() {
+    let Some(python) = common::python(MODULES) else {
+        return;
+    };
+    // pyproject.toml's [tool.mypy]: every function annotated, for 3.10.
+    let said = run(
+        &python,
+        &[
+            "-m",
+            "mypy",
+            "--config-file",
+            "python/pyproject.toml",
+            "--cache-dir",
+            "/dev/null",
+            "python/roo",
+        ],
+    );
+    assert!(said.contains("Success: no issues found"), "{said}");
 }

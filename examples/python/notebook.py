@@ -21,7 +21,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 import pyarrow.parquet as pq
 
 import roo
@@ -29,7 +28,8 @@ import roo
 HERE = pathlib.Path(__file__).resolve().parent
 FRAUD = HERE.parent / "fraud"
 sys.path.insert(0, str(FRAUD))
-from history import DAY, transactions  # noqa: E402
+from history import transactions  # noqa: E402
+from train import auc  # noqa: E402
 
 RAW = ["amount", "merchant_category", "hour_of_day", "is_online", "is_international"]
 PROFILE = ["credit_limit", "account_age_days", "prior_chargebacks"]
@@ -162,15 +162,6 @@ def wait_for_output(c, rows, timeout=60.0):
         if out.num_rows >= rows or time.monotonic() > deadline:
             return out.to_pandas()
         time.sleep(0.1)
-
-
-def auc(y, p):
-    order = np.argsort(p)
-    ranks = np.empty(len(p))
-    ranks[order] = np.arange(1, len(p) + 1)
-    pos = y == 1
-    n_pos, n_neg = pos.sum(), (~pos).sum()
-    return (ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / max(1, n_pos * n_neg)
 
 
 if __name__ == "__main__":

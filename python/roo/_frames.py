@@ -30,8 +30,8 @@ def _module(obj: Any) -> str:
 
 
 def _table_result(schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> pa.Table:
-    batches = list(batches)
-    return pa.Table.from_batches(batches, schema=batches[0].schema if batches else schema)
+    whole = list(batches)
+    return pa.Table.from_batches(whole, schema=whole[0].schema if whole else schema)
 
 
 def _reader_of_table(table: pa.Table) -> pa.RecordBatchReader:

@@ -159,7 +159,7 @@ def score_file(model: Any, input: str | Path, output: str | Path, *, threads: in
             body, suffix = _models.export(model, features)
             model_path = Path(tmp) / f"model{suffix or '.bin'}"
             model_path.write_bytes(body)
-        command = ["score", "--model", model_path, "--input", input, "--output", output]
+        command: list[str | os.PathLike] = ["score", "--model", model_path, "--input", input, "--output", output]
         if threads is not None:
             command += ["--threads", str(threads)]
         if device is not None:
