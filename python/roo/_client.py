@@ -108,7 +108,9 @@ class Client:
         """Uploads ``model`` (a model object, a path or a file's bytes; see
         :func:`roo._models.export`) and returns its version
         (``sha256:…``). With ``pipeline``, also makes it that pipeline's
-        model (swapped between two batches). ``features`` names the
+        model (swapped between two batches; a model that does not fit its
+        input raises :class:`ModelError` and the model before keeps
+        scoring). ``features`` names the
         features of a model fitted on an unnamed array."""
         body, _ = _models.export(model, features)
         try:
@@ -118,13 +120,18 @@ class Client:
             raise ModelError(e.message, e.code) from None
         version = reply["version"]
         if pipeline is not None:
-            self._action("activate-model", json.dumps({"pipeline": pipeline, "model": version}).encode())
+            try:
+                self._action("activate-model", json.dumps({"pipeline": pipeline, "model": version}).encode())
+            except InvalidInputError as e:
+                # It does not fit the pipeline (a feature its input lacks):
+                # refused, and the pipeline's model before keeps scoring.
+                raise ModelError(e.message, e.code) from None
         return version
 
     # -- scoring ---------------------------------------------------------
 
     def score(self, data: Any, *, model: str | None = None, pipeline: str | None = None,
-              batch_rows: int = BATCH_ROWS, output: str | Path | None = None) -> Any:
+              chain: bool = False, batch_rows: int = BATCH_ROWS, output: str | Path | None = None) -> Any:
         """Scores ``data`` with a stored model version (``model``) or a
         pipeline's current model (``pipeline``), in row order.
 
@@ -135,12 +142,28 @@ class Client:
         a Dataset or a path streams: the result is a RecordBatchReader read
         as the server replies, in bounded memory. With ``output`` (a
         ``.parquet``, ``.arrow`` or ``.csv`` path), the scored rows are
-        written there as they come and the row count is returned."""
+        written there as they come and the row count is returned.
+
+        With ``chain=True`` (and ``pipeline=``), each batch runs the
+        pipeline's whole chain as online requests do (its features and
+        enrichment, the model, shadows, the audit log; its sinks get the
+        rows too): the reply holds every column the chain left. The data is
+        cast to the pipeline's input columns, as for ``put``; the daemon
+        needs an ``[online]`` section."""
         if (model is None) == (pipeline is None):
             raise InvalidInputError("score takes model= (a version from deploy) or pipeline=, not both or neither")
-        path = ["models", model] if model is not None else [pipeline]
         source = _frames.as_input(data)
-        replies = self._exchange(flight.FlightDescriptor.for_path(*path), source.reader, batch_rows)
+        reader = source.reader
+        if chain:
+            if pipeline is None:
+                raise InvalidInputError("score(chain=True) runs a pipeline's chain: give pipeline=, not model=")
+            schema = self.input_schema(pipeline)
+            conform = _frames.conformer(reader.schema, schema, f"score through {pipeline}'s chain")
+            reader = pa.RecordBatchReader.from_batches(schema, (conform(b) for b in source.reader))
+            path = ["online", pipeline]
+        else:
+            path = ["models", model] if model is not None else [pipeline]
+        replies = self._exchange(flight.FlightDescriptor.for_path(*path), reader, batch_rows)
         if output is not None:
             return _write(Path(output), source.reader.schema, replies)
         return source.restore(source.reader.schema, replies)

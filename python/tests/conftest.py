@@ -54,6 +54,11 @@ models_max = 64
 name = "tester"
 secret = "s3cret-for-tests"
 
+# Online requests: score(chain=True) runs the pipeline's chain (Flight
+# ["online", P]); the V2 endpoint itself is the online tests' concern.
+[online]
+grpc = "127.0.0.1:0"
+
 [[pipeline]]
 name = "cards"
 model = "{FRAUD / 'model.json'}"

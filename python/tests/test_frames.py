@@ -112,3 +112,22 @@ def test_unscorable_inputs_are_refused_before_sending(client: roo.Client):
         client.score(np.zeros(5), pipeline="cards")
     with pytest.raises(roo.InvalidInputError, match="model= .* or pipeline="):
         client.score(np.zeros((1, 30)))
+
+
+def test_chain_runs_the_pipelines_operators_and_keeps_the_kind(client: roo.Client, transactions: pa.Table):
+    def audited() -> int:
+        return next(o["audit_records"] for o in client.stats("cards")[0]["operators"] if o["kind"] == "audit")
+
+    df = transactions.slice(0, 300).to_pandas()
+    df.index = df.index + 1000
+    before = audited()
+    out = client.score(df, pipeline="cards", chain=True, batch_rows=64)
+    assert isinstance(out, pd.DataFrame) and out.index.equals(df.index)
+    # The pipeline's input types are float32; the frame's own come back.
+    pd.testing.assert_frame_equal(out[df.columns], df)
+    np.testing.assert_array_equal(out["score"].to_numpy(),
+                                  reference_scores(client, transactions.slice(0, 300)))
+    # On record: the chain's audit operator wrote each row before its reply.
+    assert audited() - before == 300
+    with pytest.raises(roo.InvalidInputError, match="give pipeline="):
+        client.score(df, model="sha256:00", chain=True)

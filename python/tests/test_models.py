@@ -158,6 +158,15 @@ def test_deploy_to_a_pipeline_and_model_files(client: roo.Client, transactions, 
     assert running["cards"] == version
     stored = [m["version"] for m in client.models()["stored"]]
     assert version in stored
+    # A model that does not fit the pipeline's input is refused, naming
+    # the feature; the pipeline keeps scoring with the one before.
+    from sklearn.linear_model import LogisticRegression
+
+    df, y, _, _ = dataset()
+    with pytest.raises(roo.ModelError, match="needs feature 'feat_a' but the input has no such column"):
+        client.deploy(LogisticRegression().fit(df, y), pipeline="cards")
+    running = {m["pipeline"]: m["version"] for m in client.models()["pipelines"]}
+    assert running["cards"] == version
     by_path = client.deploy(FRAUD / "model.json")
     by_pipeline = client.score(transactions, pipeline="cards")
     by_version = client.score(transactions, model=by_path)
