@@ -161,8 +161,11 @@ class Client:
             conform = _frames.conformer(reader.schema, schema, f"score through {pipeline}'s chain")
             reader = pa.RecordBatchReader.from_batches(schema, (conform(b) for b in source.reader))
             path = ["online", pipeline]
+        elif model is not None:
+            path = ["models", model]
         else:
-            path = ["models", model] if model is not None else [pipeline]
+            assert pipeline is not None  # one of the two, checked above
+            path = [pipeline]
         replies = self._exchange(flight.FlightDescriptor.for_path(*path), reader, batch_rows)
         if output is not None:
             return _write(Path(output), source.reader.schema, replies)
