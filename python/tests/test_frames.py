@@ -100,6 +100,7 @@ def test_datasets_and_paths_stream_and_output_writes_a_file(client: roo.Client, 
     out.parent.mkdir()
     rows = client.score(str(tmp_path), pipeline="cards", output=out)
     assert rows == table.num_rows
+    assert pq.ParquetFile(out).metadata.num_row_groups == 1, "replies gathered into one row group"
     written = pq.read_table(out)
     np.testing.assert_array_equal(written.column("score").to_numpy(), expected)
     assert not list(out.parent.glob(".*partial")), "the partial file was left behind"
