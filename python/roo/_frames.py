@@ -15,14 +15,11 @@ from ._errors import InvalidInputError
 @dataclass
 class Input:
     """An input as a stream of record batches, and how to hand the scored
-    stream back in the input's own kind."""
+    stream back in the input's own kind (collected, or for a streamed
+    input a reader over the replies as they come: bounded memory)."""
 
     reader: pa.RecordBatchReader
-    #: Builds the result from the scored batches; ``lazy`` results take the
-    #: iterator as it comes (bounded memory), the others collect it.
     restore: Callable[[pa.Schema, Iterator[pa.RecordBatch]], Any]
-    lazy: bool
-    rows: int | None
 
 
 def _module(obj: Any) -> str:
@@ -41,7 +38,7 @@ def _reader_of_table(table: pa.Table) -> pa.RecordBatchReader:
 def as_input(data: Any) -> Input:
     """``data`` as an :class:`Input`; a clear error for a kind roo does not take."""
     if isinstance(data, pa.Table):
-        return Input(_reader_of_table(data), _table_result, False, data.num_rows)
+        return Input(_reader_of_table(data), _table_result)
     if isinstance(data, pa.RecordBatch):
 
         def one_batch(schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> pa.RecordBatch:
@@ -50,9 +47,9 @@ def as_input(data: Any) -> Input:
             return whole[0] if whole else pa.RecordBatch.from_pylist([], schema=table.schema)
 
         reader = pa.RecordBatchReader.from_batches(data.schema, [data])
-        return Input(reader, one_batch, False, data.num_rows)
+        return Input(reader, one_batch)
     if isinstance(data, pa.RecordBatchReader):
-        return Input(data, _lazy_reader, True, None)
+        return Input(data, _lazy_reader)
     module = _module(data)
     if module == "pandas" and hasattr(data, "columns") and hasattr(data, "index"):
         return _pandas(data)
@@ -64,18 +61,18 @@ def as_input(data: Any) -> Input:
         def to_polars(schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> Any:
             return pl.from_arrow(_table_result(schema, batches))
 
-        return Input(_reader_of_table(table), to_polars, False, table.num_rows)
+        return Input(_reader_of_table(table), to_polars)
     if module == "numpy" and hasattr(data, "ndim"):
         return _numpy(data)
     if module == "pyarrow" and hasattr(data, "scanner") and hasattr(data, "schema"):
         # A pyarrow.dataset.Dataset: scanned batch by batch.
-        return Input(_scan(data), _lazy_reader, True, None)
+        return Input(_scan(data), _lazy_reader)
     if isinstance(data, (str, os.PathLike)):
         import pyarrow.dataset as ds
 
         path = os.fspath(data)
         fmt = "csv" if path.endswith(".csv") else "arrow" if path.endswith((".arrow", ".ipc", ".feather")) else "parquet"
-        return Input(_scan(ds.dataset(path, format=fmt)), _lazy_reader, True, None)
+        return Input(_scan(ds.dataset(path, format=fmt)), _lazy_reader)
     raise InvalidInputError(
         f"cannot score a {type(data).__module__}.{type(data).__name__}; expected a pandas or polars "
         "DataFrame, a numpy 2-D array, a pyarrow Table, RecordBatch, RecordBatchReader or Dataset, "
@@ -129,7 +126,7 @@ def _pandas(df: Any) -> Input:
         out.index = index
         return out
 
-    return Input(_reader_of_table(table), to_pandas, False, table.num_rows)
+    return Input(_reader_of_table(table), to_pandas)
 
 
 def _numpy(array: Any) -> Input:
@@ -147,7 +144,7 @@ def _numpy(array: Any) -> Input:
             return out.column("score").to_numpy()
         return np.column_stack([out.column(n).to_numpy() for n in names])
 
-    return Input(_reader_of_table(table), scores, False, table.num_rows)
+    return Input(_reader_of_table(table), scores)
 
 
 def slices(reader: pa.RecordBatchReader, rows: int) -> Iterator[pa.RecordBatch]:
