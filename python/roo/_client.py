@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import collections
 import json
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -17,18 +16,13 @@ import pyarrow as pa
 import pyarrow.flight as flight
 
 from . import _frames, _models
-from ._errors import InvalidInputError, ModelError, RooError, UnavailableError, translate
+from ._errors import InvalidInputError, ModelError, RooError, ServerError, UnavailableError, translate
 
 #: Rows per batch sent by ``score`` and ``put`` (a batch is scored whole).
 BATCH_ROWS = 65_536
-#: Batches ``score`` sends ahead of the replies it has read.
-EXCHANGE_BATCHES_IN_FLIGHT = 3
 #: Rows a Parquet row group of ``score(output=...)`` gathers (~60 MiB of
 #: the fraud model's 33 columns held while it fills).
 PARQUET_ROW_GROUP_ROWS = 262_144
-#: The most bytes ``put`` keeps of rows sent but not yet acknowledged, so
-#: that it can send them again after a restart; past it, it waits for acks.
-PUT_PENDING_BYTES_MAX = 256 << 20
 
 
 def connect(location: str, token: str | None = None, *, tls_root_certs: bytes | None = None,
@@ -176,66 +170,40 @@ class Client:
 
     def _exchange(self, descriptor: flight.FlightDescriptor, reader: pa.RecordBatchReader,
                   batch_rows: int) -> Iterator[pa.RecordBatch]:
-        """The scored batches, in order, while a thread sends the input. The
-        server holds one batch in scoring and two replies per stream, and
-        HTTP/2 flow control stops the sender when nobody reads: memory is
-        bounded whatever the input's size."""
+        """The scored batches, in order: each batch sent, then its replies
+        read, on the calling thread. One batch is in flight, so memory is
+        bounded whatever the input's size. Lockstep on purpose: pyarrow's
+        Flight client must not write on one thread while another reads
+        the call to its end (it aborts the process when a write follows
+        the call's finish), and overlapping on one thread could deadlock
+        against the server's bounded reply queue."""
         try:
             writer, results = self._client.do_exchange(descriptor, self._options)
         except Exception as e:
             raise translate(e, "score") from None
-        failed: list[BaseException] = []
-        # Rows sent and not yet back: the sender waits past the bound. gRPC
-        # accepts a write before its bytes leave (and Flight's writes
-        # reference the batch's buffers rather than copy them), so flow
-        # control alone would let the input run far ahead of the replies.
-        window = threading.Condition()
-        in_flight = [0]
-        bound = EXCHANGE_BATCHES_IN_FLIGHT * batch_rows
-
-        def send() -> None:
-            try:
-                writer.begin(reader.schema)
-                for batch in _frames.slices(reader, batch_rows):
-                    with window:
-                        while in_flight[0] + batch.num_rows > bound and in_flight[0] > 0:
-                            window.wait()
-                        in_flight[0] += batch.num_rows
-                    writer.write_batch(batch)
-                writer.done_writing()
-            except BaseException as e:  # noqa: BLE001 - reported by the reading side
-                failed.append(e)
-                results.cancel()
-
-        sender = threading.Thread(target=send, name="roo-score-send", daemon=True)
-        sender.start()
         try:
-            while True:
-                try:
-                    chunk = results.read_chunk()
-                except StopIteration:
-                    break
-                with window:
-                    in_flight[0] -= chunk.data.num_rows
-                    window.notify()
-                yield chunk.data
+            writer.begin(reader.schema)
+            for batch in _frames.slices(reader, batch_rows):
+                writer.write_batch(batch)
+                got = 0
+                while got < batch.num_rows:
+                    chunk = results.read_chunk().data
+                    got += chunk.num_rows
+                    yield chunk
+            writer.done_writing()
+            # The stream ends (and its status, if an error, is raised).
+            for _ in _rest(results):
+                raise ServerError("score: the server sent more rows than it was given")
         except Exception as e:
-            sender.join(timeout=5)
-            cause = failed[0] if failed and not isinstance(failed[0], flight.FlightError) else e
-            raise translate(cause, "score") from None
+            status = _status_of(writer, e)
+            if isinstance(status, StopIteration):
+                raise ServerError("score: the server ended the stream before replying to every row") from None
+            raise translate(status, "score") from None
         finally:
-            if sender.is_alive():
-                results.cancel()
-                with window:
-                    in_flight[0] = 0  # a sender waiting for room goes on, to fail
-                    window.notify()
-            sender.join(timeout=5)
             try:
                 writer.close()
             except Exception:
                 pass  # the call's status was read (and raised) above
-        if failed:
-            raise translate(failed[0], "score") from None
 
     # -- reading what pipelines wrote ----------------------------------------
 
@@ -329,70 +297,70 @@ class Client:
     def _put_stream(self, pipeline: str, schema: pa.Schema, state: "_PutState",
                     on_progress: Callable[[int], None] | None) -> None:
         """One DoPut stream: the rows kept from the last stream, then the
-        rest. A stop mid-stream is an :class:`UnavailableError` whose
-        ``rows_accepted`` counts the input's rows accepted in all (``state``
-        is left at that row, ready to resume)."""
+        rest, each batch sent and its acknowledgement read before the next
+        (on this thread: see ``_exchange``; one batch in flight, and the
+        server acknowledges every batch). A stop mid-stream is an
+        :class:`UnavailableError` whose ``rows_accepted`` counts the
+        input's rows accepted in all (``state`` is left at that row, ready
+        to resume)."""
         try:
             writer, acks = self._client.do_put(flight.FlightDescriptor.for_path(pipeline), schema, self._options)
         except Exception as e:
             raise _put_error(e, state, None, None) from None
         start = state.done
-        acked = [0]  # this stream's rows accepted, as last acknowledged
-        lock = threading.Condition()
-        read_failed: list[BaseException] = []
+        acked = 0  # this stream's rows accepted, as last acknowledged
 
-        def read_acks() -> None:
-            try:
-                while True:
-                    buf = acks.read()
-                    if buf is None:
-                        return
-                    rows = int(json.loads(buf.to_pybytes())["rows_accepted"])
-                    with lock:
-                        acked[0] = max(acked[0], rows)
-                        lock.notify_all()
-                    if on_progress is not None:
-                        on_progress(start + rows)
-            except BaseException as e:  # noqa: BLE001 - the writer reports it
-                read_failed.append(e)
-                with lock:
-                    lock.notify_all()
+        def ack() -> int | None:
+            buf = acks.read()
+            return None if buf is None else int(json.loads(buf.to_pybytes())["rows_accepted"])
 
-        reader = threading.Thread(target=read_acks, name="roo-put-acks", daemon=True)
-        reader.start()
-        sent = 0
         try:
+            sent = 0
             for batch in state.stream():
-                with lock:
-                    state.accepted(start + acked[0])
-                    # Bounded: wait for acks before keeping more unacked rows.
-                    while state.pending_bytes() > PUT_PENDING_BYTES_MAX and not read_failed:
-                        lock.wait(1.0)
-                        state.accepted(start + acked[0])
                 writer.write_batch(batch)
                 sent += batch.num_rows
+                rows = ack()
+                if rows is None:
+                    raise ConnectionError("the server ended the stream before acknowledging a batch")
+                acked = rows
+                state.accepted(start + acked)
+                if on_progress is not None:
+                    on_progress(start + acked)
             writer.done_writing()
-            reader.join()
+            while (rows := ack()) is not None:
+                acked = max(acked, rows)
+        except Exception as e:
+            raise _put_error(_status_of(writer, e), state, start, start + acked) from None
+        try:
             writer.close()
         except Exception as e:
-            # The status that ended the call may surface in the write, in
-            # the acks' reader or only when the call is closed: take the
-            # one that says the most (the rows accepted, when given).
-            candidates: list[BaseException] = [e]
-            reader.join(timeout=10)
-            try:
-                writer.close()
-            except Exception as close_error:
-                candidates.insert(0, close_error)
-            candidates = read_failed + candidates
-            best = next((c for c in candidates if _says_rows(c)), None)
-            best = best or next((c for c in candidates if isinstance(c, flight.FlightError)), e)
-            raise _put_error(best, state, start, start + acked[0]) from None
-        if read_failed:
-            raise _put_error(read_failed[0], state, start, start + acked[0]) from None
-        if acked[0] != sent:
-            raise RooError(f"put: the server acknowledged {acked[0]} of the {sent} rows of the stream")
+            raise _put_error(e, state, start, start + acked) from None
+        if acked != sent:
+            raise RooError(f"put: the server acknowledged {acked} of the {sent} rows of the stream")
         state.accepted(start + sent)
+
+
+def _rest(results: Any) -> Iterator[Any]:
+    """What a Flight stream still holds (nothing, when the reply is whole)."""
+    while True:
+        try:
+            yield results.read_chunk()
+        except StopIteration:
+            return
+
+
+def _status_of(writer: Any, e: BaseException) -> BaseException:
+    """The error that ended a call: the status ``close`` reads when the
+    stream simply ended (or a write failed), else ``e``. The status with
+    the rows a stopping server accepted only comes from ``close``."""
+    if isinstance(e, flight.FlightError) and _says_rows(e):
+        return e
+    try:
+        writer.close()
+    except Exception as status:
+        if isinstance(status, (flight.FlightError, pa.ArrowException)):
+            return status
+    return e
 
 
 class _PutState:
@@ -423,9 +391,6 @@ class _PutState:
             at, head = self.pending.popleft()
             self.pending.appendleft((rows, head.slice(rows - at)))
         self.done = max(self.done, rows)
-
-    def pending_bytes(self) -> int:
-        return sum(b.nbytes for _, b in self.pending)
 
 
 def _says_rows(e: BaseException) -> bool:

@@ -189,10 +189,22 @@ impl RotatingFiles {
             let gone = || SinkError::CloserGone {
                 dir: self.dir.display().to_string(),
             };
+            // At the bound, wait for the oldest close's report. Waiting on
+            // the closer's queue instead could deadlock: a closer blocked
+            // on a full report channel takes nothing more from it.
+            while self.closes_in_flight >= CLOSES_IN_FLIGHT_MAX {
+                let result = self.closed.recv().map_err(|_| gone())?;
+                self.closes_in_flight -= 1;
+                self.durable = self.durable.max(result?);
+            }
             let to_closer = self.to_closer.as_ref().ok_or_else(gone)?;
             to_closer.send((c.sink, c.last_batch)).map_err(|_| gone())?;
             self.closes_in_flight += 1;
         }
+        debug_assert!(
+            self.closes_in_flight <= CLOSES_IN_FLIGHT_MAX,
+            "the report channel holds every close in flight, so the closer never blocks on it"
+        );
         Ok(())
     }
 
@@ -207,13 +219,79 @@ impl RotatingFiles {
         Ok(self.durable)
     }
 
-    /// Closes the open file and waits for every close to finish.
+    /// Closes the open file and waits for every close to finish, taking
+    /// each one's report as it comes (the closer ends once its queue is
+    /// closed and empty).
     pub fn close(&mut self) -> Result<(), SinkError> {
         self.close_current()?;
         self.to_closer = None;
+        let mut failed = None;
+        for result in self.closed.iter() {
+            self.closes_in_flight -= 1;
+            match result {
+                Ok(n) => self.durable = self.durable.max(n),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
         if let Some(t) = self.closer.take() {
             let _ = t.join();
         }
-        self.durable_through().map(drop)
+        match failed {
+            Some(e) => Err(e),
+            None => self.durable_through().map(drop),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::Int64Array;
+    use arrow_schema::{DataType, Field, Schema};
+
+    use super::*;
+
+    /// A sink whose every batch closes a file, never asked what is durable
+    /// until it closes: the closes queue up to the bound, the sink waits
+    /// there, and `close` takes every report. It once deadlocked: the sink
+    /// waited on the closer's queue (or in `close`, on the closer) while
+    /// the closer waited on a full report channel nobody drained.
+    #[test]
+    fn closes_past_the_bound_wait_and_close_takes_every_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let batches = 40u64;
+        let (done, finished) = crossbeam_channel::bounded(1);
+        let writing = std::thread::spawn(move || {
+            let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+            let mut files = RotatingFiles::open(
+                path,
+                "part".into(),
+                FileFormat::ArrowIpc,
+                u64::MAX,
+                Duration::ZERO,
+            )
+            .unwrap();
+            for number in 0..batches {
+                let column = Int64Array::from(vec![number as i64; 10]);
+                let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(column)]).unwrap();
+                files.write(&batch, number).unwrap();
+                assert!(files.closes_in_flight <= CLOSES_IN_FLIGHT_MAX);
+            }
+            let result = files.close().and_then(|()| files.durable_through());
+            let _ = done.send(());
+            result
+        });
+        // A watchdog, not a timing: a deadlock fails here rather than
+        // hanging the test run.
+        finished
+            .recv_timeout(Duration::from_secs(120))
+            .expect("the sink did not finish: it and its closer wait on each other");
+        assert_eq!(writing.join().unwrap().unwrap(), batches - 1);
+        let published = layout::published(dir.path(), "part", FileFormat::ArrowIpc.extension());
+        assert_eq!(published.len() as u64, batches);
     }
 }
