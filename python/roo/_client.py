@@ -165,7 +165,7 @@ class Client:
             path = [pipeline]
         replies = self._exchange(flight.FlightDescriptor.for_path(*path), reader, batch_rows)
         if output is not None:
-            return _write(Path(output), source.reader.schema, replies)
+            return _write(Path(output), replies)
         return source.restore(source.reader.schema, replies)
 
     def _exchange(self, descriptor: flight.FlightDescriptor, reader: pa.RecordBatchReader,
@@ -419,7 +419,7 @@ def _put_error(e: BaseException, state: _PutState, start: int | None, acked: int
     return error
 
 
-def _write(path: Path, schema: pa.Schema, replies: Iterator[pa.RecordBatch]) -> int:
+def _write(path: Path, replies: Iterator[pa.RecordBatch]) -> int:
     """Writes the scored batches to ``path`` as they come; the row count.
     Parquet row groups gather up to ``PARQUET_ROW_GROUP_ROWS`` rows (a
     writer keeps every row group's metadata until it closes: fewer, larger
@@ -435,12 +435,15 @@ def _write(path: Path, schema: pa.Schema, replies: Iterator[pa.RecordBatch]) -> 
     partial = path.with_name(f".{path.name}.partial")
     writer: Any = None
     held: list[pa.RecordBatch] = []
+    held_rows = 0
     rows = 0
 
     def flush() -> None:
+        nonlocal held_rows
         if held:
             writer.write_table(pa.Table.from_batches(held), row_group_size=PARQUET_ROW_GROUP_ROWS)
             held.clear()
+            held_rows = 0
 
     try:
         for batch in replies:
@@ -453,7 +456,8 @@ def _write(path: Path, schema: pa.Schema, replies: Iterator[pa.RecordBatch]) -> 
                     writer = ipc.new_file(partial, batch.schema)
             if parquet:
                 held.append(batch)
-                if sum(b.num_rows for b in held) >= PARQUET_ROW_GROUP_ROWS:
+                held_rows += batch.num_rows
+                if held_rows >= PARQUET_ROW_GROUP_ROWS:
                     flush()
             else:
                 writer.write(batch)

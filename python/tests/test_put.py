@@ -68,6 +68,34 @@ def test_put_resumes_after_the_daemon_restarts_mid_put_without_a_duplicate(tmp_p
     assert 0 < first_taken[0] < rows, first_taken
 
 
+def test_a_daemon_killed_mid_put_is_not_resumed(tmp_path: Path):
+    """SIGKILL says nothing of what was taken: put raises, with no count
+    to resume from, rather than guess and risk a duplicate."""
+    config = write_config(tmp_path, free_port())
+    data = transactions_like(20_000)
+    batches = data.to_batches(max_chunksize=1_000)
+    server = roo.serve(config)
+    killed = threading.Event()
+
+    def stream():
+        for i, batch in enumerate(batches):
+            if i == 5:
+                server.stop(kill=True)
+                killed.set()
+            yield batch
+
+    reader = pa.RecordBatchReader.from_batches(data.schema, stream())
+    try:
+        with roo.connect(server.flight, TOKEN) as c:
+            with pytest.raises(roo.UnavailableError) as caught:
+                c.put(reader, pipeline="sink", batch_rows=1_000, resume_timeout=5)
+    finally:
+        server.stop()
+    assert killed.is_set()
+    assert caught.value.rows_accepted is None
+    assert "without saying how many rows it took; 5000 rows of the input were acknowledged" in str(caught.value)
+
+
 def test_put_refuses_data_without_the_pipelines_columns(client: roo.Client, transactions: pa.Table):
     with pytest.raises(roo.InvalidInputError, match="no column 'amount'"):
         client.put(transactions.drop_columns(["amount"]), pipeline="sink")
