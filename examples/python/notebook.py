@@ -138,7 +138,7 @@ def main():
         print(riskiest[["txn_id", "card_id", "amount", "card_txn_count_1h", "card_spend_1h", "score"]]
               .to_string(index=False))
         top = int(riskiest["txn_id"].iloc[0])
-        record = c.audit("live", id=str(top)).to_pylist()[0]
+        record = wait_for_audit(c, str(top))
         print(f"     audit of txn {top}: model {record['model_version'][:19]}…, "
               f"card_spend_1h {record['card_spend_1h']:.2f}, profile {record['profile_version'][:19]}…")
         assert record["model_version"] == version, "the decision is on record with the deployed version"
@@ -162,6 +162,20 @@ def wait_for_output(c, rows, timeout=60.0):
         if out.num_rows >= rows or time.monotonic() > deadline:
             return out.to_pandas()
         time.sleep(0.1)
+
+
+def wait_for_audit(c, txn_id, timeout=60.0):
+    """The decision's audit record once its segment is published (a
+    segment closes every segment_secs; the output's files rotate on their
+    own clock, so the output can be there before the record)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return c.audit("live", id=txn_id).to_pylist()[0]
+        except roo.NotFoundError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 if __name__ == "__main__":
