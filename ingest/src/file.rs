@@ -11,8 +11,9 @@ use std::time::SystemTime;
 use arrow_array::RecordBatch;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
-use crate::framer::{BatchLimits, Framer, StreamFormat};
+use crate::framer::{BatchLimits, StreamFormat};
 use crate::ipc::MappedIpc;
+use crate::parallel::{ParsePool, StreamFramer};
 use crate::parse::csv::CsvHeader;
 use crate::read::{read_file, ReadOptions, ReadPath};
 use crate::record::IngestBatch;
@@ -76,6 +77,7 @@ pub struct FileSource {
     format: FileFormat,
     schema: SchemaRef,
     read: ReadOptions,
+    parse_pool: Option<ParsePool>,
 }
 
 impl FileSource {
@@ -156,6 +158,7 @@ impl FileSource {
             format,
             schema,
             read: ReadOptions::default(),
+            parse_pool: None,
         })
     }
 
@@ -179,12 +182,20 @@ impl FileSource {
             format: FileFormat::RawF32,
             schema,
             read: ReadOptions::default(),
+            parse_pool: None,
         })
     }
 
     /// How CSV, NDJSON and raw files are read (io_uring or plain).
     pub fn with_read_options(mut self, read: ReadOptions) -> Self {
         self.read = read;
+        self
+    }
+
+    /// Parse CSV and NDJSON in pieces on these threads (see
+    /// [`crate::StreamFramer`]) instead of on the reading thread alone.
+    pub fn with_parse_pool(mut self, pool: ParsePool) -> Self {
+        self.parse_pool = Some(pool);
         self
     }
 
@@ -297,8 +308,13 @@ impl FileSource {
                     max_rows: batch_rows,
                     ..BatchLimits::default()
                 };
-                let framer =
-                    Framer::new(shown.clone(), &format, Some(self.schema.clone()), limits)?;
+                let framer = StreamFramer::new(
+                    shown.clone(),
+                    &format,
+                    Some(self.schema.clone()),
+                    limits,
+                    self.parse_pool.as_ref(),
+                )?;
                 Ok(spawn_reader(file, shown, framer, self.read))
             }
         }
@@ -373,7 +389,12 @@ impl Drop for FileBatches {
 /// Batches a reader thread may run ahead of its consumer.
 const BATCHES_AHEAD: usize = 2;
 
-fn spawn_reader(file: File, shown: Arc<str>, mut framer: Framer, read: ReadOptions) -> FileBatches {
+fn spawn_reader(
+    file: File,
+    shown: Arc<str>,
+    mut framer: StreamFramer,
+    read: ReadOptions,
+) -> FileBatches {
     let (sender, receiver) = crossbeam_channel::bounded(BATCHES_AHEAD);
     let thread = std::thread::Builder::new()
         .name("roo-read".into())

@@ -16,6 +16,7 @@ use arrow_array::RecordBatch;
 use arrow_ipc::reader::StreamDecoder;
 use arrow_schema::SchemaRef;
 
+use crate::parallel::ParsedPiece;
 use crate::parse::columns::check_schema;
 use crate::parse::csv::{CsvHeader, CsvParser};
 use crate::parse::ndjson::NdjsonParser;
@@ -88,6 +89,63 @@ impl<F: FnMut(IngestBatch) -> bool> BatchSink for F {
     }
 }
 
+/// The parser of a record format (not Arrow IPC) and, for fixed-size rows,
+/// their length in bytes. Workers parsing one stream in pieces
+/// ([`crate::parallel`]) build theirs here too, so every piece is parsed by
+/// the same code as the whole stream.
+pub(crate) fn record_parser(
+    format: &StreamFormat,
+    schema: SchemaRef,
+    limits: &BatchLimits,
+) -> Result<(Box<dyn RecordParser>, Option<usize>), String> {
+    let capacity = limits.max_rows.min(BATCH_ROWS_DEFAULT);
+    match format {
+        StreamFormat::ArrowIpc => Err("Arrow IPC streams are not parsed record by record".into()),
+        StreamFormat::Csv { header, delimiter } => {
+            check_schema(&schema)?;
+            if schema.fields().is_empty() {
+                return Err("the schema has no columns".into());
+            }
+            if matches!(delimiter, b'"' | b'\n' | b'\r') {
+                return Err(format!(
+                    "delimiter {:?}: expected a character other than a quote or line end",
+                    *delimiter as char
+                ));
+            }
+            Ok((
+                Box::new(CsvParser::new(
+                    schema,
+                    header.clone(),
+                    *delimiter,
+                    capacity,
+                    limits.record_bytes_max,
+                )),
+                None,
+            ))
+        }
+        StreamFormat::Ndjson => {
+            check_schema(&schema)?;
+            Ok((
+                Box::new(NdjsonParser::new(schema, capacity, limits.record_bytes_max)),
+                None,
+            ))
+        }
+        StreamFormat::RawF32 => {
+            if schema.fields().is_empty()
+                || schema
+                    .fields()
+                    .iter()
+                    .any(|f| f.data_type() != &arrow_schema::DataType::Float32)
+            {
+                return Err("raw f32 rows need a schema of one or more Float32 columns".into());
+            }
+            let parser = RawF32Parser::new(schema, capacity);
+            let row_bytes = parser.row_bytes();
+            Ok((Box::new(parser), Some(row_bytes)))
+        }
+    }
+}
+
 enum Body {
     Records {
         parser: Box<dyn RecordParser>,
@@ -146,7 +204,6 @@ impl Framer {
                 format_error(format!("{format:?} needs a schema naming the columns"))
             })
         };
-        let capacity = limits.max_rows.min(BATCH_ROWS_DEFAULT);
         let body = match format {
             StreamFormat::ArrowIpc => Body::Ipc {
                 decoder: StreamDecoder::new(),
@@ -154,55 +211,11 @@ impl Framer {
                 pending: Vec::new(),
                 message_bytes: 0,
             },
-            StreamFormat::Csv { header, delimiter } => {
+            _ => {
                 let schema = need_schema()?;
-                check_schema(&schema).map_err(format_error)?;
-                if schema.fields().is_empty() {
-                    return Err(format_error("the schema has no columns".into()));
-                }
-                if matches!(delimiter, b'"' | b'\n' | b'\r') {
-                    return Err(format_error(format!(
-                        "delimiter {:?}: expected a character other than a quote or line end",
-                        *delimiter as char
-                    )));
-                }
-                Body::Records {
-                    parser: Box::new(CsvParser::new(
-                        schema,
-                        header.clone(),
-                        *delimiter,
-                        capacity,
-                        limits.record_bytes_max,
-                    )),
-                    row_bytes: None,
-                }
-            }
-            StreamFormat::Ndjson => {
-                let schema = need_schema()?;
-                check_schema(&schema).map_err(format_error)?;
-                Body::Records {
-                    parser: Box::new(NdjsonParser::new(schema, capacity, limits.record_bytes_max)),
-                    row_bytes: None,
-                }
-            }
-            StreamFormat::RawF32 => {
-                let schema = need_schema()?;
-                if schema.fields().is_empty()
-                    || schema
-                        .fields()
-                        .iter()
-                        .any(|f| f.data_type() != &arrow_schema::DataType::Float32)
-                {
-                    return Err(format_error(
-                        "raw f32 rows need a schema of one or more Float32 columns".into(),
-                    ));
-                }
-                let parser = RawF32Parser::new(schema, capacity);
-                let row_bytes = parser.row_bytes();
-                Body::Records {
-                    parser: Box::new(parser),
-                    row_bytes: Some(row_bytes),
-                }
+                let (parser, row_bytes) =
+                    record_parser(format, schema, &limits).map_err(format_error)?;
+                Body::Records { parser, row_bytes }
             }
         };
         let mut limits = limits;
@@ -320,8 +333,19 @@ impl Framer {
         self.dead.push(self.parsed_to, line, &self.carry, reason);
         self.records += 1;
         self.parsed_to += self.carry.len() as u64;
+        // Lines inside the refused fragment still count.
+        let lines = memchr::memchr_iter(b'\n', &self.carry).count() as u64;
+        self.advance_lines(lines);
         self.carry.clear();
         self.skipping_to_line_end = true;
+    }
+
+    fn advance_lines(&mut self, lines: u64) {
+        if let Body::Records { parser, .. } = &mut self.body {
+            if let Some(line) = parser.line() {
+                parser.set_line(line + lines);
+            }
+        }
     }
 
     fn line(&self) -> Option<u64> {
@@ -337,6 +361,7 @@ impl Framer {
             Some(i) => {
                 self.skipping_to_line_end = false;
                 self.parsed_to += i as u64 + 1;
+                self.advance_lines(1);
                 &data[i + 1..]
             }
             None => {
@@ -432,6 +457,72 @@ impl Framer {
             }
         }
         self.emit(sink);
+    }
+
+    /// Takes in a piece of the stream that a worker parsed on its own
+    /// ([`crate::parallel`]), as if this framer had parsed it. The worker's
+    /// rows stand when this framer is at a record boundary exactly where the
+    /// piece starts (nothing carried, no header still to read): the worker
+    /// then read the same bytes from the same state, so it made the same
+    /// decisions. Otherwise the piece's bytes are parsed here, serially.
+    /// Dead letters' line numbers are moved by the difference between the
+    /// line the worker assumed and the line this framer has reached.
+    /// Returns whether the worker's rows stood.
+    pub(crate) fn splice(&mut self, piece: ParsedPiece, sink: &mut dyn BatchSink) -> bool {
+        if self.failed || self.stopped {
+            self.parsed_to += piece.bytes.len() as u64;
+            return false;
+        }
+        let aligned = self.carry.is_empty()
+            && !self.skipping_to_line_end
+            && self.parsed_to == piece.offset
+            && matches!(&self.body, Body::Records { parser, row_bytes: None } if parser.at_rows());
+        if !aligned {
+            self.push(&piece.bytes, sink);
+            return false;
+        }
+        if self.records > 0 {
+            self.emit(sink);
+            if self.stopped {
+                self.parsed_to += piece.bytes.len() as u64;
+                return false;
+            }
+        }
+        let here = self.line().unwrap_or(piece.line);
+        let delta = here as i64 - piece.line as i64;
+        let shift = |line: u64| line.saturating_add_signed(delta);
+        for part in piece.parts {
+            let mut dead_letters = part.dead_letters;
+            for d in &mut dead_letters {
+                d.line = d.line.map(shift);
+            }
+            let out = IngestBatch {
+                source: self.source.clone(),
+                seq: self.seq,
+                offsets: self.batch_start..part.end,
+                ingest_time: piece.ingest_time,
+                batch: part.batch,
+                dead_letters,
+            };
+            self.seq += 1;
+            self.batch_start = part.end;
+            self.parsed_to = part.end;
+            self.skipped_since_emit = false;
+            if !sink.batch(out) {
+                self.stopped = true;
+                return true;
+            }
+        }
+        self.parsed_to = piece.offset + piece.consumed as u64;
+        if let Body::Records { parser, .. } = &mut self.body {
+            parser.set_line(shift(piece.line_end));
+        }
+        self.opened = None;
+        if piece.consumed < piece.bytes.len() {
+            self.opened = Some((Instant::now(), piece.ingest_time));
+            self.push(&piece.bytes[piece.consumed..], sink);
+        }
+        true
     }
 
     /// Hands on the open batch now (a source stopping); a fragment carried

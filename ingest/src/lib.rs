@@ -16,6 +16,7 @@ mod error;
 mod file;
 mod framer;
 mod ipc;
+mod parallel;
 pub mod parse;
 mod read;
 mod record;
@@ -26,6 +27,10 @@ pub use file::{FileBatches, FileFormat, FileSource};
 pub use framer::{
     BatchLimits, BatchSink, Framer, StreamFormat, BATCH_ROWS_DEFAULT, IPC_MESSAGE_BYTES_MAX,
     RECORD_BYTES_MAX_DEFAULT,
+};
+pub use parallel::{
+    ParallelFramer, ParsePool, StreamFramer, FIRST_PIECE_BYTES, PIECES_IN_FLIGHT_PER_THREAD,
+    PIECE_BYTES_MAX, PIECE_BYTES_MIN,
 };
 pub use parse::csv::CsvHeader;
 pub use read::{io_uring_probe, read_file, IoUringMode, ReadOptions, ReadPath};

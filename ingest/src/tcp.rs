@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 
 use arrow_schema::SchemaRef;
 
-use crate::framer::{BatchLimits, BatchSink, Framer, StreamFormat};
+use crate::framer::{BatchLimits, BatchSink, StreamFormat};
+use crate::parallel::{ParsePool, StreamFramer};
 use crate::read::IoUringMode;
 use crate::IngestError;
 
@@ -43,6 +44,10 @@ pub struct TcpSourceConfig {
     pub recv_buffer_bytes: usize,
     /// Provided receive buffers (a power of two, at most 32768).
     pub recv_buffers: u16,
+    /// Threads that parse a connection's CSV or NDJSON in pieces (see
+    /// [`crate::StreamFramer`]); none: each connection is parsed on the
+    /// thread that receives it.
+    pub parse_pool: Option<ParsePool>,
 }
 
 impl TcpSourceConfig {
@@ -56,6 +61,7 @@ impl TcpSourceConfig {
             io_uring: IoUringMode::Auto,
             recv_buffer_bytes: 64 << 10,
             recv_buffers: 256,
+            parse_pool: None,
         }
     }
 }
@@ -102,7 +108,7 @@ impl TcpSource {
             });
         }
         // Fail now, not on the first connection, if the format or schema is wrong.
-        Framer::new(
+        crate::Framer::new(
             Arc::from(shown.as_str()),
             &config.format,
             config.schema.clone(),
@@ -189,7 +195,7 @@ const BUFFER_GROUP: u16 = 0;
 struct Connection {
     fd: i32,
     generation: u32,
-    framer: Framer,
+    framer: StreamFramer,
 }
 
 /// The provided-buffer ring: `entries` ring slots and buffers, page
@@ -375,11 +381,12 @@ impl UringTcp {
                         } else {
                             let _ = stream.set_nodelay(true);
                             let peer = stream.peer_addr().ok();
-                            let framer = Framer::new(
+                            let framer = StreamFramer::new(
                                 source_name(local, next_id, peer),
                                 &config.format,
                                 config.schema.clone(),
                                 config.limits,
+                                config.parse_pool.as_ref(),
                             )?;
                             next_id += 1;
                             report.connections_accepted += 1;
@@ -500,11 +507,12 @@ fn run_plain(
                     );
                     continue;
                 }
-                let framer = Framer::new(
+                let framer = StreamFramer::new(
                     source_name(local, next_id, Some(peer)),
                     &config.format,
                     config.schema.clone(),
                     config.limits,
+                    config.parse_pool.as_ref(),
                 )?;
                 report.lock().expect("not poisoned").connections_accepted += 1;
                 let (sink, report, stop) = (sink.clone(), report.clone(), stop.clone());
@@ -535,7 +543,7 @@ fn run_plain(
 
 fn serve_plain(
     mut stream: TcpStream,
-    mut framer: Framer,
+    mut framer: StreamFramer,
     limits: BatchLimits,
     buffer_bytes: usize,
     sink: Arc<Mutex<SharedSink>>,

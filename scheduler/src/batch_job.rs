@@ -7,6 +7,7 @@
 //! Batch and stream therefore give identical scores.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_array::Float32Array;
@@ -91,14 +92,18 @@ pub fn score_file(job: &BatchJob) -> Result<JobReport, JobError> {
     source.parse_as_f32(&columns);
     let binding = FeatureBinding::new(job.model, &source.schema()).map_err(bind_error)?;
 
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(job.threads)
-        .thread_name(|i| format!("roo-score-{i}"))
-        .build()
-        .map_err(|e| JobError::Threads {
-            threads: job.threads,
-            message: e.to_string(),
-        })?;
+    let pool = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(job.threads)
+            .thread_name(|i| format!("roo-score-{i}"))
+            .build()
+            .map_err(|e| JobError::Threads {
+                threads: job.threads,
+                message: e.to_string(),
+            })?,
+    );
+    // The scoring threads also parse the input, in pieces.
+    let source = source.with_parse_pool(pool.clone());
     let scorer = DeviceScorer::new(job.model, job.device).map_err(|message| JobError::Device {
         model: job.model.version.short(),
         message,

@@ -97,7 +97,11 @@ pub fn run_chain_over_file(job: ChainJob) -> Result<ChainReport, PipelineError> 
         .iter()
         .map(|(k, n)| format!("{} {n}", k.name()))
         .collect();
-    let source = resolved.file.take().expect("a file source is opened");
+    let source = resolved
+        .file
+        .take()
+        .expect("a file source is opened")
+        .with_parse_pool(pool.clone());
     let mut sink: Option<FileSink> = None;
     let mut dead = DeadLetterSink::new(&job.dead_letters);
     let mut report = ChainReport {

@@ -523,6 +523,14 @@ impl RecordParser for CsvParser {
     fn line(&self) -> Option<u64> {
         Some(self.line)
     }
+
+    fn set_line(&mut self, line: u64) {
+        self.line = line;
+    }
+
+    fn at_rows(&self) -> bool {
+        !self.header_pending
+    }
 }
 
 /// The reason given for a record over the length bound.

@@ -80,6 +80,15 @@ pub(crate) trait RecordParser: Send {
     fn line(&self) -> Option<u64> {
         None
     }
+
+    /// Sets the line number of the next record (a parser starting mid-stream,
+    /// or one told of lines skipped around it).
+    fn set_line(&mut self, _line: u64) {}
+
+    /// The next bytes are records (no header is still to be read).
+    fn at_rows(&self) -> bool {
+        true
+    }
 }
 
 /// Shows a field in a reason: quoted, cut to a readable length.

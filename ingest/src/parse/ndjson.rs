@@ -418,6 +418,10 @@ impl RecordParser for NdjsonParser {
     fn line(&self) -> Option<u64> {
         Some(self.line)
     }
+
+    fn set_line(&mut self, line: u64) {
+        self.line = line;
+    }
 }
 
 /// Keys and inferred types from up to `rows_max` sample lines: keys in

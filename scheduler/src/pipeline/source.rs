@@ -75,6 +75,7 @@ pub(crate) fn start(
     name: &str,
     limits: BatchLimits,
     file: Option<FileSource>,
+    parse_pool: &Arc<rayon::ThreadPool>,
     tx: Sender<IngestBatch>,
     stop: Arc<StopSignal>,
     metrics: Arc<PipelineMetrics>,
@@ -114,7 +115,8 @@ pub(crate) fn start(
             tcp_addr: None,
             push: None,
         },
-        SourceSpec::Tcp(config) => {
+        SourceSpec::Tcp(mut config) => {
+            config.parse_pool = Some(parse_pool.clone());
             let sender = tx.clone();
             let m = metrics.clone();
             let tcp = TcpSource::start(
