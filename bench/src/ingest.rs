@@ -15,8 +15,8 @@ use anyhow::{Context, Result};
 use arrow_array::{Array, Float32Array, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use roo_ingest::{
-    read_file, BatchLimits, CsvHeader, FileFormat, FileSource, Framer, IngestBatch, IoUringMode,
-    ReadOptions, StreamFormat, TcpSource, TcpSourceConfig,
+    read_file, BatchLimits, CsvHeader, FileFormat, FileSource, IngestBatch, IoUringMode, ParsePool,
+    ReadOptions, StreamFormat, StreamFramer, TcpSource, TcpSourceConfig,
 };
 
 const FEATURES: usize = 30;
@@ -110,14 +110,22 @@ fn best<T>(repeats: usize, mut f: impl FnMut() -> Result<T>) -> Result<(Run, T)>
     Ok((best, out.expect("ran once")))
 }
 
-/// Reads and parses `path` on this thread: the one-core ingest path.
-fn roo_parse(path: &Path, format: &StreamFormat, mode: IoUringMode) -> Result<usize> {
+/// Reads and parses `path` on this thread (the one-core ingest path), or
+/// in pieces on `pool`'s threads.
+fn roo_parse(
+    path: &Path,
+    format: &StreamFormat,
+    mode: IoUringMode,
+    pool: Option<&ParsePool>,
+) -> Result<usize> {
     let file = File::open(path)?;
     let limits = BatchLimits {
         max_rows: 65536,
         ..BatchLimits::default()
     };
-    let mut framer = Framer::new(Arc::from("bench"), format, Some(schema()), limits)?;
+    let mut framer =
+        StreamFramer::new(Arc::from("bench"), format, Some(schema()), limits, pool)?;
+    anyhow::ensure!(framer.is_parallel() == pool.is_some(), "a pool of one thread");
     let mut rows = 0;
     let mut dead = 0;
     let mut sink = |b: IngestBatch| {
@@ -204,12 +212,18 @@ struct TcpRun {
 
 /// Sends the CSV over `connections` loopback connections (one client
 /// thread, on the other core) into an io_uring TCP source.
-fn tcp(path: &Path, connections: usize, mode: IoUringMode) -> Result<TcpRun> {
+fn tcp(
+    path: &Path,
+    connections: usize,
+    mode: IoUringMode,
+    pool: Option<&ParsePool>,
+) -> Result<TcpRun> {
     let data = Arc::new(std::fs::read(path)?);
     let expected = data.iter().filter(|&&c| c == b'\n').count() - 1;
     let mut config =
         TcpSourceConfig::new("127.0.0.1:0".parse()?, StreamFormat::csv(), Some(schema()));
     config.io_uring = mode;
+    config.parse_pool = pool.cloned();
     config.limits = BatchLimits {
         max_rows: 65536,
         linger: Duration::from_millis(5),
@@ -339,13 +353,36 @@ pub fn run(rows: u64, repeats: usize, python: &str, cache: &Path) -> Result<Sect
         header: CsvHeader::Skip,
         delimiter: b',',
     };
-    let (roo_csv, n) = best(repeats, || roo_parse(&csv, &csv_fmt, IoUringMode::Auto))?;
+    let (roo_csv, n) = best(repeats, || {
+        roo_parse(&csv, &csv_fmt, IoUringMode::Auto, None)
+    })?;
     anyhow::ensure!(n as u64 == rows, "roo CSV read {n} rows");
-    let (roo_csv_plain, _) = best(repeats, || roo_parse(&csv, &csv_fmt, IoUringMode::Off))?;
+    let (roo_csv_plain, _) = best(repeats, || {
+        roo_parse(&csv, &csv_fmt, IoUringMode::Off, None)
+    })?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pool: Option<ParsePool> = (cores >= 2).then(|| {
+        Arc::new(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(cores)
+                .build()
+                .expect("a parse pool"),
+        )
+    });
+    let parallel = |path: &Path, format: &StreamFormat| -> Result<Option<Run>> {
+        let Some(pool) = &pool else { return Ok(None) };
+        let (run, n) = best(repeats, || {
+            roo_parse(path, format, IoUringMode::Auto, Some(pool))
+        })?;
+        anyhow::ensure!(n as u64 == rows, "roo read {n} rows in pieces");
+        Ok(Some(run))
+    };
+    let roo_csv_parallel = parallel(&csv, &csv_fmt)?;
+    let roo_nd_parallel = parallel(&ndjson, &StreamFormat::Ndjson)?;
     let (arrow_csv_run, n) = best(repeats, || arrow_csv(&csv))?;
     anyhow::ensure!(n as u64 == rows, "arrow-csv read {n} rows");
     let (roo_nd, n) = best(repeats, || {
-        roo_parse(&ndjson, &StreamFormat::Ndjson, IoUringMode::Auto)
+        roo_parse(&ndjson, &StreamFormat::Ndjson, IoUringMode::Auto, None)
     })?;
     anyhow::ensure!(n as u64 == rows, "roo NDJSON read {n} rows");
     let (ipc_open, _) = best(repeats, || ipc(&ipc_path, false))?;
@@ -354,16 +391,20 @@ pub fn run(rows: u64, repeats: usize, python: &str, cache: &Path) -> Result<Sect
     crate::report::step("ingest: TCP over loopback");
     crate::report::reset_peak_rss();
     let mut tcp_runs = Vec::new();
-    for connections in [1, 4] {
+    let mut cases = vec![(1, None), (4, None)];
+    if let Some(pool) = &pool {
+        cases.push((1, Some(pool)));
+    }
+    for (connections, pool) in cases {
         let mut best_run: Option<TcpRun> = None;
         for _ in 0..repeats {
-            let r = tcp(&csv, connections, IoUringMode::Auto)?;
+            let r = tcp(&csv, connections, IoUringMode::Auto, pool)?;
             anyhow::ensure!(r.rows as u64 == rows, "tcp read {} rows", r.rows);
             if best_run.as_ref().is_none_or(|b| r.wall_s < b.wall_s) {
                 best_run = Some(r);
             }
         }
-        tcp_runs.push((connections, best_run.expect("ran")));
+        tcp_runs.push((connections, pool.is_some(), best_run.expect("ran")));
     }
     let tcp_rss = process_peak_rss_mib();
 
@@ -392,6 +433,13 @@ pub fn run(rows: u64, repeats: usize, python: &str, cache: &Path) -> Result<Sect
         roo_csv_plain,
         file_rss,
     ));
+    if let Some(run) = roo_csv_parallel {
+        section.push(roo_row(
+            &format!("roo CSV file, parsed on {cores} threads"),
+            run,
+            file_rss,
+        ));
+    }
     section.push(
         Measurement::peer(
             "arrow-csv 60, Float32 schema",
@@ -415,6 +463,13 @@ pub fn run(rows: u64, repeats: usize, python: &str, cache: &Path) -> Result<Sect
         .against(csv_name),
     );
     section.push(roo_row(nd_name, roo_nd, file_rss));
+    if let Some(run) = roo_nd_parallel {
+        section.push(roo_row(
+            &format!("roo NDJSON file, parsed on {cores} threads"),
+            run,
+            file_rss,
+        ));
+    }
     section.push(
         Measurement::peer(
             "pyarrow.json, one thread",
@@ -436,10 +491,15 @@ pub fn run(rows: u64, repeats: usize, python: &str, cache: &Path) -> Result<Sect
         ipc_touch,
         file_rss,
     ));
-    for (connections, r) in &tcp_runs {
+    for (connections, parallel, r) in &tcp_runs {
+        let how = if *parallel {
+            format!(", parsed on {cores} threads")
+        } else {
+            String::new()
+        };
         section.push(
             Measurement::roo(
-                format!("roo TCP CSV, {connections} connection(s), loopback"),
+                format!("roo TCP CSV, {connections} connection(s){how}, loopback"),
                 r.rows as f64,
                 r.wall_s,
                 Some(r.cpu_s),
@@ -493,6 +553,18 @@ pub fn run(rows: u64, repeats: usize, python: &str, cache: &Path) -> Result<Sect
         roo_csv_plain.wall_s,
         "",
     );
+    if let Some(run) = roo_csv_parallel {
+        line(
+            &format!("roo CSV, parsed on {cores} threads"),
+            csv_mb,
+            run.wall_s,
+            &format!(
+                "{:.2}x one thread's wall, {:.2}x its CPU",
+                roo_csv_s / run.wall_s,
+                run.cpu_s / roo_csv.cpu_s
+            ),
+        );
+    }
     line("arrow-csv 60 (Float32 schema)", csv_mb, arrow_csv_s, "");
     line("pyarrow.csv, one thread", csv_mb, py_csv_s, "");
     line(
@@ -501,6 +573,18 @@ pub fn run(rows: u64, repeats: usize, python: &str, cache: &Path) -> Result<Sect
         roo_nd_s,
         &format!("{:.2}x pyarrow.json", py_nd_s / roo_nd_s),
     );
+    if let Some(run) = roo_nd_parallel {
+        line(
+            &format!("roo NDJSON, parsed on {cores} threads"),
+            nd_mb,
+            run.wall_s,
+            &format!(
+                "{:.2}x one thread's wall, {:.2}x its CPU",
+                roo_nd_s / run.wall_s,
+                run.cpu_s / roo_nd.cpu_s
+            ),
+        );
+    }
     line("pyarrow.json, one thread", nd_mb, py_nd_s, "");
     line(
         "roo Arrow IPC file, zero-copy batches",
@@ -514,10 +598,11 @@ pub fn run(rows: u64, repeats: usize, python: &str, cache: &Path) -> Result<Sect
         ipc_touch.wall_s,
         "every byte read once",
     );
-    for (connections, r) in &tcp_runs {
+    for (connections, parallel, r) in &tcp_runs {
+        let how = if *parallel { ", pool" } else { "" };
         say!(
-            "  {:<38} {:>8.0} MB/s {:>7.2} M rows/s   {:.0} MB/s per core of the ingest thread ({:.2} s CPU)",
-            format!("roo TCP CSV, {connections} conn, loopback"),
+            "  {:<38} {:>8.0} MB/s {:>7.2} M rows/s   {:.0} MB/s per core of the ingest threads ({:.2} s CPU)",
+            format!("roo TCP CSV, {connections} conn{how}, loopback"),
             r.bytes as f64 / 1e6 / r.wall_s,
             r.rows as f64 / r.wall_s / 1e6,
             r.bytes as f64 / 1e6 / r.cpu_s.max(1e-9),

@@ -10,10 +10,16 @@ use std::time::{Duration, Instant};
 use roo_kernels::cpu::CpuScorer;
 #[cfg(feature = "gpu")]
 use roo_kernels::gpu::{GpuBatch, GpuContext, GpuError, GpuScorer};
+
+/// Why `auto` need not open a device: no hardware GPU can be here.
+#[cfg(feature = "gpu")]
+fn no_hardware_gpu() -> Option<GpuError> {
+    roo_kernels::gpu::no_hardware_gpu().map(GpuError::NoAdapter)
+}
 use roo_kernels::Model;
 
 #[cfg(not(feature = "gpu"))]
-use gpu_off::{GpuBatch, GpuContext, GpuError, GpuScorer};
+use gpu_off::{no_hardware_gpu, GpuBatch, GpuContext, GpuError, GpuScorer};
 
 /// A roo built without the `gpu` feature: the GPU types exist but can hold
 /// no value (uninhabited enums), so every GPU branch below compiles and is
@@ -27,6 +33,10 @@ mod gpu_off {
 
     #[derive(Debug)]
     pub struct GpuError;
+
+    pub fn no_hardware_gpu() -> Option<GpuError> {
+        None
+    }
 
     impl fmt::Display for GpuError {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -205,7 +215,7 @@ impl DeviceScorer {
                 let description = format!("the GPU, {}", gpu.adapter());
                 (Some(gpu), description)
             }
-            Device::Auto => match GpuContext::shared() {
+            Device::Auto => match no_hardware_gpu().map_or_else(GpuContext::shared, Err) {
                 Err(e) => (None, format!("the CPU (auto: {e})")),
                 Ok(ctx) if ctx.adapter().is_software() => (
                     None,

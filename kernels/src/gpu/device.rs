@@ -116,6 +116,30 @@ fn instance() -> wgpu::Instance {
     wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
 }
 
+/// Why this machine cannot have a hardware GPU, found without loading a
+/// graphics driver: on Linux every hardware adapter wgpu can drive has a
+/// device node (`/dev/dri/renderD*` for Mesa's drivers, `/dev/nvidia*` for
+/// NVIDIA's). With none, the only adapters are software ones, so a caller
+/// that would refuse a software adapter anyway (`device = "auto"`) need
+/// not pay for loading one (tens of MB of resident memory and tens of ms).
+/// `None` elsewhere, and where a node exists.
+pub fn no_hardware_gpu() -> Option<String> {
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
+    let any_node = |dir: &str, prefix: &str| {
+        std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        })
+    };
+    if any_node("/dev/dri", "renderD") || any_node("/dev", "nvidia") {
+        return None;
+    }
+    Some("no GPU device node (/dev/dri/renderD*, /dev/nvidia*): only software adapters could be found".into())
+}
+
 /// Every adapter this machine offers, best first.
 pub fn adapters() -> Vec<AdapterReport> {
     let mut found: Vec<AdapterReport> = ranked_adapters().iter().map(AdapterReport::of).collect();

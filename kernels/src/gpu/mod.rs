@@ -33,7 +33,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-pub use device::{adapters, AdapterKind, AdapterReport, GpuContext};
+pub use device::{adapters, no_hardware_gpu, AdapterKind, AdapterReport, GpuContext};
 
 use crate::model::Model;
 use program::{FIXUP_CAP, WORKGROUP};
