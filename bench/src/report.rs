@@ -356,6 +356,8 @@ pub const DEFAULT_PRICE: f64 = 0.0446;
 pub const TCP_PEAK: &str = "roo, tcp -> score -> file, flat out";
 pub const FILE_ONE_CORE: &str = "roo, file -> score -> file, 1 core (threads = 1)";
 pub const FILE_TWO_CORES: &str = "roo, file -> score -> file, 2 cores (threads = 2)";
+pub const FILE_TWO_CORES_READER: &str =
+    "roo, file -> score -> file, 2 cores, parsed on the reading thread alone";
 pub const PY_BATCH: &str = "Python batch: pyarrow.csv -> XGBoost -> Parquet";
 pub const PY_STREAM: &str = "Python stream: socket, pyarrow.csv micro-batches, XGBoost";
 pub const PY_STREAM_LINES: &str = "Python stream: socket, line-by-line parse, XGBoost";

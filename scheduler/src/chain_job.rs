@@ -97,11 +97,11 @@ pub fn run_chain_over_file(job: ChainJob) -> Result<ChainReport, PipelineError> 
         .iter()
         .map(|(k, n)| format!("{} {n}", k.name()))
         .collect();
-    let source = resolved
-        .file
-        .take()
-        .expect("a file source is opened")
-        .with_parse_pool(pool.clone());
+    let source = resolved.file.take().expect("a file source is opened");
+    let source = match spec.parse_in_pieces {
+        true => source.with_parse_pool(pool.clone()),
+        false => source,
+    };
     let mut sink: Option<FileSink> = None;
     let mut dead = DeadLetterSink::new(&job.dead_letters);
     let mut report = ChainReport {

@@ -200,6 +200,10 @@ pub struct PipelineConfig {
     pub linger_ms: Bounded<0, 60_000>,
     #[serde(default = "default_record_bytes_max")]
     pub record_bytes_max: Bounded<64, 1_073_741_824>,
+    /// Parse one file's or one connection's CSV or NDJSON in pieces on the
+    /// scoring threads (false: on the source's thread alone).
+    #[serde(default = "default_parse_in_pieces")]
+    pub parse_in_pieces: bool,
     pub source: SourceConfig,
     #[serde(rename = "sink", default)]
     pub sinks: Vec<SinkConfig>,
@@ -385,6 +389,10 @@ impl KeyColumns {
 pub struct ShadowConfig {
     pub name: String,
     pub model: PathBuf,
+}
+
+fn default_parse_in_pieces() -> bool {
+    true
 }
 
 fn default_max_rows() -> Bounded<1, 16_777_216> {

@@ -315,6 +315,7 @@ impl Config {
                 name: name.clone(),
                 source,
                 limits,
+                parse_in_pieces: p.parse_in_pieces,
                 model: p.model.as_deref().map(resolve),
                 shadows: p
                     .shadows

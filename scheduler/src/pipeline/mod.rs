@@ -209,8 +209,11 @@ impl Pipeline {
             &spec.source,
             &spec.name,
             spec.limits,
-            resolved.file.map(|f| f.with_parse_pool(pool.clone())),
-            &pool,
+            resolved.file.map(|f| match spec.parse_in_pieces {
+                true => f.with_parse_pool(pool.clone()),
+                false => f,
+            }),
+            spec.parse_in_pieces.then_some(&pool),
             ingest_tx,
             stop.clone(),
             metrics.clone(),

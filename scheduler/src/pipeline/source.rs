@@ -75,7 +75,7 @@ pub(crate) fn start(
     name: &str,
     limits: BatchLimits,
     file: Option<FileSource>,
-    parse_pool: &Arc<rayon::ThreadPool>,
+    parse_pool: Option<&Arc<rayon::ThreadPool>>,
     tx: Sender<IngestBatch>,
     stop: Arc<StopSignal>,
     metrics: Arc<PipelineMetrics>,
@@ -116,7 +116,7 @@ pub(crate) fn start(
             push: None,
         },
         SourceSpec::Tcp(mut config) => {
-            config.parse_pool = Some(parse_pool.clone());
+            config.parse_pool = parse_pool.cloned();
             let sender = tx.clone();
             let m = metrics.clone();
             let tcp = TcpSource::start(

@@ -120,6 +120,10 @@ pub struct PipelineSpec {
     pub name: String,
     pub source: SourceSpec,
     pub limits: BatchLimits,
+    /// A file's or a TCP connection's CSV and NDJSON are parsed in pieces
+    /// on the scoring pool (when it has two threads or more), not on the
+    /// source's thread alone ([`roo_ingest::StreamFramer`]).
+    pub parse_in_pieces: bool,
     /// The pipeline's model: its score is the decision. `None`: a pipeline
     /// of other operators only (features, aggregates), or none at all.
     pub model: Option<PathBuf>,

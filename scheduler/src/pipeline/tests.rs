@@ -21,6 +21,7 @@ pub(crate) fn test_spec(
     PipelineSpec {
         name: name.into(),
         source,
+        parse_in_pieces: true,
         limits: roo_ingest::BatchLimits {
             max_rows,
             ..roo_ingest::BatchLimits::default()
