@@ -123,9 +123,11 @@ fn roo_parse(
         max_rows: 65536,
         ..BatchLimits::default()
     };
-    let mut framer =
-        StreamFramer::new(Arc::from("bench"), format, Some(schema()), limits, pool)?;
-    anyhow::ensure!(framer.is_parallel() == pool.is_some(), "a pool of one thread");
+    let mut framer = StreamFramer::new(Arc::from("bench"), format, Some(schema()), limits, pool)?;
+    anyhow::ensure!(
+        framer.is_parallel() == pool.is_some(),
+        "a pool of one thread"
+    );
     let mut rows = 0;
     let mut dead = 0;
     let mut sink = |b: IngestBatch| {

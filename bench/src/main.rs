@@ -145,6 +145,10 @@ enum Bench {
         /// Skip the Python batch and stream pipelines.
         #[arg(long)]
         no_peers: bool,
+        /// TCP phases with `parse_in_pieces = false`: each connection
+        /// parsed on the source's thread alone.
+        #[arg(long)]
+        parse_on_reader: bool,
         #[arg(long, default_value_t = DEFAULT_PRICE)]
         dollars_per_core_hour: f64,
         #[command(flatten)]
@@ -253,9 +257,11 @@ fn main() -> Result<()> {
             loads,
             sink,
             no_peers,
+            parse_on_reader,
             dollars_per_core_hour,
             common,
         } => pipeline::run(&pipeline::Options {
+            parse_on_reader,
             rows,
             seconds,
             loads,
@@ -354,6 +360,7 @@ fn all(quick: bool, out: &Path, price: f64, only: &[String], common: &Common) ->
         }
         if wanted("pipeline") {
             sections.push(pipeline::run(&pipeline::Options {
+                parse_on_reader: false,
                 rows: if quick { 40_000 } else { 500_000 },
                 seconds: if quick { 1.0 } else { 6.0 },
                 loads: if quick {

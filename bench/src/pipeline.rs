@@ -23,8 +23,8 @@ use crate::daemon::{metric, metrics_text, roo_binary, Daemon, ThreadCpu};
 pub const AUDIT_OFF: &str = "roo, file -> score -> file, audit off";
 pub const AUDIT_ON: &str = "roo, file -> score -> file, audit on";
 use crate::report::{
-    Latency, Measurement, Section, FILE_ONE_CORE, FILE_TWO_CORES, FILE_TWO_CORES_READER, PY_BATCH, PY_STREAM,
-    PY_STREAM_LINES, TCP_PEAK,
+    Latency, Measurement, Section, FILE_ONE_CORE, FILE_TWO_CORES, FILE_TWO_CORES_READER, PY_BATCH,
+    PY_STREAM, PY_STREAM_LINES, TCP_PEAK,
 };
 
 /// `v` as zero-padded decimal digits filling `out` (no allocation: the
@@ -136,6 +136,7 @@ fn tcp_phase(
     rows: &Rows,
     rate: Option<f64>,
     seconds: f64,
+    parse_on_reader: bool,
 ) -> Result<TcpPhase> {
     let Rows {
         header,
@@ -156,7 +157,11 @@ fn tcp_phase(
         model,
         &source,
         "metrics = \"127.0.0.1:0\"",
-        "event_time = \"sent_us\"",
+        if parse_on_reader {
+            "event_time = \"sent_us\"\nparse_in_pieces = false"
+        } else {
+            "event_time = \"sent_us\""
+        },
         sink,
     )?;
     let mut daemon = Daemon::start(&config)?;
@@ -343,6 +348,8 @@ fn python_stream(
 
 pub struct Options {
     pub rows: usize,
+    /// TCP phases with each connection parsed on the source's thread.
+    pub parse_on_reader: bool,
     /// Seconds per TCP phase.
     pub seconds: f64,
     /// Offered loads as shares of the flat-out rate.
@@ -615,13 +622,30 @@ pub fn run(o: &Options) -> Result<Section> {
         body: &tcp_body,
         ends: &tcp_lines,
     };
-    let peak = tcp_phase(&dir, &model, stream_sink, &tcp_rows, None, seconds)?;
+    let on_reader = o.parse_on_reader;
+    let peak = tcp_phase(
+        &dir,
+        &model,
+        stream_sink,
+        &tcp_rows,
+        None,
+        seconds,
+        on_reader,
+    )?;
     let mut phases = vec![("flat out".to_string(), peak)];
     for &share in &o.loads {
         let label = format!("{:.0}% of peak", share * 100.0);
         crate::report::step(&format!("pipeline: tcp at {label}"));
         let rate = phases[0].1.events_per_s * share;
-        let phase = tcp_phase(&dir, &model, stream_sink, &tcp_rows, Some(rate), seconds)?;
+        let phase = tcp_phase(
+            &dir,
+            &model,
+            stream_sink,
+            &tcp_rows,
+            Some(rate),
+            seconds,
+            on_reader,
+        )?;
         phases.push((label, phase));
     }
     say!(

@@ -145,6 +145,7 @@ pub struct PieceCounts {
 }
 
 /// A stream's micro-batcher, on the reader's thread alone or with a pool.
+#[allow(clippy::large_enum_variant)] // one per stream; the serial framer is the common case
 pub enum StreamFramer {
     Serial(Framer),
     Parallel(Box<ParallelFramer>),

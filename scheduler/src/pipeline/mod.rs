@@ -205,15 +205,20 @@ impl Pipeline {
                 operate::run(ingest_rx, requests_rx, flow_tx, chain, &operate_metrics)
             }),
         )?;
+        // One file's or one connection's text is parsed in pieces on the
+        // scoring pool.
+        let mut source_spec = spec.source.clone();
+        if let SourceSpec::Tcp(config) = &mut source_spec {
+            config.parse_pool = spec.parse_in_pieces.then(|| pool.clone());
+        }
         let started = source::start(
-            &spec.source,
+            &source_spec,
             &spec.name,
             spec.limits,
             resolved.file.map(|f| match spec.parse_in_pieces {
                 true => f.with_parse_pool(pool.clone()),
                 false => f,
             }),
-            spec.parse_in_pieces.then_some(&pool),
             ingest_tx,
             stop.clone(),
             metrics.clone(),

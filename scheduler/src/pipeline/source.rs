@@ -75,7 +75,6 @@ pub(crate) fn start(
     name: &str,
     limits: BatchLimits,
     file: Option<FileSource>,
-    parse_pool: Option<&Arc<rayon::ThreadPool>>,
     tx: Sender<IngestBatch>,
     stop: Arc<StopSignal>,
     metrics: Arc<PipelineMetrics>,
@@ -115,8 +114,7 @@ pub(crate) fn start(
             tcp_addr: None,
             push: None,
         },
-        SourceSpec::Tcp(mut config) => {
-            config.parse_pool = parse_pool.cloned();
+        SourceSpec::Tcp(config) => {
             let sender = tx.clone();
             let m = metrics.clone();
             let tcp = TcpSource::start(
