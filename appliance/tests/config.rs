@@ -58,6 +58,25 @@ fn bad_configs_name_the_line_and_the_field() {
         err.contains("the column is Float32; expected int64 microseconds"),
         "{err}"
     );
+    // Parquet settings: named values, and only on a Parquet sink.
+    let sink = |format: &str, extra: &str| {
+        format!("{good}\n[[pipeline.sink]]\nkind = \"files\"\ndir = \"out\"\nformat = \"{format}\"\n{extra}\n")
+    };
+    let err = check_config(&sink("parquet", "compression = \"gzip\""));
+    assert!(
+        err.contains("compression \"gzip\": expected none, snappy, lz4 or zstd"),
+        "{err}"
+    );
+    let err = check_config(&sink("parquet", "statistics = \"all\""));
+    assert!(
+        err.contains("statistics \"all\": expected none, chunk or page"),
+        "{err}"
+    );
+    let err = check_config(&sink("arrow", "compression = \"zstd\""));
+    assert!(
+        err.contains("compression and statistics apply to format = \"parquet\""),
+        "{err}"
+    );
     // device = "gpu" where wgpu finds no adapter (here: only Metal asked for).
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(example("model.json"), dir.path().join("model.json")).unwrap();

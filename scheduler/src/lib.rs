@@ -36,4 +36,6 @@ pub use pipeline::{
     check_push_schema, check_spec, queue_batches_for, GeneratorStream, Pipeline, PipelineCounts,
     PipelineSpec, PushError, Pusher, SchemaMismatch, ShadowSpec, SinkSpec, SourceSpec, SpecReport,
 };
-pub use sinks::{DeadLetterSink, FileSink, SinkError};
+pub use sinks::{
+    DeadLetterSink, FileSink, ParquetCompression, ParquetSettings, ParquetStatistics, SinkError,
+};

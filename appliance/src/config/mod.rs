@@ -508,6 +508,10 @@ pub enum SinkConfig {
         rotate_mb: Bounded<1, 1_048_576>,
         #[serde(default = "default_rotate_secs")]
         rotate_secs: Bounded<1, 86_400>,
+        /// Parquet only: none, snappy (the default), lz4 or zstd.
+        compression: Option<String>,
+        /// Parquet only: none, chunk (the default) or page.
+        statistics: Option<String>,
     },
     Stdout {},
 }

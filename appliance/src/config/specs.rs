@@ -14,7 +14,8 @@ use roo_ingest::{
     BatchLimits, CsvHeader, FileFormat, IoUringMode, ReadOptions, StreamFormat, TcpSourceConfig,
 };
 use roo_scheduler::{
-    queue_batches_for, Device, GeneratorStream, PipelineSpec, ShadowSpec, SinkSpec, SourceSpec,
+    queue_batches_for, Device, GeneratorStream, ParquetCompression, ParquetSettings,
+    ParquetStatistics, PipelineSpec, ShadowSpec, SinkSpec, SourceSpec,
 };
 
 use roo_scheduler::audit::AuditSpec;
@@ -298,13 +299,24 @@ impl Config {
                             prefix,
                             rotate_mb,
                             rotate_secs,
-                        } => SinkSpec::Files {
-                            dir: resolve(dir),
-                            prefix: prefix.clone(),
-                            format: file_format(format, &format!("pipeline {name}: sink"))?,
-                            rotate_bytes: rotate_mb.0 << 20,
-                            rotate: Duration::from_secs(rotate_secs.0),
-                        },
+                            compression,
+                            statistics,
+                        } => {
+                            let format = file_format(format, &format!("pipeline {name}: sink"))?;
+                            SinkSpec::Files {
+                                dir: resolve(dir),
+                                prefix: prefix.clone(),
+                                format,
+                                parquet: parquet_settings(
+                                    name,
+                                    format,
+                                    compression.as_deref(),
+                                    statistics.as_deref(),
+                                )?,
+                                rotate_bytes: rotate_mb.0 << 20,
+                                rotate: Duration::from_secs(rotate_secs.0),
+                            }
+                        }
                         SinkConfig::Stdout {} => SinkSpec::Stdout,
                     })
                 })
@@ -483,4 +495,38 @@ fn features(p: &PipelineConfig) -> Result<Vec<FeatureSpec>> {
         });
     }
     Ok(out)
+}
+
+/// A files sink's Parquet settings: named values, and only on a Parquet
+/// sink (on another format they would silently do nothing).
+fn parquet_settings(
+    pipeline: &str,
+    format: FileFormat,
+    compression: Option<&str>,
+    statistics: Option<&str>,
+) -> Result<ParquetSettings> {
+    let mut settings = ParquetSettings::default();
+    if format != FileFormat::Parquet && (compression.is_some() || statistics.is_some()) {
+        anyhow::bail!(
+            "pipeline {pipeline}: sink: compression and statistics apply to format = \"parquet\", not {:?}",
+            format.extension()
+        );
+    }
+    if let Some(name) = compression {
+        settings.compression = ParquetCompression::from_name(name).ok_or_else(|| {
+            anyhow::anyhow!(
+                "pipeline {pipeline}: sink: compression {name:?}: expected {}",
+                ParquetCompression::NAMES
+            )
+        })?;
+    }
+    if let Some(name) = statistics {
+        settings.statistics = ParquetStatistics::from_name(name).ok_or_else(|| {
+            anyhow::anyhow!(
+                "pipeline {pipeline}: sink: statistics {name:?}: expected {}",
+                ParquetStatistics::NAMES
+            )
+        })?;
+    }
+    Ok(settings)
 }

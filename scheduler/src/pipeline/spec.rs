@@ -22,6 +22,7 @@ use crate::operators::aggregate::{AggregateOperator, AggregateSpec};
 use crate::operators::audit::AuditOperator;
 use crate::operators::enrich::{EnrichOperator, EnrichSpec, LiveTable};
 use crate::operators::features::{is_event_time_type, FeatureOperator, FeatureSpec, StateLimits};
+use crate::sinks::ParquetSettings;
 
 /// Where a pipeline's events come from.
 #[derive(Clone, Debug)]
@@ -99,6 +100,8 @@ pub enum SinkSpec {
         dir: PathBuf,
         prefix: String,
         format: FileFormat,
+        /// How Parquet files are encoded (ignored by other formats).
+        parquet: ParquetSettings,
         rotate_bytes: u64,
         rotate: Duration,
     },

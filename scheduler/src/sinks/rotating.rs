@@ -13,7 +13,7 @@ use arrow_schema::SchemaRef;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use roo_ingest::FileFormat;
 
-use super::files::FileSink;
+use super::files::{FileSink, ParquetSettings};
 use super::layout;
 use super::SinkError;
 
@@ -58,6 +58,7 @@ pub(crate) struct RotatingFiles {
     dir: PathBuf,
     prefix: String,
     format: FileFormat,
+    parquet: ParquetSettings,
     rotate_bytes: u64,
     rotate: Duration,
     current: Option<OpenFile>,
@@ -76,6 +77,7 @@ impl RotatingFiles {
         dir: PathBuf,
         prefix: String,
         format: FileFormat,
+        parquet: ParquetSettings,
         rotate_bytes: u64,
         rotate: Duration,
     ) -> Result<Self, SinkError> {
@@ -111,6 +113,7 @@ impl RotatingFiles {
             dir,
             prefix,
             format,
+            parquet,
             rotate_bytes,
             rotate,
             current: None,
@@ -148,7 +151,12 @@ impl RotatingFiles {
         if self.current.is_none() {
             let name = layout::file_name(&self.prefix, self.next_index, self.format.extension());
             self.next_index += 1;
-            let sink = FileSink::create(self.dir.join(name), self.format, batch.schema())?;
+            let sink = FileSink::create_with(
+                self.dir.join(name),
+                self.format,
+                batch.schema(),
+                self.parquet,
+            )?;
             self.current = Some(OpenFile {
                 sink,
                 opened: Instant::now(),
@@ -271,6 +279,7 @@ mod tests {
                 path,
                 "part".into(),
                 FileFormat::ArrowIpc,
+                ParquetSettings::default(),
                 u64::MAX,
                 Duration::ZERO,
             )
