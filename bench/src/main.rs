@@ -21,6 +21,7 @@ mod kernels;
 mod online;
 mod pipeline;
 mod plot;
+mod score;
 mod topk;
 
 use std::path::{Path, PathBuf};
@@ -224,6 +225,19 @@ enum Bench {
         #[command(flatten)]
         common: Common,
     },
+    /// `roo score --threads 1`, the whole process, beside XGBoost's
+    /// inplace_predict alone (build roo first).
+    Score {
+        #[arg(long, default_value_t = 200_000)]
+        rows: usize,
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Skip the Python peer.
+        #[arg(long)]
+        no_peers: bool,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 fn main() -> Result<()> {
@@ -251,6 +265,17 @@ fn main() -> Result<()> {
             repeats,
             common,
         } => ingest::run(rows, repeats, &common.python, &common.cache)?,
+        Bench::Score {
+            rows,
+            repeats,
+            no_peers,
+            common,
+        } => score::run(
+            rows,
+            repeats,
+            (!no_peers).then_some(common.python.as_str()),
+            &common.cache,
+        )?,
         Bench::Pipeline {
             rows,
             seconds,
@@ -310,9 +335,9 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-const SCENARIOS: [&str; 10] = [
-    "kernels", "ingest", "pipeline", "flight", "gpu", "features", "enrich", "topk", "audit",
-    "online",
+const SCENARIOS: [&str; 11] = [
+    "kernels", "ingest", "pipeline", "score", "flight", "gpu", "features", "enrich", "topk",
+    "audit", "online",
 ];
 
 /// Every scenario (or `only` those), then the report.
@@ -331,6 +356,7 @@ fn all(quick: bool, out: &Path, price: f64, only: &[String], common: &Common) ->
         ("kernels", if quick { 3 } else { 6 }),
         ("ingest", 4),
         ("pipeline", if quick { 10 } else { 12 }),
+        ("score", 2),
         ("flight", 6),
         ("gpu", 6),
         ("features", 5),
@@ -357,6 +383,10 @@ fn all(quick: bool, out: &Path, price: f64, only: &[String], common: &Common) ->
         if wanted("ingest") {
             let (rows, repeats) = if quick { (40_000, 1) } else { (400_000, 3) };
             sections.push(ingest::run(rows, repeats, python, cache)?);
+        }
+        if wanted("score") {
+            let (rows, repeats) = if quick { (20_000, 1) } else { (200_000, 3) };
+            sections.push(score::run(rows, repeats, Some(python), cache)?);
         }
         if wanted("pipeline") {
             sections.push(pipeline::run(&pipeline::Options {
