@@ -467,31 +467,45 @@ impl Framer {
     /// decisions. Otherwise the piece's bytes are parsed here, serially.
     /// Dead letters' line numbers are moved by the difference between the
     /// line the worker assumed and the line this framer has reached.
-    /// Returns whether the worker's rows stood.
-    pub(crate) fn splice(&mut self, piece: ParsedPiece, sink: &mut dyn BatchSink) -> bool {
+    /// Returns whether the worker's rows stood, and the piece's buffer (for
+    /// the next piece: no fresh memory per piece).
+    pub(crate) fn splice(
+        &mut self,
+        piece: ParsedPiece,
+        sink: &mut dyn BatchSink,
+    ) -> (bool, Vec<u8>) {
+        let ParsedPiece {
+            offset,
+            line,
+            line_end,
+            bytes,
+            consumed,
+            parts,
+            ingest_time,
+        } = piece;
         if self.failed || self.stopped {
-            self.parsed_to += piece.bytes.len() as u64;
-            return false;
+            self.parsed_to += bytes.len() as u64;
+            return (false, bytes);
         }
         let aligned = self.carry.is_empty()
             && !self.skipping_to_line_end
-            && self.parsed_to == piece.offset
+            && self.parsed_to == offset
             && matches!(&self.body, Body::Records { parser, row_bytes: None } if parser.at_rows());
         if !aligned {
-            self.push(&piece.bytes, sink);
-            return false;
+            self.push(&bytes, sink);
+            return (false, bytes);
         }
         if self.records > 0 {
             self.emit(sink);
             if self.stopped {
-                self.parsed_to += piece.bytes.len() as u64;
-                return false;
+                self.parsed_to += bytes.len() as u64;
+                return (false, bytes);
             }
         }
-        let here = self.line().unwrap_or(piece.line);
-        let delta = here as i64 - piece.line as i64;
+        let here = self.line().unwrap_or(line);
+        let delta = here as i64 - line as i64;
         let shift = |line: u64| line.saturating_add_signed(delta);
-        for part in piece.parts {
+        for part in parts {
             let mut dead_letters = part.dead_letters;
             for d in &mut dead_letters {
                 d.line = d.line.map(shift);
@@ -500,7 +514,7 @@ impl Framer {
                 source: self.source.clone(),
                 seq: self.seq,
                 offsets: self.batch_start..part.end,
-                ingest_time: piece.ingest_time,
+                ingest_time,
                 batch: part.batch,
                 dead_letters,
             };
@@ -510,19 +524,19 @@ impl Framer {
             self.skipped_since_emit = false;
             if !sink.batch(out) {
                 self.stopped = true;
-                return true;
+                return (true, bytes);
             }
         }
-        self.parsed_to = piece.offset + piece.consumed as u64;
+        self.parsed_to = offset + consumed as u64;
         if let Body::Records { parser, .. } = &mut self.body {
-            parser.set_line(shift(piece.line_end));
+            parser.set_line(shift(line_end));
         }
         self.opened = None;
-        if piece.consumed < piece.bytes.len() {
-            self.opened = Some((Instant::now(), piece.ingest_time));
-            self.push(&piece.bytes[piece.consumed..], sink);
+        if consumed < bytes.len() {
+            self.opened = Some((Instant::now(), ingest_time));
+            self.push(&bytes[consumed..], sink);
         }
-        true
+        (true, bytes)
     }
 
     /// Hands on the open batch now (a source stopping); a fragment carried

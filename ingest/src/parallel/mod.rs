@@ -55,7 +55,7 @@ pub const FIRST_PIECE_BYTES: usize = 64 << 10;
 /// the wait sooner).
 pub const PIECE_BYTES_MIN: usize = 256 << 10;
 /// The largest piece handed to a worker, in bytes.
-pub const PIECE_BYTES_MAX: usize = 8 << 20;
+pub const PIECE_BYTES_MAX: usize = 4 << 20;
 /// Pieces out with the workers per pool thread.
 pub const PIECES_IN_FLIGHT_PER_THREAD: usize = 2;
 /// How soon `poll` asks to be called again while pieces are out.
@@ -132,6 +132,9 @@ pub struct ParallelFramer {
     sizes: PieceBytes,
     first_done: bool,
     counts: PieceCounts,
+    /// Buffers of spliced pieces, reused for the next ones (at most one
+    /// per piece in flight).
+    spare: Vec<Vec<u8>>,
 }
 
 /// How a stream's pieces went.
@@ -215,6 +218,7 @@ impl StreamFramer {
             sizes,
             first_done: false,
             counts: PieceCounts::default(),
+            spare: Vec::new(),
         })))
     }
 
@@ -371,7 +375,9 @@ impl ParallelFramer {
         if self.halted() {
             return;
         }
-        let bytes = self.pending[..cut].to_vec();
+        let mut bytes = self.spare.pop().unwrap_or_default();
+        bytes.clear();
+        bytes.extend_from_slice(&self.pending[..cut]);
         let lines = memchr::memchr_iter(b'\n', &bytes).count() as u64;
         let (offset, line) = (self.pending_offset, self.pending_line);
         let ingest_time = self.pending_since.map_or_else(SystemTime::now, |(_, t)| t);
@@ -411,10 +417,14 @@ impl ParallelFramer {
     fn splice_ready(&mut self, sink: &mut dyn BatchSink) {
         while let Some(piece) = self.ready.remove(&self.next_splice) {
             self.next_splice += 1;
-            if self.framer.splice(piece, sink) {
+            let (stood, buffer) = self.framer.splice(piece, sink);
+            if stood {
                 self.counts.spliced += 1;
             } else {
                 self.counts.reparsed += 1;
+            }
+            if self.spare.len() < self.in_flight_max {
+                self.spare.push(buffer);
             }
         }
     }
@@ -495,7 +505,14 @@ fn parse_piece(
     line: u64,
     at_end: bool,
 ) -> (Vec<Part>, usize, u64) {
-    let (mut parser, _) = record_parser(&spec.format, spec.schema.clone(), &spec.limits)
+    // Builders sized to the piece (at most one record per line end), not
+    // to `max_rows`: no memory reserved that the piece cannot fill.
+    let lines = memchr::memchr_iter(b'\n', bytes).count() + 1;
+    let sized = BatchLimits {
+        max_rows: spec.limits.max_rows.min(lines),
+        ..spec.limits
+    };
+    let (mut parser, _) = record_parser(&spec.format, spec.schema.clone(), &sized)
         .expect("the stream's framer was made from the same format and schema");
     parser.set_line(line);
     let mut dead = DeadLetters::new(spec.source.clone());
