@@ -256,6 +256,93 @@ fn tcp_phase(
     Ok(phase)
 }
 
+/// The same events as Arrow IPC over TCP (a stream of 1,024-row batches,
+/// the shape Flight and Kafka clients send), flat out for `seconds`: the
+/// daemon's CPU per event when nothing needs parsing. Returns events/s and
+/// CPU-ns per event.
+fn arrow_phase(
+    dir: &Path,
+    model: &Path,
+    sink: &str,
+    input: &Path,
+    seconds: f64,
+) -> Result<(f64, f64)> {
+    let mut source = roo_ingest::FileSource::open(input, roo_ingest::FileFormat::Csv)?;
+    let features: Vec<usize> = CARD_FEATURES
+        .iter()
+        .map(|f| source.schema().index_of(f))
+        .collect::<Result<_, _>>()?;
+    source.parse_as_f32(&features);
+    let schema = source.schema();
+    let batches: Vec<arrow_array::RecordBatch> = source
+        .batches(1024)?
+        .map(|b| b.map(|b| b.batch))
+        .collect::<Result<_, _>>()?;
+    let columns: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            arrow_schema::DataType::Int64 => format!("\"{}:int64\"", f.name()),
+            _ => format!("{:?}", f.name()),
+        })
+        .collect();
+    let config = write_config(
+        dir,
+        model,
+        &format!(
+            "kind = \"tcp\"\nlisten = \"127.0.0.1:0\"\nformat = \"arrow\"\ncolumns = [{}]",
+            columns.join(", ")
+        ),
+        "metrics = \"127.0.0.1:0\"",
+        "",
+        sink,
+    )?;
+    let mut daemon = Daemon::start(&config)?;
+    let ready = daemon.ready()?;
+    let addr = ready.tcp.context("the daemon's TCP address")?;
+    let metrics = ready.metrics.context("the daemon's metrics address")?;
+    let stream = TcpStream::connect(&addr)?;
+    stream.set_nodelay(true)?;
+    let mut writer = arrow_ipc::writer::StreamWriter::try_new(
+        std::io::BufWriter::with_capacity(1 << 20, stream),
+        &batches[0].schema(),
+    )?;
+    let cpu0 = daemon.cpu_s()?;
+    let out0 = metric(&metrics_text(&metrics)?, "roo_events_out_total");
+    let started = Instant::now();
+    let mut sent = 0usize;
+    'send: loop {
+        for b in &batches {
+            writer.write(b)?;
+            sent += b.num_rows();
+            if started.elapsed().as_secs_f64() >= seconds {
+                break 'send;
+            }
+        }
+    }
+    writer.flush()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut text = metrics_text(&metrics)?;
+    while metric(&text, "roo_events_out_total") - out0 < sent as f64 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        text = metrics_text(&metrics)?;
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = daemon.cpu_s()? - cpu0;
+    let out = metric(&text, "roo_events_out_total") - out0;
+    let events_in = metric(&text, "roo_events_in_total");
+    anyhow::ensure!(
+        out >= sent as f64,
+        "the daemon wrote {out} of {sent} events ({events_in} in) within 30 s"
+    );
+    drop(writer);
+    daemon.stop()?;
+    Ok((out / wall, cpu * 1e9 / out.max(1.0)))
+}
+
+/// The Arrow-in phase's row.
+pub const ARROW_TCP: &str = "roo, Arrow IPC over TCP -> score -> file, flat out";
+
 /// What a Python peer reported.
 struct PeerRun {
     rows: f64,
@@ -697,6 +784,15 @@ pub fn run(o: &Options) -> Result<Section> {
             .threads(p.threads.0.clone()),
         );
     }
+    crate::report::step("pipeline: Arrow IPC over TCP");
+    let (arrow_events_s, arrow_ns) = arrow_phase(&dir, &model, stream_sink, &input, seconds)?;
+    say!("  {ARROW_TCP:<52} {arrow_events_s:>10.0} events/s  {arrow_ns:>7.0} CPU-ns/event");
+    section.push(Measurement::roo(
+        ARROW_TCP,
+        arrow_events_s * seconds,
+        seconds,
+        Some(arrow_ns * arrow_events_s * seconds / 1e9),
+    ));
     say!(
         "  tcp flat out, CPU per event by thread: {}",
         phases[0]
@@ -793,6 +889,11 @@ pub fn run(o: &Options) -> Result<Section> {
         batch.cpu_s * 1e9 / batch.rows,
         [None; 3],
         Some(roo_file_ns),
+    );
+    say!(
+        "  {ARROW_TCP}: 1/{:.1} of the Python batch job's CPU per event ({arrow_ns:.0} vs {:.0} CPU-ns/event)",
+        batch.cpu_s * 1e9 / batch.rows / arrow_ns,
+        batch.cpu_s * 1e9 / batch.rows
     );
     section.push(
         Measurement::peer(

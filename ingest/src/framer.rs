@@ -323,6 +323,17 @@ impl Framer {
             self.refuse_oversized_carry();
             self.close_if_full(sink);
         }
+        self.mark_open();
+    }
+
+    /// A batch emitted partway through a piece leaves the piece's later
+    /// records in a fresh batch: they arrived now, and `linger` counts from
+    /// now (without this they would wait for the next piece, or forever on
+    /// a connection that went quiet).
+    fn mark_open(&mut self) {
+        if self.records > 0 && self.opened.is_none() {
+            self.opened = Some((Instant::now(), SystemTime::now()));
+        }
     }
 
     /// The carried fragment outgrew `record_bytes_max`: it becomes a dead
@@ -669,6 +680,7 @@ impl Framer {
                 return;
             }
         }
+        self.mark_open();
     }
 }
 

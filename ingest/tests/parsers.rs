@@ -513,6 +513,54 @@ fn linger_closes_a_batch_whose_oldest_event_waited() {
     assert_eq!(out[1].seq, 1);
 }
 
+/// Records parsed after a batch filled up partway through one piece are
+/// handed on at `linger` too, not held until the next piece (a regression:
+/// a connection that went quiet kept them forever). For every format.
+#[test]
+fn records_after_a_full_batch_in_one_piece_linger_out() {
+    let s = schema(&[("a", DataType::Float32)]);
+    let l = BatchLimits {
+        max_rows: 2,
+        linger: Duration::from_millis(5),
+        record_bytes_max: 1024,
+    };
+    let ipc = {
+        let batch = RecordBatch::try_new(
+            s.clone(),
+            vec![Arc::new(arrow_array::Float32Array::from(vec![
+                1.0f32, 2.0, 3.0,
+            ]))],
+        )
+        .unwrap();
+        let mut w = arrow_ipc::writer::StreamWriter::try_new(Vec::new(), &s).unwrap();
+        w.write(&batch).unwrap();
+        w.into_inner().unwrap()
+    };
+    let cases: [(StreamFormat, &[u8]); 3] = [
+        (csv(), b"a\n1\n2\n3\n"),
+        (
+            StreamFormat::Ndjson,
+            b"{\"a\": 1}\n{\"a\": 2}\n{\"a\": 3}\n",
+        ),
+        (StreamFormat::ArrowIpc, &ipc),
+    ];
+    for (format, data) in cases {
+        let mut framer = Framer::new(Arc::from("t"), &format, Some(s.clone()), l).unwrap();
+        let mut out = Vec::new();
+        let mut sink = |b: IngestBatch| {
+            out.push(b);
+            true
+        };
+        framer.push(data, &mut sink);
+        let due = framer
+            .poll(Instant::now(), &mut sink)
+            .expect("the third record is in an open batch");
+        framer.poll(due + Duration::from_millis(1), &mut sink);
+        let rows: Vec<usize> = out.iter().map(|b| b.batch.num_rows()).collect();
+        assert_eq!(rows, [2, 1], "{format:?}");
+    }
+}
+
 /// Counts what each format calls a record in arbitrary bytes: the
 /// property below checks each one ends up in a batch or a dead letter.
 fn line_records(data: &[u8], end_ends_record: bool, spaces_are_blank: bool) -> usize {
