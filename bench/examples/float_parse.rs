@@ -6,6 +6,9 @@
 //!     cargo run --release -p roo-bench --example float_parse -- FILE.csv
 use roo_ingest::parse::number::{parse_f32, parse_f32_prefix};
 
+/// A field parser: the file's bytes and the field's bounds.
+type Parse<'a> = &'a dyn Fn(&[u8], usize, usize) -> Option<f32>;
+
 fn main() {
     let path = std::env::args().nth(1).expect("a CSV file");
     let data = std::fs::read(path).expect("readable");
@@ -20,7 +23,7 @@ fn main() {
         }
     }
     let n = fields.len();
-    let time = |name: &str, f: &dyn Fn(&[u8], usize, usize) -> Option<f32>| -> Vec<u32> {
+    let time = |name: &str, f: Parse| -> Vec<u32> {
         let mut best = f64::INFINITY;
         let mut bits = Vec::new();
         for _ in 0..3 {

@@ -24,6 +24,17 @@ impl Report {
                     ));
                 }
             }
+            if let (Some(r), Some(b)) = (
+                cpu(p.find(crate::pipeline::ARROW_TCP)),
+                cpu(p.find(PY_BATCH)),
+            ) {
+                out.push(Headline::cpu_share(
+                    format!("roo Arrow in (IPC over TCP) CPU per event <= 1/30 of {PY_BATCH}"),
+                    r,
+                    b,
+                    30.0,
+                ));
+            }
             if let (Some(one), Some(two)) = (p.find(FILE_ONE_CORE), p.find(FILE_TWO_CORES)) {
                 let ratio = two.events_per_s / one.events_per_s;
                 out.push(Headline {
@@ -51,6 +62,21 @@ impl Report {
                     ratio: 0.30 / added.max(1e-9),
                     goal: 1.0,
                     met: added <= 0.30,
+                });
+            }
+        }
+        if let Some(s) = self.section("score") {
+            let cpu = |name: &str| s.find(name).and_then(|m| m.cpu_ns_per_event);
+            if let (Some(roo), Some(peer)) =
+                (cpu(crate::score::ROO_SCORE), cpu(crate::score::PY_PREDICT))
+            {
+                let ratio = peer / roo;
+                out.push(Headline {
+                    target: "roo score --threads 1, whole process, >= 3.5x less CPU than XGBoost inplace_predict alone".into(),
+                    measured: format!("{ratio:.2}x ({roo:.0} vs {peer:.0} CPU-ns/event)"),
+                    ratio,
+                    goal: 3.5,
+                    met: ratio >= 3.5,
                 });
             }
         }

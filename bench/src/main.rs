@@ -384,10 +384,6 @@ fn all(quick: bool, out: &Path, price: f64, only: &[String], common: &Common) ->
             let (rows, repeats) = if quick { (40_000, 1) } else { (400_000, 3) };
             sections.push(ingest::run(rows, repeats, python, cache)?);
         }
-        if wanted("score") {
-            let (rows, repeats) = if quick { (20_000, 1) } else { (200_000, 3) };
-            sections.push(score::run(rows, repeats, Some(python), cache)?);
-        }
         if wanted("pipeline") {
             sections.push(pipeline::run(&pipeline::Options {
                 parse_on_reader: false,
@@ -405,6 +401,10 @@ fn all(quick: bool, out: &Path, price: f64, only: &[String], common: &Common) ->
                 python: Some(python.to_string()),
                 dollars_per_core_hour: price,
             })?);
+        }
+        if wanted("score") {
+            let (rows, repeats) = if quick { (20_000, 1) } else { (200_000, 3) };
+            sections.push(score::run(rows, repeats, Some(python), cache)?);
         }
         if wanted("flight") {
             sections.push(flight::run(if quick { 0.3 } else { 3.0 }, python, cache)?);

@@ -215,12 +215,7 @@ fn tcp_phase(
         line = if to_line == lines.len() { 0 } else { to_line };
     }
     // Let the pipeline finish what was sent, then read the figures.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut text = metrics_text(&metrics)?;
-    while metric(&text, "roo_events_out_total") - out0 < sent as f64 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-        text = metrics_text(&metrics)?;
-    }
+    let text = wait_for_out(&metrics, out0 + sent as f64)?;
     let wall = started.elapsed().as_secs_f64();
     let cpu = daemon.cpu_s()? - cpu0;
     let threads = ThreadCpu::read(daemon.pid())
@@ -321,12 +316,7 @@ fn arrow_phase(
         }
     }
     writer.flush()?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut text = metrics_text(&metrics)?;
-    while metric(&text, "roo_events_out_total") - out0 < sent as f64 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-        text = metrics_text(&metrics)?;
-    }
+    let text = wait_for_out(&metrics, out0 + sent as f64)?;
     let wall = started.elapsed().as_secs_f64();
     let cpu = daemon.cpu_s()? - cpu0;
     let out = metric(&text, "roo_events_out_total") - out0;
@@ -338,6 +328,18 @@ fn arrow_phase(
     drop(writer);
     daemon.stop()?;
     Ok((out / wall, cpu * 1e9 / out.max(1.0)))
+}
+
+/// Waits (30 s at most) until the daemon has written `events` events in
+/// all; returns its metrics text then.
+fn wait_for_out(metrics: &str, events: f64) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut text = metrics_text(metrics)?;
+    while metric(&text, "roo_events_out_total") < events && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        text = metrics_text(metrics)?;
+    }
+    Ok(text)
 }
 
 /// The Arrow-in phase's row.

@@ -133,8 +133,8 @@ fn quick_run_writes_a_whole_and_sane_report() {
     assert_eq!(
         names,
         [
-            "kernels", "ingest", "pipeline", "flight", "gpu", "features", "enrich", "topk",
-            "audit", "online"
+            "kernels", "ingest", "pipeline", "score", "flight", "gpu", "features", "enrich",
+            "topk", "audit", "online"
         ]
     );
     let gpu_required = std::env::var("ROO_REQUIRE_GPU").is_ok_and(|v| v == "1");
@@ -216,6 +216,8 @@ fn quick_run_writes_a_whole_and_sane_report() {
         "Python batch",
         "pyarrow.csv micro-batches",
         "line-by-line",
+        "roo Arrow in (IPC over TCP)",
+        "roo score --threads 1, whole process",
         "2 cores",
         "feature operator",
         "features CPU per event",
@@ -298,7 +300,9 @@ fn bad_arguments_are_refused_with_what_was_expected() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("--only kernals: expected some of kernels, ingest, pipeline, flight, gpu"),
+        err.contains(
+            "--only kernals: expected some of kernels, ingest, pipeline, score, flight, gpu"
+        ),
         "{err}"
     );
     let out = Command::new(roo_bench())
