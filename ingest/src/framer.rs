@@ -467,6 +467,12 @@ impl Framer {
                 }
             }
         }
+        // The last batch covers the stream to its end: bytes read after
+        // the last batch closed (blank lines) are acknowledged too, by an
+        // empty batch if nothing else is left.
+        if self.parsed_to > self.batch_start {
+            self.skipped_since_emit = true;
+        }
         self.emit(sink);
     }
 

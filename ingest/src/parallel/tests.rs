@@ -189,8 +189,8 @@ fn feed_parallel(
 }
 
 fn same(serial: &Collected, parallel: &Collected, len: u64, max_rows: usize, what: &str) {
-    parallel.check_shape(len, max_rows);
     serial.check_shape(len, max_rows);
+    parallel.check_shape(len, max_rows);
     assert_eq!(serial.rows(), parallel.rows(), "{what}: rows");
     assert_eq!(serial.dead(), parallel.dead(), "{what}: dead letters");
 }
@@ -348,4 +348,47 @@ fn a_slow_stream_is_handed_on_at_linger() {
     framer.finish(false, &mut out);
     assert_eq!(out.rows().num_rows(), 3);
     out.check_shape(25, 1000);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Arbitrary bytes drawn mostly from what CSV and NDJSON are made of
+    /// (delimiters, quotes, line ends, CRs, digits, braces), cut into
+    /// arbitrary read pieces and parse pieces: in pieces equals one thread.
+    #[test]
+    fn any_bytes_in_pieces_equal_one_thread(
+        data in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::prelude::Just(b','),
+                proptest::prelude::Just(b'"'),
+                proptest::prelude::Just(b'\n'),
+                proptest::prelude::Just(b'\r'),
+                proptest::prelude::Just(b'{'),
+                proptest::prelude::Just(b'}'),
+                proptest::prelude::Just(b':'),
+                proptest::prelude::Just(b'.'),
+                proptest::prelude::Just(b'-'),
+                b'0'..=b'9',
+                b'a'..=b'c',
+            ],
+            0..3000,
+        ),
+        piece in 1usize..300,
+        first in 1usize..400,
+        min in 1usize..900,
+        max_rows in 1usize..50,
+        ndjson in proptest::prelude::any::<bool>(),
+    ) {
+        let pool = pool(2);
+        let format = if ndjson {
+            StreamFormat::Ndjson
+        } else {
+            StreamFormat::Csv { header: CsvHeader::Absent, delimiter: b',' }
+        };
+        let sizes = PieceBytes { first, min, max: min * 3 };
+        let serial = feed_serial(&format, &data, piece, max_rows);
+        let parallel = feed_parallel(&format, &data, piece, max_rows, sizes, &pool);
+        same(&serial, &parallel, data.len() as u64, max_rows, "arbitrary bytes");
+    }
 }
