@@ -364,12 +364,12 @@ pub fn run(rows: u64, repeats: usize, python: &str, cache: &Path) -> Result<Sect
     })?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pool: Option<ParsePool> = (cores >= 2).then(|| {
-        Arc::new(
+        ParsePool::new(Arc::new(
             rayon::ThreadPoolBuilder::new()
                 .num_threads(cores)
                 .build()
                 .expect("a parse pool"),
-        )
+        ))
     });
     let parallel = |path: &Path, format: &StreamFormat| -> Result<Option<Run>> {
         let Some(pool) = &pool else { return Ok(None) };

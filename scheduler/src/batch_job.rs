@@ -103,7 +103,7 @@ pub fn score_file(job: &BatchJob) -> Result<JobReport, JobError> {
             })?,
     );
     // The scoring threads also parse the input, in pieces.
-    let source = source.with_parse_pool(pool.clone());
+    let source = source.with_parse_pool(roo_ingest::ParsePool::new(pool.clone()));
     let scorer = DeviceScorer::new(job.model, job.device).map_err(|message| JobError::Device {
         model: job.model.version.short(),
         message,

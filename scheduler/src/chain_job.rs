@@ -99,7 +99,7 @@ pub fn run_chain_over_file(job: ChainJob) -> Result<ChainReport, PipelineError> 
         .collect();
     let source = resolved.file.take().expect("a file source is opened");
     let source = match spec.parse_in_pieces {
-        true => source.with_parse_pool(pool.clone()),
+        true => source.with_parse_pool(roo_ingest::ParsePool::new(pool.clone())),
         false => source,
     };
     let mut sink: Option<FileSink> = None;

@@ -26,11 +26,16 @@
 //! slow stream pays no hand-off.
 //!
 //! Bounds: at most [`PIECES_IN_FLIGHT_PER_THREAD`] pieces per pool thread
-//! are out with the workers, each at most [`PIECE_BYTES_MAX`]; when all
-//! are out the reader waits for the oldest (backpressure to the socket or
-//! the file read).
+//! are out with the workers per stream, each at most [`PIECE_BYTES_MAX`];
+//! when all are out the reader waits for the oldest (backpressure to the
+//! socket or the file read). Across a source's streams (a TCP source's
+//! connections) the bytes out are bounded by the same figure
+//! ([`ParsePool`]); a stream that finds the bound taken parses on its
+//! reading thread, and a stream idle past `linger` keeps no piece-sized
+//! buffer.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -45,8 +50,49 @@ use crate::record::DeadLetter;
 use crate::IngestError;
 
 /// The threads that parse pieces of streams (shared with scoring in the
-/// daemon: one pool, one thread per core).
-pub type ParsePool = Arc<rayon::ThreadPool>;
+/// daemon: one pool, one thread per core), and the bound on the bytes of
+/// pieces out with them, shared by every stream given a clone (a source's
+/// connections): past it a stream parses on its reading thread instead, so
+/// a thousand connections hold no more than one busy one.
+#[derive(Clone, Debug)]
+pub struct ParsePool {
+    threads: Arc<rayon::ThreadPool>,
+    out_bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
+}
+
+impl ParsePool {
+    /// Pieces on `threads`, at most [`PIECES_IN_FLIGHT_PER_THREAD`] ×
+    /// [`PIECE_BYTES_MAX`] bytes out per thread across every stream that
+    /// shares this value.
+    pub fn new(threads: Arc<rayon::ThreadPool>) -> Self {
+        let max_bytes =
+            threads.current_num_threads() * PIECES_IN_FLIGHT_PER_THREAD * PIECE_BYTES_MAX;
+        Self {
+            threads,
+            out_bytes: Arc::new(AtomicUsize::new(0)),
+            max_bytes,
+        }
+    }
+
+    /// Bytes of pieces out with the threads now.
+    pub fn bytes_out(&self) -> usize {
+        self.out_bytes.load(Ordering::Acquire)
+    }
+
+    fn try_take(&self, bytes: usize) -> bool {
+        let before = self.out_bytes.fetch_add(bytes, Ordering::AcqRel);
+        if before + bytes > self.max_bytes && before > 0 {
+            self.out_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    fn give_back(&self, bytes: usize) {
+        self.out_bytes.fetch_sub(bytes, Ordering::AcqRel);
+    }
+}
 
 /// Bytes of the first piece, parsed on the reader's thread (the header,
 /// and a measure of the record length that sizes the later pieces).
@@ -145,6 +191,9 @@ pub struct PieceCounts {
     /// Pieces parsed again on the reader's thread (the cut and the parser
     /// disagreed on where a record ends).
     pub reparsed: u64,
+    /// Pieces parsed on the reader's thread because the source's bound on
+    /// bytes out with the pool was reached.
+    pub inline: u64,
 }
 
 /// A stream's micro-batcher, on the reader's thread alone or with a pool.
@@ -177,7 +226,7 @@ impl StreamFramer {
     ) -> Result<Self, IngestError> {
         let framer = Framer::new(source.clone(), format, schema.clone(), limits)?;
         let pool = match pool {
-            Some(p) if p.current_num_threads() >= 2 => p.clone(),
+            Some(p) if p.threads.current_num_threads() >= 2 => p.clone(),
             _ => return Ok(Self::Serial(framer)),
         };
         let (format, quoted) = match format {
@@ -193,7 +242,7 @@ impl StreamFramer {
         };
         let schema = schema.expect("the framer checked that the format has a schema");
         let (results_tx, results_rx) = crossbeam_channel::unbounded();
-        let in_flight_max = pool.current_num_threads() * PIECES_IN_FLIGHT_PER_THREAD;
+        let in_flight_max = pool.threads.current_num_threads() * PIECES_IN_FLIGHT_PER_THREAD;
         Ok(Self::Parallel(Box::new(ParallelFramer {
             framer,
             spec: Arc::new(Spec {
@@ -375,6 +424,13 @@ impl ParallelFramer {
         if self.halted() {
             return;
         }
+        if !self.pool.try_take(cut) {
+            // The source's pieces are at their bound (other streams hold
+            // it): parse this one here.
+            self.counts.inline += 1;
+            self.inline(cut, sink);
+            return;
+        }
         let mut bytes = self.spare.pop().unwrap_or_default();
         bytes.clear();
         bytes.extend_from_slice(&self.pending[..cut]);
@@ -386,7 +442,7 @@ impl ParallelFramer {
         self.next_id += 1;
         let spec = self.spec.clone();
         let results = self.results_tx.clone();
-        self.pool.spawn(move || {
+        self.pool.threads.spawn(move || {
             // A panic in a worker must not leave the reader waiting: the
             // piece then comes back unparsed and the framer parses it.
             let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -417,13 +473,15 @@ impl ParallelFramer {
     fn splice_ready(&mut self, sink: &mut dyn BatchSink) {
         while let Some(piece) = self.ready.remove(&self.next_splice) {
             self.next_splice += 1;
+            self.pool.give_back(piece.bytes.len());
             let (stood, buffer) = self.framer.splice(piece, sink);
             if stood {
                 self.counts.spliced += 1;
             } else {
                 self.counts.reparsed += 1;
             }
-            if self.spare.len() < self.in_flight_max {
+            // One buffer kept for the next piece while this stream is busy.
+            if self.spare.is_empty() && self.in_flight() > 0 {
                 self.spare.push(buffer);
             }
         }
@@ -466,6 +524,19 @@ impl ParallelFramer {
                 due = Some(due.map_or(linger_due, |d| d.min(linger_due)));
             }
         }
+        if self.in_flight() == 0
+            && self
+                .pending_since
+                .is_none_or(|(t, _)| now >= t + self.spec.limits.linger)
+        {
+            // Idle: hold no piece-sized memory (a source may have a
+            // thousand quiet connections).
+            self.spare = Vec::new();
+            if self.pending.capacity() > 2 * self.pending.len() + FIRST_PIECE_BYTES {
+                self.pending
+                    .shrink_to(self.pending.len() + FIRST_PIECE_BYTES);
+            }
+        }
         if self.in_flight() > 0 {
             let soon = now + RESULT_POLL;
             due = Some(due.map_or(soon, |d| d.min(soon)));
@@ -491,6 +562,23 @@ impl ParallelFramer {
         }
         self.wait_all(sink);
         self.framer.flush(sink);
+    }
+}
+
+impl Drop for ParallelFramer {
+    /// A stream dropped with pieces out (a connection closed on a failure)
+    /// gives their bytes back to the source's bound once they are parsed.
+    fn drop(&mut self) {
+        for piece in self.ready.values() {
+            self.pool.give_back(piece.bytes.len());
+        }
+        let unfinished = self.in_flight();
+        for _ in 0..unfinished {
+            match self.results_rx.recv() {
+                Ok((_, piece)) => self.pool.give_back(piece.bytes.len()),
+                Err(_) => break,
+            }
+        }
     }
 }
 

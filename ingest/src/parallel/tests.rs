@@ -22,12 +22,12 @@ fn schema() -> SchemaRef {
 }
 
 fn pool(threads: usize) -> super::ParsePool {
-    Arc::new(
+    super::ParsePool::new(Arc::new(
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
             .expect("a pool"),
-    )
+    ))
 }
 
 /// xorshift64*: a fixed stream of choices per seed.
@@ -319,6 +319,51 @@ fn lines_after_an_oversized_record_are_true() {
         .find(|d| d.raw.starts_with(b"still"))
         .expect("the rest of the refused line is a record of its own");
     assert_eq!(inside.line, Some(3), "{dead:#?}");
+}
+
+/// Streams sharing a source's bound on bytes out with the pool: past it a
+/// stream parses on its own thread, gives the same rows, and every byte
+/// taken is given back (also by a stream dropped with pieces out).
+#[test]
+fn the_bound_on_bytes_out_is_shared_and_given_back() {
+    let mut shared = pool(2);
+    shared.max_bytes = 3000;
+    let format = StreamFormat::Csv {
+        header: CsvHeader::Check,
+        delimiter: b',',
+    };
+    let sizes = PieceBytes {
+        first: 100,
+        min: 1000,
+        max: 1000,
+    };
+    let mut rng = Rng(7);
+    let data = csv_text(&mut rng, 2000);
+    let serial = feed_serial(&format, &data, 4096, 64);
+    let parallel = feed_parallel(&format, &data, 4096, 64, sizes, &shared);
+    same(&serial, &parallel, data.len() as u64, 64, "a tight bound");
+    assert!(parallel.pieces.inline > 0, "{:?}", parallel.pieces);
+    assert!(parallel.pieces.spliced > 0, "{:?}", parallel.pieces);
+    assert_eq!(shared.bytes_out(), 0);
+    // Dropped mid-stream with pieces out: their bytes come back.
+    let limits = BatchLimits {
+        max_rows: 64,
+        linger: Duration::from_secs(3600),
+        record_bytes_max: 1 << 20,
+    };
+    let mut framer = StreamFramer::with_sizes(
+        "s".into(),
+        &format,
+        Some(schema()),
+        limits,
+        Some(&shared),
+        sizes,
+    )
+    .expect("framer");
+    let mut out = Collected::default();
+    framer.push(&data[..data.len() / 2], &mut out);
+    drop(framer);
+    assert_eq!(shared.bytes_out(), 0);
 }
 
 /// A stream slower than `linger` is handed on at `linger` from the reader's

@@ -207,17 +207,21 @@ impl Pipeline {
         )?;
         // One file's or one connection's text is parsed in pieces on the
         // scoring pool.
+        // One bound on the bytes out with the pool for the whole source.
+        let parse_pool = spec
+            .parse_in_pieces
+            .then(|| roo_ingest::ParsePool::new(pool.clone()));
         let mut source_spec = spec.source.clone();
         if let SourceSpec::Tcp(config) = &mut source_spec {
-            config.parse_pool = spec.parse_in_pieces.then(|| pool.clone());
+            config.parse_pool = parse_pool.clone();
         }
         let started = source::start(
             &source_spec,
             &spec.name,
             spec.limits,
-            resolved.file.map(|f| match spec.parse_in_pieces {
-                true => f.with_parse_pool(pool.clone()),
-                false => f,
+            resolved.file.map(|f| match parse_pool {
+                Some(p) => f.with_parse_pool(p),
+                None => f,
             }),
             ingest_tx,
             stop.clone(),
