@@ -17,11 +17,8 @@ use arrow_ipc::reader::StreamDecoder;
 use arrow_schema::SchemaRef;
 
 use crate::parallel::ParsedPiece;
-use crate::parse::columns::check_schema;
-use crate::parse::csv::{CsvHeader, CsvParser};
-use crate::parse::ndjson::NdjsonParser;
-use crate::parse::raw::RawF32Parser;
-use crate::parse::{DeadLetters, RecordParser};
+use crate::parse::csv::CsvHeader;
+use crate::parse::{record_parser, DeadLetters, RecordParser};
 use crate::record::IngestBatch;
 use crate::IngestError;
 
@@ -86,63 +83,6 @@ pub trait BatchSink {
 impl<F: FnMut(IngestBatch) -> bool> BatchSink for F {
     fn batch(&mut self, batch: IngestBatch) -> bool {
         self(batch)
-    }
-}
-
-/// The parser of a record format (not Arrow IPC) and, for fixed-size rows,
-/// their length in bytes. Workers parsing one stream in pieces
-/// ([`crate::parallel`]) build theirs here too, so every piece is parsed by
-/// the same code as the whole stream.
-pub(crate) fn record_parser(
-    format: &StreamFormat,
-    schema: SchemaRef,
-    limits: &BatchLimits,
-) -> Result<(Box<dyn RecordParser>, Option<usize>), String> {
-    let capacity = limits.max_rows.min(BATCH_ROWS_DEFAULT);
-    match format {
-        StreamFormat::ArrowIpc => Err("Arrow IPC streams are not parsed record by record".into()),
-        StreamFormat::Csv { header, delimiter } => {
-            check_schema(&schema)?;
-            if schema.fields().is_empty() {
-                return Err("the schema has no columns".into());
-            }
-            if matches!(delimiter, b'"' | b'\n' | b'\r') {
-                return Err(format!(
-                    "delimiter {:?}: expected a character other than a quote or line end",
-                    *delimiter as char
-                ));
-            }
-            Ok((
-                Box::new(CsvParser::new(
-                    schema,
-                    header.clone(),
-                    *delimiter,
-                    capacity,
-                    limits.record_bytes_max,
-                )),
-                None,
-            ))
-        }
-        StreamFormat::Ndjson => {
-            check_schema(&schema)?;
-            Ok((
-                Box::new(NdjsonParser::new(schema, capacity, limits.record_bytes_max)),
-                None,
-            ))
-        }
-        StreamFormat::RawF32 => {
-            if schema.fields().is_empty()
-                || schema
-                    .fields()
-                    .iter()
-                    .any(|f| f.data_type() != &arrow_schema::DataType::Float32)
-            {
-                return Err("raw f32 rows need a schema of one or more Float32 columns".into());
-            }
-            let parser = RawF32Parser::new(schema, capacity);
-            let row_bytes = parser.row_bytes();
-            Ok((Box::new(parser), Some(row_bytes)))
-        }
     }
 }
 

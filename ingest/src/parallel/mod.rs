@@ -5,7 +5,7 @@
 //! (a `\n` outside quotes: found by a scan of quotes and line ends, or by
 //! one search for the last line end when a piece has no quote), and hands
 //! each piece to a worker of the parse pool. Workers parse their piece
-//! with the stream's own parser ([`crate::framer::record_parser`]) into
+//! with the stream's own parser ([`crate::parse::record_parser`]) into
 //! batches of at most `max_rows` records. The reader's thread takes the
 //! results back in stream order and splices them into the stream's
 //! [`Framer`] ([`Framer::splice`]), which numbers the batches, gives them
@@ -43,9 +43,9 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::framer::{record_parser, BatchLimits, BatchSink, Framer, StreamFormat};
+use crate::framer::{BatchLimits, BatchSink, Framer, StreamFormat};
 use crate::parse::csv::CsvHeader;
-use crate::parse::DeadLetters;
+use crate::parse::{record_parser, DeadLetters};
 use crate::record::DeadLetter;
 use crate::IngestError;
 
@@ -446,7 +446,7 @@ impl ParallelFramer {
             // A panic in a worker must not leave the reader waiting: the
             // piece then comes back unparsed and the framer parses it.
             let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                parse_piece(&spec, &bytes, offset, line, at_end)
+                parse_piece(&spec, &bytes, offset, line, lines, at_end)
             }));
             let (parts, consumed, line_end) = parsed.unwrap_or((Vec::new(), 0, line));
             let piece = ParsedPiece {
@@ -591,13 +591,14 @@ fn parse_piece(
     bytes: &[u8],
     offset: u64,
     line: u64,
+    lines: u64,
     at_end: bool,
 ) -> (Vec<Part>, usize, u64) {
-    // Builders sized to the piece (at most one record per line end), not
-    // to `max_rows`: no memory reserved that the piece cannot fill.
-    let lines = memchr::memchr_iter(b'\n', bytes).count() + 1;
+    // Builders sized to the piece (at most one record per line end, and
+    // the line ends were counted when the piece was cut), not to
+    // `max_rows`: no memory reserved that the piece cannot fill.
     let sized = BatchLimits {
-        max_rows: spec.limits.max_rows.min(lines),
+        max_rows: spec.limits.max_rows.min(lines as usize + 1),
         ..spec.limits
     };
     let (mut parser, _) = record_parser(&spec.format, spec.schema.clone(), &sized)

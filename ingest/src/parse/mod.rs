@@ -16,7 +16,14 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 
+use arrow_schema::SchemaRef;
+
+use crate::framer::{BatchLimits, StreamFormat, BATCH_ROWS_DEFAULT};
 use crate::record::{DeadLetter, DEAD_LETTER_RAW_BYTES_MAX};
+use columns::check_schema;
+use csv::CsvParser;
+use ndjson::NdjsonParser;
+use raw::RawF32Parser;
 
 /// How far a parse call got.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -88,6 +95,63 @@ pub(crate) trait RecordParser: Send {
     /// The next bytes are records (no header is still to be read).
     fn at_rows(&self) -> bool {
         true
+    }
+}
+
+/// The parser of a record format (not Arrow IPC) and, for fixed-size rows,
+/// their length in bytes. Workers parsing one stream in pieces
+/// ([`crate::parallel`]) build theirs here too, so every piece is parsed by
+/// the same code as the whole stream.
+pub(crate) fn record_parser(
+    format: &StreamFormat,
+    schema: SchemaRef,
+    limits: &BatchLimits,
+) -> Result<(Box<dyn RecordParser>, Option<usize>), String> {
+    let capacity = limits.max_rows.min(BATCH_ROWS_DEFAULT);
+    match format {
+        StreamFormat::ArrowIpc => Err("Arrow IPC streams are not parsed record by record".into()),
+        StreamFormat::Csv { header, delimiter } => {
+            check_schema(&schema)?;
+            if schema.fields().is_empty() {
+                return Err("the schema has no columns".into());
+            }
+            if matches!(delimiter, b'"' | b'\n' | b'\r') {
+                return Err(format!(
+                    "delimiter {:?}: expected a character other than a quote or line end",
+                    *delimiter as char
+                ));
+            }
+            Ok((
+                Box::new(CsvParser::new(
+                    schema,
+                    header.clone(),
+                    *delimiter,
+                    capacity,
+                    limits.record_bytes_max,
+                )),
+                None,
+            ))
+        }
+        StreamFormat::Ndjson => {
+            check_schema(&schema)?;
+            Ok((
+                Box::new(NdjsonParser::new(schema, capacity, limits.record_bytes_max)),
+                None,
+            ))
+        }
+        StreamFormat::RawF32 => {
+            if schema.fields().is_empty()
+                || schema
+                    .fields()
+                    .iter()
+                    .any(|f| f.data_type() != &arrow_schema::DataType::Float32)
+            {
+                return Err("raw f32 rows need a schema of one or more Float32 columns".into());
+            }
+            let parser = RawF32Parser::new(schema, capacity);
+            let row_bytes = parser.row_bytes();
+            Ok((Box::new(parser), Some(row_bytes)))
+        }
     }
 }
 
