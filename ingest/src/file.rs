@@ -3,7 +3,7 @@
 //! Parquet through the parquet crate.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -78,6 +78,26 @@ pub struct FileSource {
     schema: SchemaRef,
     read: ReadOptions,
     parse_pool: Option<ParsePool>,
+    /// Where reading starts: bytes (text, raw) or rows (Parquet, Arrow
+    /// IPC) already consumed, and the line there.
+    start: StartAt,
+}
+
+/// Where a file is read from: its start, or a position a checkpoint
+/// recorded ([`FileSource::start_at`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StartAt {
+    /// Bytes for CSV, NDJSON and raw files; rows for Parquet and Arrow IPC
+    /// (the unit of the batches' offsets).
+    pub offset: u64,
+    /// The line at `offset` (1 at the start).
+    pub line: u64,
+}
+
+impl Default for StartAt {
+    fn default() -> Self {
+        Self { offset: 0, line: 1 }
+    }
 }
 
 impl FileSource {
@@ -159,6 +179,7 @@ impl FileSource {
             schema,
             read: ReadOptions::default(),
             parse_pool: None,
+            start: StartAt::default(),
         })
     }
 
@@ -183,6 +204,7 @@ impl FileSource {
             schema,
             read: ReadOptions::default(),
             parse_pool: None,
+            start: StartAt::default(),
         })
     }
 
@@ -201,6 +223,58 @@ impl FileSource {
 
     pub fn schema(&self) -> SchemaRef {
         self.schema.clone()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads from `offset` on (in the batches' offset unit: bytes for
+    /// text and raw files, rows for Parquet and Arrow IPC), as a
+    /// checkpoint recorded it: batches' offsets and dead letters' lines
+    /// go on from there (the lines before are counted here, one pass over
+    /// the prefix). A text file's offset must be a record's start: after
+    /// a line end, or 0.
+    pub fn start_at(&mut self, offset: u64) -> Result<(), IngestError> {
+        let shown = self.path.display().to_string();
+        let io = |error| IngestError::Io {
+            path: shown.clone(),
+            error,
+        };
+        let mut line = 1;
+        if matches!(self.format, FileFormat::Csv | FileFormat::Ndjson) && offset > 0 {
+            let file = File::open(&self.path).map_err(io)?;
+            let mut prefix = std::io::BufReader::with_capacity(1 << 20, (&file).take(offset));
+            let mut read = 0u64;
+            let mut last = b'\n';
+            loop {
+                let buf = prefix.fill_buf().map_err(io)?;
+                if buf.is_empty() {
+                    break;
+                }
+                line += memchr::memchr_iter(b'\n', buf).count() as u64;
+                last = buf[buf.len() - 1];
+                read += buf.len() as u64;
+                let n = buf.len();
+                prefix.consume(n);
+            }
+            if read < offset {
+                return Err(IngestError::Format {
+                    path: shown,
+                    message: format!("cannot resume at byte {offset}: the file holds {read} bytes"),
+                });
+            }
+            if last != b'\n' {
+                return Err(IngestError::Format {
+                    path: shown,
+                    message: format!(
+                        "cannot resume at byte {offset}: it is not the start of a line"
+                    ),
+                });
+            }
+        }
+        self.start = StartAt { offset, line };
+        Ok(())
     }
 
     pub fn format(&self) -> FileFormat {
@@ -244,8 +318,11 @@ impl FileSource {
             path: shown.to_string(),
             error,
         })?;
+        let start = self.start;
         let ready_made = |iter: Box<dyn Iterator<Item = Result<RecordBatch, String>> + Send>| {
-            let mut rows = 0u64;
+            // Rows before `start` are skipped (a resumed file).
+            let mut skip = start.offset;
+            let mut rows = start.offset;
             let mut seq = 0u64;
             let shown = shown.clone();
             let iter = iter.flat_map(move |b| -> Vec<Result<IngestBatch, IngestError>> {
@@ -254,24 +331,32 @@ impl FileSource {
                         path: shown.to_string(),
                         message,
                     })],
-                    Ok(batch) => (0..batch.num_rows().div_ceil(batch_rows).max(1))
-                        .map(|i| {
-                            let start = i * batch_rows;
-                            let len = batch_rows.min(batch.num_rows() - start);
-                            let part = batch.slice(start, len);
-                            let out = IngestBatch {
-                                source: shown.clone(),
-                                seq,
-                                offsets: rows..rows + len as u64,
-                                ingest_time: SystemTime::now(),
-                                batch: part,
-                                dead_letters: Vec::new(),
-                            };
-                            seq += 1;
-                            rows += len as u64;
-                            Ok(out)
-                        })
-                        .collect(),
+                    Ok(batch) if skip >= batch.num_rows() as u64 => {
+                        skip -= batch.num_rows() as u64;
+                        Vec::new()
+                    }
+                    Ok(batch) => {
+                        let batch = batch.slice(skip as usize, batch.num_rows() - skip as usize);
+                        skip = 0;
+                        (0..batch.num_rows().div_ceil(batch_rows).max(1))
+                            .map(|i| {
+                                let start = i * batch_rows;
+                                let len = batch_rows.min(batch.num_rows() - start);
+                                let part = batch.slice(start, len);
+                                let out = IngestBatch {
+                                    source: shown.clone(),
+                                    seq,
+                                    offsets: rows..rows + len as u64,
+                                    ingest_time: SystemTime::now(),
+                                    batch: part,
+                                    dead_letters: Vec::new(),
+                                };
+                                seq += 1;
+                                rows += len as u64;
+                                Ok(out)
+                            })
+                            .collect()
+                    }
                 }
             });
             FileBatches {
@@ -297,8 +382,13 @@ impl FileSource {
             }
             FileFormat::Csv | FileFormat::Ndjson | FileFormat::RawF32 => {
                 let format = match self.format {
+                    // Resumed past the header: no header to skip.
                     FileFormat::Csv => StreamFormat::Csv {
-                        header: CsvHeader::Skip,
+                        header: if start.offset == 0 {
+                            CsvHeader::Skip
+                        } else {
+                            CsvHeader::Absent
+                        },
                         delimiter: b',',
                     },
                     FileFormat::Ndjson => StreamFormat::Ndjson,
@@ -308,14 +398,15 @@ impl FileSource {
                     max_rows: batch_rows,
                     ..BatchLimits::default()
                 };
-                let framer = StreamFramer::new(
+                let mut framer = StreamFramer::new(
                     shown.clone(),
                     &format,
                     Some(self.schema.clone()),
                     limits,
                     self.parse_pool.as_ref(),
                 )?;
-                Ok(spawn_reader(file, shown, framer, self.read))
+                framer.start_at(start.offset, start.line);
+                Ok(spawn_reader(file, shown, framer, self.read, start.offset))
             }
         }
     }
@@ -394,13 +485,14 @@ fn spawn_reader(
     shown: Arc<str>,
     mut framer: StreamFramer,
     read: ReadOptions,
+    from: u64,
 ) -> FileBatches {
     let (sender, receiver) = crossbeam_channel::bounded(BATCHES_AHEAD);
     let thread = std::thread::Builder::new()
         .name("roo-read".into())
         .spawn(move || {
             let mut sink = |b: IngestBatch| sender.send(Message::Batch(b)).is_ok();
-            let result = read_file(&file, &shown, 0, &read, &mut |piece| {
+            let result = read_file(&file, &shown, from, &read, &mut |piece| {
                 framer.push(piece, &mut sink);
                 !framer.stopped()
             });

@@ -183,6 +183,22 @@ impl Framer {
         })
     }
 
+    /// Starts the stream at `offset` on `line` (lines counted by line
+    /// ends from the stream's start, the first being 1): a stream resumed
+    /// where a checkpoint left it, so offsets and dead letters' lines are
+    /// those of the whole stream. Call before the first piece.
+    pub fn start_at(&mut self, offset: u64, line: u64) {
+        assert!(
+            self.parsed_to == 0 && self.carry.is_empty() && self.records == 0,
+            "start_at before the first piece"
+        );
+        self.parsed_to = offset;
+        self.batch_start = offset;
+        if let Body::Records { parser, .. } = &mut self.body {
+            parser.set_line(line);
+        }
+    }
+
     /// The stream cannot be read further (the reason is a dead letter).
     pub fn failed(&self) -> bool {
         self.failed

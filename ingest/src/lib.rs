@@ -23,7 +23,7 @@ mod record;
 mod tcp;
 
 pub use error::IngestError;
-pub use file::{FileBatches, FileFormat, FileSource};
+pub use file::{FileBatches, FileFormat, FileSource, StartAt};
 pub use framer::{
     BatchLimits, BatchSink, Framer, StreamFormat, BATCH_ROWS_DEFAULT, IPC_MESSAGE_BYTES_MAX,
     RECORD_BYTES_MAX_DEFAULT,

@@ -423,3 +423,116 @@ fn parquet_files_read_in_bounded_batches() {
     assert_eq!(got.iter().map(|b| b.batch.num_rows()).sum::<usize>(), 3000);
     assert_eq!(got.last().unwrap().offsets.end, 3000);
 }
+
+/// A file read from a batch's end (as a checkpoint records it) gives the
+/// batches a whole read gives after that point: the same rows, and dead
+/// letters at the same offsets and lines (lines counted from the file's
+/// start). Serial and in pieces; CSV, NDJSON and Parquet (rows).
+#[test]
+fn a_file_resumed_at_a_batch_end_goes_on_as_a_whole_read_would() {
+    use arrow_select::concat::concat_batches;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("t.csv");
+    let text = write_csv(&csv, 20_000);
+    let ndjson = dir.path().join("t.ndjson");
+    let mut lines = String::new();
+    for (i, l) in text.lines().skip(1).enumerate() {
+        let id = l.split(',').next().unwrap();
+        if i % 777 == 5 {
+            lines.push_str("{\"id\": oops}\n");
+        } else {
+            lines.push_str(&format!("{{\"id\": {id}, \"amount\": {}.5}}\n", i % 31));
+        }
+    }
+    std::fs::write(&ndjson, lines).unwrap();
+    let pool = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap(),
+    );
+    for (path, format) in [(&csv, FileFormat::Csv), (&ndjson, FileFormat::Ndjson)] {
+        for pieces in [false, true] {
+            let open = || {
+                let mut s = FileSource::open(path, format).unwrap();
+                s.parse_as_f32(&[1]);
+                if pieces {
+                    s = s.with_parse_pool(roo_ingest::ParsePool::new(pool.clone()));
+                }
+                s
+            };
+            let whole: Vec<IngestBatch> =
+                open().batches(1500).unwrap().map(Result::unwrap).collect();
+            assert!(whole.len() > 5);
+            for cut in [1, whole.len() / 2, whole.len() - 1] {
+                let at = whole[cut - 1].offsets.end;
+                let mut resumed = open();
+                resumed.start_at(at).unwrap();
+                let rest: Vec<IngestBatch> =
+                    resumed.batches(1500).unwrap().map(Result::unwrap).collect();
+                let rows = |bs: &[IngestBatch]| {
+                    let v: Vec<RecordBatch> = bs.iter().map(|b| b.batch.clone()).collect();
+                    concat_batches(&v[0].schema(), &v).unwrap()
+                };
+                let letters = |bs: &[IngestBatch]| {
+                    bs.iter()
+                        .flat_map(|b| b.dead_letters.clone())
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(
+                    rows(&rest),
+                    rows(&whole[cut..]),
+                    "{format:?} pieces {pieces} cut {cut}"
+                );
+                assert_eq!(
+                    letters(&rest),
+                    letters(&whole[cut..]),
+                    "{format:?} pieces {pieces} cut {cut}"
+                );
+                assert!(
+                    cut > 1 || !letters(&rest).is_empty(),
+                    "dead letters after the cut"
+                );
+                assert_eq!(rest[0].offsets.start, at);
+                assert_eq!(rest[0].seq, 0);
+                assert_eq!(
+                    rest.last().unwrap().offsets.end,
+                    whole.last().unwrap().offsets.end
+                );
+            }
+        }
+        // Not a line's start: refused with the reason.
+        let mut s = FileSource::open(path, format).unwrap();
+        let err = s.start_at(3).unwrap_err().to_string();
+        assert!(err.contains("not the start of a line"), "{err}");
+        let err = s.start_at(1 << 40).unwrap_err().to_string();
+        assert!(err.contains("holds"), "{err}");
+    }
+    // Parquet: the offset is rows.
+    let path = dir.path().join("t.parquet");
+    let batches = test_batches();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&path).unwrap(),
+        batches[0].schema(),
+        None,
+    )
+    .unwrap();
+    for b in &batches {
+        w.write(b).unwrap();
+    }
+    w.close().unwrap();
+    let mut s = FileSource::open(&path, FileFormat::Parquet).unwrap();
+    s.start_at(1234).unwrap();
+    let got: Vec<IngestBatch> = s.batches(700).unwrap().map(Result::unwrap).collect();
+    assert_eq!(got[0].offsets.start, 1234);
+    assert_eq!(
+        got.iter().map(|b| b.batch.num_rows()).sum::<usize>(),
+        3000 - 1234
+    );
+    let all = concat_batches(&batches[0].schema(), &batches).unwrap();
+    let rest: Vec<RecordBatch> = got.iter().map(|b| b.batch.clone()).collect();
+    assert_eq!(
+        concat_batches(&rest[0].schema(), &rest).unwrap(),
+        all.slice(1234, 3000 - 1234)
+    );
+}

@@ -78,6 +78,8 @@ pub enum PipelineError {
 pub enum SetupError {
     #[error(transparent)]
     Model(Box<ModelError>),
+    #[error("resuming from the last checkpoint")]
+    Checkpoint(#[source] Box<crate::checkpoint::CheckpointError>),
     #[error(transparent)]
     Ingest(#[from] IngestError),
     #[error(transparent)]
@@ -142,6 +144,8 @@ impl From<ModelError> for SetupError {
 pub enum StageError {
     #[error(transparent)]
     Ingest(#[from] IngestError),
+    #[error("taking a checkpoint")]
+    Checkpoint(#[source] Box<crate::checkpoint::CheckpointError>),
     #[error(transparent)]
     Sink(#[from] SinkError),
     #[error("source {source_name}: batch {seq} arrived after batch {last}; expected {expected}")]
@@ -157,4 +161,16 @@ pub enum StageError {
         "the audit log could not be written; the pipeline stops rather than score unaudited events"
     )]
     Audit(#[source] Box<crate::audit::AuditError>),
+}
+
+impl From<crate::checkpoint::CheckpointError> for StageError {
+    fn from(e: crate::checkpoint::CheckpointError) -> Self {
+        Self::Checkpoint(Box::new(e))
+    }
+}
+
+impl From<crate::checkpoint::CheckpointError> for SetupError {
+    fn from(e: crate::checkpoint::CheckpointError) -> Self {
+        Self::Checkpoint(Box::new(e))
+    }
 }

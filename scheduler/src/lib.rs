@@ -12,6 +12,7 @@
 pub mod audit;
 mod batch_job;
 mod chain_job;
+pub mod checkpoint;
 pub mod device;
 pub mod error;
 pub mod generator;

@@ -80,6 +80,10 @@ pub struct PipelineMetrics {
     pub model_reload_failures: AtomicU64,
     /// Times every sink held every row written so far durably.
     pub acks: AtomicU64,
+    /// Checkpoints taken, the time they took (µs) and the last one's size.
+    pub checkpoints: AtomicU64,
+    pub checkpoint_us: AtomicU64,
+    pub checkpoint_bytes: AtomicU64,
     /// Per source: the offset (in the source's unit) every sink holds
     /// durably, and when it was acknowledged (an ack count), bounded.
     acked: Mutex<BTreeMap<Arc<str>, (u64, u64)>>,
@@ -241,6 +245,9 @@ impl PipelineMetrics {
             model_reloads: get(&self.model_reloads),
             model_reload_failures: get(&self.model_reload_failures),
             acks: get(&self.acks),
+            checkpoints: get(&self.checkpoints),
+            checkpoint_us: get(&self.checkpoint_us),
+            checkpoint_bytes: get(&self.checkpoint_bytes),
             order_unchecked_batches: get(&self.order_unchecked_batches),
             shadow_failures: get(&self.shadow_failures),
             online_requests: get(&self.online_requests),
@@ -294,6 +301,9 @@ pub struct MetricsSnapshot {
     pub model_reloads: u64,
     pub model_reload_failures: u64,
     pub acks: u64,
+    pub checkpoints: u64,
+    pub checkpoint_us: u64,
+    pub checkpoint_bytes: u64,
     pub order_unchecked_batches: u64,
     pub shadow_failures: u64,
     /// Online requests answered, the batches they ran in, and those

@@ -38,6 +38,29 @@ impl<'de, const MIN: u64, const MAX: u64> Deserialize<'de> for Bounded<MIN, MAX>
     }
 }
 
+/// A duration in seconds, whole or fractional, within 0.05 s to a day.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Seconds(pub f64);
+
+impl Seconds {
+    const MIN: f64 = 0.05;
+    const MAX: f64 = 86_400.0;
+}
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let v = f64::deserialize(d)?;
+        if !(Self::MIN..=Self::MAX).contains(&v) {
+            return Err(D::Error::custom(format!(
+                "{v} seconds is out of range; expected {} to {}",
+                Self::MIN,
+                Self::MAX
+            )));
+        }
+        Ok(Self(v))
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -65,6 +88,16 @@ pub struct Server {
     /// Scoring threads (0: one per core).
     #[serde(default)]
     pub threads: Bounded<0, 1024>,
+    /// Where checkpoints live (`DIR/PIPELINE/`); none: no checkpoints
+    /// (files publish as they close, a crash restarts every source).
+    pub state_dir: Option<PathBuf>,
+    /// Seconds between checkpoints (and one at every clean stop).
+    #[serde(default = "default_checkpoint_secs")]
+    pub checkpoint_secs: Seconds,
+}
+
+fn default_checkpoint_secs() -> Seconds {
+    Seconds(10.0)
 }
 
 fn default_memory_mb() -> Bounded<1, 1_048_576> {
@@ -77,6 +110,8 @@ impl Default for Server {
             metrics: None,
             memory_mb: default_memory_mb(),
             threads: Bounded(0),
+            state_dir: None,
+            checkpoint_secs: default_checkpoint_secs(),
         }
     }
 }

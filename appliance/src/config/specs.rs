@@ -19,6 +19,7 @@ use roo_scheduler::{
 };
 
 use roo_scheduler::audit::AuditSpec;
+use roo_scheduler::checkpoint::CheckpointSpec;
 use roo_scheduler::online::OnlineLimits;
 use roo_scheduler::operators::aggregate::{AggFn, AggregateSpec};
 use roo_scheduler::operators::enrich::{EnrichSpec, Missing};
@@ -350,6 +351,10 @@ impl Config {
                     max_rows: o.max_rows.0 as usize,
                     requests_max: o.requests_max.0 as usize,
                     update_state: o.update_state,
+                }),
+                checkpoint: self.server.state_dir.as_ref().map(|d| CheckpointSpec {
+                    dir: resolve(d).join(name),
+                    every: Duration::from_secs_f64(self.server.checkpoint_secs.0),
                 }),
                 features: features(p)?,
                 enrich: p

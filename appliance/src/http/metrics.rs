@@ -101,7 +101,7 @@ impl Collector for Figures {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let e = &mut encoder;
         type Get = fn(&MetricsSnapshot) -> u64;
-        let counters: [(&str, &str, Get); 15] = [
+        let counters: [(&str, &str, Get); 17] = [
             (
                 "roo_events_in",
                 "records read from the source (rows and dead letters)",
@@ -143,6 +143,16 @@ impl Collector for Figures {
                 "roo_acks",
                 "times every sink held all rows durably and offsets were acknowledged",
                 |s| s.acks,
+            ),
+            (
+                "roo_checkpoints",
+                "checkpoints taken (state, source position, files published)",
+                |s| s.checkpoints,
+            ),
+            (
+                "roo_checkpoint_us",
+                "time spent taking checkpoints, microseconds (snapshots, fsyncs, manifest, publish)",
+                |s| s.checkpoint_us,
             ),
             (
                 "roo_order_unchecked_batches",
@@ -213,7 +223,7 @@ impl Collector for Figures {
             "per source, the offset every sink holds durably (in the source's unit: bytes of a stream, rows of ready-made batches)",
             &acked,
         )?;
-        let gauges: [(&str, &str, Get); 3] = [
+        let gauges: [(&str, &str, Get); 4] = [
             (
                 "roo_queue_depth_ingested",
                 "batches waiting for the operators",
@@ -223,6 +233,11 @@ impl Collector for Figures {
                 "roo_queue_depth_scored",
                 "batches waiting for the sinks",
                 |s| s.queue_scored,
+            ),
+            (
+                "roo_checkpoint_bytes",
+                "the last checkpoint's manifest and snapshots, bytes",
+                |s| s.checkpoint_bytes,
             ),
             (
                 "roo_cost_cpu_ns_per_row",

@@ -271,6 +271,18 @@ impl StreamFramer {
         })))
     }
 
+    /// Starts the stream at `offset` on `line` ([`Framer::start_at`]).
+    pub fn start_at(&mut self, offset: u64, line: u64) {
+        match self {
+            Self::Serial(f) => f.start_at(offset, line),
+            Self::Parallel(p) => {
+                p.framer.start_at(offset, line);
+                p.pending_offset = offset;
+                p.pending_line = line;
+            }
+        }
+    }
+
     pub fn push(&mut self, data: &[u8], sink: &mut dyn BatchSink) {
         match self {
             Self::Serial(f) => f.push(data, sink),

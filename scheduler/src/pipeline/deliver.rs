@@ -1,6 +1,9 @@
 //! The sink stage: writes each flow's rows to every sink and its dead
 //! letters to the dead-letter files, checks per-source order, and
 //! acknowledges source offsets once every sink holds the rows durably.
+//! With checkpoints, files are published (and offsets acknowledged) only
+//! by a checkpoint ([`crate::checkpoint::Checkpointer`]), at each cut the
+//! operator stage sends.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -9,9 +12,10 @@ use std::time::{Duration, Instant, SystemTime};
 use arrow_array::RecordBatch;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use super::operate::ToSink;
+use crate::checkpoint::Checkpointer;
 use crate::error::StageError;
 use crate::metrics::{Latency, PipelineMetrics};
-use crate::operators::Flow;
 use crate::sinks::{DeadLetterFiles, OutputSink};
 
 /// Sources whose batch order is checked at once (one per TCP connection or
@@ -87,12 +91,15 @@ impl OrderCheck {
 type Pending = (u64, Option<(Arc<str>, u64)>);
 
 pub(crate) fn run(
-    rx: Receiver<Flow>,
+    rx: Receiver<ToSink>,
     mut sinks: Vec<OutputSink>,
     mut dead: Option<DeadLetterFiles>,
+    mut checkpoints: Option<Checkpointer>,
     event_time: Option<usize>,
     metrics: &PipelineMetrics,
 ) -> Result<(), StageError> {
+    // Under checkpoints dead letters are published by them, not per ack.
+    let epochs = checkpoints.is_some();
     // (batch number, source and the offset it ends at — none for an
     // aggregate's results), written but not yet durable in every sink,
     // oldest first.
@@ -101,12 +108,20 @@ pub(crate) fn run(
     let mut order = OrderCheck::new(SOURCES_ORDER_CHECKED_MAX);
     loop {
         let flow = match rx.recv_timeout(SINK_TICK) {
-            Ok(f) => f,
+            Ok(ToSink::Flow(f)) => f,
+            Ok(ToSink::Cut(cut)) => {
+                let c = checkpoints
+                    .as_mut()
+                    .expect("cuts come only with checkpoints");
+                c.checkpoint(*cut, &mut sinks, &mut dead, metrics)?;
+                ack(&mut pending, &mut sinks, &mut dead, epochs, number, metrics)?;
+                continue;
+            }
             Err(RecvTimeoutError::Timeout) => {
                 for s in &mut sinks {
                     s.tick()?;
                 }
-                ack(&mut pending, &mut sinks, &mut dead, number, metrics)?;
+                ack(&mut pending, &mut sinks, &mut dead, epochs, number, metrics)?;
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => break,
@@ -160,12 +175,17 @@ pub(crate) fn run(
         if let (Some(c), Some(batch), false) = (event_time, batch, flow.results) {
             record_event_latency(batch, c, &metrics.event_to_sink_us);
         }
-        ack(&mut pending, &mut sinks, &mut dead, number, metrics)?;
+        ack(&mut pending, &mut sinks, &mut dead, epochs, number, metrics)?;
     }
     for s in &mut sinks {
         s.close()?;
     }
-    ack(&mut pending, &mut sinks, &mut dead, number, metrics)?;
+    if epochs {
+        // Anything after the last cut (there is none after a clean stop)
+        // stays unpublished: a restart removes it and reads it again.
+        return Ok(());
+    }
+    ack(&mut pending, &mut sinks, &mut dead, epochs, number, metrics)?;
     if let Some(d) = &mut dead {
         d.close()?;
     }
@@ -178,6 +198,7 @@ fn ack(
     pending: &mut VecDeque<Pending>,
     sinks: &mut [OutputSink],
     dead: &mut Option<DeadLetterFiles>,
+    epochs: bool,
     number: u64,
     metrics: &PipelineMetrics,
 ) -> Result<(), StageError> {
@@ -193,7 +214,7 @@ fn ack(
         any = true;
     }
     if any {
-        if let Some(d) = dead {
+        if let Some(d) = dead.as_mut().filter(|_| !epochs) {
             d.close()?;
         }
         PipelineMetrics::add(&metrics.acks, 1);

@@ -16,10 +16,12 @@
 //! - `spec.rs`: what a pipeline is made of, resolved and checked.
 //! - `source.rs`, `operate.rs`, `deliver.rs`: the three stages.
 //! - `push.rs`: the way in for a push source (Flight DoPut).
+//! - `resume.rs`: a restart from a checkpoint (state, counts, position).
 
 mod deliver;
 mod operate;
 mod push;
+mod resume;
 mod source;
 mod spec;
 
@@ -41,6 +43,7 @@ pub use spec::{
 };
 pub(crate) use spec::{open_audit, resolve};
 
+use crate::checkpoint::{self, Checkpointer, Resumable, SourcePosition};
 use crate::error::{PipelineError, SetupError, StageError};
 use crate::metrics::{MetricsSnapshot, PipelineMetrics};
 use crate::models::{BatchScorer, BoundModel, CompiledModel, ModelSlot};
@@ -48,8 +51,10 @@ use crate::online::{OnlineLimits, Request, Requests};
 use crate::operators::aggregate::LatestWindow;
 use crate::operators::enrich::{EnrichError, LiveTable, TableWatcher};
 use crate::operators::score::ScoreOperator;
-use crate::operators::{Chain, Flow, Operator, OperatorKind};
+use crate::operators::{Chain, Operator, OperatorKind};
 use crate::sinks::{layout, DeadLetterFiles, OutputSink};
+use operate::ToSink;
+use resume::{now_us, resume, sink_dirs};
 pub(crate) use source::StopSignal;
 
 /// A table's name and its reload's outcome: the new version, or why not.
@@ -121,6 +126,13 @@ impl Pipeline {
         };
         assert!(spec.queue_batches > 0 && spec.limits.max_rows > 0);
         let metrics = Arc::new(PipelineMetrics::default());
+        // A restart completes the last checkpoint on disk before any sink
+        // opens (its files published, later ones removed).
+        let recovered = match &spec.checkpoint {
+            Some(c) => checkpoint::recover(&spec.name, c, &sink_dirs(&spec.sinks))
+                .map_err(|e| setup(e.into()))?,
+            None => None,
+        };
         let mut resolved = spec::resolve(&spec, &metrics).map_err(setup)?;
         spec::open_audit(&mut resolved, &metrics).map_err(setup)?;
         let model_input = resolved.model_input();
@@ -130,7 +142,46 @@ impl Pipeline {
             .map(|a| (a.output_schema().clone(), a.latest()));
         let tables: Vec<Arc<LiveTable>> =
             resolved.enrich.iter().map(|e| e.live().clone()).collect();
-        let chain = chain_of(&spec.name, &mut resolved, &pool, &metrics);
+        let mut chain = chain_of(&spec.name, &mut resolved, &pool, &metrics);
+        let resume = match &recovered {
+            Some(r) => resume(
+                &r.manifest,
+                &r.snapshots,
+                &mut chain,
+                &mut resolved,
+                &metrics,
+            )
+            .map_err(|e| setup(e.into()))?,
+            None => None,
+        };
+        // The generator's clock: a restart goes on with the one recorded.
+        let generator_start_us = match &recovered.as_ref().and_then(|r| r.manifest.source.clone()) {
+            Some(SourcePosition::Generator { start_us, .. }) => *start_us,
+            _ => now_us(),
+        };
+        let resumable = match (&spec.source, &resolved.file) {
+            (SourceSpec::File { .. }, Some(f)) => Resumable::File {
+                path: f.path().to_path_buf(),
+                bytes: matches!(
+                    f.format(),
+                    roo_ingest::FileFormat::Csv
+                        | roo_ingest::FileFormat::Ndjson
+                        | roo_ingest::FileFormat::RawF32
+                ),
+            },
+            (SourceSpec::Generator { .. }, _) => Resumable::Generator {
+                start_us: generator_start_us,
+            },
+            _ => Resumable::None,
+        };
+        let checkpointer = spec.checkpoint.as_ref().map(|c| {
+            Checkpointer::new(
+                &spec.name,
+                c,
+                recovered.as_ref().map(|r| &r.manifest),
+                resumable,
+            )
+        });
         let watcher = if tables.is_empty() {
             None
         } else {
@@ -145,8 +196,9 @@ impl Pipeline {
         };
         let described = chain.describe();
         let mut sinks = Vec::new();
+        let epochs = spec.checkpoint.is_some();
         for s in &spec.sinks {
-            sinks.push(OutputSink::open(s).map_err(|e| setup(e.into()))?);
+            sinks.push(OutputSink::open(s, epochs).map_err(|e| setup(e.into()))?);
         }
         let dead = match &spec.dead_letters {
             Some(dir) => Some(DeadLetterFiles::open(dir).map_err(|e| setup(e.into()))?),
@@ -155,7 +207,7 @@ impl Pipeline {
 
         let stop = StopSignal::new();
         let (ingest_tx, ingest_rx) = bounded::<IngestBatch>(spec.queue_batches);
-        let (flow_tx, flow_rx) = bounded::<Flow>(spec.queue_batches);
+        let (flow_tx, flow_rx) = bounded::<ToSink>(spec.queue_batches);
         let failed = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         let mut spawn =
@@ -184,7 +236,16 @@ impl Pipeline {
         let event_time = resolved.event_time;
         spawn(
             "sink",
-            Box::new(move || deliver::run(flow_rx, sinks, dead, event_time, &sink_metrics)),
+            Box::new(move || {
+                deliver::run(
+                    flow_rx,
+                    sinks,
+                    dead,
+                    checkpointer,
+                    event_time,
+                    &sink_metrics,
+                )
+            }),
         )?;
         // Online requests: their queue (one slot per permit) to the
         // operator stage, which coalesces them.
@@ -199,10 +260,20 @@ impl Pipeline {
             requests_rx = Some((request_rx, limits));
         }
         let operate_metrics = metrics.clone();
+        let every = spec.checkpoint.as_ref().map(|c| c.every);
+        let operate_stop = stop.clone();
         spawn(
             "score",
             Box::new(move || {
-                operate::run(ingest_rx, requests_rx, flow_tx, chain, &operate_metrics)
+                operate::run(
+                    ingest_rx,
+                    requests_rx,
+                    flow_tx,
+                    chain,
+                    every,
+                    operate_stop,
+                    &operate_metrics,
+                )
             }),
         )?;
         // One file's or one connection's text is parsed in pieces on the
@@ -226,6 +297,10 @@ impl Pipeline {
             ingest_tx,
             stop.clone(),
             metrics.clone(),
+            source::GeneratorClock {
+                start_us: generator_start_us,
+                skip: resume.unwrap_or(0),
+            },
         );
         let started = match started {
             Ok(s) => s,

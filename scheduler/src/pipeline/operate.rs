@@ -14,13 +14,24 @@
 //! while the next waiting batch is begun, so two batches overlap on the
 //! device; held only while another batch is already waiting, so an idle
 //! stream never waits on it. Every operator still sees batches in order.
+//!
+//! With checkpoints ([`crate::checkpoint`]) the stage cuts the stream
+//! every `every` between two batches (none held on a device): every
+//! operator's snapshot and the source's offset go down the sink queue in
+//! order with the batches ([`ToSink::Cut`]). The last cut comes at the
+//! end: after the operators' final flows when the source ended by itself,
+//! before them when the pipeline was told to stop (its windows stay open
+//! in the snapshot and go on after a restart).
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Select, Sender};
 use roo_ingest::IngestBatch;
 
+use super::source::StopSignal;
+use crate::checkpoint::Cut;
 use crate::error::StageError;
 use crate::metrics::PipelineMetrics;
 use crate::online::{Coalescer, OnlineLimits, Request};
@@ -117,13 +128,58 @@ impl Inputs<'_> {
 /// How often an idle stage lets operators emit (an aggregate's windows).
 const EMIT_TICK: Duration = Duration::from_millis(200);
 
+/// What the sink stage takes, in order.
+pub(crate) enum ToSink {
+    Flow(Flow),
+    Cut(Box<Cut>),
+}
+
+/// When the stage cuts the stream for a checkpoint.
+struct Cuts {
+    every: Duration,
+    last: Instant,
+    /// A flow went out since the last cut.
+    dirty: bool,
+    /// The source's offset after its last batch.
+    position: Option<u64>,
+}
+
+impl Cuts {
+    fn due(&self) -> bool {
+        self.dirty && self.last.elapsed() >= self.every
+    }
+
+    /// Snapshots the chain and sends the cut; false when the sink stage
+    /// has gone.
+    fn cut(&mut self, chain: &Chain, tx: &Sender<ToSink>) -> bool {
+        let started = Instant::now();
+        let snapshots = chain.snapshot();
+        let cut = Cut {
+            snapshots,
+            position: self.position,
+            snapshot_time: started.elapsed(),
+        };
+        self.last = Instant::now();
+        self.dirty = false;
+        tx.send(ToSink::Cut(Box::new(cut))).is_ok()
+    }
+}
+
 pub(crate) fn run(
     rx: Receiver<IngestBatch>,
     requests: Option<(Receiver<Request>, OnlineLimits)>,
-    tx: Sender<Flow>,
+    tx: Sender<ToSink>,
     mut chain: Chain,
+    checkpoint_every: Option<Duration>,
+    stop: Arc<StopSignal>,
     metrics: &PipelineMetrics,
 ) -> Result<(), StageError> {
+    let mut cuts = checkpoint_every.map(|every| Cuts {
+        every,
+        last: Instant::now(),
+        dirty: false,
+        position: None,
+    });
     let mut inputs = Inputs {
         ingest: Some(rx),
         requests: requests.map(|(rx, limits)| (rx, Coalescer::new(limits))),
@@ -138,6 +194,11 @@ pub(crate) fn run(
                 if !emit(&mut chain, false, &tx, metrics)? {
                     return Ok(());
                 }
+                if let Some(c) = cuts.as_mut().filter(|c| c.due()) {
+                    if !c.cut(&chain, &tx) {
+                        return Ok(());
+                    }
+                }
                 continue;
             }
             Next::End => break,
@@ -151,6 +212,12 @@ pub(crate) fn run(
             }
             continue;
         };
+        if let Some(c) = cuts.as_mut() {
+            c.dirty = true;
+            if flow.answer.is_none() {
+                c.position = Some(flow.offsets.end);
+            }
+        }
         metrics
             .queue_ingested
             .store(inputs.waiting() as u64, Ordering::Relaxed);
@@ -191,14 +258,31 @@ pub(crate) fn run(
         if !emit(&mut chain, false, &tx, metrics)? {
             return Ok(());
         }
+        if let Some(c) = cuts.as_mut().filter(|c| held.is_none() && c.due()) {
+            if !c.cut(&chain, &tx) {
+                return Ok(());
+            }
+        }
     }
     if let Some((at, work)) = held.take() {
         if !finish(&mut chain, at, work, &tx, metrics)? {
             return Ok(());
         }
     }
-    // The source has ended: operators give what they still hold.
-    emit(&mut chain, true, &tx, metrics)?;
+    match cuts.as_mut() {
+        // Told to stop: the last checkpoint keeps open windows open.
+        Some(c) if stop.stopped() => {
+            c.cut(&chain, &tx);
+        }
+        Some(c) => {
+            emit(&mut chain, true, &tx, metrics)?;
+            c.cut(&chain, &tx);
+        }
+        // The source has ended: operators give what they still hold.
+        None => {
+            emit(&mut chain, true, &tx, metrics)?;
+        }
+    }
     Ok(())
 }
 
@@ -212,7 +296,7 @@ fn finish(
     chain: &mut Chain,
     at: usize,
     work: InFlight,
-    tx: &Sender<Flow>,
+    tx: &Sender<ToSink>,
     metrics: &PipelineMetrics,
 ) -> Result<bool, StageError> {
     let flow = chain.complete(Progress::InFlight { at, work });
@@ -232,7 +316,7 @@ fn answered(mut flow: Flow) -> Flow {
 fn emit(
     chain: &mut Chain,
     end: bool,
-    tx: &Sender<Flow>,
+    tx: &Sender<ToSink>,
     metrics: &PipelineMetrics,
 ) -> Result<bool, StageError> {
     let flows = chain.emit(end);
@@ -241,9 +325,9 @@ fn emit(
 }
 
 /// Sends a flow to the sink stage; false when it has gone.
-fn send(flow: Flow, tx: &Sender<Flow>, metrics: &PipelineMetrics) -> bool {
+fn send(flow: Flow, tx: &Sender<ToSink>, metrics: &PipelineMetrics) -> bool {
     PipelineMetrics::add(&metrics.batches, 1);
-    if tx.send(flow).is_err() {
+    if tx.send(ToSink::Flow(flow)).is_err() {
         return false;
     }
     metrics

@@ -67,9 +67,21 @@ pub(crate) struct SourceStarted {
     pub push: Option<Sender<IngestBatch>>,
 }
 
+/// A generator's clock and where it starts: a restart goes on with the
+/// recorded clock, past the events a checkpoint accounted for (the
+/// generator is deterministic given its seed and clock).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct GeneratorClock {
+    /// Its first event's time, µs since the Unix epoch.
+    pub start_us: i64,
+    /// Events to generate and drop before the first batch.
+    pub skip: u64,
+}
+
 /// Prepares the source: a TCP listener is bound here (so an error is a
 /// setup error and the address is known at once); files and generators
 /// start reading when the returned body runs.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn start(
     spec: &SourceSpec,
     name: &str,
@@ -78,6 +90,7 @@ pub(crate) fn start(
     tx: Sender<IngestBatch>,
     stop: Arc<StopSignal>,
     metrics: Arc<PipelineMetrics>,
+    clock: GeneratorClock,
 ) -> Result<SourceStarted, SetupError> {
     Ok(match spec.clone() {
         SourceSpec::File { .. } => {
@@ -107,7 +120,7 @@ pub(crate) fn start(
         } => SourceStarted {
             body: Some(Box::new(move || {
                 run_generator(
-                    rate_per_s, events, seed, stream, limits, &stop, &tx, &metrics,
+                    rate_per_s, events, seed, stream, limits, clock, &stop, &tx, &metrics,
                 );
                 Ok(())
             })),
@@ -163,17 +176,15 @@ fn run_generator(
     seed: u64,
     stream: GeneratorStream,
     limits: BatchLimits,
+    clock: GeneratorClock,
     stop: &StopSignal,
     tx: &Sender<IngestBatch>,
     metrics: &PipelineMetrics,
 ) {
     let mut features = CardGenerator::new(seed);
-    // Raw transactions carry event times: from now, as fast as the rate
-    // (1 ms apart when flat out).
-    let now_us = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_micros() as i64;
+    // Raw transactions carry event times: from the clock's start, as fast
+    // as the rate (1 ms apart when flat out).
+    let now_us = clock.start_us;
     let gap_us = if rate_per_s > 0 {
         1e6 / rate_per_s as f64
     } else {
@@ -187,6 +198,21 @@ fn run_generator(
     let started = Instant::now();
     let mut produced = 0u64;
     let mut seq = 0;
+    let mut make = |rows: usize| match stream {
+        GeneratorStream::Features => features.batch(rows),
+        GeneratorStream::Transactions => transactions.batch(rows),
+        GeneratorStream::Tweets => tweets
+            .as_mut()
+            .expect("made for the tweets stream")
+            .batch(rows),
+    };
+    // A restart: the events a checkpoint accounted for, made and dropped.
+    while produced < clock.skip && !stop.stopped() {
+        let rows = (clock.skip - produced).min(limits.max_rows as u64);
+        make(rows as usize);
+        produced += rows;
+    }
+    let skipped = produced;
     // At a set rate, a batch is what arrives in one linger period.
     let per_batch = if rate_per_s == 0 {
         limits.max_rows as u64
@@ -201,21 +227,14 @@ fn run_generator(
             per_batch.min(events - produced)
         };
         if rate_per_s > 0 {
-            let due =
-                started + Duration::from_secs_f64((produced + rows) as f64 / rate_per_s as f64);
+            let due = started
+                + Duration::from_secs_f64((produced - skipped + rows) as f64 / rate_per_s as f64);
             let now = Instant::now();
             if due > now && stop.wait_timeout(due - now) {
                 return;
             }
         }
-        let batch = match stream {
-            GeneratorStream::Features => features.batch(rows as usize),
-            GeneratorStream::Transactions => transactions.batch(rows as usize),
-            GeneratorStream::Tweets => tweets
-                .as_mut()
-                .expect("made for the tweets stream")
-                .batch(rows as usize),
-        };
+        let batch = make(rows as usize);
         let b = IngestBatch {
             source: source.clone(),
             seq,

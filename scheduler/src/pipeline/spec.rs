@@ -162,6 +162,9 @@ pub struct PipelineSpec {
     /// coalesced and bounded. `None`: the pipeline takes none (unless its
     /// source is `Requests`, which takes them with the defaults).
     pub online: Option<OnlineLimits>,
+    /// Checkpoints ([`crate::checkpoint`]): state, source position and
+    /// files published together; `None`: files publish as they close.
+    pub checkpoint: Option<crate::checkpoint::CheckpointSpec>,
 }
 
 /// Batches a channel may hold for a memory budget: two channels per

@@ -47,6 +47,7 @@ pub(crate) fn test_spec(
         read: roo_ingest::ReadOptions::default(),
         event_time: None,
         online: None,
+        checkpoint: None,
     }
 }
 
@@ -283,7 +284,7 @@ fn rotating_files_close_on_a_thread_and_report_durability_in_order() {
         rotate_bytes: 1,
         rotate: Duration::from_secs(3600),
     };
-    let mut sink = OutputSink::open(&spec).unwrap();
+    let mut sink = OutputSink::open(&spec, false).unwrap();
     let mut generator = CardGenerator::new(3);
     for n in 1..=3 {
         sink.write(&generator.batch(100), n).unwrap();
@@ -338,7 +339,7 @@ fn an_open_file_is_not_durable_until_it_closes() {
         rotate_bytes: u64::MAX,
         rotate: Duration::from_millis(50),
     };
-    let mut sink = OutputSink::open(&spec).unwrap();
+    let mut sink = OutputSink::open(&spec, false).unwrap();
     sink.write(&CardGenerator::new(1).batch(10), 1).unwrap();
     assert_eq!(sink.durable_through().unwrap(), 0);
     std::thread::sleep(Duration::from_millis(60));

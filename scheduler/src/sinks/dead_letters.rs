@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use roo_ingest::DeadLetter;
 
+use super::files::Sealed;
 use super::layout::{
     self, partial_path, publish, DeadLetterRecord, DEAD_LETTER_EXTENSION, DEAD_LETTER_PREFIX,
 };
@@ -72,6 +73,21 @@ impl DeadLetterSink {
         }
         Ok(self.letters)
     }
+
+    /// Makes the file durable under its hidden name, not yet published
+    /// (none when no letter was written).
+    pub fn seal(mut self) -> Result<Option<Sealed>, SinkError> {
+        let Some(writer) = self.writer.take() else {
+            return Ok(None);
+        };
+        let file = writer.into_inner().map_err(|e| self.io(e.into_error()))?;
+        file.sync_all().map_err(|e| self.io(e))?;
+        Ok(Some(Sealed {
+            partial: std::mem::take(&mut self.partial),
+            path: std::mem::take(&mut self.path),
+            rows: self.letters,
+        }))
+    }
 }
 
 impl Drop for DeadLetterSink {
@@ -116,11 +132,25 @@ impl DeadLetterFiles {
         self.current.as_mut().expect("opened").write(letters)
     }
 
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Publishes the open file, if any.
     pub fn close(&mut self) -> Result<(), SinkError> {
         if let Some(c) = self.current.take() {
             c.finish()?;
         }
         Ok(())
+    }
+
+    /// A checkpoint: the open file made durable, unpublished, and the
+    /// index the next file takes.
+    pub fn seal_epoch(&mut self) -> Result<(Vec<Sealed>, u64), SinkError> {
+        let sealed = match self.current.take() {
+            Some(c) => c.seal()?.into_iter().collect(),
+            None => Vec::new(),
+        };
+        Ok((sealed, self.next_index))
     }
 }

@@ -13,7 +13,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use roo_ingest::FileFormat;
 
-use super::layout::{partial_path, publish};
+use super::layout::partial_path;
 use super::SinkError;
 
 enum Writer {
@@ -205,7 +205,17 @@ impl FileSink {
     }
 
     /// Completes the file and renames it into place; returns the rows written.
-    pub fn finish(mut self) -> Result<u64, SinkError> {
+    pub fn finish(self) -> Result<u64, SinkError> {
+        let sealed = self.seal()?;
+        let rows = sealed.rows;
+        sealed.publish()?;
+        Ok(rows)
+    }
+
+    /// Completes the file under its hidden name and makes it durable
+    /// (fsync), not yet published: a checkpoint publishes it once its
+    /// manifest is durable ([`Sealed::publish`]).
+    pub fn seal(mut self) -> Result<Sealed, SinkError> {
         if self.batches == 0 {
             // A CSV writer writes its header with the first batch: give it one.
             self.write(&RecordBatch::new_empty(self.schema.clone()))?;
@@ -228,8 +238,12 @@ impl FileSink {
             path: self.path.display().to_string(),
             source,
         };
-        publish(&file.map_err(io)?, &self.partial, &self.path).map_err(io)?;
-        Ok(self.rows)
+        file.and_then(|f| f.sync_all()).map_err(io)?;
+        Ok(Sealed {
+            partial: std::mem::take(&mut self.partial),
+            path: std::mem::take(&mut self.path),
+            rows: self.rows,
+        })
     }
 
     fn encode_error(&self, message: String) -> SinkError {
@@ -237,6 +251,36 @@ impl FileSink {
             path: self.path.display().to_string(),
             message,
         }
+    }
+}
+
+/// A file complete and durable under its hidden name, not yet published.
+#[derive(Debug)]
+pub struct Sealed {
+    pub partial: PathBuf,
+    pub path: PathBuf,
+    pub rows: u64,
+}
+
+impl Sealed {
+    /// Renames the file into place and makes the rename durable.
+    pub fn publish(self) -> Result<(), SinkError> {
+        self.rename()?;
+        super::layout::sync_dir(self.path.parent().unwrap_or(Path::new("."))).map_err(|source| {
+            SinkError::Io {
+                path: self.path.display().to_string(),
+                source,
+            }
+        })
+    }
+
+    /// Renames the file into place; the caller fsyncs the directory (one
+    /// fsync for a checkpoint's files of one directory).
+    pub fn rename(&self) -> Result<(), SinkError> {
+        std::fs::rename(&self.partial, &self.path).map_err(|source| SinkError::Io {
+            path: self.path.display().to_string(),
+            source,
+        })
     }
 }
 

@@ -72,6 +72,39 @@ pub fn next_free_index(dir: &Path, prefix: &str, extension: &str) -> u64 {
         .map_or(0, |i| i + 1)
 }
 
+/// Published files of `prefix` in `dir` whose index is `from` or more.
+pub fn published_from(dir: &Path, prefix: &str, extension: &str, from: u64) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| index_of(n, prefix, extension))
+                .is_some_and(|i| i >= from)
+        })
+        .map(|e| e.path())
+        .collect()
+}
+
+/// The partial files (`.PREFIX-NNNNNN.EXT.partial`) of `prefix` in `dir`.
+pub fn partials(dir: &Path, prefix: &str, extension: &str) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix('.')?.strip_suffix(".partial"))
+                .and_then(|n| index_of(n, prefix, extension))
+                .is_some()
+        })
+        .map(|e| e.path())
+        .collect()
+}
+
 /// The hidden file a sink writes before it is complete: `.NAME.partial`
 /// beside `path`; `None` when the path names no file.
 pub fn partial_path(path: &Path) -> Option<PathBuf> {

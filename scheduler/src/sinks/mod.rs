@@ -11,7 +11,7 @@ mod output;
 pub(crate) mod rotating;
 
 pub use dead_letters::{DeadLetterFiles, DeadLetterSink};
-pub use files::{FileSink, ParquetCompression, ParquetSettings, ParquetStatistics};
+pub use files::{FileSink, ParquetCompression, ParquetSettings, ParquetStatistics, Sealed};
 pub(crate) use output::OutputSink;
 
 use thiserror::Error;

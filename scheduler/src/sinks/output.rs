@@ -20,7 +20,9 @@ pub(crate) enum OutputSink {
 }
 
 impl OutputSink {
-    pub fn open(spec: &SinkSpec) -> Result<Self, SinkError> {
+    /// Opens a sink; with `epochs` its files are published by checkpoints
+    /// ([`RotatingFiles::with_epochs`]).
+    pub fn open(spec: &SinkSpec, epochs: bool) -> Result<Self, SinkError> {
         Ok(match spec {
             SinkSpec::Files {
                 dir,
@@ -29,14 +31,25 @@ impl OutputSink {
                 parquet,
                 rotate_bytes,
                 rotate,
-            } => OutputSink::Files(Box::new(RotatingFiles::open(
-                dir.clone(),
-                prefix.clone(),
-                *format,
-                *parquet,
-                *rotate_bytes,
-                *rotate,
-            )?)),
+            } => OutputSink::Files(Box::new(if epochs {
+                RotatingFiles::with_epochs(
+                    dir.clone(),
+                    prefix.clone(),
+                    *format,
+                    *parquet,
+                    *rotate_bytes,
+                    *rotate,
+                )?
+            } else {
+                RotatingFiles::open(
+                    dir.clone(),
+                    prefix.clone(),
+                    *format,
+                    *parquet,
+                    *rotate_bytes,
+                    *rotate,
+                )?
+            })),
             SinkSpec::Stdout => OutputSink::Stdout {
                 writer: None,
                 written: 0,

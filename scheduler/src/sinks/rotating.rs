@@ -2,6 +2,11 @@
 //! fsync, rename, fsync the directory) runs on a closer thread so the sink
 //! keeps writing the next file; the batches of a file become durable when
 //! its close completes.
+//!
+//! Under checkpoints ([`RotatingFiles::with_epochs`]) a close seals a file
+//! (complete and fsynced under its hidden name) without publishing it;
+//! [`RotatingFiles::seal_epoch`] hands a checkpoint every file sealed since
+//! the last one, which publishes them once its manifest is durable.
 
 use std::path::PathBuf;
 use std::thread::JoinHandle;
@@ -13,7 +18,7 @@ use arrow_schema::SchemaRef;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use roo_ingest::FileFormat;
 
-use super::files::{FileSink, ParquetSettings};
+use super::files::{FileSink, ParquetSettings, Sealed};
 use super::layout;
 use super::SinkError;
 
@@ -64,12 +69,18 @@ pub(crate) struct RotatingFiles {
     current: Option<OpenFile>,
     next_index: u64,
     to_closer: Option<Sender<(FileSink, u64)>>,
-    closed: Receiver<Result<u64, SinkError>>,
+    closed: Receiver<Closed>,
     closer: Option<JoinHandle<()>>,
     closes_in_flight: usize,
     written: u64,
     durable: u64,
+    /// Files sealed, not published (checkpoints); `None` without.
+    sealed: Option<Vec<Sealed>>,
 }
+
+/// A close's report: the last batch number the file holds, and the file
+/// when it was sealed rather than published.
+type Closed = Result<(u64, Option<Sealed>), SinkError>;
 
 impl RotatingFiles {
     /// Numbering continues after the last published file in `dir`.
@@ -80,6 +91,32 @@ impl RotatingFiles {
         parquet: ParquetSettings,
         rotate_bytes: u64,
         rotate: Duration,
+    ) -> Result<Self, SinkError> {
+        Self::start(dir, prefix, format, parquet, rotate_bytes, rotate, false)
+    }
+
+    /// The same under checkpoints: closed files are sealed, and published
+    /// only by the checkpoint that records them; numbering continues after
+    /// every published file (recovery has removed those of later epochs).
+    pub fn with_epochs(
+        dir: PathBuf,
+        prefix: String,
+        format: FileFormat,
+        parquet: ParquetSettings,
+        rotate_bytes: u64,
+        rotate: Duration,
+    ) -> Result<Self, SinkError> {
+        Self::start(dir, prefix, format, parquet, rotate_bytes, rotate, true)
+    }
+
+    fn start(
+        dir: PathBuf,
+        prefix: String,
+        format: FileFormat,
+        parquet: ParquetSettings,
+        rotate_bytes: u64,
+        rotate: Duration,
+        epochs: bool,
     ) -> Result<Self, SinkError> {
         std::fs::create_dir_all(&dir).map_err(|source| SinkError::Io {
             path: dir.display().to_string(),
@@ -95,12 +132,17 @@ impl RotatingFiles {
         }
         let next_index = layout::next_free_index(&dir, &prefix, format.extension());
         let (to_closer, closing) = bounded::<(FileSink, u64)>(CLOSES_IN_FLIGHT_MAX);
-        let (report, closed) = bounded::<Result<u64, SinkError>>(CLOSES_IN_FLIGHT_MAX + 1);
+        let (report, closed) = bounded::<Closed>(CLOSES_IN_FLIGHT_MAX + 1);
         let closer = std::thread::Builder::new()
             .name("roo-close".into())
             .spawn(move || {
                 for (sink, last_batch) in closing.iter() {
-                    if report.send(sink.finish().map(|_| last_batch)).is_err() {
+                    let done = if epochs {
+                        sink.seal().map(|s| (last_batch, Some(s)))
+                    } else {
+                        sink.finish().map(|_| (last_batch, None))
+                    };
+                    if report.send(done).is_err() {
                         return;
                     }
                 }
@@ -124,6 +166,7 @@ impl RotatingFiles {
             closes_in_flight: 0,
             written: 0,
             durable: 0,
+            sealed: epochs.then(Vec::new),
         })
     }
 
@@ -194,16 +237,15 @@ impl RotatingFiles {
 
     fn close_current(&mut self) -> Result<(), SinkError> {
         if let Some(c) = self.current.take() {
-            let gone = || SinkError::CloserGone {
-                dir: self.dir.display().to_string(),
-            };
+            let dir = self.dir.display().to_string();
+            let gone = || SinkError::CloserGone { dir: dir.clone() };
             // At the bound, wait for the oldest close's report. Waiting on
             // the closer's queue instead could deadlock: a closer blocked
             // on a full report channel takes nothing more from it.
             while self.closes_in_flight >= CLOSES_IN_FLIGHT_MAX {
                 let result = self.closed.recv().map_err(|_| gone())?;
                 self.closes_in_flight -= 1;
-                self.durable = self.durable.max(result?);
+                self.take_report(result)?;
             }
             let to_closer = self.to_closer.as_ref().ok_or_else(gone)?;
             to_closer.send((c.sink, c.last_batch)).map_err(|_| gone())?;
@@ -216,15 +258,64 @@ impl RotatingFiles {
         Ok(())
     }
 
+    /// A close's report: the batches it made durable, or (checkpoints)
+    /// its sealed file kept for the epoch.
+    fn take_report(&mut self, result: Closed) -> Result<(), SinkError> {
+        let (last_batch, sealed) = result?;
+        match (&mut self.sealed, sealed) {
+            (Some(epoch), Some(file)) => epoch.push(file),
+            (None, None) => self.durable = self.durable.max(last_batch),
+            _ => unreachable!("a closer seals exactly when the sink keeps epochs"),
+        }
+        Ok(())
+    }
+
     pub fn durable_through(&mut self) -> Result<u64, SinkError> {
         while let Ok(result) = self.closed.try_recv() {
-            self.durable = self.durable.max(result?);
             self.closes_in_flight -= 1;
+            self.take_report(result)?;
         }
-        if self.current.is_none() && self.closes_in_flight == 0 {
+        if self.sealed.is_none() && self.current.is_none() && self.closes_in_flight == 0 {
             self.durable = self.written;
         }
         Ok(self.durable)
+    }
+
+    /// A checkpoint: the open file sealed, every close waited for, and
+    /// the files sealed since the last checkpoint handed over (with the
+    /// index the next file takes). Publishing them
+    /// ([`Self::published_epoch`]) is the checkpoint's, after its
+    /// manifest.
+    pub fn seal_epoch(&mut self) -> Result<(Vec<Sealed>, u64), SinkError> {
+        assert!(self.sealed.is_some(), "seal_epoch on a sink without epochs");
+        self.close_current()?;
+        while self.closes_in_flight > 0 {
+            let result = self.closed.recv().map_err(|_| SinkError::CloserGone {
+                dir: self.dir.display().to_string(),
+            })?;
+            self.closes_in_flight -= 1;
+            self.take_report(result)?;
+        }
+        let files = std::mem::take(self.sealed.as_mut().expect("checked"));
+        Ok((files, self.next_index))
+    }
+
+    /// The checkpoint published what [`Self::seal_epoch`] handed it:
+    /// every batch written so far is durable.
+    pub fn published_epoch(&mut self) {
+        self.durable = self.written;
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn format(&self) -> FileFormat {
+        self.format
     }
 
     /// Closes the open file and waits for every close to finish, taking
@@ -234,13 +325,11 @@ impl RotatingFiles {
         self.close_current()?;
         self.to_closer = None;
         let mut failed = None;
-        for result in self.closed.iter() {
+        let closed = self.closed.clone();
+        for result in closed.iter() {
             self.closes_in_flight -= 1;
-            match result {
-                Ok(n) => self.durable = self.durable.max(n),
-                Err(e) => {
-                    failed.get_or_insert(e);
-                }
+            if let Err(e) = self.take_report(result) {
+                failed.get_or_insert(e);
             }
         }
         if let Some(t) = self.closer.take() {
