@@ -24,9 +24,12 @@
 //!
 //! - `manifest.rs`: the manifest file, written whole, listed, pruned.
 //! - `source.rs`: source positions and the check that a file is the same.
+//! - `tests.rs`: recovery on disk, fallback, the file check.
 
 pub mod manifest;
 pub mod source;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
