@@ -179,6 +179,22 @@ fn a_memlock_budget_too_small_falls_back_to_plain_reads() {
     }
 }
 
+/// [`test_batches`] written to a Parquet file at `path`.
+fn write_parquet(path: &Path) -> Vec<RecordBatch> {
+    let batches = test_batches();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(path).unwrap(),
+        batches[0].schema(),
+        None,
+    )
+    .unwrap();
+    for b in &batches {
+        w.write(b).unwrap();
+    }
+    w.close().unwrap();
+    batches
+}
+
 fn test_batches() -> Vec<RecordBatch> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("x", DataType::Float32, true),
@@ -402,17 +418,7 @@ fn ndjson_and_raw_files_read_through_the_same_path() {
 fn parquet_files_read_in_bounded_batches() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.parquet");
-    let batches = test_batches();
-    let mut w = parquet::arrow::ArrowWriter::try_new(
-        std::fs::File::create(&path).unwrap(),
-        batches[0].schema(),
-        None,
-    )
-    .unwrap();
-    for b in &batches {
-        w.write(b).unwrap();
-    }
-    w.close().unwrap();
+    write_parquet(&path);
     let got: Vec<IngestBatch> = FileSource::open(&path, FileFormat::Parquet)
         .unwrap()
         .batches(700)
@@ -510,17 +516,7 @@ fn a_file_resumed_at_a_batch_end_goes_on_as_a_whole_read_would() {
     }
     // Parquet: the offset is rows.
     let path = dir.path().join("t.parquet");
-    let batches = test_batches();
-    let mut w = parquet::arrow::ArrowWriter::try_new(
-        std::fs::File::create(&path).unwrap(),
-        batches[0].schema(),
-        None,
-    )
-    .unwrap();
-    for b in &batches {
-        w.write(b).unwrap();
-    }
-    w.close().unwrap();
+    let batches = write_parquet(&path);
     let mut s = FileSource::open(&path, FileFormat::Parquet).unwrap();
     s.start_at(1234).unwrap();
     let got: Vec<IngestBatch> = s.batches(700).unwrap().map(Result::unwrap).collect();

@@ -21,7 +21,7 @@ pub(crate) enum OutputSink {
 
 impl OutputSink {
     /// Opens a sink; with `epochs` its files are published by checkpoints
-    /// ([`RotatingFiles::with_epochs`]).
+    /// ([`RotatingFiles::open`]).
     pub fn open(spec: &SinkSpec, epochs: bool) -> Result<Self, SinkError> {
         Ok(match spec {
             SinkSpec::Files {
@@ -31,25 +31,15 @@ impl OutputSink {
                 parquet,
                 rotate_bytes,
                 rotate,
-            } => OutputSink::Files(Box::new(if epochs {
-                RotatingFiles::with_epochs(
-                    dir.clone(),
-                    prefix.clone(),
-                    *format,
-                    *parquet,
-                    *rotate_bytes,
-                    *rotate,
-                )?
-            } else {
-                RotatingFiles::open(
-                    dir.clone(),
-                    prefix.clone(),
-                    *format,
-                    *parquet,
-                    *rotate_bytes,
-                    *rotate,
-                )?
-            })),
+            } => OutputSink::Files(Box::new(RotatingFiles::open(
+                dir.clone(),
+                prefix.clone(),
+                *format,
+                *parquet,
+                *rotate_bytes,
+                *rotate,
+                epochs,
+            )?)),
             SinkSpec::Stdout => OutputSink::Stdout {
                 writer: None,
                 written: 0,

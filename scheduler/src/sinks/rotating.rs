@@ -3,7 +3,7 @@
 //! keeps writing the next file; the batches of a file become durable when
 //! its close completes.
 //!
-//! Under checkpoints ([`RotatingFiles::with_epochs`]) a close seals a file
+//! Under checkpoints (`epochs` in [`RotatingFiles::open`]) a close seals a file
 //! (complete and fsynced under its hidden name) without publishing it;
 //! [`RotatingFiles::seal_epoch`] hands a checkpoint every file sealed since
 //! the last one, which publishes them once its manifest is durable.
@@ -83,33 +83,12 @@ pub(crate) struct RotatingFiles {
 type Closed = Result<(u64, Option<Sealed>), SinkError>;
 
 impl RotatingFiles {
-    /// Numbering continues after the last published file in `dir`.
+    /// Numbering continues after the last published file in `dir`. With
+    /// `epochs` (checkpoints) closed files are sealed, and published only
+    /// by the checkpoint that records them (recovery has removed the files
+    /// of later epochs, so numbering goes on after the last recorded).
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
-        dir: PathBuf,
-        prefix: String,
-        format: FileFormat,
-        parquet: ParquetSettings,
-        rotate_bytes: u64,
-        rotate: Duration,
-    ) -> Result<Self, SinkError> {
-        Self::start(dir, prefix, format, parquet, rotate_bytes, rotate, false)
-    }
-
-    /// The same under checkpoints: closed files are sealed, and published
-    /// only by the checkpoint that records them; numbering continues after
-    /// every published file (recovery has removed those of later epochs).
-    pub fn with_epochs(
-        dir: PathBuf,
-        prefix: String,
-        format: FileFormat,
-        parquet: ParquetSettings,
-        rotate_bytes: u64,
-        rotate: Duration,
-    ) -> Result<Self, SinkError> {
-        Self::start(dir, prefix, format, parquet, rotate_bytes, rotate, true)
-    }
-
-    fn start(
         dir: PathBuf,
         prefix: String,
         format: FileFormat,
@@ -371,6 +350,7 @@ mod tests {
                 ParquetSettings::default(),
                 u64::MAX,
                 Duration::ZERO,
+                false,
             )
             .unwrap();
             for number in 0..batches {
