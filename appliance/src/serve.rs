@@ -234,7 +234,7 @@ pub fn serve(path: &Path, ready_file: Option<&Path>) -> Result<()> {
         None => None,
     };
     let draining = Arc::new(AtomicBool::new(false));
-    let http = match &config.server.metrics {
+    let http = match &config.server.metrics_listen() {
         Some(addr) => match HttpServer::start(addr, pipelines.clone(), started, draining.clone()) {
             Ok(h) => Some(h),
             Err(e) => {

@@ -234,3 +234,56 @@ fn a_config_builds_chains_of_two_models_and_of_none() {
     let (code, lines) = daemon.finish();
     assert_eq!(code, Some(0), "{}", lines.join("\n"));
 }
+
+#[test]
+fn safe_defaults_flight_needs_a_token_beyond_loopback_and_metrics_bind_loopback() {
+    let service = "[flight]\nlisten = \"0.0.0.0:0\"\n";
+    let err = check_config(service);
+    assert!(
+        err.contains("0.0.0.0:0 is reachable from other machines")
+            && err.contains("allow_anonymous = true"),
+        "{err}"
+    );
+    // Said in so many words, or with a token, or on loopback, it starts.
+    let accepted = |text: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roo.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = roo()
+            .args(["check-config", "--config", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{text}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    accepted(&format!("{service}allow_anonymous = true\n"));
+    accepted("[flight]\nlisten = \"127.0.0.1:0\"\n");
+    accepted(&format!(
+        "{service}[[flight.token]]\nname = \"a\"\nsecret = \"0123456789abcdef0123\"\n"
+    ));
+
+    // A port alone: /metrics on loopback.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("roo.toml");
+    std::fs::write(
+        &path,
+        format!("[server]\nmetrics = \"{port}\"\n[flight]\nlisten = \"127.0.0.1:0\"\n"),
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(&path, Stdio::null());
+    assert_eq!(
+        daemon.ready().metrics.as_deref(),
+        Some(format!("127.0.0.1:{port}").as_str())
+    );
+    daemon.signal(libc::SIGTERM);
+    let (code, lines) = daemon.finish();
+    assert_eq!(code, Some(0), "{}", lines.join("\n"));
+}

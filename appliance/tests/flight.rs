@@ -48,6 +48,9 @@ fn config(dir: &Path, tls: Option<(&Path, &Path)>) -> PathBuf {
     };
     let text = format!(
         r#"
+[server]
+metrics = "127.0.0.1:0"
+
 [flight]
 listen = "127.0.0.1:0"
 model_dir = "models"
@@ -104,10 +107,19 @@ fn run_checks(python: &str, args: &[&str]) {
     );
 }
 
-fn stop(daemon: Daemon) {
+/// Stops the daemon; the token's secret was never in its metrics or logs.
+fn stop(mut daemon: Daemon) {
+    let metrics = daemon.ready().metrics.unwrap();
+    let (status, body) = common::http_get(&metrics, "/metrics");
+    assert_eq!(status, 200);
+    assert!(!body.contains(SECRET), "the secret is in /metrics");
     daemon.signal(libc::SIGTERM);
     let (code, lines) = daemon.finish();
     assert_eq!(code, Some(0), "{}", lines.join("\n"));
+    assert!(
+        !lines.iter().any(|l| l.contains(SECRET)),
+        "the secret is in the log"
+    );
 }
 
 #[test]

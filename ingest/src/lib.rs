@@ -12,6 +12,7 @@
 //! This crate knows nothing of models: a caller that needs some columns
 //! parsed as numbers names them ([`FileSource::parse_as_f32`]).
 
+mod acks;
 mod error;
 mod file;
 mod framer;
@@ -22,6 +23,7 @@ mod read;
 mod record;
 mod tcp;
 
+pub use acks::TcpAcks;
 pub use error::IngestError;
 pub use file::{FileBatches, FileFormat, FileSource, StartAt};
 pub use framer::{

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd};
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -23,9 +23,11 @@ use std::time::{Duration, Instant};
 
 use arrow_schema::SchemaRef;
 
+use crate::acks::{Greeted, Greeting, TcpAcks};
 use crate::framer::{BatchLimits, BatchSink, StreamFormat};
 use crate::parallel::{ParsePool, StreamFramer};
 use crate::read::IoUringMode;
+use crate::IngestBatch;
 use crate::IngestError;
 
 /// A TCP source's settings.
@@ -48,6 +50,9 @@ pub struct TcpSourceConfig {
     /// [`crate::StreamFramer`]); none: each connection is parsed on the
     /// thread that receives it.
     pub parse_pool: Option<ParsePool>,
+    /// Write `ack <records>\n` back on each connection as its records
+    /// become durable (see [`TcpAcks`]); the caller reports durability.
+    pub acks: Option<Arc<TcpAcks>>,
 }
 
 impl TcpSourceConfig {
@@ -62,6 +67,7 @@ impl TcpSourceConfig {
             recv_buffer_bytes: 64 << 10,
             recv_buffers: 256,
             parse_pool: None,
+            acks: None,
         }
     }
 }
@@ -117,6 +123,17 @@ impl TcpSource {
         let listener = TcpListener::bind(config.listen).map_err(io)?;
         let local_addr = listener.local_addr().map_err(io)?;
         let stop = Arc::new(AtomicBool::new(false));
+        // With acks, each batch's records are counted before it is handed on.
+        let sink: SharedSink = match config.acks.clone() {
+            Some(acks) => {
+                let mut inner = sink;
+                Box::new(move |b: IngestBatch| {
+                    acks.handed_on(&b);
+                    inner.batch(b)
+                })
+            }
+            None => sink,
+        };
         let uring = match config.io_uring {
             IoUringMode::Off => Err("io_uring is off in the configuration".to_string()),
             IoUringMode::Auto => {
@@ -196,6 +213,8 @@ struct Connection {
     fd: i32,
     generation: u32,
     framer: StreamFramer,
+    /// With acks, until the first line says whether it names a stream.
+    greeting: Option<Greeting>,
 }
 
 /// The provided-buffer ring: `entries` ring slots and buffers, page
@@ -389,6 +408,10 @@ impl UringTcp {
                                 config.parse_pool.as_ref(),
                             )?;
                             next_id += 1;
+                            if !track_acks(config.acks.as_deref(), &framer, &stream) {
+                                report.connections_refused += 1;
+                                continue;
+                            }
                             report.connections_accepted += 1;
                             generation = generation.wrapping_add(1);
                             let slot = free.pop().unwrap_or_else(|| {
@@ -399,6 +422,7 @@ impl UringTcp {
                                 fd: stream.into_raw_fd(),
                                 generation,
                                 framer,
+                                greeting: config.acks.is_some().then(Greeting::default),
                             };
                             self.arm_recv(slot, c.fd, c.generation).map_err(io)?;
                             connections[slot] = Some(c);
@@ -432,29 +456,30 @@ impl UringTcp {
                 if result > 0 {
                     let bid = bid.expect("a recv with data names its buffer");
                     report.bytes += result as u64;
-                    c.framer
-                        .push(self.buffers.buffer(bid, result as usize), &mut *sink);
+                    let fed = feed(
+                        &mut c.greeting,
+                        config.acks.as_deref(),
+                        &mut c.framer,
+                        self.buffers.buffer(bid, result as usize),
+                        &mut *sink,
+                    );
                     self.buffers.provide(bid);
                     sink_stopped |= c.framer.stopped();
-                    close = c.framer.failed();
+                    close = !fed || c.framer.failed();
                 } else if result == 0 {
-                    c.framer.finish(false, &mut *sink);
+                    finish(&mut c.greeting, &mut c.framer, &mut *sink);
                     close = true;
                 } else if result == -libc::ENOBUFS {
                     report.recv_rearms_enobufs += 1;
                 } else {
                     let e = std::io::Error::from_raw_os_error(-result);
                     tracing::info!("tcp {}: closed: {e}", c.framer.source());
-                    c.framer.finish(false, &mut *sink);
+                    finish(&mut c.greeting, &mut c.framer, &mut *sink);
                     close = true;
                 }
                 if close {
                     let c = connections[slot].take().expect("live");
-                    // SAFETY: the fd is ours; shutdown ends the armed recv.
-                    unsafe {
-                        libc::shutdown(c.fd, libc::SHUT_RDWR);
-                        libc::close(c.fd);
-                    }
+                    close_connection(c, config.acks.as_deref());
                     free.push(slot);
                 } else if !io_uring::cqueue::more(flags) {
                     let (fd, generation) = (c.fd, c.generation);
@@ -467,13 +492,96 @@ impl UringTcp {
         for c in connections.iter_mut().filter_map(Option::take) {
             let mut c = c;
             c.framer.flush(&mut *sink);
-            // SAFETY: the fd is ours.
-            unsafe {
-                libc::shutdown(c.fd, libc::SHUT_RDWR);
-                libc::close(c.fd);
-            }
+            close_connection(c, config.acks.as_deref());
         }
         Ok(report)
+    }
+}
+
+/// Feeds a connection's bytes to its framer, through its greeting while
+/// that is undecided. False when the greeting is refused (logged): the
+/// connection closes.
+fn feed(
+    greeting: &mut Option<Greeting>,
+    acks: Option<&TcpAcks>,
+    framer: &mut StreamFramer,
+    data: &[u8],
+    sink: &mut dyn BatchSink,
+) -> bool {
+    let Some(g) = greeting.as_mut() else {
+        framer.push(data, sink);
+        return true;
+    };
+    let refused = match g.take(data) {
+        Ok(Greeted::Waiting) => return true,
+        Ok(Greeted::Decided { name, rest }) => {
+            *greeting = None;
+            match (name, acks) {
+                (Some(name), Some(acks)) => acks.named(framer.source(), name).err(),
+                _ => None,
+            }
+            .map_or_else(
+                || {
+                    framer.push(&rest, sink);
+                    None
+                },
+                Some,
+            )
+        }
+        Err(e) => Some(e),
+    };
+    match refused {
+        None => true,
+        Some(e) => {
+            tracing::warn!("tcp {}: closed: {e}", framer.source());
+            false
+        }
+    }
+}
+
+/// A connection ended: what an undecided greeting held goes to the
+/// framer, then the framer hands on its last batch.
+fn finish(greeting: &mut Option<Greeting>, framer: &mut StreamFramer, sink: &mut dyn BatchSink) {
+    if let Some(g) = greeting.take() {
+        framer.push(&g.rest(), sink);
+    }
+    framer.finish(false, sink);
+}
+
+/// With acks, keeps a duplicate of a new connection's socket for them;
+/// false (logged) when that fails, and the connection is refused.
+fn track_acks(acks: Option<&TcpAcks>, framer: &StreamFramer, stream: &TcpStream) -> bool {
+    let Some(acks) = acks else {
+        return true;
+    };
+    match acks.open(framer.source(), stream.as_fd()) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(
+                "tcp {}: refused: cannot keep its socket for acks: {e}",
+                framer.source()
+            );
+            false
+        }
+    }
+}
+
+/// Closes a connection's fd. Without acks the socket is shut both ways;
+/// with acks only its reading side, and [`TcpAcks`] keeps the socket for
+/// the acks still to come.
+fn close_connection(c: Connection, acks: Option<&TcpAcks>) {
+    let how = if acks.is_some() {
+        libc::SHUT_RD
+    } else {
+        libc::SHUT_RDWR
+    };
+    // SAFETY: the fd is ours; shutdown ends the armed recv.
+    unsafe {
+        libc::shutdown(c.fd, how);
+        libc::close(c.fd);
+    }
+    if let Some(acks) = acks {
+        acks.closed(c.framer.source());
     }
 }
 
@@ -514,18 +622,34 @@ fn run_plain(
                     config.limits,
                     config.parse_pool.as_ref(),
                 )?;
+                next_id += 1;
+                if !track_acks(config.acks.as_deref(), &framer, &stream) {
+                    report.lock().expect("not poisoned").connections_refused += 1;
+                    continue;
+                }
                 report.lock().expect("not poisoned").connections_accepted += 1;
                 let (sink, report, stop) = (sink.clone(), report.clone(), stop.clone());
                 let limits = config.limits;
                 let buffer_bytes = config.recv_buffer_bytes;
+                let acks = config.acks.clone();
                 let t = std::thread::Builder::new()
                     .name(format!("roo-tcp-{next_id}"))
                     .spawn(move || {
-                        serve_plain(stream, framer, limits, buffer_bytes, sink, report, stop)
+                        let source = framer.source().clone();
+                        let plain = Plain {
+                            greeting: acks.is_some().then(Greeting::default),
+                            acks: acks.as_deref(),
+                            framer,
+                            limits,
+                            buffer_bytes,
+                        };
+                        plain.serve(stream, sink, report, stop);
+                        if let Some(acks) = &acks {
+                            acks.closed(&source);
+                        }
                     })
                     .map_err(io)?;
                 threads.insert(next_id, t);
-                next_id += 1;
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 std::thread::sleep(Duration::from_millis(2))
@@ -541,56 +665,75 @@ fn run_plain(
     Ok(report)
 }
 
-fn serve_plain(
-    mut stream: TcpStream,
-    mut framer: StreamFramer,
+/// One connection without io_uring: its thread's state.
+struct Plain<'a> {
+    greeting: Option<Greeting>,
+    acks: Option<&'a TcpAcks>,
+    framer: StreamFramer,
     limits: BatchLimits,
     buffer_bytes: usize,
-    sink: Arc<Mutex<SharedSink>>,
-    report: Arc<Mutex<TcpReport>>,
-    stop: Arc<AtomicBool>,
-) {
-    let _ = stream.set_nodelay(true);
-    let mut buffer = vec![0u8; buffer_bytes];
-    let tick = limits.linger.clamp(Duration::from_millis(1), STOP_POLL);
-    let _ = stream.set_read_timeout(Some(tick));
-    let sink_guard = |f: &mut dyn FnMut(&mut dyn BatchSink)| {
-        let mut s = sink.lock().expect("not poisoned");
-        f(&mut **s)
-    };
-    loop {
-        if stop.load(Ordering::Acquire) {
-            sink_guard(&mut |s| framer.flush(s));
-            return;
-        }
-        match stream.read(&mut buffer) {
-            Ok(0) => {
-                sink_guard(&mut |s| framer.finish(false, s));
+}
+
+impl Plain<'_> {
+    fn serve(
+        mut self,
+        mut stream: TcpStream,
+        sink: Arc<Mutex<SharedSink>>,
+        report: Arc<Mutex<TcpReport>>,
+        stop: Arc<AtomicBool>,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let mut buffer = vec![0u8; self.buffer_bytes];
+        let tick = self
+            .limits
+            .linger
+            .clamp(Duration::from_millis(1), STOP_POLL);
+        let _ = stream.set_read_timeout(Some(tick));
+        let sink_guard = |f: &mut dyn FnMut(&mut dyn BatchSink)| {
+            let mut s = sink.lock().expect("not poisoned");
+            f(&mut **s)
+        };
+        let Self {
+            greeting,
+            acks,
+            framer,
+            ..
+        } = &mut self;
+        loop {
+            if stop.load(Ordering::Acquire) {
+                sink_guard(&mut |s| framer.flush(s));
                 return;
             }
-            Ok(n) => {
-                report.lock().expect("not poisoned").bytes += n as u64;
-                sink_guard(&mut |s| framer.push(&buffer[..n], s));
-                if framer.failed() || framer.stopped() {
+            match stream.read(&mut buffer) {
+                Ok(0) => {
+                    sink_guard(&mut |s| finish(greeting, framer, s));
+                    return;
+                }
+                Ok(n) => {
+                    report.lock().expect("not poisoned").bytes += n as u64;
+                    let mut fed = true;
+                    sink_guard(&mut |s| fed = feed(greeting, *acks, framer, &buffer[..n], s));
+                    if !fed || framer.failed() || framer.stopped() {
+                        return;
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => {
+                    tracing::info!("tcp {}: closed: {e}", framer.source());
+                    sink_guard(&mut |s| finish(greeting, framer, s));
                     return;
                 }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) => {}
-            Err(e) => {
-                tracing::info!("tcp {}: closed: {e}", framer.source());
-                sink_guard(&mut |s| framer.finish(false, s));
-                return;
-            }
+            let now = Instant::now();
+            sink_guard(&mut |s| {
+                framer.poll(now, s);
+            });
         }
-        let now = Instant::now();
-        sink_guard(&mut |s| {
-            framer.poll(now, s);
-        });
     }
 }

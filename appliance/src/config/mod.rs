@@ -80,7 +80,8 @@ pub struct Config {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Server {
-    /// `host:port` for `/metrics` and `/healthz`; none: no endpoint.
+    /// `host:port` for `/metrics` and `/healthz`, or a port alone for
+    /// loopback (127.0.0.1); none: no endpoint.
     pub metrics: Option<String>,
     /// Memory for batches in flight, split over every pipeline's queues.
     #[serde(default = "default_memory_mb")]
@@ -102,6 +103,18 @@ fn default_checkpoint_secs() -> Seconds {
 
 fn default_memory_mb() -> Bounded<1, 1_048_576> {
     Bounded(256)
+}
+
+impl Server {
+    /// Where `/metrics` listens: a port alone means loopback, so that
+    /// nothing is exposed beyond the machine unless an address says so.
+    pub fn metrics_listen(&self) -> Option<String> {
+        let m = self.metrics.as_deref()?.trim();
+        Some(match m.parse::<u16>() {
+            Ok(port) => format!("127.0.0.1:{port}"),
+            Err(_) => m.to_string(),
+        })
+    }
 }
 
 impl Default for Server {
@@ -163,9 +176,13 @@ fn default_body_bytes_max() -> Bounded<1024, 1_073_741_824> {
 pub struct FlightConfig {
     /// `host:port` (port 0: any free port, logged).
     pub listen: String,
-    /// Clients present one of these; none: calls need no credentials.
+    /// Clients present one of these; none: calls need no credentials,
+    /// which a non-loopback `listen` refuses unless `allow_anonymous`.
     #[serde(rename = "token", default)]
     pub tokens: Vec<TokenConfig>,
+    /// Take calls without credentials on a non-loopback address.
+    #[serde(default)]
+    pub allow_anonymous: bool,
     /// PEM files: with both, the endpoint speaks TLS (grpc+tls://).
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -209,12 +226,23 @@ fn default_streams_max() -> Bounded<1, 65_536> {
 }
 
 /// A bearer token: `secret`, or read from the environment variable `secret_env`.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
     pub name: String,
     pub secret: Option<String>,
     pub secret_env: Option<String>,
+}
+
+/// Never shows the secret.
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("name", &self.name)
+            .field("secret", &self.secret.as_ref().map(|_| "<secret>"))
+            .field("secret_env", &self.secret_env)
+            .finish()
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -490,6 +518,11 @@ pub enum SourceConfig {
         connections_max: Bounded<1, 65_536>,
         #[serde(default)]
         io_uring: UringName,
+        /// Write `ack <records>\n` back on each connection whenever its
+        /// records so far are durable in every sink, so that a sender
+        /// knows where to resume after a crash.
+        #[serde(default)]
+        acks: bool,
     },
     /// Online requests only (`[online]`'s endpoints).
     Requests {

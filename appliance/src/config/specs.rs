@@ -11,7 +11,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use roo_ingest::{
-    BatchLimits, CsvHeader, FileFormat, IoUringMode, ReadOptions, StreamFormat, TcpSourceConfig,
+    BatchLimits, CsvHeader, FileFormat, IoUringMode, ReadOptions, StreamFormat, TcpAcks,
+    TcpSourceConfig,
 };
 use roo_scheduler::{
     queue_batches_for, Device, GeneratorStream, ParquetCompression, ParquetSettings,
@@ -140,6 +141,13 @@ impl Config {
                 secret,
             });
         }
+        if tokens.is_empty() && !listen.ip().is_loopback() && !f.allow_anonymous {
+            bail!(
+                "flight: listen {listen} is reachable from other machines and no [[flight.token]] is set: \
+                 add a token, listen on a loopback address (127.0.0.1), or write allow_anonymous = true \
+                 to take calls from anyone"
+            );
+        }
         let tls = match (&f.tls_cert, &f.tls_key) {
             (Some(c), Some(k)) => Some((resolve_in(base, c), resolve_in(base, k))),
             (None, None) => None,
@@ -230,6 +238,7 @@ impl Config {
                     header,
                     connections_max,
                     io_uring,
+                    acks,
                 } => {
                     let addr: SocketAddr = listen
                         .parse()
@@ -257,6 +266,7 @@ impl Config {
                     config.limits = limits;
                     config.connections_max = connections_max.0 as usize;
                     config.io_uring = uring(*io_uring);
+                    config.acks = acks.then(TcpAcks::new);
                     (SourceSpec::Tcp(config), n)
                 }
                 SourceConfig::Requests { columns } => {

@@ -11,6 +11,7 @@
 //! operators   u32     then per operator: kind, name, snapshot (bytes each)
 //! ```
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -47,6 +48,10 @@ pub struct Manifest {
     pub dead_letters: Option<SinkEpoch>,
     /// Events accounted for up to the cut, over every epoch so far.
     pub counts: Counts,
+    /// A TCP source with acks: each named stream's records durable (what a
+    /// sender reconnecting with `stream NAME` is told).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tcp_streams: BTreeMap<String, u64>,
 }
 
 /// One file sink's part of a checkpoint.

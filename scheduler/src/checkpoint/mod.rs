@@ -31,7 +31,7 @@ pub mod source;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
@@ -163,6 +163,7 @@ impl Checkpointer {
         cut: Cut,
         sinks: &mut [OutputSink],
         dead: &mut Option<DeadLetterFiles>,
+        tcp_streams: BTreeMap<String, u64>,
         metrics: &PipelineMetrics,
     ) -> Result<(), CheckpointError> {
         let started = Instant::now();
@@ -234,6 +235,7 @@ impl Checkpointer {
             sinks: epochs,
             dead_letters: dead_epoch,
             counts,
+            tcp_streams,
         };
         let bytes = manifest::write(&self.dir, &manifest, &cut.snapshots)?;
         // The manifest is durable: publish what it recorded.

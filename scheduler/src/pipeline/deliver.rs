@@ -5,12 +5,13 @@
 //! by a checkpoint ([`crate::checkpoint::Checkpointer`]), at each cut the
 //! operator stage sends.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use arrow_array::RecordBatch;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
+use roo_ingest::TcpAcks;
 
 use super::operate::ToSink;
 use crate::checkpoint::Checkpointer;
@@ -95,16 +96,23 @@ pub(crate) fn run(
     mut sinks: Vec<OutputSink>,
     mut dead: Option<DeadLetterFiles>,
     mut checkpoints: Option<Checkpointer>,
+    tcp_acks: Option<Arc<TcpAcks>>,
     event_time: Option<usize>,
     metrics: &PipelineMetrics,
 ) -> Result<(), StageError> {
-    // Under checkpoints dead letters are published by them, not per ack.
-    let epochs = checkpoints.is_some();
+    // Whatever way the stage ends, the sockets held for acks close.
+    let _close = CloseAcks(tcp_acks.clone());
+    let acks = Acks {
+        tcp: tcp_acks.as_deref(),
+        epochs: checkpoints.is_some(),
+        metrics,
+    };
     // (batch number, source and the offset it ends at — none for an
     // aggregate's results), written but not yet durable in every sink,
     // oldest first.
     let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut number = 0u64;
+    let mut at = Through::default();
     let mut order = OrderCheck::new(SOURCES_ORDER_CHECKED_MAX);
     loop {
         let flow = match rx.recv_timeout(SINK_TICK) {
@@ -113,27 +121,31 @@ pub(crate) fn run(
                 let c = checkpoints
                     .as_mut()
                     .expect("cuts come only with checkpoints");
-                c.checkpoint(*cut, &mut sinks, &mut dead, metrics)?;
-                ack(&mut pending, &mut sinks, &mut dead, epochs, number, metrics)?;
+                let streams = acks.streams_through(&pending);
+                c.checkpoint(*cut, &mut sinks, &mut dead, streams, metrics)?;
+                at.cut = number;
+                acks.ack(&mut pending, &mut sinks, &mut dead, at)?;
                 continue;
             }
             Err(RecvTimeoutError::Timeout) => {
                 for s in &mut sinks {
                     s.tick()?;
                 }
-                ack(&mut pending, &mut sinks, &mut dead, epochs, number, metrics)?;
+                acks.ack(&mut pending, &mut sinks, &mut dead, at)?;
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => break,
         };
         let started = Instant::now();
         number += 1;
+        at.number = number;
         let batch = flow.batch.as_ref().filter(|b| b.num_rows() > 0);
         let rows = batch.map_or(0, RecordBatch::num_rows) as u64;
         if let Some(batch) = batch {
             for s in &mut sinks {
                 s.write(batch, number)?;
             }
+            at.rows = number;
         }
         if let Some(d) = &mut dead {
             d.write(&flow.dead_letters)?;
@@ -175,51 +187,114 @@ pub(crate) fn run(
         if let (Some(c), Some(batch), false) = (event_time, batch, flow.results) {
             record_event_latency(batch, c, &metrics.event_to_sink_us);
         }
-        ack(&mut pending, &mut sinks, &mut dead, epochs, number, metrics)?;
+        acks.ack(&mut pending, &mut sinks, &mut dead, at)?;
     }
     for s in &mut sinks {
         s.close()?;
     }
-    if epochs {
+    if acks.epochs {
         // Anything after the last cut (there is none after a clean stop)
         // stays unpublished: a restart removes it and reads it again.
         return Ok(());
     }
-    ack(&mut pending, &mut sinks, &mut dead, epochs, number, metrics)?;
+    acks.ack(&mut pending, &mut sinks, &mut dead, at)?;
     if let Some(d) = &mut dead {
         d.close()?;
     }
     Ok(())
 }
 
-/// Acknowledges every batch every sink now holds durably: its source's
-/// offset, and the dead letters written with it (published).
-fn ack(
-    pending: &mut VecDeque<Pending>,
-    sinks: &mut [OutputSink],
-    dead: &mut Option<DeadLetterFiles>,
-    epochs: bool,
+/// How far the sink stage has come, in flow numbers.
+#[derive(Clone, Copy, Default)]
+struct Through {
+    /// The last flow taken.
     number: u64,
-    metrics: &PipelineMetrics,
-) -> Result<(), StageError> {
-    let mut through = number;
-    for s in sinks.iter_mut() {
-        through = through.min(s.durable_through()?);
-    }
-    let mut any = false;
-    while pending.front().is_some_and(|(n, _)| *n <= through) {
-        if let (_, Some((source, offset))) = pending.pop_front().expect("checked") {
-            metrics.ack(&source, offset);
+    /// The last flow with rows (written to every sink).
+    rows: u64,
+    /// The last flow before the last checkpoint.
+    cut: u64,
+}
+
+/// Where acknowledgements go.
+struct Acks<'a> {
+    /// A TCP source's senders (`acks = true`).
+    tcp: Option<&'a TcpAcks>,
+    /// Under checkpoints dead letters are published by them, not per ack.
+    epochs: bool,
+    metrics: &'a PipelineMetrics,
+}
+
+impl Acks<'_> {
+    /// A TCP source's named streams' counts once every batch now pending
+    /// is durable (what a checkpoint of them records).
+    fn streams_through(&self, pending: &VecDeque<Pending>) -> BTreeMap<String, u64> {
+        let Some(tcp) = self.tcp else {
+            return BTreeMap::new();
+        };
+        let mut through: HashMap<Arc<str>, u64> = HashMap::new();
+        for (_, at) in pending {
+            if let Some((source, offset)) = at {
+                let o = through.entry(source.clone()).or_default();
+                *o = (*o).max(*offset);
+            }
         }
-        any = true;
+        tcp.streams_through(&through)
     }
-    if any {
-        if let Some(d) = dead.as_mut().filter(|_| !epochs) {
-            d.close()?;
+
+    /// Acknowledges every batch every sink now holds durably: its source's
+    /// offset (in the metrics, and to a TCP sender), and the dead letters
+    /// written with it (published).
+    fn ack(
+        &self,
+        pending: &mut VecDeque<Pending>,
+        sinks: &mut [OutputSink],
+        dead: &mut Option<DeadLetterFiles>,
+        at: Through,
+    ) -> Result<(), StageError> {
+        let mut durable = u64::MAX;
+        for s in sinks.iter_mut() {
+            durable = durable.min(s.durable_through()?);
         }
-        PipelineMetrics::add(&metrics.acks, 1);
+        // Under checkpoints what a checkpoint holds is durable. Without,
+        // what every sink holds; a flow without rows (dead letters only,
+        // or nothing) needs nothing of the sinks, so once every row
+        // written is durable so is every flow taken.
+        let through = if self.epochs {
+            at.cut
+        } else if durable >= at.rows {
+            at.number
+        } else {
+            durable
+        };
+        let mut any = false;
+        while pending.front().is_some_and(|(n, _)| *n <= through) {
+            if let (_, Some((source, offset))) = pending.pop_front().expect("checked") {
+                self.metrics.ack(&source, offset);
+                if let Some(tcp) = self.tcp {
+                    tcp.durable(&source, offset);
+                }
+            }
+            any = true;
+        }
+        if any {
+            if let Some(d) = dead.as_mut().filter(|_| !self.epochs) {
+                d.close()?;
+            }
+            PipelineMetrics::add(&self.metrics.acks, 1);
+        }
+        Ok(())
     }
-    Ok(())
+}
+
+/// Closes the sockets a TCP source keeps for acks when the sink stage ends.
+struct CloseAcks(Option<Arc<TcpAcks>>);
+
+impl Drop for CloseAcks {
+    fn drop(&mut self) {
+        if let Some(a) = &self.0 {
+            a.close_all();
+        }
+    }
 }
 
 /// Records each row's latency from its event time (column `c`, Int64

@@ -133,6 +133,11 @@ impl Pipeline {
                 .map_err(|e| setup(e.into()))?,
             None => None,
         };
+        if let (SourceSpec::Tcp(c), Some(r)) = (&spec.source, &recovered) {
+            if let Some(acks) = &c.acks {
+                acks.resume(&r.manifest.tcp_streams);
+            }
+        }
         let mut resolved = spec::resolve(&spec, &metrics).map_err(setup)?;
         spec::open_audit(&mut resolved, &metrics).map_err(setup)?;
         let model_input = resolved.model_input();
@@ -234,6 +239,10 @@ impl Pipeline {
 
         let sink_metrics = metrics.clone();
         let event_time = resolved.event_time;
+        let tcp_acks = match &spec.source {
+            SourceSpec::Tcp(c) => c.acks.clone(),
+            _ => None,
+        };
         spawn(
             "sink",
             Box::new(move || {
@@ -242,6 +251,7 @@ impl Pipeline {
                     sinks,
                     dead,
                     checkpointer,
+                    tcp_acks,
                     event_time,
                     &sink_metrics,
                 )
