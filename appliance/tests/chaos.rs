@@ -295,30 +295,46 @@ fn sigkill_at_random_moments_loses_nothing_and_writes_nothing_twice() {
         assert_eq!(code, Some(0), "{}", lines.join("\n"));
     }
 
-    // Every event once: the scored rows (txn_id first), the dead letters
-    // and the windows equal the uninterrupted run's, as multisets.
-    let want = rows(&read_dir(&reference.join("scored")), "txn_id");
-    let got = rows(&read_dir(&chaos.join("scored")), "txn_id");
-    let total: usize = want.values().sum();
-    let duplicates: usize = got.values().filter(|n| **n > 1).map(|n| n - 1).sum();
-    let lost = want.keys().filter(|k| !got.contains_key(*k)).count();
-    let dead_want = dead_letters(&reference.join("dead"));
-    let dead_got = dead_letters(&chaos.join("dead"));
-    let windows_want = rows(&read_dir(&reference.join("windows")), "window_start");
-    let windows_got = rows(&read_dir(&chaos.join("windows")), "window_start");
+    let c = compare(&reference, &chaos);
     eprintln!(
-        "chaos: {events} events, {killed} kills survived{}, {total} rows scored, {} dead letters, {} window rows checked; duplicates {duplicates}, lost {lost}; uninterrupted run {:.1} s",
+        "chaos: {events} events, {killed} kills survived{}, {} rows scored, {} dead letters, {} window rows checked; duplicates {}, lost {}; uninterrupted run {:.1} s",
         if finished_early { " (the run finished before the last)" } else { "" },
-        dead_want.values().sum::<usize>(),
-        windows_want.values().sum::<usize>(),
+        c.rows,
+        c.dead_letters,
+        c.windows,
+        c.duplicates,
+        c.lost,
         uninterrupted.as_secs_f64()
     );
-    assert!(total > events * 9 / 10, "{total} of {events} scored");
-    assert!(!dead_want.is_empty());
+    assert!(c.rows > events * 9 / 10, "{} of {events} scored", c.rows);
     assert!(
         killed >= kills.min(2),
         "only {killed} kills before the run ended: too small a file"
     );
+}
+
+/// What a run holds beside the uninterrupted one's, checked equal.
+struct Compared {
+    rows: usize,
+    dead_letters: usize,
+    windows: usize,
+    duplicates: usize,
+    lost: usize,
+}
+
+/// Every event once: the scored rows (txn_id first), the dead letters and
+/// the windows of `run` equal `reference`'s, as multisets (asserted).
+fn compare(reference: &Path, run: &Path) -> Compared {
+    let want = rows(&read_dir(&reference.join("scored")), "txn_id");
+    let got = rows(&read_dir(&run.join("scored")), "txn_id");
+    let total: usize = want.values().sum();
+    let duplicates: usize = got.values().filter(|n| **n > 1).map(|n| n - 1).sum();
+    let lost = want.keys().filter(|k| !got.contains_key(*k)).count();
+    let dead_want = dead_letters(&reference.join("dead"));
+    let dead_got = dead_letters(&run.join("dead"));
+    let windows_want = rows(&read_dir(&reference.join("windows")), "window_start");
+    let windows_got = rows(&read_dir(&run.join("windows")), "window_start");
+    assert!(!dead_want.is_empty());
     assert_eq!(duplicates, 0);
     assert_eq!(lost, 0);
     assert!(
@@ -340,4 +356,101 @@ fn sigkill_at_random_moments_loses_nothing_and_writes_nothing_twice() {
     }
     assert!(!windows_want.is_empty());
     assert!(windows_got == windows_want, "the windows differ");
+    Compared {
+        rows: total,
+        dead_letters: dead_want.values().sum(),
+        windows: windows_want.values().sum(),
+        duplicates,
+        lost,
+    }
+}
+
+/// A tmpfs mounted for a test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. "256k") at `at`; `None` where the
+    /// machine does not allow it (not root, no CAP_SYS_ADMIN).
+    fn mount(at: &Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Self(at.to_path_buf()))
+    }
+
+    fn resize(&self, size: &str) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_filesystem_stops_the_pipeline_and_a_restart_with_space_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = dir.path().join("full");
+    let Some(tmpfs) = Tmpfs::mount(&full, "192k") else {
+        assert!(
+            std::env::var_os("ROO_REQUIRE_TMPFS").is_none(),
+            "ROO_REQUIRE_TMPFS is set but a tmpfs cannot be mounted here"
+        );
+        eprintln!("SKIPPED: cannot mount a tmpfs here (not root?); set ROO_REQUIRE_TMPFS=1 to fail instead");
+        return;
+    };
+    let data = dir.path().join("txns.csv");
+    std::fs::write(&data, transactions_csv(120_000, 0x1234_5678_9abc_def1)).unwrap();
+    let reference = dir.path().join("reference");
+    let cfg = config(dir.path(), &data, &reference, None);
+    let (code, lines) = Daemon::start(&cfg, Stdio::null()).finish();
+    assert_eq!(code, Some(0), "{}", lines.join("\n"));
+
+    // The sinks write to a 192 KiB filesystem: it fills, and the daemon
+    // stops with the reason (the state directory is elsewhere).
+    let state = dir.path().join("state");
+    let cfg = config(dir.path(), &data, &full, Some(&state));
+    let (code, lines) = Daemon::start(&cfg, Stdio::null()).finish();
+    let all = lines.join("\n");
+    assert_eq!(code, Some(1), "{all}");
+    assert!(
+        all.contains("No space left on device") && all.contains(full.to_str().unwrap()),
+        "{all}"
+    );
+    // Only what checkpoints published is visible (partial files stay
+    // hidden until a restart removes them), and every published file is
+    // whole: it reads back without error.
+    for sink in ["scored", "windows"] {
+        for e in std::fs::read_dir(full.join(sink)).unwrap() {
+            let path = e.unwrap().path();
+            if path.file_name().unwrap().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let schema = std::sync::Arc::new(arrow_schema::Schema::empty());
+            roo_scheduler::sinks::layout::read_output_file(&path, &schema, &mut |_| true)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+    }
+
+    // With space again, a restart resumes from the last checkpoint and
+    // the output is the uninterrupted run's, every event once.
+    tmpfs.resize("256m");
+    let (code, lines) = Daemon::start(&cfg, Stdio::null()).finish();
+    assert_eq!(code, Some(0), "{}", lines.join("\n"));
+    let c = compare(&reference, &full);
+    eprintln!(
+        "full filesystem: stopped with the reason, resumed with space: {} rows, {} dead letters, {} windows; duplicates {}, lost {}",
+        c.rows, c.dead_letters, c.windows, c.duplicates, c.lost
+    );
 }

@@ -43,7 +43,7 @@ pub fn dir_bytes(dir: &Path) -> u64 {
 }
 
 /// Runs `command` to its end pinned to CPU 0; returns (wall s, CPU s).
-fn run_pinned(command: &mut Command, one_core: bool) -> Result<(f64, f64)> {
+pub(crate) fn run_pinned(command: &mut Command, one_core: bool) -> Result<(f64, f64)> {
     use std::os::unix::process::CommandExt;
     if one_core {
         // SAFETY: the closure only calls async-signal-safe libc functions

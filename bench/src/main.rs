@@ -10,6 +10,7 @@
 #[macro_use]
 mod report;
 mod audit;
+mod chaos;
 mod daemon;
 mod enrich;
 mod features;
@@ -177,6 +178,23 @@ enum Bench {
         #[command(flatten)]
         common: Common,
     },
+    /// Crash safety: the checkpoint cost (none, every 10 s, 1 s, 0.1 s; fsyncs
+    /// per checkpoint) and a run SIGKILLed at random moments, checked row by
+    /// row against an uninterrupted one (build roo first: cargo build
+    /// --release -p roo-appliance).
+    Chaos {
+        /// Events in the file.
+        #[arg(long, default_value_t = 2_000_000)]
+        events: usize,
+        /// SIGKILLs at random moments.
+        #[arg(long, default_value_t = 20)]
+        kills: usize,
+        /// Runs of each checkpoint setting; the least CPU is kept.
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Online decisions: one event per request over V2 REST and gRPC, roo
     /// beside MLServer (one worker, its XGBoost runtime), the server on one
     /// core (build roo first: cargo build --release -p roo-appliance).
@@ -315,6 +333,12 @@ fn main() -> Result<()> {
             (!no_peers).then_some(common.python.as_str()),
             &common.cache,
         )?,
+        Bench::Chaos {
+            events,
+            kills,
+            repeats,
+            common,
+        } => chaos::run(events, kills, repeats, &common.cache)?,
         Bench::Gpu {
             sizes,
             repeats,
@@ -335,9 +359,9 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-const SCENARIOS: [&str; 11] = [
+const SCENARIOS: [&str; 12] = [
     "kernels", "ingest", "pipeline", "score", "flight", "gpu", "features", "enrich", "topk",
-    "audit", "online",
+    "audit", "online", "chaos",
 ];
 
 /// Every scenario (or `only` those), then the report.
@@ -364,6 +388,7 @@ fn all(quick: bool, out: &Path, price: f64, only: &[String], common: &Common) ->
         ("topk", 5),
         ("audit", 4),
         ("online", 3),
+        ("chaos", 3),
     ]
     .iter()
     .filter(|(s, _)| wanted(s))
@@ -462,6 +487,14 @@ fn all(quick: bool, out: &Path, price: f64, only: &[String], common: &Common) ->
         }
         if wanted("online") {
             sections.push(online::run(if quick { 0.4 } else { 5.0 }, python, cache)?);
+        }
+        if wanted("chaos") {
+            let (events, kills, repeats) = if quick {
+                (100_000, 3, 1)
+            } else {
+                (2_000_000, 20, 3)
+            };
+            sections.push(chaos::run(events, kills, repeats, cache)?);
         }
         Ok(())
     })();
