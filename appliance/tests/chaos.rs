@@ -146,42 +146,12 @@ rotate_mb = 1
     path
 }
 
-/// Every published file of a sink directory, read back.
 fn read_dir(dir: &Path) -> Vec<RecordBatch> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    let mut out = Vec::new();
-    for f in files {
-        let name = f.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(
-            !name.starts_with('.'),
-            "a partial file is left in {}: {name}",
-            dir.display()
-        );
-        let schema = std::sync::Arc::new(arrow_schema::Schema::empty());
-        roo_scheduler::sinks::layout::read_output_file(&f, &schema, &mut |b| {
-            out.push(b);
-            true
-        })
-        .unwrap();
-    }
-    out
+    common::read_published(dir)
 }
 
-/// Rows as text lines (floats by their bits), sorted: a multiset to
-/// compare, with the count of each line.
 fn rows(batches: &[RecordBatch], first: &str) -> BTreeMap<String, usize> {
-    let columns = common::columns_as_text(batches, first);
-    let n = columns.first().map_or(0, |(_, v)| v.len());
-    let mut out = BTreeMap::new();
-    for r in 0..n {
-        let line: Vec<&str> = columns.iter().map(|(_, v)| v[r].as_str()).collect();
-        *out.entry(line.join(",")).or_insert(0) += 1;
-    }
-    out
+    common::row_multiset(batches, first)
 }
 
 /// Dead letters as (offset, line, reason) lines. A row an operator

@@ -245,20 +245,7 @@ fn safe_defaults_flight_needs_a_token_beyond_loopback_and_metrics_bind_loopback(
         "{err}"
     );
     // Said in so many words, or with a token, or on loopback, it starts.
-    let accepted = |text: &str| {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("roo.toml");
-        std::fs::write(&path, text).unwrap();
-        let out = roo()
-            .args(["check-config", "--config", path.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{text}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let accepted = common::check_config_accepted;
     accepted(&format!("{service}allow_anonymous = true\n"));
     accepted("[flight]\nlisten = \"127.0.0.1:0\"\n");
     accepted(&format!(

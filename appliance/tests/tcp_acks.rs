@@ -168,32 +168,9 @@ fn send_resuming(port: u16, lines: &[String], done: &AtomicBool) -> usize {
     }
 }
 
-/// Rows as text lines, sorted with counts: a multiset.
+/// The published rows of `dir`: a multiset.
 fn rows(dir: &Path) -> BTreeMap<String, usize> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    let mut batches = Vec::new();
-    for f in files {
-        let name = f.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(!name.starts_with('.'), "a partial file is left: {name}");
-        let schema = std::sync::Arc::new(arrow_schema::Schema::empty());
-        roo_scheduler::sinks::layout::read_output_file(&f, &schema, &mut |b| {
-            batches.push(b);
-            true
-        })
-        .unwrap();
-    }
-    let columns = common::columns_as_text(&batches, "txn_id");
-    let n = columns.first().map_or(0, |(_, v)| v.len());
-    let mut out = BTreeMap::new();
-    for r in 0..n {
-        let line: Vec<&str> = columns.iter().map(|(_, v)| v[r].as_str()).collect();
-        *out.entry(line.join(",")).or_insert(0) += 1;
-    }
-    out
+    common::row_multiset(&common::read_published(dir), "txn_id")
 }
 
 /// Dead letters by their record's text (their offsets are per connection).

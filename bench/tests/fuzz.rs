@@ -598,6 +598,7 @@ fn every_parser_of_outside_bytes_survives_mutated_inputs() {
         let started = Instant::now();
         let (mut read, mut refused) = (0usize, 0usize);
         let mut kinds = BTreeSet::new();
+        let mut panics = 0;
         let mut corpus = target.seeds.clone();
         for case in 0..target.cases {
             // Seeds as they are first, then mutants of the seeds and of
@@ -620,6 +621,7 @@ fn every_parser_of_outside_bytes_survives_mutated_inputs() {
                     kinds.insert(k);
                 }
                 Err(panic) => {
+                    panics += 1;
                     let what = panic
                         .downcast_ref::<String>()
                         .cloned()
@@ -646,7 +648,7 @@ fn every_parser_of_outside_bytes_survives_mutated_inputs() {
         }
         total += target.cases;
         eprintln!(
-            "fuzz: {:<32} {:>7} cases in {:>6.1} s: {read} read, {refused} refused ({} distinct errors), 0 panics",
+            "fuzz: {:<32} {:>7} cases in {:>6.1} s: {read} read, {refused} refused ({} distinct errors), {panics} panics",
             target.name,
             target.cases,
             started.elapsed().as_secs_f64(),

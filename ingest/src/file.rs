@@ -12,6 +12,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use crate::framer::{BatchLimits, StreamFormat};
+use crate::guard::{guarded, Guarded};
 use crate::ipc::MappedIpc;
 use crate::parallel::{ParsePool, StreamFramer};
 use crate::parse::csv::CsvHeader;
@@ -165,12 +166,11 @@ impl FileSource {
                         .into(),
                 ))
             }
-            FileFormat::Parquet => {
+            FileFormat::Parquet => guarded(|| {
                 parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                    .map_err(|e| format_error(e.to_string()))?
-                    .schema()
-                    .clone()
-            }
+                    .map(|b| b.schema().clone())
+            })
+            .map_err(format_error)?,
             FileFormat::ArrowIpc => MappedIpc::open(&file).map_err(format_error)?.schema(),
         };
         Ok(Self {
@@ -366,15 +366,13 @@ impl FileSource {
         };
         match self.format {
             FileFormat::Parquet => {
-                let reader =
-                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                        .map_err(|e| format_error(e.to_string()))?
+                let reader = guarded(|| {
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?
                         .with_batch_size(batch_rows)
                         .build()
-                        .map_err(|e| format_error(e.to_string()))?;
-                Ok(ready_made(Box::new(
-                    reader.map(|b| b.map_err(|e| e.to_string())),
-                )))
+                })
+                .map_err(format_error)?;
+                Ok(ready_made(Box::new(Guarded::new(reader))))
             }
             FileFormat::ArrowIpc => {
                 let ipc = MappedIpc::open(&file).map_err(format_error)?;

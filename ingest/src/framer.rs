@@ -583,7 +583,7 @@ impl Framer {
                 unreachable!()
             };
             let before = buffer.len();
-            let decoded = crate::ipc::guarded(|| decoder.decode(&mut buffer));
+            let decoded = crate::guard::guarded(|| decoder.decode(&mut buffer));
             let consumed = before - buffer.len();
             self.parsed_to += consumed as u64;
             *message_bytes += consumed;

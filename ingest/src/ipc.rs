@@ -16,26 +16,9 @@ use arrow_ipc::reader::{FileDecoder, StreamDecoder};
 use arrow_ipc::Block;
 use arrow_schema::SchemaRef;
 
-const FILE_MAGIC: &[u8; 6] = b"ARROW1";
+use crate::guard::guarded;
 
-/// Runs an arrow-ipc decode, turning a panic into an error: arrow-ipc
-/// trusts some offsets in a message, and a corrupt file or a hostile
-/// client must not take the process down.
-pub(crate) fn guarded<T>(
-    f: impl FnOnce() -> Result<T, arrow_schema::ArrowError>,
-) -> Result<T, String> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(result) => result.map_err(|e| e.to_string()),
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("a corrupt message");
-            Err(format!("a corrupt message ({what})"))
-        }
-    }
-}
+const FILE_MAGIC: &[u8; 6] = b"ARROW1";
 
 /// Checks that a record batch message's buffers lie inside its body.
 fn check_buffers(data: &[u8], block: &Block) -> Result<(), String> {

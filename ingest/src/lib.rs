@@ -16,6 +16,7 @@ mod acks;
 mod error;
 mod file;
 mod framer;
+mod guard;
 mod ipc;
 mod parallel;
 pub mod parse;

@@ -532,3 +532,22 @@ fn a_file_resumed_at_a_batch_end_goes_on_as_a_whole_read_would() {
         all.slice(1234, 3000 - 1234)
     );
 }
+
+/// Parquet files the fuzz test (`bench/tests/fuzz.rs`) found to panic
+/// inside the parquet crate (a division by zero; a dictionary page
+/// missing): each is an error naming the file, not a crash.
+#[test]
+fn corrupt_parquet_files_found_by_fuzzing_are_errors() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    for name in [
+        "fuzz-parquet-divide-by-zero.parquet",
+        "fuzz-parquet-no-dict-decoder.parquet",
+    ] {
+        let path = data.join(name);
+        let read = roo_ingest::FileSource::open(&path, roo_ingest::FileFormat::Parquet)
+            .and_then(|s| s.batches(64))
+            .and_then(|batches| batches.collect::<Result<Vec<_>, _>>());
+        let e = read.expect_err(name).to_string();
+        assert!(e.contains(name) && e.contains("corrupt input"), "{e}");
+    }
+}

@@ -2,7 +2,7 @@
 //! running daemon whose stderr is collected.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -351,6 +351,61 @@ pub fn python(modules: &str) -> Option<String> {
     }
     eprintln!("SKIPPED: {python} cannot import {modules}; set ROO_PYTHON to a Python that can");
     None
+}
+
+/// `roo check-config` on `text` in a scratch directory: it must accept.
+pub fn check_config_accepted(text: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("roo.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = roo()
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{text}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every published file of a sink directory, read back in name order; a
+/// partial file left there fails.
+pub fn read_published(dir: &Path) -> Vec<RecordBatch> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            !name.starts_with('.'),
+            "a partial file is left in {}: {name}",
+            dir.display()
+        );
+        let schema = std::sync::Arc::new(arrow_schema::Schema::empty());
+        roo_scheduler::sinks::layout::read_output_file(&f, &schema, &mut |b| {
+            out.push(b);
+            true
+        })
+        .unwrap();
+    }
+    out
+}
+
+/// Rows (columns from `first` on) as text lines, floats by their bits,
+/// with the count of each line: a multiset to compare runs by.
+pub fn row_multiset(batches: &[RecordBatch], first: &str) -> BTreeMap<String, usize> {
+    let columns = columns_as_text(batches, first);
+    let n = columns.first().map_or(0, |(_, v)| v.len());
+    let mut out = BTreeMap::new();
+    for r in 0..n {
+        let line: Vec<&str> = columns.iter().map(|(_, v)| v[r].as_str()).collect();
+        *out.entry(line.join(",")).or_insert(0) += 1;
+    }
+    out
 }
 
 /// `roo check-config` on `text` written beside the example's model (as
