@@ -247,6 +247,16 @@ fn safe_defaults_flight_needs_a_token_beyond_loopback_and_metrics_bind_loopback(
     // Said in so many words, or with a token, or on loopback, it starts.
     let accepted = common::check_config_accepted;
     accepted(&format!("{service}allow_anonymous = true\n"));
+    // The online endpoints (which take the Flight tokens) alike.
+    let online = "[flight]\nlisten = \"127.0.0.1:0\"\n[online]\nhttp = \"0.0.0.0:0\"\n";
+    let err = check_config(online);
+    assert!(
+        err.contains("online: http 0.0.0.0:0 is reachable from other machines")
+            && err.contains("allow_anonymous = true"),
+        "{err}"
+    );
+    accepted(&format!("{online}allow_anonymous = true\n"));
+    accepted("[flight]\nlisten = \"127.0.0.1:0\"\n[online]\ngrpc = \"127.0.0.1:0\"\n");
     accepted("[flight]\nlisten = \"127.0.0.1:0\"\n");
     accepted(&format!(
         "{service}[[flight.token]]\nname = \"a\"\nsecret = \"0123456789abcdef0123\"\n"

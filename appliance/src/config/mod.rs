@@ -156,6 +156,9 @@ pub struct OnlineConfig {
     /// streamed event's do); false: they read it and leave it.
     #[serde(default = "yes")]
     pub update_state: bool,
+    /// Take requests without credentials on a non-loopback address.
+    #[serde(default)]
+    pub allow_anonymous: bool,
 }
 
 fn default_linger_us() -> Bounded<0, 1_000_000> {

@@ -186,6 +186,17 @@ impl Config {
             bail!("online: expected http = \"host:port\" or grpc = \"host:port\" (or both)");
         }
         let tokens = self.flight(base)?.map(|f| f.tokens).unwrap_or_default();
+        for (what, a) in [("http", http), ("grpc", grpc)] {
+            if let Some(a) = a.filter(|a| !a.ip().is_loopback()) {
+                if tokens.is_empty() && !o.allow_anonymous {
+                    bail!(
+                        "online: {what} {a} is reachable from other machines and no [[flight.token]] is set \
+                         (online requests take the Flight tokens): add a token, listen on a loopback address \
+                         (127.0.0.1), or write allow_anonymous = true under [online] to take requests from anyone"
+                    );
+                }
+            }
+        }
         Ok(Some(OnlineSettings {
             http,
             grpc,

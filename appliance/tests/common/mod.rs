@@ -353,15 +353,22 @@ pub fn python(modules: &str) -> Option<String> {
     None
 }
 
-/// `roo check-config` on `text` in a scratch directory: it must accept.
-pub fn check_config_accepted(text: &str) {
+/// `roo check-config` on `text` written beside the example's model (as
+/// `model.json`).
+fn check_config_output(text: &str) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(example("model.json"), dir.path().join("model.json")).unwrap();
     let path = dir.path().join("roo.toml");
     std::fs::write(&path, text).unwrap();
-    let out = roo()
+    roo()
         .args(["check-config", "--config", path.to_str().unwrap()])
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// `roo check-config` on `text`: it must accept.
+pub fn check_config_accepted(text: &str) {
+    let out = check_config_output(text);
     assert!(
         out.status.success(),
         "{text}: {}",
@@ -411,14 +418,7 @@ pub fn row_multiset(batches: &[RecordBatch], first: &str) -> BTreeMap<String, us
 /// `roo check-config` on `text` written beside the example's model (as
 /// `model.json`): it must refuse; returns what it said on stderr.
 pub fn check_config_refused(text: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(example("model.json"), dir.path().join("model.json")).unwrap();
-    let path = dir.path().join("roo.toml");
-    std::fs::write(&path, text).unwrap();
-    let out = roo()
-        .args(["check-config", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = check_config_output(text);
     assert_eq!(
         out.status.code(),
         Some(1),
