@@ -39,9 +39,12 @@
 //! one unfinished line.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::net::TcpStream;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
+use crate::framer::BatchSink;
+use crate::parallel::StreamFramer;
 use crate::IngestBatch;
 
 /// Named streams whose counts are kept; past it the least recently
@@ -349,6 +352,84 @@ impl Acked {
         unsafe {
             while libc::recv(fd, sink.as_mut_ptr().cast(), sink.len(), libc::MSG_DONTWAIT) > 0 {}
             libc::shutdown(fd, libc::SHUT_WR);
+        }
+    }
+}
+
+// The TCP source's side: a connection's greeting, and its socket kept.
+
+/// Feeds a connection's bytes to its framer, through its greeting while
+/// that is undecided. False when the greeting is refused (logged): the
+/// connection closes.
+pub(crate) fn feed(
+    greeting: &mut Option<Greeting>,
+    acks: Option<&TcpAcks>,
+    framer: &mut StreamFramer,
+    data: &[u8],
+    sink: &mut dyn BatchSink,
+) -> bool {
+    let Some(g) = greeting.as_mut() else {
+        framer.push(data, sink);
+        return true;
+    };
+    let refused = match g.take(data) {
+        Ok(Greeted::Waiting) => return true,
+        Ok(Greeted::Decided { name, rest }) => {
+            *greeting = None;
+            match (name, acks) {
+                (Some(name), Some(acks)) => acks.named(framer.source(), name).err(),
+                _ => None,
+            }
+            .map_or_else(
+                || {
+                    framer.push(&rest, sink);
+                    None
+                },
+                Some,
+            )
+        }
+        Err(e) => Some(e),
+    };
+    match refused {
+        None => true,
+        Some(e) => {
+            tracing::warn!("tcp {}: closed: {e}", framer.source());
+            false
+        }
+    }
+}
+
+/// A connection ended: what an undecided greeting held goes to the
+/// framer, then the framer hands on its last batch.
+pub(crate) fn finish(
+    greeting: &mut Option<Greeting>,
+    framer: &mut StreamFramer,
+    sink: &mut dyn BatchSink,
+) {
+    if let Some(g) = greeting.take() {
+        framer.push(&g.rest(), sink);
+    }
+    framer.finish(false, sink);
+}
+
+/// With acks, keeps a duplicate of a new connection's socket for them;
+/// false (logged) when that fails, and the connection is refused.
+pub(crate) fn track_acks(
+    acks: Option<&TcpAcks>,
+    framer: &StreamFramer,
+    stream: &TcpStream,
+) -> bool {
+    let Some(acks) = acks else {
+        return true;
+    };
+    match acks.open(framer.source(), stream.as_fd()) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(
+                "tcp {}: refused: cannot keep its socket for acks: {e}",
+                framer.source()
+            );
+            false
         }
     }
 }

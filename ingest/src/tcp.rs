@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use arrow_schema::SchemaRef;
 
-use crate::acks::{Greeted, Greeting, TcpAcks};
+use crate::acks::{feed, finish, track_acks, Greeting, TcpAcks};
 use crate::framer::{BatchLimits, BatchSink, StreamFormat};
 use crate::parallel::{ParsePool, StreamFramer};
 use crate::read::IoUringMode;
@@ -495,74 +495,6 @@ impl UringTcp {
             close_connection(c, config.acks.as_deref());
         }
         Ok(report)
-    }
-}
-
-/// Feeds a connection's bytes to its framer, through its greeting while
-/// that is undecided. False when the greeting is refused (logged): the
-/// connection closes.
-fn feed(
-    greeting: &mut Option<Greeting>,
-    acks: Option<&TcpAcks>,
-    framer: &mut StreamFramer,
-    data: &[u8],
-    sink: &mut dyn BatchSink,
-) -> bool {
-    let Some(g) = greeting.as_mut() else {
-        framer.push(data, sink);
-        return true;
-    };
-    let refused = match g.take(data) {
-        Ok(Greeted::Waiting) => return true,
-        Ok(Greeted::Decided { name, rest }) => {
-            *greeting = None;
-            match (name, acks) {
-                (Some(name), Some(acks)) => acks.named(framer.source(), name).err(),
-                _ => None,
-            }
-            .map_or_else(
-                || {
-                    framer.push(&rest, sink);
-                    None
-                },
-                Some,
-            )
-        }
-        Err(e) => Some(e),
-    };
-    match refused {
-        None => true,
-        Some(e) => {
-            tracing::warn!("tcp {}: closed: {e}", framer.source());
-            false
-        }
-    }
-}
-
-/// A connection ended: what an undecided greeting held goes to the
-/// framer, then the framer hands on its last batch.
-fn finish(greeting: &mut Option<Greeting>, framer: &mut StreamFramer, sink: &mut dyn BatchSink) {
-    if let Some(g) = greeting.take() {
-        framer.push(&g.rest(), sink);
-    }
-    framer.finish(false, sink);
-}
-
-/// With acks, keeps a duplicate of a new connection's socket for them;
-/// false (logged) when that fails, and the connection is refused.
-fn track_acks(acks: Option<&TcpAcks>, framer: &StreamFramer, stream: &TcpStream) -> bool {
-    let Some(acks) = acks else {
-        return true;
-    };
-    match acks.open(framer.source(), stream.as_fd()) {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!(
-                "tcp {}: refused: cannot keep its socket for acks: {e}",
-                framer.source()
-            );
-            false
-        }
     }
 }
 
