@@ -1,10 +1,14 @@
-//! Acknowledgements back to TCP senders (`acks = true`): whenever a
-//! connection's records are durable in every sink (published by a
-//! checkpoint, or in a published file without checkpoints), roo writes
-//! `ack <records>\n` back on that connection, `records` counting every
-//! record of the connection so far (rows and dead letters). A sender that
-//! loses the connection resends from the record after the last ack it
-//! read, on a new connection, and nothing is lost or written twice.
+//! Acknowledgements back to senders: whenever a connection's records are
+//! durable in every sink (published by a checkpoint, or in a published
+//! file without checkpoints), its [`AckTarget`] is told the count of its
+//! records so far (rows and dead letters). [`StreamAcks`] keeps them for
+//! one source: a TCP source with `acks = true` (the target writes
+//! `ack <records>\n` back on the socket), or a push source (Flight DoPut:
+//! the target is the call's `rows_durable`). A sender that loses the
+//! connection resends from the record after the last ack it read, on a
+//! new connection, and nothing is lost or written twice.
+//!
+//! The TCP protocol:
 //!
 //! The protocol for a sender: send records; to end, shut down the write
 //! side and read acks until the connection ends — the last ack then counts
@@ -14,7 +18,8 @@
 //!
 //! Named streams, for exactly once across crashes: a connection may begin
 //! with the line `stream NAME\n` (NAME: 1–128 printable ASCII characters
-//! without spaces). roo answers at once with `ack R\n`, R the records of
+//! without spaces; a DoPut names it in its descriptor). roo answers at
+//! once with `ack R\n`, R the records of
 //! that stream durable in the last checkpoint (0 for a new name), and
 //! counts the connection's records on from R. The sender sends from record
 //! R (after a CSV header, which every connection repeats). Because R comes
@@ -26,7 +31,7 @@
 //! counts (at most [`STREAMS_MAX`], the least recently acknowledged
 //! forgotten past it) travel in each checkpoint.
 //!
-//! Each connection keeps a duplicate of its socket here until its last
+//! A TCP connection keeps a duplicate of its socket here until its last
 //! record is acknowledged, so the final ack reaches a sender that has
 //! already shut down its side. Acks are written without blocking: a
 //! sender that does not read them is not waited on; its line is finished
@@ -54,11 +59,27 @@ pub const STREAMS_MAX: usize = 65_536;
 /// The longest `stream NAME` line, in bytes.
 const GREETING_BYTES_MAX: usize = 160;
 
-/// The acks of one TCP source's connections.
+/// The acks of one source's connections (a TCP source's, a push source's
+/// client streams).
 #[derive(Default)]
-pub struct TcpAcks {
+pub struct StreamAcks {
     connections: Mutex<HashMap<Arc<str>, Acked>>,
     streams: Mutex<Streams>,
+}
+
+/// Where one connection's acks go.
+pub trait AckTarget: Send {
+    /// Tells the sender `records` are durable (`None`: nothing new, finish
+    /// what is owed). Never blocks; false when the sender is gone.
+    fn tell(&mut self, records: Option<u64>) -> bool;
+
+    /// Whether everything told has been handed over.
+    fn settled(&self) -> bool {
+        true
+    }
+
+    /// No more acks: the connection ends after the last one told.
+    fn finish(self: Box<Self>) {}
 }
 
 /// Named streams: records durable, and when last acknowledged (a counter,
@@ -69,9 +90,10 @@ struct Streams {
     tick: u64,
 }
 
-/// Why a connection's greeting was refused.
+/// Why a connection's stream name (a TCP greeting, a DoPut descriptor)
+/// was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum GreetingError {
+pub enum StreamError {
     #[error("the stream line is over {GREETING_BYTES_MAX} bytes; expected `stream NAME`")]
     TooLong,
     #[error("stream name {0:?}: expected 1-128 printable ASCII characters without spaces")]
@@ -100,7 +122,7 @@ impl Greeting {
     const PREFIX: &'static [u8] = b"stream ";
 
     /// Takes the next bytes of the connection.
-    pub fn take(&mut self, data: &[u8]) -> Result<Greeted, GreetingError> {
+    pub fn take(&mut self, data: &[u8]) -> Result<Greeted, StreamError> {
         self.held.extend_from_slice(data);
         let n = self.held.len().min(Self::PREFIX.len());
         if self.held[..n] != Self::PREFIX[..n] {
@@ -111,19 +133,17 @@ impl Greeting {
         }
         let Some(end) = memchr::memchr(b'\n', &self.held) else {
             if self.held.len() > GREETING_BYTES_MAX {
-                return Err(GreetingError::TooLong);
+                return Err(StreamError::TooLong);
             }
             return Ok(Greeted::Waiting);
         };
         if end > GREETING_BYTES_MAX {
-            return Err(GreetingError::TooLong);
+            return Err(StreamError::TooLong);
         }
         let line = &self.held[Self::PREFIX.len()..end];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let name = String::from_utf8_lossy(line).into_owned();
-        if name.is_empty() || name.len() > 128 || !name.chars().all(|c| c.is_ascii_graphic()) {
-            return Err(GreetingError::BadName(name));
-        }
+        check_name(&name)?;
         Ok(Greeted::Decided {
             name: Some(name),
             rest: self.held[end + 1..].to_vec(),
@@ -136,16 +156,34 @@ impl Greeting {
     }
 }
 
-impl std::fmt::Debug for TcpAcks {
+/// A count kept where another thread reads it: the newest count told.
+impl AckTarget for Arc<std::sync::atomic::AtomicU64> {
+    fn tell(&mut self, records: Option<u64>) -> bool {
+        if let Some(n) = records {
+            self.fetch_max(n, std::sync::atomic::Ordering::AcqRel);
+        }
+        true
+    }
+}
+
+/// A stream name: 1–128 printable ASCII characters without spaces.
+pub fn check_name(name: &str) -> Result<(), StreamError> {
+    if name.is_empty() || name.len() > 128 || !name.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(StreamError::BadName(name.to_string()));
+    }
+    Ok(())
+}
+
+impl std::fmt::Debug for StreamAcks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let n = self.connections.lock().map_or(0, |c| c.len());
-        write!(f, "TcpAcks({n} connections)")
+        write!(f, "StreamAcks({n} connections)")
     }
 }
 
 /// One connection's acknowledgement state.
 struct Acked {
-    socket: OwnedFd,
+    target: Box<dyn AckTarget>,
     /// (end offset, records through it) of each batch handed on and not
     /// yet durable, oldest first.
     batches: VecDeque<(u64, u64)>,
@@ -153,46 +191,65 @@ struct Acked {
     records: u64,
     /// The named stream this connection carries, if it named one.
     stream: Option<String>,
-    /// The newest count durable and not yet written whole.
-    due: Option<u64>,
-    /// The rest of a line the socket did not take whole.
-    unsent: Vec<u8>,
     /// The source reads no more from the connection.
     closed: bool,
 }
 
-impl TcpAcks {
+impl Acked {
+    /// Nothing more to tell: closed, every batch acknowledged and handed over.
+    fn done(&self) -> bool {
+        self.closed && self.batches.is_empty() && self.target.settled()
+    }
+}
+
+impl StreamAcks {
     pub fn new() -> Arc<Self> {
         Arc::default()
     }
 
-    /// A connection opens: keeps a duplicate of its socket.
-    pub(crate) fn open(&self, source: &Arc<str>, socket: BorrowedFd<'_>) -> std::io::Result<()> {
-        let socket = socket.try_clone_to_owned()?;
+    /// A connection opens; its acks go to `target`.
+    pub fn open(&self, source: &Arc<str>, target: Box<dyn AckTarget>) {
         self.connections.lock().expect("not poisoned").insert(
             source.clone(),
             Acked {
-                socket,
+                target,
                 batches: VecDeque::new(),
                 records: 0,
                 stream: None,
-                due: None,
-                unsent: Vec::new(),
                 closed: false,
             },
+        );
+    }
+
+    /// A TCP connection opens: keeps a duplicate of its socket.
+    pub(crate) fn open_socket(
+        &self,
+        source: &Arc<str>,
+        socket: BorrowedFd<'_>,
+    ) -> std::io::Result<()> {
+        let socket = socket.try_clone_to_owned()?;
+        self.open(
+            source,
+            Box::new(SocketAcks {
+                socket,
+                due: None,
+                unsent: Vec::new(),
+            }),
         );
         Ok(())
     }
 
     /// The connection named its stream: its count goes on from the
-    /// stream's durable records, which it is told at once (the ack).
-    pub(crate) fn named(&self, source: &Arc<str>, name: String) -> Result<u64, GreetingError> {
+    /// stream's durable records, which it is told at once (the ack) and
+    /// which this returns.
+    pub fn named(&self, source: &Arc<str>, name: String) -> Result<u64, StreamError> {
+        check_name(&name)?;
         let mut connections = self.connections.lock().expect("not poisoned");
         if connections
             .values()
             .any(|c| c.stream.as_deref() == Some(name.as_str()))
         {
-            return Err(GreetingError::Busy(name));
+            return Err(StreamError::Busy(name));
         }
         let base = self
             .streams
@@ -204,8 +261,7 @@ impl TcpAcks {
         if let Some(c) = connections.get_mut(source) {
             c.records = base;
             c.stream = Some(name);
-            c.due = Some(base);
-            c.write();
+            c.target.tell(Some(base));
         }
         Ok(base)
     }
@@ -243,7 +299,7 @@ impl TcpAcks {
     }
 
     /// A batch of a connection is handed on (before it enters the queue).
-    pub(crate) fn handed_on(&self, batch: &IngestBatch) {
+    pub fn handed_on(&self, batch: &IngestBatch) {
         let mut connections = self.connections.lock().expect("not poisoned");
         if let Some(c) = connections.get_mut(&batch.source) {
             c.records += batch.records() as u64;
@@ -252,14 +308,15 @@ impl TcpAcks {
     }
 
     /// The source reads no more from a connection (its end, an error, a
-    /// stop): once its last batch is durable its socket closes.
-    pub(crate) fn closed(&self, source: &Arc<str>) {
+    /// stop): once its last batch is durable its target finishes (a
+    /// socket closes).
+    pub fn closed(&self, source: &Arc<str>) {
         let mut connections = self.connections.lock().expect("not poisoned");
         if let Some(c) = connections.get_mut(source) {
             c.closed = true;
-            if c.batches.is_empty() && c.unsent.is_empty() {
+            if c.done() {
                 let c = connections.remove(source).expect("present");
-                c.finish();
+                c.target.finish();
             }
         }
     }
@@ -271,11 +328,12 @@ impl TcpAcks {
         let Some(c) = connections.get_mut(source) else {
             return;
         };
+        let mut due = None;
         while c.batches.front().is_some_and(|(end, _)| *end <= offset) {
             let (_, records) = c.batches.pop_front().expect("checked");
-            c.due = Some(records);
+            due = Some(records);
         }
-        if let (Some(name), Some(records)) = (&c.stream, c.due) {
+        if let (Some(name), Some(records)) = (&c.stream, due) {
             let mut streams = self.streams.lock().expect("not poisoned");
             streams.tick += 1;
             let tick = streams.tick;
@@ -290,27 +348,63 @@ impl TcpAcks {
             }
             counts.insert(name.clone(), (records, tick));
         }
-        let gone = !c.write();
-        if gone || (c.closed && c.batches.is_empty() && c.unsent.is_empty()) {
+        let gone = !c.target.tell(due);
+        if gone || c.done() {
             let c = connections.remove(source).expect("present");
             if !gone {
-                c.finish();
+                c.target.finish();
             }
         }
     }
 
-    /// The pipeline has ended: every socket still held closes (what was
-    /// not acknowledged is not durable).
+    /// The pipeline has ended: every target still held finishes (a socket
+    /// closes; what was not acknowledged is not durable).
     pub fn close_all(&self) {
         let mut connections = self.connections.lock().expect("not poisoned");
         for (_, mut c) in connections.drain() {
-            c.write();
-            c.finish();
+            c.target.tell(None);
+            c.target.finish();
         }
     }
 }
 
-impl Acked {
+/// A TCP connection's acks: `ack <records>\n` lines on a duplicate of
+/// its socket.
+struct SocketAcks {
+    socket: OwnedFd,
+    /// The newest count durable and not yet written whole.
+    due: Option<u64>,
+    /// The rest of a line the socket did not take whole.
+    unsent: Vec<u8>,
+}
+
+impl AckTarget for SocketAcks {
+    fn tell(&mut self, records: Option<u64>) -> bool {
+        if records.is_some() {
+            self.due = records;
+        }
+        self.write()
+    }
+
+    fn settled(&self) -> bool {
+        self.unsent.is_empty()
+    }
+
+    /// Ends the connection after the acks written: what the sender still
+    /// sends is read and dropped (so closing does not reset the
+    /// connection under an ack it has not read), then our side is shut.
+    fn finish(self: Box<Self>) {
+        let fd = self.socket.as_raw_fd();
+        let mut sink = [0u8; 4096];
+        // SAFETY: the fd is ours; reads go into a local buffer.
+        unsafe {
+            while libc::recv(fd, sink.as_mut_ptr().cast(), sink.len(), libc::MSG_DONTWAIT) > 0 {}
+            libc::shutdown(fd, libc::SHUT_WR);
+        }
+    }
+}
+
+impl SocketAcks {
     /// Writes what is due without blocking; false when the sender is gone.
     fn write(&mut self) -> bool {
         loop {
@@ -341,19 +435,6 @@ impl Acked {
             };
         }
     }
-
-    /// Ends the connection after the acks written: what the sender still
-    /// sends is read and dropped (so closing does not reset the
-    /// connection under an ack it has not read), then our side is shut.
-    fn finish(self) {
-        let fd = self.socket.as_raw_fd();
-        let mut sink = [0u8; 4096];
-        // SAFETY: the fd is ours; reads go into a local buffer.
-        unsafe {
-            while libc::recv(fd, sink.as_mut_ptr().cast(), sink.len(), libc::MSG_DONTWAIT) > 0 {}
-            libc::shutdown(fd, libc::SHUT_WR);
-        }
-    }
 }
 
 // The TCP source's side: a connection's greeting, and its socket kept.
@@ -363,7 +444,7 @@ impl Acked {
 /// connection closes.
 pub(crate) fn feed(
     greeting: &mut Option<Greeting>,
-    acks: Option<&TcpAcks>,
+    acks: Option<&StreamAcks>,
     framer: &mut StreamFramer,
     data: &[u8],
     sink: &mut dyn BatchSink,
@@ -415,14 +496,14 @@ pub(crate) fn finish(
 /// With acks, keeps a duplicate of a new connection's socket for them;
 /// false (logged) when that fails, and the connection is refused.
 pub(crate) fn track_acks(
-    acks: Option<&TcpAcks>,
+    acks: Option<&StreamAcks>,
     framer: &StreamFramer,
     stream: &TcpStream,
 ) -> bool {
     let Some(acks) = acks else {
         return true;
     };
-    match acks.open(framer.source(), stream.as_fd()) {
+    match acks.open_socket(framer.source(), stream.as_fd()) {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!(
@@ -442,7 +523,7 @@ mod tests {
     type Decided = (Option<String>, Vec<u8>);
 
     /// Feeds `bytes` split at `at` and returns what the greeting decided.
-    fn greet(bytes: &[u8], at: usize) -> Result<Option<Decided>, GreetingError> {
+    fn greet(bytes: &[u8], at: usize) -> Result<Option<Decided>, StreamError> {
         let mut g = Greeting::default();
         let mut rest = Vec::new();
         let mut name = None;
@@ -482,16 +563,16 @@ mod tests {
         // A bad name, an endless line.
         assert!(matches!(
             greet(b"stream a b\n", 3),
-            Err(GreetingError::BadName(_))
+            Err(StreamError::BadName(_))
         ));
         assert!(matches!(
             greet(b"stream \n", 3),
-            Err(GreetingError::BadName(_))
+            Err(StreamError::BadName(_))
         ));
         let long = format!("stream {}", "x".repeat(300));
         assert!(matches!(
             greet(long.as_bytes(), 100),
-            Err(GreetingError::TooLong)
+            Err(StreamError::TooLong)
         ));
     }
 }

@@ -24,7 +24,7 @@ mod read;
 mod record;
 mod tcp;
 
-pub use acks::TcpAcks;
+pub use acks::{check_name, AckTarget, StreamAcks, StreamError, STREAMS_MAX};
 pub use error::IngestError;
 pub use file::{FileBatches, FileFormat, FileSource, StartAt};
 pub use framer::{

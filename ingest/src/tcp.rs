@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use arrow_schema::SchemaRef;
 
-use crate::acks::{feed, finish, track_acks, Greeting, TcpAcks};
+use crate::acks::{feed, finish, track_acks, Greeting, StreamAcks};
 use crate::framer::{BatchLimits, BatchSink, StreamFormat};
 use crate::parallel::{ParsePool, StreamFramer};
 use crate::read::IoUringMode;
@@ -51,8 +51,8 @@ pub struct TcpSourceConfig {
     /// thread that receives it.
     pub parse_pool: Option<ParsePool>,
     /// Write `ack <records>\n` back on each connection as its records
-    /// become durable (see [`TcpAcks`]); the caller reports durability.
-    pub acks: Option<Arc<TcpAcks>>,
+    /// become durable (see [`StreamAcks`]); the caller reports durability.
+    pub acks: Option<Arc<StreamAcks>>,
 }
 
 impl TcpSourceConfig {
@@ -499,9 +499,9 @@ impl UringTcp {
 }
 
 /// Closes a connection's fd. Without acks the socket is shut both ways;
-/// with acks only its reading side, and [`TcpAcks`] keeps the socket for
+/// with acks only its reading side, and [`StreamAcks`] keeps the socket for
 /// the acks still to come.
-fn close_connection(c: Connection, acks: Option<&TcpAcks>) {
+fn close_connection(c: Connection, acks: Option<&StreamAcks>) {
     let how = if acks.is_some() {
         libc::SHUT_RD
     } else {
@@ -600,7 +600,7 @@ fn run_plain(
 /// One connection without io_uring: its thread's state.
 struct Plain<'a> {
     greeting: Option<Greeting>,
-    acks: Option<&'a TcpAcks>,
+    acks: Option<&'a StreamAcks>,
     framer: StreamFramer,
     limits: BatchLimits,
     buffer_bytes: usize,

@@ -245,35 +245,65 @@ class Client:
 
     # -- put -------------------------------------------------------------
 
-    def put(self, data: Any, *, pipeline: str, batch_rows: int = BATCH_ROWS,
-            resume_timeout: float = 60.0, on_progress: Callable[[int], None] | None = None) -> int:
+    def put(self, data: Any, *, pipeline: str, stream: str | None = None, offset: int = 0,
+            batch_rows: int = BATCH_ROWS, resume_timeout: float = 60.0,
+            on_progress: Callable[[int], None] | None = None) -> int:
         """Sends ``data`` into a pipeline whose source is ``kind =
         "flight"`` (DoPut) and returns the rows it accepted (all of them).
 
         Columns are taken by name and cast to the pipeline's input types
         (``input_schema``); other columns are left out.
 
-        Accepted rows are in the pipeline's queue, on their way to its
-        sinks. If the server stops mid-put (a drain: SIGTERM, a redeploy)
-        it says how many rows it accepted, and exactly those reach its
-        sinks: ``put`` then reconnects (for up to ``resume_timeout``
-        seconds) and resumes from the next row, so every row arrives once.
-        A server killed outright (SIGKILL, a crash) says nothing: the put
-        raises :class:`UnavailableError` with the rows last acknowledged,
-        since rows past them may or may not have reached the sinks.
-        ``on_progress(rows_accepted)`` is called as acknowledgements come."""
+        Without ``stream``: accepted rows are in the pipeline's queue, on
+        their way to its sinks. If the server stops mid-put (a drain:
+        SIGTERM, a redeploy) it says how many rows it accepted, and exactly
+        those reach its sinks: ``put`` then reconnects (for up to
+        ``resume_timeout`` seconds) and resumes from the next row, so every
+        row arrives once. A server killed outright (SIGKILL, a crash) says
+        nothing: the put raises :class:`UnavailableError` with the rows
+        last acknowledged, since rows past them may or may not have reached
+        the sinks.
+
+        With ``stream`` (a name: 1-128 printable ASCII characters without
+        spaces), exactly once across anything, SIGKILL included: ``data``
+        is that stream's rows from row ``offset`` on (0: its start; a later
+        put continues a stream with ``offset`` = the rows sent before).
+        The server says how many of the stream's rows are durable (in its
+        last checkpoint, or published); ``put`` sends from there, keeps
+        every row until the server says it is durable, reconnects after
+        any failure (for up to ``resume_timeout`` seconds without
+        progress) and sends again from what the server then says is
+        durable. It returns once every row is durable. The same name and
+        the same rows must be given again after a crash of the caller: rows
+        already durable are skipped, not sent twice.
+
+        ``on_progress(rows_accepted)`` is called as acknowledgements come
+        (rows of ``data``)."""
         source = _frames.as_input(data)
         schema = self.input_schema(pipeline)
         conform = _frames.conformer(source.reader.schema, schema, f"put into {pipeline}")
         state = _PutState(conform(b) for b in _frames.slices(source.reader, batch_rows))
+        named = None if stream is None else _Named(stream, offset)
+        deadline = time.monotonic() + resume_timeout
+        delay = 0.05
         while True:
+            done = state.done
             try:
-                self._put_stream(pipeline, schema, state, on_progress)
+                self._put_stream(pipeline, schema, state, on_progress, named)
                 return state.done
             except UnavailableError as e:
-                if e.rows_accepted is None:
+                if e.rows_accepted is None and named is None:
                     raise
-                self._await_server(time.monotonic() + resume_timeout, e)
+                if state.done > done:
+                    deadline, delay = time.monotonic() + resume_timeout, 0.05
+                if time.monotonic() > deadline:
+                    raise
+                if named is not None:
+                    # The call may have failed with the server up (another
+                    # call still held the name): not at once again.
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                self._await_server(deadline, e)
 
     def _await_server(self, deadline: float, cause: UnavailableError) -> None:
         """Reconnects once the server is back, backing off; raises ``cause``
@@ -295,49 +325,87 @@ class Client:
                 delay = min(delay * 2, 1.0)
 
     def _put_stream(self, pipeline: str, schema: pa.Schema, state: "_PutState",
-                    on_progress: Callable[[int], None] | None) -> None:
+                    on_progress: Callable[[int], None] | None, named: "_Named | None") -> None:
         """One DoPut stream: the rows kept from the last stream, then the
         rest, each batch sent and its acknowledgement read before the next
         (on this thread: see ``_exchange``; one batch in flight, and the
         server acknowledges every batch). A stop mid-stream is an
         :class:`UnavailableError` whose ``rows_accepted`` counts the
         input's rows accepted in all (``state`` is left at that row, ready
-        to resume)."""
+        to resume). A named stream keeps rows until they are durable, and
+        starts each call where the server says the stream's durable rows
+        end."""
+        path = [pipeline] if named is None else [pipeline, named.name]
         try:
-            writer, acks = self._client.do_put(flight.FlightDescriptor.for_path(pipeline), schema, self._options)
+            writer, acks = self._client.do_put(flight.FlightDescriptor.for_path(*path), schema, self._options)
         except Exception as e:
             raise _put_error(e, state, None, None) from None
         start = state.done
         acked = 0  # this stream's rows accepted, as last acknowledged
 
-        def ack() -> int | None:
+        def ack() -> tuple[int, int] | None:
             buf = acks.read()
-            return None if buf is None else int(json.loads(buf.to_pybytes())["rows_accepted"])
+            if buf is None:
+                return None
+            counts = json.loads(buf.to_pybytes())
+            return int(counts["rows_accepted"]), int(counts.get("rows_durable", 0))
 
         try:
+            if named is not None:
+                opening = ack()
+                if opening is None:
+                    raise ConnectionError("the server ended the stream before saying where it resumes")
+                durable = opening[1]
+                if durable < named.offset:
+                    raise RooError(f"put: stream {named.name!r} has {durable} rows durable but the data "
+                                   f"starts at its row {named.offset}: rows in between were never sent")
+                state.accepted(durable - named.offset)
+                start = state.done
             sent = 0
             for batch in state.stream():
                 writer.write_batch(batch)
                 sent += batch.num_rows
-                rows = ack()
-                if rows is None:
+                counts = ack()
+                if counts is None:
                     raise ConnectionError("the server ended the stream before acknowledging a batch")
-                acked = rows
-                state.accepted(start + acked)
+                if named is None:
+                    acked = counts[0]
+                    state.accepted(start + acked)
+                else:
+                    acked = counts[0] - named.offset - start
+                    state.accepted(counts[1] - named.offset)
                 if on_progress is not None:
                     on_progress(start + acked)
             writer.done_writing()
-            while (rows := ack()) is not None:
-                acked = max(acked, rows)
+            while (counts := ack()) is not None:
+                if named is None:
+                    acked = max(acked, counts[0])
+                else:
+                    acked = max(acked, counts[0] - named.offset - start)
+                    state.accepted(counts[1] - named.offset)
+        except RooError:
+            raise
         except Exception as e:
-            raise _put_error(_status_of(writer, e), state, start, start + acked) from None
+            raise _put_error(_status_of(writer, e), state, start, start + acked, named) from None
         try:
             writer.close()
         except Exception as e:
-            raise _put_error(e, state, start, start + acked) from None
+            raise _put_error(e, state, start, start + acked, named) from None
         if acked != sent:
             raise RooError(f"put: the server acknowledged {acked} of the {sent} rows of the stream")
+        if named is not None and state.pending:
+            raise RooError(f"put: stream {named.name!r} ended with rows not yet durable")
         state.accepted(start + sent)
+
+
+class _Named:
+    """A named put stream: its name, and the stream row the data starts at."""
+
+    def __init__(self, name: str, offset: int):
+        if offset < 0:
+            raise ValueError(f"put: offset is {offset}; expected a row number, 0 or more")
+        self.name = name
+        self.offset = offset
 
 
 def _rest(results: Any) -> Iterator[Any]:
@@ -375,12 +443,17 @@ class _PutState:
         self._next = 0
 
     def stream(self) -> Iterator[pa.RecordBatch]:
-        """The batches for a new stream: the pending ones, then new ones."""
+        """The batches for a new stream: the pending ones, then new ones
+        (less the rows already ``done``: a named stream resumed past them)."""
         for _, batch in list(self.pending):
             yield batch
         for batch in self._batches:
-            self.pending.append((self._next, batch))
-            self._next += batch.num_rows
+            at, self._next = self._next, self._next + batch.num_rows
+            if self._next <= self.done:
+                continue
+            if at < self.done:
+                batch, at = batch.slice(self.done - at), self.done
+            self.pending.append((at, batch))
             yield batch
 
     def accepted(self, rows: int) -> None:
@@ -398,11 +471,17 @@ def _says_rows(e: BaseException) -> bool:
     return isinstance(error, UnavailableError) and error.rows_accepted is not None
 
 
-def _put_error(e: BaseException, state: _PutState, start: int | None, acked: int | None) -> RooError:
+def _put_error(e: BaseException, state: _PutState, start: int | None, acked: int | None,
+               named: _Named | None = None) -> RooError:
     """The error that ended a put stream begun at input row ``start``;
     ``acked``: the input's rows last acknowledged on it."""
     error = translate(e, "put")
     if not isinstance(error, UnavailableError):
+        return error
+    if named is not None:
+        # A named stream resumes from what the server says is durable
+        # when it is back, whatever this call's end said.
+        error.rows_accepted = None
         return error
     if error.rows_accepted is not None and start is not None:
         # The server said how many rows of this stream it took: exactly

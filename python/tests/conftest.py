@@ -38,12 +38,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_config(dir: Path, port: int) -> Path:
+def write_config(dir: Path, port: int, checkpoints: bool = False) -> Path:
+    """The daemon's config in ``dir``; ``checkpoints``: a state directory
+    there, a checkpoint every 0.2 s."""
     columns = ", ".join(f'"{c}:string"' if c == "txn_id" else f'"{c}"' for c in COLUMNS)
+    state = 'state_dir = "state"\ncheckpoint_secs = 0.2' if checkpoints else ""
     config = dir / "roo.toml"
     config.write_text(f"""
 [server]
 threads = 2
+{state}
 
 [flight]
 listen = "127.0.0.1:{port}"

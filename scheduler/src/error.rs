@@ -59,6 +59,12 @@ pub enum PipelineError {
     },
     #[error("pipeline {pipeline} is stopping")]
     Stopping { pipeline: String },
+    #[error("pipeline {pipeline}")]
+    Stream {
+        pipeline: String,
+        #[source]
+        source: roo_ingest::StreamError,
+    },
     #[error("pipeline {pipeline} has no model")]
     NoModel { pipeline: String },
     #[error(

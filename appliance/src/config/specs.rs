@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use roo_ingest::{
-    BatchLimits, CsvHeader, FileFormat, IoUringMode, ReadOptions, StreamFormat, TcpAcks,
+    BatchLimits, CsvHeader, FileFormat, IoUringMode, ReadOptions, StreamAcks, StreamFormat,
     TcpSourceConfig,
 };
 use roo_scheduler::{
@@ -277,7 +277,7 @@ impl Config {
                     config.limits = limits;
                     config.connections_max = connections_max.0 as usize;
                     config.io_uring = uring(*io_uring);
-                    config.acks = acks.then(TcpAcks::new);
+                    config.acks = acks.then(StreamAcks::new);
                     (SourceSpec::Tcp(config), n)
                 }
                 SourceConfig::Requests { columns } => {

@@ -310,7 +310,9 @@ fn a_pipeline_records_every_scored_event_and_replay_reproduces_it_bit_for_bit() 
     let cand = linear_model(dir.path(), "cand.json", [0.12, 0.5], -3.5);
     let pipeline =
         Pipeline::start(audited_spec(dir.path(), live.clone(), cand.clone()), pool()).unwrap();
-    let mut pusher = pipeline.pusher("client").unwrap();
+    let mut pusher = pipeline
+        .pusher("client", crate::pipeline::tests::no_acks(), None)
+        .unwrap();
     let mut rng = Rng(3);
     let base = now_us() - 31 * DAY_US;
     let mut a_all = Vec::new();
@@ -515,7 +517,9 @@ fn an_audit_log_that_cannot_be_written_is_refused_at_start_and_stops_the_pipelin
     let mut spec = audited_spec(dir.path(), live.clone(), live);
     spec.audit.as_mut().unwrap().segment_rows = 100;
     let pipeline = Pipeline::start(spec, pool()).unwrap();
-    let mut pusher = pipeline.pusher("client").unwrap();
+    let mut pusher = pipeline
+        .pusher("client", crate::pipeline::tests::no_acks(), None)
+        .unwrap();
     let ids: Vec<String> = (0..100).map(|i| format!("x{i}")).collect();
     pusher
         .push(events(&ids, &vec![now_us(); 100], &vec![1.0; 100]))

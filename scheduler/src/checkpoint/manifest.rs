@@ -48,10 +48,14 @@ pub struct Manifest {
     pub dead_letters: Option<SinkEpoch>,
     /// Events accounted for up to the cut, over every epoch so far.
     pub counts: Counts,
-    /// A TCP source with acks: each named stream's records durable (what a
-    /// sender reconnecting with `stream NAME` is told).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub tcp_streams: BTreeMap<String, u64>,
+    /// Each named stream's records durable (a TCP source with acks, a
+    /// push source): what a sender reconnecting with the name is told.
+    #[serde(
+        default,
+        alias = "tcp_streams",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub streams: BTreeMap<String, u64>,
 }
 
 /// One file sink's part of a checkpoint.

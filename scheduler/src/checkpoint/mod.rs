@@ -163,7 +163,7 @@ impl Checkpointer {
         cut: Cut,
         sinks: &mut [OutputSink],
         dead: &mut Option<DeadLetterFiles>,
-        tcp_streams: BTreeMap<String, u64>,
+        streams: BTreeMap<String, u64>,
         metrics: &PipelineMetrics,
     ) -> Result<(), CheckpointError> {
         let started = Instant::now();
@@ -235,7 +235,7 @@ impl Checkpointer {
             sinks: epochs,
             dead_letters: dead_epoch,
             counts,
-            tcp_streams,
+            streams,
         };
         let bytes = manifest::write(&self.dir, &manifest, &cut.snapshots)?;
         // The manifest is durable: publish what it recorded.

@@ -27,7 +27,7 @@ fn manifest(epoch: u64, sink_dir: &Path, files: &[&str], next_index: u64) -> Man
             events_in: epoch * 10,
             ..Counts::default()
         },
-        tcp_streams: [("sender-1".to_string(), epoch * 7)].into(),
+        streams: [("sender-1".to_string(), epoch * 7)].into(),
     }
 }
 

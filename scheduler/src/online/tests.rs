@@ -206,7 +206,9 @@ fn with_update_state_off_requests_read_the_state_and_leave_it() {
         },
     );
     let requests = p.requests().unwrap();
-    let mut pusher = p.pusher("stream").unwrap();
+    let mut pusher = p
+        .pusher("stream", crate::pipeline::tests::no_acks(), None)
+        .unwrap();
     pusher.push(card_rows(&schema, &[7], &[1_000])).unwrap();
     wait_batches(&p, 1);
     // The request sees the streamed event, twice over: it adds nothing.
@@ -254,7 +256,9 @@ fn refused_rows_name_their_reason_and_a_request_updates_the_state_a_streamed_eve
         ),
     }
     // A streamed event for card 7 sees the request's event in its state.
-    let mut pusher = p.pusher("stream").unwrap();
+    let mut pusher = p
+        .pusher("stream", crate::pipeline::tests::no_acks(), None)
+        .unwrap();
     pusher.push(rows(&[7], &[2_000])).unwrap();
     drop(pusher);
     wait_batches(&p, 3);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arrow_array::RecordBatch;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use roo_ingest::TcpAcks;
+use roo_ingest::StreamAcks;
 
 use super::operate::ToSink;
 use crate::checkpoint::Checkpointer;
@@ -96,14 +96,14 @@ pub(crate) fn run(
     mut sinks: Vec<OutputSink>,
     mut dead: Option<DeadLetterFiles>,
     mut checkpoints: Option<Checkpointer>,
-    tcp_acks: Option<Arc<TcpAcks>>,
+    stream_acks: Option<Arc<StreamAcks>>,
     event_time: Option<usize>,
     metrics: &PipelineMetrics,
 ) -> Result<(), StageError> {
-    // Whatever way the stage ends, the sockets held for acks close.
-    let _close = CloseAcks(tcp_acks.clone());
+    // Whatever way the stage ends, the acks held finish (sockets close).
+    let _close = CloseAcks(stream_acks.clone());
     let acks = Acks {
-        tcp: tcp_acks.as_deref(),
+        streams: stream_acks.as_deref(),
         epochs: checkpoints.is_some(),
         metrics,
     };
@@ -217,18 +217,19 @@ struct Through {
 
 /// Where acknowledgements go.
 struct Acks<'a> {
-    /// A TCP source's senders (`acks = true`).
-    tcp: Option<&'a TcpAcks>,
+    /// The source's senders: a TCP source's (`acks = true`), a push
+    /// source's client streams.
+    streams: Option<&'a StreamAcks>,
     /// Under checkpoints dead letters are published by them, not per ack.
     epochs: bool,
     metrics: &'a PipelineMetrics,
 }
 
 impl Acks<'_> {
-    /// A TCP source's named streams' counts once every batch now pending
+    /// The source's named streams' counts once every batch now pending
     /// is durable (what a checkpoint of them records).
     fn streams_through(&self, pending: &VecDeque<Pending>) -> BTreeMap<String, u64> {
-        let Some(tcp) = self.tcp else {
+        let Some(streams) = self.streams else {
             return BTreeMap::new();
         };
         let mut through: HashMap<Arc<str>, u64> = HashMap::new();
@@ -238,7 +239,7 @@ impl Acks<'_> {
                 *o = (*o).max(*offset);
             }
         }
-        tcp.streams_through(&through)
+        streams.streams_through(&through)
     }
 
     /// Acknowledges every batch every sink now holds durably: its source's
@@ -270,8 +271,8 @@ impl Acks<'_> {
         while pending.front().is_some_and(|(n, _)| *n <= through) {
             if let (_, Some((source, offset))) = pending.pop_front().expect("checked") {
                 self.metrics.ack(&source, offset);
-                if let Some(tcp) = self.tcp {
-                    tcp.durable(&source, offset);
+                if let Some(streams) = self.streams {
+                    streams.durable(&source, offset);
                 }
             }
             any = true;
@@ -286,8 +287,9 @@ impl Acks<'_> {
     }
 }
 
-/// Closes the sockets a TCP source keeps for acks when the sink stage ends.
-struct CloseAcks(Option<Arc<TcpAcks>>);
+/// Finishes the acks still held (a TCP source's sockets close) when the
+/// sink stage ends.
+struct CloseAcks(Option<Arc<StreamAcks>>);
 
 impl Drop for CloseAcks {
     fn drop(&mut self) {

@@ -34,7 +34,7 @@ use std::thread::JoinHandle;
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use crossbeam_channel::{bounded, Sender};
-use roo_ingest::IngestBatch;
+use roo_ingest::{AckTarget, IngestBatch, StreamAcks};
 
 pub use push::{check_push_schema, PushError, Pusher, SchemaMismatch};
 pub use spec::{
@@ -90,6 +90,8 @@ pub struct Pipeline {
     pool: Arc<rayon::ThreadPool>,
     /// A push source's way in; `None` once stopping.
     push: Mutex<Option<Sender<IngestBatch>>>,
+    /// A push source's client streams' acks (`rows_durable`).
+    push_acks: Option<Arc<StreamAcks>>,
     /// Online requests' way in; `None` without `online`, or once stopping.
     requests: Mutex<Option<Requests>>,
     /// The input column holding event times, if any.
@@ -133,10 +135,15 @@ impl Pipeline {
                 .map_err(|e| setup(e.into()))?,
             None => None,
         };
-        if let (SourceSpec::Tcp(c), Some(r)) = (&spec.source, &recovered) {
-            if let Some(acks) = &c.acks {
-                acks.resume(&r.manifest.tcp_streams);
-            }
+        // Acks to the source's senders: a TCP source's when configured, a
+        // push source's always; named streams' counts from the checkpoint.
+        let push_acks = matches!(spec.source, SourceSpec::Push { .. }).then(StreamAcks::new);
+        let stream_acks = match &spec.source {
+            SourceSpec::Tcp(c) => c.acks.clone(),
+            _ => push_acks.clone(),
+        };
+        if let (Some(acks), Some(r)) = (&stream_acks, &recovered) {
+            acks.resume(&r.manifest.streams);
         }
         let mut resolved = spec::resolve(&spec, &metrics).map_err(setup)?;
         spec::open_audit(&mut resolved, &metrics).map_err(setup)?;
@@ -239,10 +246,6 @@ impl Pipeline {
 
         let sink_metrics = metrics.clone();
         let event_time = resolved.event_time;
-        let tcp_acks = match &spec.source {
-            SourceSpec::Tcp(c) => c.acks.clone(),
-            _ => None,
-        };
         spawn(
             "sink",
             Box::new(move || {
@@ -251,7 +254,7 @@ impl Pipeline {
                     sinks,
                     dead,
                     checkpointer,
-                    tcp_acks,
+                    stream_acks,
                     event_time,
                     &sink_metrics,
                 )
@@ -360,6 +363,7 @@ impl Pipeline {
             audit: spec.audit.map(|a| a.dir),
             pool,
             push: Mutex::new(started.push),
+            push_acks,
             requests: Mutex::new(requests),
             event_time: spec.event_time.clone(),
             max_rows: spec.limits.max_rows,
@@ -613,8 +617,17 @@ impl Pipeline {
 
     /// A way to push batches into a pipeline whose source is `Push`; one
     /// per client stream, named `source` (its batches are numbered and
-    /// their offsets are row counts).
-    pub fn pusher(&self, source: &str) -> Result<Pusher, PipelineError> {
+    /// their offsets are row counts). `acks_to` is told the stream's rows
+    /// durable as they become so. A `stream` name makes the count go on
+    /// from that stream's rows durable in the last checkpoint (told at
+    /// once, and the pusher's first offset), for exactly once across
+    /// crashes; one client stream per name at a time.
+    pub fn pusher(
+        &self,
+        source: &str,
+        acks_to: Box<dyn AckTarget>,
+        stream: Option<String>,
+    ) -> Result<Pusher, PipelineError> {
         if self.source_kind != "push" {
             return Err(PipelineError::NotPush {
                 pipeline: self.name.clone(),
@@ -629,15 +642,32 @@ impl Pipeline {
             .ok_or_else(|| PipelineError::Stopping {
                 pipeline: self.name.clone(),
             })?;
+        let acks = self.push_acks.clone().expect("a push source has acks");
+        let source: Arc<str> = Arc::from(source);
+        acks.open(&source, acks_to);
+        let rows = match stream {
+            Some(name) => match acks.named(&source, name) {
+                Ok(base) => base,
+                Err(e) => {
+                    acks.closed(&source);
+                    return Err(PipelineError::Stream {
+                        pipeline: self.name.clone(),
+                        source: e,
+                    });
+                }
+            },
+            None => 0,
+        };
         Ok(Pusher {
             tx,
             max_rows: self.max_rows,
             schema: self.input_schema.clone(),
-            source: Arc::from(source),
+            source,
             seq: 0,
-            rows: 0,
+            rows,
             stop: self.stop.clone(),
             metrics: self.metrics.clone(),
+            acks,
         })
     }
 

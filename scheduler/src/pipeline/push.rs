@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use crossbeam_channel::{SendTimeoutError, Sender};
-use roo_ingest::IngestBatch;
+use roo_ingest::{IngestBatch, StreamAcks};
 use thiserror::Error;
 
 use super::source::StopSignal;
@@ -50,6 +50,15 @@ pub struct Pusher {
     pub(super) rows: u64,
     pub(super) stop: Arc<StopSignal>,
     pub(super) metrics: Arc<PipelineMetrics>,
+    /// Its rows durable go back to the client through these.
+    pub(super) acks: Arc<StreamAcks>,
+}
+
+impl Drop for Pusher {
+    /// The stream ends: its acks finish once its last batch is durable.
+    fn drop(&mut self) {
+        self.acks.closed(&self.source);
+    }
 }
 
 impl Pusher {
@@ -82,6 +91,10 @@ impl Pusher {
             batch,
             dead_letters: Vec::new(),
         };
+        // Counted before it is queued: the sink stage may make it durable
+        // at once. A batch refused below (the pipeline stopping) is never
+        // durable, so the count never reaches it.
+        self.acks.handed_on(&b);
         loop {
             if self.stop.stopped() {
                 return Err(self.stopping());
@@ -100,6 +113,11 @@ impl Pusher {
 
     pub fn schema(&self) -> &SchemaRef {
         &self.schema
+    }
+
+    /// The stream's rows so far: where a named stream resumes at first.
+    pub fn rows(&self) -> u64 {
+        self.rows
     }
 
     fn stopping(&self) -> PushError {

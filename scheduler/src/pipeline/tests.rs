@@ -51,6 +51,11 @@ pub(crate) fn test_spec(
     }
 }
 
+/// An ack target no one reads (a test that does not check durability).
+pub(crate) fn no_acks() -> Box<dyn AckTarget> {
+    Box::new(Arc::new(std::sync::atomic::AtomicU64::new(0)))
+}
+
 fn linear_model(dir: &Path, bias: f32) -> PathBuf {
     let model = dir.join(format!("linear-{bias}.json"));
     std::fs::write(
@@ -134,7 +139,9 @@ fn pushed_batches_are_checked_sliced_to_max_rows_and_scored() {
     let dir = tempfile::tempdir().unwrap();
     let model = linear_model(dir.path(), 0.5);
     let pipeline = Pipeline::start(push_spec(dir.path(), Some(model), vec![]), pool()).unwrap();
-    let mut pusher = pipeline.pusher("client-1").unwrap();
+    let mut pusher = pipeline
+        .pusher("client-1", crate::pipeline::tests::no_acks(), None)
+        .unwrap();
     let (batch, a) = ab_batch(250);
     assert_eq!(pusher.push(batch).unwrap(), 250);
     let wrong = RecordBatch::try_new(
@@ -157,7 +164,9 @@ fn pushed_batches_are_checked_sliced_to_max_rows_and_scored() {
         Err(PushError::Stopping { accepted: 250 })
     ));
     assert!(
-        pipeline.pusher("client-2").is_err(),
+        pipeline
+            .pusher("client-2", crate::pipeline::tests::no_acks(), None)
+            .is_err(),
         "no pushers once stopping"
     );
     drop(pusher);
@@ -202,7 +211,9 @@ fn a_chain_of_two_scoring_operators_appends_both_in_order() {
             "model_version_again"
         ]
     );
-    let mut pusher = pipeline.pusher("c").unwrap();
+    let mut pusher = pipeline
+        .pusher("c", crate::pipeline::tests::no_acks(), None)
+        .unwrap();
     let (batch, _) = ab_batch(120);
     pusher.push(batch).unwrap();
     drop(pusher);
@@ -222,7 +233,9 @@ fn a_pipeline_without_a_model_passes_its_rows_through() {
     assert_eq!(pipeline.output_schema(), ab_schema());
     assert!(pipeline.model_version().is_none());
     assert!(pipeline.scorer().is_err(), "nothing to exchange against");
-    let mut pusher = pipeline.pusher("c").unwrap();
+    let mut pusher = pipeline
+        .pusher("c", crate::pipeline::tests::no_acks(), None)
+        .unwrap();
     let (batch, a) = ab_batch(50);
     pusher.push(batch).unwrap();
     drop(pusher);
@@ -395,7 +408,9 @@ fn a_reload_swaps_each_shadow_and_a_broken_one_keeps_its_model() {
     let e = crate::error::chain(&pipeline.reload().unwrap_err());
     assert!(e.contains("shadow c: the new model was refused"), "{e}");
     assert_eq!(version(&pipeline), swapped);
-    let mut pusher = pipeline.pusher("p").unwrap();
+    let mut pusher = pipeline
+        .pusher("p", crate::pipeline::tests::no_acks(), None)
+        .unwrap();
     let (batch, a) = ab_batch(10);
     pusher.push(batch).unwrap();
     drop(pusher);
@@ -406,4 +421,75 @@ fn a_reload_swaps_each_shadow_and_a_broken_one_keeps_its_model() {
     assert_eq!(column(&out, "score_c"), expected);
     let live: Vec<f32> = a.iter().map(|a| a + 2.0 + 0.5).collect();
     assert_eq!(column(&out, "score"), live);
+}
+
+#[test]
+fn a_named_push_stream_is_told_its_rows_durable_and_resumes_from_the_checkpoint() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let spec = || PipelineSpec {
+        checkpoint: Some(crate::checkpoint::CheckpointSpec {
+            dir: dir.path().join("state"),
+            every: Duration::from_millis(20),
+        }),
+        ..push_spec(dir.path(), None, vec![])
+    };
+    let durable = Arc::new(AtomicU64::new(0));
+    let pipeline = Pipeline::start(spec(), pool()).unwrap();
+    let mut pusher = pipeline
+        .pusher("c-1", Box::new(durable.clone()), Some("sensor-7".into()))
+        .unwrap();
+    assert_eq!(pusher.rows(), 0, "a new name starts at 0");
+    // One client stream per name at a time.
+    let Err(busy) = pipeline.pusher("c-2", no_acks(), Some("sensor-7".into())) else {
+        panic!("a second stream of one name")
+    };
+    let busy = crate::error::chain(&busy);
+    assert!(busy.contains("already has a connection open"), "{busy}");
+    let bad = pipeline.pusher("c-3", no_acks(), Some("a b".into()));
+    assert!(matches!(bad, Err(PipelineError::Stream { .. })));
+    assert_eq!(pusher.push(ab_batch(250).0).unwrap(), 250);
+    // Durable once a checkpoint holds the rows (no file is published before).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while durable.load(Ordering::Acquire) < 250 {
+        assert!(Instant::now() < deadline, "never durable");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        read_all(&dir.path().join("out"))
+            .iter()
+            .map(|b| b.num_rows())
+            .sum::<usize>(),
+        250
+    );
+    // An unnamed stream counts from 0, beside it.
+    let mut other = pipeline.pusher("c-4", no_acks(), None).unwrap();
+    assert_eq!(other.push(ab_batch(10).0).unwrap(), 10);
+    drop((pusher, other));
+    pipeline.stop();
+    pipeline.join().unwrap();
+
+    // A restart: the name goes on from the checkpoint's count, and its
+    // offsets are the stream's row numbers.
+    let pipeline = Pipeline::start(spec(), pool()).unwrap();
+    let durable = Arc::new(AtomicU64::new(0));
+    let mut pusher = pipeline
+        .pusher("c-5", Box::new(durable.clone()), Some("sensor-7".into()))
+        .unwrap();
+    assert_eq!(pusher.rows(), 250);
+    assert_eq!(durable.load(Ordering::Acquire), 250, "told at once");
+    assert_eq!(pusher.push(ab_batch(5).0).unwrap(), 255);
+    drop(pusher);
+    pipeline.stop();
+    pipeline.join().unwrap();
+    assert_eq!(
+        durable.load(Ordering::Acquire),
+        255,
+        "the last checkpoint at the stop"
+    );
+    let rows: usize = read_all(&dir.path().join("out"))
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(rows, 265);
 }
