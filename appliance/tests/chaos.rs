@@ -5,8 +5,8 @@
 //!
 //! Two pipelines read one CSV file of card transactions (some late: dead
 //! letters): one computes per-card features and scores them with a linear
-//! model into Parquet files, the other counts each card's spend in
-//! hourly windows into Arrow files. The reference run has no checkpoints
+//! model into Parquet files, recording each decision in an audit log; the
+//! other counts each card's spend in hourly windows into Arrow files. The reference run has no checkpoints
 //! and is never killed. The chaos run checkpoints every 0.25 s into
 //! `state_dir`; each round waits until a new checkpoint exists (so the run
 //! makes progress), sleeps a random moment, kills the daemon and starts it
@@ -103,6 +103,10 @@ agg = "count_distinct"
 column = "merchant_id"
 window = "24h"
 
+[pipeline.audit]
+dir = {audit:?}
+id = "txn_id"
+
 [[pipeline.sink]]
 kind = "files"
 dir = {scored:?}
@@ -138,6 +142,7 @@ format = "arrow"
 rotate_mb = 1
 "#,
         scored = out.join("scored"),
+        audit = out.join("audit"),
         dead = out.join("dead"),
         windows = out.join("windows"),
     );
@@ -178,6 +183,45 @@ fn dead_letters(dir: &Path) -> BTreeMap<String, usize> {
         }
     }
     out
+}
+
+/// The audit log's records, as rows from `txn_id` on, without the two
+/// columns that differ between runs (ingest time, device); no partial
+/// file may be left.
+fn audit_records(dir: &Path) -> BTreeMap<String, usize> {
+    let mut batches = Vec::new();
+    let mut hours: Vec<PathBuf> = std::fs::read_dir(dir.join("records"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    hours.sort();
+    for hour in hours {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&hour)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for f in files {
+            let name = f.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(!name.starts_with('.'), "a partial audit file: {name}");
+            if !name.starts_with("seg-") {
+                continue;
+            }
+            let schema = std::sync::Arc::new(arrow_schema::Schema::empty());
+            roo_scheduler::sinks::layout::read_output_file(&f, &schema, &mut |b| {
+                let keep: Vec<usize> = (0..b.num_columns())
+                    .filter(|&i| {
+                        let n = b.schema().field(i).name().clone();
+                        n != "audit_ingest_time" && n != "audit_device"
+                    })
+                    .collect();
+                batches.push(b.project(&keep).unwrap());
+                true
+            })
+            .unwrap();
+        }
+    }
+    rows(&batches, "txn_id")
 }
 
 fn newest_checkpoint(state: &Path) -> u64 {
@@ -267,9 +311,10 @@ fn sigkill_at_random_moments_loses_nothing_and_writes_nothing_twice() {
 
     let c = compare(&reference, &chaos);
     eprintln!(
-        "chaos: {events} events, {killed} kills survived{}, {} rows scored, {} dead letters, {} window rows checked; duplicates {}, lost {}; uninterrupted run {:.1} s",
+        "chaos: {events} events, {killed} kills survived{}, {} rows scored, {} audit records, {} dead letters, {} window rows checked; duplicates {}, lost {}; uninterrupted run {:.1} s",
         if finished_early { " (the run finished before the last)" } else { "" },
         c.rows,
+        c.audited,
         c.dead_letters,
         c.windows,
         c.duplicates,
@@ -286,6 +331,7 @@ fn sigkill_at_random_moments_loses_nothing_and_writes_nothing_twice() {
 /// What a run holds beside the uninterrupted one's, checked equal.
 struct Compared {
     rows: usize,
+    audited: usize,
     dead_letters: usize,
     windows: usize,
     duplicates: usize,
@@ -326,8 +372,21 @@ fn compare(reference: &Path, run: &Path) -> Compared {
     }
     assert!(!windows_want.is_empty());
     assert!(windows_got == windows_want, "the windows differ");
+    // The audit log: each decision once, with what the uninterrupted run
+    // recorded.
+    let audit_want = audit_records(&reference.join("audit"));
+    let audit_got = audit_records(&run.join("audit"));
+    let audited: usize = audit_want.values().sum();
+    assert_eq!(audited, total, "one record per scored row");
+    let audit_duplicates: usize = audit_got.values().filter(|n| **n > 1).map(|n| n - 1).sum();
+    assert_eq!(audit_duplicates, 0, "audit records written twice");
+    assert!(
+        audit_got == audit_want,
+        "the audit records differ from the uninterrupted run's"
+    );
     Compared {
         rows: total,
+        audited,
         dead_letters: dead_want.values().sum(),
         windows: windows_want.values().sum(),
         duplicates,

@@ -77,7 +77,7 @@ pub fn run_chain_over_file(job: ChainJob) -> Result<ChainReport, PipelineError> 
     }
     let metrics = Arc::new(PipelineMetrics::default());
     let mut resolved = resolve(&spec, &metrics).map_err(setup)?;
-    open_audit(&mut resolved, &metrics).map_err(setup)?;
+    open_audit(&mut resolved, false, &metrics).map_err(setup)?;
     let pool = Arc::new(
         rayon::ThreadPoolBuilder::new()
             .num_threads(job.threads)

@@ -97,12 +97,7 @@ fn stopping_status(counts: PutAck) -> Status {
         "x-arrow-status-message-bin",
         tonic::metadata::MetadataValue::from_bytes(message.as_bytes()),
     );
-    Status::with_details_and_metadata(
-        tonic::Code::Unavailable,
-        message,
-        counts.bytes(),
-        trailers,
-    )
+    Status::with_details_and_metadata(tonic::Code::Unavailable, message, counts.bytes(), trailers)
 }
 
 pub(super) async fn do_put(

@@ -13,7 +13,7 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
@@ -87,6 +87,16 @@ pub(crate) fn write_index(
     path: &Path,
     entries: &mut Vec<(u64, Location)>,
 ) -> Result<(), AuditError> {
+    let (file, partial) = write_index_partial(path, entries)?;
+    publish(&file, &partial, path).map_err(AuditError::io(path))
+}
+
+/// Writes `path`'s index under its hidden partial name; returns the file
+/// and that name, for the caller to publish.
+pub(crate) fn write_index_partial(
+    path: &Path,
+    entries: &mut Vec<(u64, Location)>,
+) -> Result<(File, PathBuf), AuditError> {
     sort_entries(entries);
     debug_assert!(entries.windows(2).all(|w| w[0] <= w[1]));
     let mut bytes = Vec::with_capacity(HEADER + entries.len() * 16);
@@ -100,10 +110,9 @@ pub(crate) fn write_index(
         bytes.extend_from_slice(&l.row.to_le_bytes());
     }
     let partial = partial_path(path).expect("an index path names a file");
-    let io = AuditError::io(path);
     let mut file = File::create(&partial).map_err(AuditError::io(path))?;
     file.write_all(&bytes).map_err(AuditError::io(path))?;
-    publish(&file, &partial, path).map_err(io)
+    Ok((file, partial))
 }
 
 /// One segment's index, mapped.

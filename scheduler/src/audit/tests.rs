@@ -721,3 +721,81 @@ fn a_partial_segment_left_by_a_killed_process_is_deleted_at_the_next_start() {
         .unwrap();
     assert_eq!(sorted(kept), sorted(written));
 }
+
+/// Under checkpoints a cut seals every open segment (complete, fsynced,
+/// hidden, its index beside it) and only the checkpoint publishes them; a
+/// crash before that leaves partial files the next start deletes, so the
+/// log holds exactly the epochs published.
+#[test]
+fn under_checkpoints_a_cut_seals_segments_and_only_the_checkpoint_publishes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut builder =
+        RecordBuilder::new(Some("txn_id"), Some(1), &event_schema(), "d".into()).unwrap();
+    let source: Arc<str> = Arc::from("test");
+    let centre = now_us() - DAY_US;
+    let mut batch_of = |first: usize, n: usize| {
+        let ids: Vec<String> = (first..first + n).map(|i| format!("t{i}")).collect();
+        // Two event hours: two segments open at the cut.
+        let ts: Vec<i64> = (0..n).map(|i| centre + (i % 2) as i64 * HOUR_US).collect();
+        let a: Vec<f32> = (0..n).map(|i| i as f32).collect();
+        builder
+            .build(
+                &source,
+                SystemTime::now(),
+                &events(&ids, &ts, &a),
+                "cpu test",
+            )
+            .unwrap()
+    };
+    let read = |dir: &Path| {
+        let mut got = Vec::new();
+        AuditLog::open(dir)
+            .unwrap()
+            .read_range(TimeRange::ALL, None, &mut |b| {
+                got.extend(rows_of(&[b]));
+                Ok(())
+            })
+            .unwrap();
+        got.len()
+    };
+    let mut writer = AuditWriter::open(&spec(dir.path())).unwrap().with_epochs();
+    writer.write(&batch_of(0, 100)).unwrap();
+    let sealed = writer.seal_epoch().unwrap();
+    assert_eq!(sealed.len(), 4, "two segments, each with its index");
+    for f in &sealed {
+        assert!(
+            f.partial.exists() && !f.path.exists(),
+            "{}",
+            f.path.display()
+        );
+    }
+    assert_eq!(
+        read(dir.path()),
+        0,
+        "nothing published before the checkpoint"
+    );
+    for f in &sealed {
+        f.rename().unwrap();
+    }
+    assert_eq!(read(dir.path()), 100);
+    // The next epoch is sealed but its checkpoint never comes (a crash).
+    writer.write(&batch_of(100, 50)).unwrap();
+    let lost = writer.seal_epoch().unwrap();
+    assert_eq!(lost.len(), 4);
+    writer.write(&batch_of(150, 10)).unwrap();
+    drop(writer);
+    assert!(lost.iter().all(|f| f.partial.exists()));
+    drop(AuditWriter::open(&spec(dir.path())).unwrap());
+    assert!(lost.iter().all(|f| !f.partial.exists() && !f.path.exists()));
+    assert!(super::layout::partial_files(dir.path()).is_empty());
+    assert_eq!(read(dir.path()), 100, "exactly the published epoch");
+    // No index is left without its segment.
+    for (_, partition) in partitions(dir.path()) {
+        for e in std::fs::read_dir(&partition).unwrap() {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            if let Some(stem) = name.strip_prefix('_').and_then(|n| n.strip_suffix(".idx")) {
+                assert!(partition.join(format!("{stem}.arrow")).exists(), "{name}");
+            }
+        }
+    }
+}

@@ -5,6 +5,14 @@
 //! encoding) under a hidden partial name and published whole with its
 //! index once it holds `segment_rows` records or has been open
 //! `segment_age`; the model store; retention.
+//!
+//! Under checkpoints ([`AuditWriter::with_epochs`]) a segment that closes
+//! is sealed instead (complete and fsynced under its hidden name, with its
+//! index), and [`AuditWriter::seal_epoch`], at each cut, closes every open
+//! segment and hands the checkpoint the epoch's files to publish once its
+//! manifest is durable: the audit log then holds each event once across
+//! crashes, like the sinks. A restart publishes what the last checkpoint
+//! recorded and deletes every other partial file (later epochs').
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -19,7 +27,7 @@ use arrow_ipc::writer::{FileWriter, IpcWriteOptions};
 use arrow_ipc::CompressionType;
 use arrow_schema::SchemaRef;
 
-use super::index::{write_index, Location};
+use super::index::{write_index, write_index_partial, Location};
 use super::layout::{
     self, definitions_path, hour_of, hour_start_us, index_path, model_path, partition_dir,
     segment_name,
@@ -28,6 +36,7 @@ use super::record::Records;
 use super::{AuditError, AuditSpec};
 use crate::sinks::layout::{partial_path, publish, sync_dir};
 use crate::sinks::rotating::{dictionaries, same_dictionaries};
+use crate::sinks::Sealed;
 
 /// Segments open at once (records of that many event hours in flight);
 /// past it the least recently written is published.
@@ -119,7 +128,12 @@ pub struct AuditWriter {
     writes: u64,
     models: HashSet<String>,
     last_retention: Option<Instant>,
-    /// Records written, segments and bytes published.
+    /// Under checkpoints: the files of segments closed since the last
+    /// cut, sealed, for the next checkpoint to publish. `None`: a segment
+    /// is published as it closes.
+    sealed: Option<Vec<Sealed>>,
+    /// Records written, segments and bytes published (sealed, under
+    /// checkpoints).
     pub records: u64,
     pub segments: u64,
     pub bytes: u64,
@@ -157,6 +171,7 @@ impl AuditWriter {
             writes: 0,
             models: HashSet::new(),
             last_retention: None,
+            sealed: None,
             records: 0,
             segments: 0,
             bytes: 0,
@@ -167,6 +182,22 @@ impl AuditWriter {
 
     pub fn dir(&self) -> &Path {
         &self.spec.dir
+    }
+
+    /// Under checkpoints: segments are sealed as they close, and published
+    /// by the checkpoint that [`Self::seal_epoch`] hands them to.
+    pub fn with_epochs(mut self) -> Self {
+        self.sealed = Some(Vec::new());
+        self
+    }
+
+    /// At a checkpoint's cut: closes every open segment and returns the
+    /// files sealed since the last cut (each index before its segment).
+    pub fn seal_epoch(&mut self) -> Result<Vec<Sealed>, AuditError> {
+        while let Some(segment) = self.open.pop() {
+            self.close(segment)?;
+        }
+        Ok(self.sealed.as_mut().map(std::mem::take).unwrap_or_default())
     }
 
     /// Keeps a model version's file bytes in the store, once.
@@ -343,11 +374,30 @@ impl AuditWriter {
             .into_inner()
             .map_err(|e| AuditError::io(&path)(e.into_error()))?;
         let index = index_path(&path);
-        write_index(&index, &mut segment.index)?;
-        publish(&file, &segment.partial, &path).map_err(AuditError::io(&path))?;
+        let Some(sealed) = self.sealed.as_mut() else {
+            write_index(&index, &mut segment.index)?;
+            publish(&file, &segment.partial, &path).map_err(AuditError::io(&path))?;
+            self.segments += 1;
+            self.bytes += std::fs::metadata(&path).map_or(0, |m| m.len())
+                + std::fs::metadata(&index).map_or(0, |m| m.len());
+            return Ok(());
+        };
+        let (index_file, index_partial) = write_index_partial(&index, &mut segment.index)?;
+        index_file.sync_all().map_err(AuditError::io(&index))?;
+        file.sync_all().map_err(AuditError::io(&path))?;
         self.segments += 1;
-        self.bytes += std::fs::metadata(&path).map_or(0, |m| m.len())
-            + std::fs::metadata(&index).map_or(0, |m| m.len());
+        self.bytes += std::fs::metadata(&segment.partial).map_or(0, |m| m.len())
+            + std::fs::metadata(&index_partial).map_or(0, |m| m.len());
+        sealed.push(Sealed {
+            partial: index_partial,
+            path: index,
+            rows: 0,
+        });
+        sealed.push(Sealed {
+            partial: segment.partial,
+            path,
+            rows: u64::from(segment.rows),
+        });
         Ok(())
     }
 
@@ -404,8 +454,13 @@ impl AuditWriter {
 
 impl Drop for AuditWriter {
     /// A pipeline stopping on an error elsewhere still publishes what it
-    /// recorded: those events reached the sinks.
+    /// recorded: those events reached the sinks. Under checkpoints what
+    /// no checkpoint holds stays partial (a restart removes it and reads
+    /// those events again).
     fn drop(&mut self) {
+        if self.sealed.is_some() {
+            return;
+        }
         if let Err(e) = self.close_all() {
             tracing::error!(
                 "audit log {}: closing its segments: {}",

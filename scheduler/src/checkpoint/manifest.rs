@@ -56,6 +56,10 @@ pub struct Manifest {
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub streams: BTreeMap<String, u64>,
+    /// The operators' files this epoch published (the audit log's segments
+    /// and their indexes), by path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operator_files: Vec<PathBuf>,
 }
 
 /// One file sink's part of a checkpoint.

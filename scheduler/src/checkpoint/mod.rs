@@ -98,6 +98,8 @@ pub enum CheckpointError {
 /// batches when a checkpoint is due.
 pub(crate) struct Cut {
     pub snapshots: Snapshots,
+    /// Operators' files of the epoch (the audit log's), sealed.
+    pub files: Vec<crate::sinks::Sealed>,
     /// The source's offset after the last batch before the cut.
     pub position: Option<u64>,
     /// Time the operator stage spent taking the snapshots.
@@ -197,6 +199,16 @@ impl Checkpointer {
             }
             None => None,
         };
+        // Operators' files (the audit log's segments and indexes): their
+        // directories' parents too, where a new partition was made.
+        let operator_files: Vec<PathBuf> = cut.files.iter().map(|f| f.path.clone()).collect();
+        let mut dirs = BTreeSet::new();
+        for f in &cut.files {
+            if let Some(partition) = f.path.parent() {
+                dirs.extend(partition.parent().map(Path::to_path_buf));
+            }
+        }
+        sealed.extend(cut.files);
         if cut.position.is_some() {
             self.position = cut.position;
         }
@@ -236,10 +248,10 @@ impl Checkpointer {
             dead_letters: dead_epoch,
             counts,
             streams,
+            operator_files,
         };
         let bytes = manifest::write(&self.dir, &manifest, &cut.snapshots)?;
         // The manifest is durable: publish what it recorded.
-        let mut dirs = BTreeSet::new();
         for file in &sealed {
             file.rename()?;
             dirs.insert(file.path.parent().unwrap_or(Path::new(".")).to_path_buf());
@@ -338,6 +350,7 @@ pub fn recover(
     for epoch in manifest.sinks.iter().chain(&manifest.dead_letters) {
         complete(manifest.epoch, epoch)?;
     }
+    complete_operator_files(&manifest.operator_files)?;
     for (dir, prefix, extension) in sink_dirs {
         remove_partials(dir, prefix, extension);
     }
@@ -388,6 +401,30 @@ fn complete(epoch: u64, sink: &SinkEpoch) -> Result<(), CheckpointError> {
             path: sink.dir.clone(),
             source,
         })?;
+    }
+    Ok(())
+}
+
+/// The operators' files a checkpoint recorded (the audit log's), each
+/// published if a crash came before. One that is neither published nor
+/// partial was published and has since been removed by the audit log's
+/// retention: nothing to do. (Partial files no checkpoint recorded are
+/// removed by their operator as it opens.)
+fn complete_operator_files(files: &[PathBuf]) -> Result<(), CheckpointError> {
+    let mut dirs = BTreeSet::new();
+    for path in files {
+        let partial = layout::partial_path(path).expect("a file name");
+        if path.exists() || !partial.exists() {
+            continue;
+        }
+        std::fs::rename(&partial, path).map_err(|source| CheckpointError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        dirs.extend(path.parent().map(Path::to_path_buf));
+    }
+    for dir in dirs {
+        layout::sync_dir(&dir).map_err(|source| CheckpointError::Io { path: dir, source })?;
     }
     Ok(())
 }

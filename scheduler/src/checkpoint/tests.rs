@@ -28,6 +28,7 @@ fn manifest(epoch: u64, sink_dir: &Path, files: &[&str], next_index: u64) -> Man
             ..Counts::default()
         },
         streams: [("sender-1".to_string(), epoch * 7)].into(),
+        operator_files: Vec::new(),
     }
 }
 

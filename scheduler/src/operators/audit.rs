@@ -32,11 +32,15 @@ impl AuditOperator {
         schema: &Schema,
         definitions: &str,
         models: &[Arc<CompiledModel>],
+        epochs: bool,
         metrics: Arc<PipelineMetrics>,
     ) -> Result<Self, AuditError> {
         let hash = crate::audit::definitions_hash(definitions);
         let records = RecordBuilder::new(spec.id.as_deref(), event_time, schema, hash.clone())?;
         let mut writer = AuditWriter::open(spec)?;
+        if epochs {
+            writer = writer.with_epochs();
+        }
         writer.store_definitions(&hash, definitions)?;
         for m in models {
             writer.store_model(&m.version, &m.bytes)?;
@@ -118,6 +122,20 @@ impl Operator for AuditOperator {
 
     fn fault(&mut self) -> Option<StageError> {
         self.fault.take().map(|e| StageError::Audit(Box::new(e)))
+    }
+
+    /// Under checkpoints: every segment closes at the cut, and its files
+    /// go to the checkpoint to publish.
+    fn seal(&mut self) -> Result<Vec<crate::sinks::Sealed>, StageError> {
+        if let Some(e) = self.fault.take() {
+            return Err(StageError::Audit(Box::new(e)));
+        }
+        let sealed = self
+            .writer
+            .seal_epoch()
+            .map_err(|e| StageError::Audit(Box::new(e)));
+        self.publish_stats();
+        sealed
     }
 
     /// The next default id (`SOURCE#N`) of each source.

@@ -282,6 +282,14 @@ pub trait Operator: Send {
     /// The operator's state as a snapshot ([`crate::state::encode`]).
     fn snapshot(&self) -> Vec<u8>;
 
+    /// At a checkpoint's cut: the files the operator wrote since the last
+    /// cut (the audit log's segments), complete and fsynced under hidden
+    /// names, for the checkpoint to publish once its manifest is durable.
+    /// Most operators write none.
+    fn seal(&mut self) -> Result<Vec<crate::sinks::Sealed>, crate::error::StageError> {
+        Ok(Vec::new())
+    }
+
     /// Replaces the operator's state with a snapshot's.
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), SnapshotError>;
 }
@@ -388,6 +396,15 @@ impl Chain {
     /// The first operator's fault, if any ([`Operator::fault`]).
     pub fn fault(&mut self) -> Option<crate::error::StageError> {
         self.operators.iter_mut().find_map(|o| o.fault())
+    }
+
+    /// Every operator's files sealed since the last cut ([`Operator::seal`]).
+    pub fn seal(&mut self) -> Result<Vec<crate::sinks::Sealed>, crate::error::StageError> {
+        let mut files = Vec::new();
+        for o in &mut self.operators {
+            files.extend(o.seal()?);
+        }
+        Ok(files)
     }
 
     /// Every operator's snapshot, in chain order, named by kind and name.

@@ -146,7 +146,7 @@ impl Pipeline {
             acks.resume(&r.manifest.streams);
         }
         let mut resolved = spec::resolve(&spec, &metrics).map_err(setup)?;
-        spec::open_audit(&mut resolved, &metrics).map_err(setup)?;
+        spec::open_audit(&mut resolved, spec.checkpoint.is_some(), &metrics).map_err(setup)?;
         let model_input = resolved.model_input();
         let aggregate = resolved
             .aggregate

@@ -149,19 +149,21 @@ impl Cuts {
         self.dirty && self.last.elapsed() >= self.every
     }
 
-    /// Snapshots the chain and sends the cut; false when the sink stage
-    /// has gone.
-    fn cut(&mut self, chain: &Chain, tx: &Sender<ToSink>) -> bool {
+    /// Snapshots the chain, seals its files, and sends the cut; false
+    /// when the sink stage has gone.
+    fn cut(&mut self, chain: &mut Chain, tx: &Sender<ToSink>) -> Result<bool, StageError> {
         let started = Instant::now();
         let snapshots = chain.snapshot();
+        let files = chain.seal()?;
         let cut = Cut {
             snapshots,
+            files,
             position: self.position,
             snapshot_time: started.elapsed(),
         };
         self.last = Instant::now();
         self.dirty = false;
-        tx.send(ToSink::Cut(Box::new(cut))).is_ok()
+        Ok(tx.send(ToSink::Cut(Box::new(cut))).is_ok())
     }
 }
 
@@ -195,7 +197,7 @@ pub(crate) fn run(
                     return Ok(());
                 }
                 if let Some(c) = cuts.as_mut().filter(|c| c.due()) {
-                    if !c.cut(&chain, &tx) {
+                    if !c.cut(&mut chain, &tx)? {
                         return Ok(());
                     }
                 }
@@ -259,7 +261,7 @@ pub(crate) fn run(
             return Ok(());
         }
         if let Some(c) = cuts.as_mut().filter(|c| held.is_none() && c.due()) {
-            if !c.cut(&chain, &tx) {
+            if !c.cut(&mut chain, &tx)? {
                 return Ok(());
             }
         }
@@ -272,11 +274,11 @@ pub(crate) fn run(
     match cuts.as_mut() {
         // Told to stop: the last checkpoint keeps open windows open.
         Some(c) if stop.stopped() => {
-            c.cut(&chain, &tx);
+            c.cut(&mut chain, &tx)?;
         }
         Some(c) => {
             emit(&mut chain, true, &tx, metrics)?;
-            c.cut(&chain, &tx);
+            c.cut(&mut chain, &tx)?;
         }
         // The source has ended: operators give what they still hold.
         None => {

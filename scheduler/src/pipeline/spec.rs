@@ -444,8 +444,11 @@ fn definitions_text(spec: &PipelineSpec) -> String {
 
 /// Opens the audit log a resolved spec declares (refused when it cannot
 /// be written) with every model in place stored.
+/// Opens the audit log, if the pipeline has one; `epochs`: under
+/// checkpoints (segments published by them).
 pub(crate) fn open_audit(
     resolved: &mut Resolved,
+    epochs: bool,
     metrics: &Arc<PipelineMetrics>,
 ) -> Result<(), SetupError> {
     let Some((spec, schema, definitions)) = resolved.audit_of.take() else {
@@ -467,6 +470,7 @@ pub(crate) fn open_audit(
         &schema,
         &definitions,
         &models,
+        epochs,
         metrics.clone(),
     )?);
     Ok(())
