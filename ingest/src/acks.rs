@@ -40,8 +40,10 @@
 //!
 //! Bounded: one entry per connection (open ones, and closed ones until
 //! their last batch is durable), each holding the end offsets of its
-//! batches not yet durable (bounded by the pipeline's queues) and at most
-//! one unfinished line.
+//! batches not yet durable (under checkpoints, at most 65,536 batches in
+//! all: the pipeline cuts a checkpoint after that many, whatever the
+//! interval; without, the batches in files not yet published) and at
+//! most one unfinished line.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::TcpStream;

@@ -134,19 +134,27 @@ pub(crate) enum ToSink {
     Cut(Box<Cut>),
 }
 
+/// Flows sent between two cuts at most: a cut comes after `every` or
+/// after this many flows, whichever is first. What the sink stage and the
+/// acks keep per flow until a checkpoint (16-24 bytes each) stays under a
+/// few MiB whatever `checkpoint_secs` is.
+pub(crate) const CUT_FLOWS_MAX: u64 = 65_536;
+
 /// When the stage cuts the stream for a checkpoint.
 struct Cuts {
     every: Duration,
     last: Instant,
     /// A flow went out since the last cut.
     dirty: bool,
+    /// Flows sent since the last cut.
+    flows: u64,
     /// The source's offset after its last batch.
     position: Option<u64>,
 }
 
 impl Cuts {
     fn due(&self) -> bool {
-        self.dirty && self.last.elapsed() >= self.every
+        self.dirty && (self.last.elapsed() >= self.every || self.flows >= CUT_FLOWS_MAX)
     }
 
     /// Snapshots the chain, seals its files, and sends the cut; false
@@ -163,6 +171,7 @@ impl Cuts {
         };
         self.last = Instant::now();
         self.dirty = false;
+        self.flows = 0;
         Ok(tx.send(ToSink::Cut(Box::new(cut))).is_ok())
     }
 }
@@ -180,6 +189,7 @@ pub(crate) fn run(
         every,
         last: Instant::now(),
         dirty: false,
+        flows: 0,
         position: None,
     });
     let mut inputs = Inputs {
@@ -216,6 +226,7 @@ pub(crate) fn run(
         };
         if let Some(c) = cuts.as_mut() {
             c.dirty = true;
+            c.flows += 1;
             if flow.answer.is_none() {
                 c.position = Some(flow.offsets.end);
             }
