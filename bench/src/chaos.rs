@@ -1,7 +1,9 @@
 //! `roo-bench chaos`: what crash safety costs and whether it holds at
-//! scale. One file of card transactions (every 1,000th with a bad amount: a
+//! scale. One file of card transactions (every 1,000th an hour late: a
 //! dead letter) goes through per-card features and a logistic model into
-//! Parquet files, by `roo serve` as a user runs it:
+//! Parquet files, each decision recorded in an audit log, and through an
+//! hourly top-50 spend aggregate into Arrow files, by `roo serve` as a
+//! user runs it:
 //!
 //! - without checkpoints, then checkpointing every 10 s, 1 s and 0.1 s
 //!   (each best of 3): wall and CPU per event side by side, the
@@ -11,8 +13,12 @@
 //! - SIGKILLed `kills` times at random moments (checkpointing every
 //!   0.05 s; each kill once a new checkpoint exists, then 0–80 ms later:
 //!   mid-batch, mid-checkpoint, mid-publish) and started again until it finishes; every output row
-//!   (features and score included) must equal the uninterrupted run's,
-//!   none twice, none missing, and every dead letter once.
+//!   (features and score included), every audit record and every window
+//!   must equal the uninterrupted run's, none twice, none missing, and
+//!   every dead letter once;
+//! - over Flight (with a Python that has pyarrow): `flight_chaos.py`, the
+//!   roo package's `put` on a named stream, the daemon SIGKILLed mid-put
+//!   and started again while the put resumes from the rows durable.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -106,6 +112,10 @@ agg = "mean"
 column = "amount"
 window = "24h"
 
+[pipeline.audit]
+dir = {audit:?}
+id = "txn_id"
+
 [[pipeline.sink]]
 kind = "files"
 dir = {rows:?}
@@ -114,9 +124,36 @@ rotate_mb = 16
 
 [pipeline.dead_letters]
 dir = {dead:?}
+
+[[pipeline]]
+name = "windows"
+event_time = "ts"
+lateness = "60s"
+max_rows = 4096
+
+[pipeline.source]
+kind = "file"
+path = {data:?}
+
+[[pipeline.aggregate]]
+name = "spend"
+key = "card_id"
+agg = "sum"
+column = "amount"
+window = "1h"
+every = "10m"
+top = 50
+
+[[pipeline.sink]]
+kind = "files"
+dir = {windows:?}
+format = "arrow"
+rotate_mb = 16
 "#,
         rows = out.join("rows"),
         dead = out.join("dead"),
+        audit = out.join("audit"),
+        windows = out.join("windows"),
     );
     let path = out.with_extension("toml");
     std::fs::write(&path, text)?;
@@ -147,20 +184,46 @@ fn rows(dir: &Path) -> Result<HashMap<String, u32>> {
         .map(|e| e.map(|e| e.path()))
         .collect::<std::io::Result<_>>()?;
     files.sort();
+    rows_of(&files)
+}
+
+/// The audit log's records under `dir` as [`rows`] gives them, less the
+/// columns that differ between runs (ingest time, device).
+fn audit_records(dir: &Path) -> Result<HashMap<String, u32>> {
+    let mut files = Vec::new();
+    for hour in std::fs::read_dir(dir.join("records"))? {
+        for f in std::fs::read_dir(hour?.path())? {
+            let f = f?.path();
+            let name = f.file_name().context("a file name")?.to_string_lossy();
+            ensure!(
+                !name.starts_with('.'),
+                "a partial audit file is left: {name}"
+            );
+            if name.starts_with("seg-") {
+                files.push(f);
+            }
+        }
+    }
+    files.sort();
+    rows_of(&files)
+}
+
+fn rows_of(files: &[PathBuf]) -> Result<HashMap<String, u32>> {
     let mut out = HashMap::new();
     for f in files {
         let name = f.file_name().context("a file name")?.to_string_lossy();
         ensure!(!name.starts_with('.'), "a partial file is left: {name}");
         let schema = std::sync::Arc::new(arrow_schema::Schema::empty());
         let mut failed = None;
-        roo_scheduler::sinks::layout::read_output_file(&f, &schema, &mut |b| {
-            // The model version (a dictionary) is the same on every row.
+        roo_scheduler::sinks::layout::read_output_file(f, &schema, &mut |b| {
+            // The model version (a dictionary) is the same on every row;
+            // an audit record's ingest time and device differ by run.
             let keep: Vec<usize> = (0..b.num_columns())
                 .filter(|&i| {
-                    !matches!(
-                        b.column(i).data_type(),
-                        arrow_schema::DataType::Dictionary(..)
-                    )
+                    let field = b.schema_ref().field(i).clone();
+                    !matches!(field.data_type(), arrow_schema::DataType::Dictionary(..))
+                        && field.name() != "audit_ingest_time"
+                        && field.name() != "audit_device"
                 })
                 .collect();
             let b = match b.project(&keep) {
@@ -239,7 +302,13 @@ fn fsyncs(roo: &Path, config: &Path) -> Result<Option<u64>> {
     Ok(Some(calls))
 }
 
-pub fn run(events: usize, kills: usize, repeats: usize, cache: &Path) -> Result<Section> {
+pub fn run(
+    events: usize,
+    kills: usize,
+    repeats: usize,
+    python: Option<&str>,
+    cache: &Path,
+) -> Result<Section> {
     let roo = roo_binary()?;
     let dir = cache.join("chaos");
     let _ = std::fs::remove_dir_all(&dir);
@@ -252,7 +321,8 @@ pub fn run(events: usize, kills: usize, repeats: usize, cache: &Path) -> Result<
     );
     section.note(format!(
         "{events} card transactions over 100,000 cards (every 1,000th an hour late: a dead letter) → three per-card \
-         rolling features → a logistic model → Parquet files, by `roo serve` on the whole machine. \
+         rolling features → a logistic model → Parquet files and an audit log; and the same file → an hourly \
+         top-50 spend aggregate → Arrow files; by `roo serve` on the whole machine. \
          CPU is the process's own (user + system), start to exit. The kill run checkpoints every \
          0.05 s and is SIGKILLed {kills} times at random moments, then compared row by row with the \
          uninterrupted run."
@@ -413,22 +483,109 @@ pub fn run(events: usize, kills: usize, repeats: usize, cache: &Path) -> Result<
     let dead_want = dead_letters(&reference.join("dead"))?;
     let dead_got = dead_letters(&chaos.join("dead"))?;
     let dead_total: u32 = dead_want.values().sum();
+    let audit_want = audit_records(&reference.join("audit"))?;
+    let audit_got = audit_records(&chaos.join("audit"))?;
+    let audited: u64 = audit_want.values().map(|n| *n as u64).sum();
+    let audit_duplicates: u64 = audit_got
+        .values()
+        .filter(|n| **n > 1)
+        .map(|n| *n as u64 - 1)
+        .sum();
+    let windows_want = rows(&reference.join("windows"))?;
+    let windows_got = rows(&chaos.join("windows"))?;
+    let windows: u64 = windows_want.values().map(|n| *n as u64).sum();
+    let equal = |same: bool| if same { "equal" } else { "DIFFER" };
     say!(
-        "chaos: {events} events, {killed} kills survived{}, {total} rows and {dead_total} dead letters checked \
-         against the uninterrupted run: duplicates {duplicates}, lost {lost}, rows differing {differ}, dead \
-         letters {} ({took:.1} s with restarts)",
+        "chaos: {events} events, {killed} kills survived{}, {total} rows, {audited} audit records, {windows} window \
+         rows and {dead_total} dead letters checked against the uninterrupted run: duplicates {duplicates}, lost \
+         {lost}, rows differing {differ}; audit records {} ({audit_duplicates} twice); windows {}; dead letters {} \
+         ({took:.1} s with restarts)",
         if ended { " (the run ended before the last)" } else { "" },
-        if dead_got == dead_want { "equal" } else { "DIFFER" }
+        equal(audit_got == audit_want),
+        equal(windows_got == windows_want),
+        equal(dead_got == dead_want)
     );
     ensure!(
-        total + dead_total as u64 == events as u64,
-        "the uninterrupted run accounts for {total} rows and {dead_total} dead letters of {events} events"
+        total + dead_total as u64 == events as u64 && audited == total && windows > 0,
+        "the uninterrupted run accounts for {total} rows, {audited} audit records and {dead_total} dead letters \
+         of {events} events"
     );
     ensure!(
-        duplicates == 0 && lost == 0 && differ == 0 && dead_got == dead_want,
-        "crash safety broke: {duplicates} duplicates, {lost} lost, {differ} rows differing"
+        duplicates == 0
+            && lost == 0
+            && differ == 0
+            && dead_got == dead_want
+            && audit_got == audit_want
+            && windows_got == windows_want,
+        "crash safety broke: {duplicates} duplicates, {lost} lost, {differ} rows differing, {audit_duplicates} \
+         audit records twice"
     );
+    if let Some(python) = python {
+        flight(python, &roo, events, kills, &dir)?;
+    }
     let _ = std::fs::remove_dir_all(&dir);
     section.detail = crate::report::take_lines();
     Ok(section)
+}
+
+/// The Flight half: `flight_chaos.py` (see its doc) with `kills` SIGKILLs
+/// over a put of up to 1M rows; skipped, and said, when `python` has no
+/// pyarrow.
+fn flight(python: &str, roo: &Path, events: usize, kills: usize, dir: &Path) -> Result<()> {
+    crate::report::step("chaos: SIGKILL mid-put over Flight");
+    let has_pyarrow = Command::new(python)
+        .args(["-c", "import pyarrow.flight"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_pyarrow {
+        say!("chaos: over Flight: skipped ({python} has no pyarrow)");
+        return Ok(());
+    }
+    let rows = events.min(1_000_000);
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("the checkout")?;
+    let script = checkout
+        .join("bench")
+        .join("python")
+        .join("flight_chaos.py");
+    let out = Command::new(python)
+        .arg(&script)
+        .args([rows.to_string(), kills.to_string()])
+        .arg(dir.join("flight"))
+        .env("ROO_BINARY", roo)
+        .env("PYTHONPATH", checkout.join("python"))
+        .output()
+        .with_context(|| format!("running {python} {}", script.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let line = String::from_utf8(out.stdout)?;
+    let v: serde_json::Value = serde_json::from_str(line.trim())
+        .with_context(|| format!("{}: {line}", script.display()))?;
+    let n = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    say!(
+        "chaos: over Flight, {rows} rows by DoPut (the roo package's put on a named stream) through the same \
+         features and model into Parquet, checkpointing every 0.05 s, {} SIGKILLs mid-put, the put resuming \
+         each time from the rows durable ({} rows sent again): duplicates {}, lost {}, columns differing from an \
+         uninterrupted run {} ({:.1} s with restarts; {:.1} s uninterrupted)",
+        n("kills"),
+        n("resent"),
+        n("duplicates"),
+        n("lost"),
+        n("differing_columns"),
+        n("seconds"),
+        n("seconds_uninterrupted")
+    );
+    ensure!(
+        n("duplicates") == 0.0 && n("lost") == 0.0 && n("differing_columns") == 0.0,
+        "crash safety over Flight broke: {line}"
+    );
+    Ok(())
 }

@@ -179,9 +179,10 @@ enum Bench {
         common: Common,
     },
     /// Crash safety: the checkpoint cost (none, every 10 s, 1 s, 0.1 s; fsyncs
-    /// per checkpoint) and a run SIGKILLed at random moments, checked row by
-    /// row against an uninterrupted one (build roo first: cargo build
-    /// --release -p roo-appliance).
+    /// per checkpoint), a run SIGKILLed at random moments checked row by row
+    /// (rows, audit records, windows, dead letters) against an uninterrupted
+    /// one, and the same over Flight with a resuming put (build roo first:
+    /// cargo build --release -p roo-appliance).
     Chaos {
         /// Events in the file.
         #[arg(long, default_value_t = 2_000_000)]
@@ -338,7 +339,13 @@ fn main() -> Result<()> {
             kills,
             repeats,
             common,
-        } => chaos::run(events, kills, repeats, &common.cache)?,
+        } => chaos::run(
+            events,
+            kills,
+            repeats,
+            Some(common.python.as_str()),
+            &common.cache,
+        )?,
         Bench::Gpu {
             sizes,
             repeats,
@@ -494,7 +501,7 @@ fn all(quick: bool, out: &Path, price: f64, only: &[String], common: &Common) ->
             } else {
                 (2_000_000, 20, 3)
             };
-            sections.push(chaos::run(events, kills, repeats, cache)?);
+            sections.push(chaos::run(events, kills, repeats, Some(python), cache)?);
         }
         Ok(())
     })();
