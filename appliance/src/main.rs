@@ -83,6 +83,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    // A decoder refusing a corrupt file or a hostile client's message
+    // panics inside a guard: said as an error where it is handled, not
+    // reported as a crash.
+    roo_ingest::guard::quiet_guarded_panics();
     private_runtime_dir();
     let result = match cli.command {
         Command::Score(args) => score(args),

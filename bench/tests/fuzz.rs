@@ -11,7 +11,10 @@
 //! file, Parquet); the model importers (XGBoost JSON and UBJSON, LightGBM
 //! text, ONNX protobuf, roo linear JSON), each model that imports then
 //! compiled and scored by the CPU scorer and the reference; the TOML
-//! config, through `roo check-config` (a process per case: fewer cases).
+//! config, through `roo check-config` (a process per case: fewer cases);
+//! Flight messages, by DoPut and DoExchange to a live `roo serve`
+//! (`fuzz_flight/`: a call per case, half the cases; the daemon
+//! must stay up and print no panic).
 //!
 //! A fixed budget: `ROO_FUZZ_CASES` cases per target (default 5,000; the
 //! config target a twentieth), from a fixed seed (`ROO_FUZZ_SEED` for
@@ -33,6 +36,8 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use roo_ingest::{
     BatchLimits, CsvHeader, FileFormat, FileSource, Framer, IngestBatch, StreamFormat,
 };
+
+mod fuzz_flight;
 
 /// The system allocator, refusing any single allocation over 1 GiB (the
 /// process then aborts with "memory allocation of N bytes failed"): a
@@ -481,6 +486,7 @@ fn targets(dir: &Path, cases: usize) -> Vec<Target> {
         }
     }
     let roo = roo();
+    let flight_roo = roo.clone();
     let (d1, d2, d3, d4) = (
         dir.to_path_buf(),
         dir.to_path_buf(),
@@ -570,6 +576,7 @@ fn targets(dir: &Path, cases: usize) -> Vec<Target> {
             }),
             cases: (cases / 20).max(10),
         },
+        fuzz_flight::target(&flight_roo, dir, (cases / 2).max(10)),
     ]
 }
 

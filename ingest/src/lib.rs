@@ -16,7 +16,7 @@ mod acks;
 mod error;
 mod file;
 mod framer;
-mod guard;
+pub mod guard;
 mod ipc;
 mod parallel;
 pub mod parse;

@@ -166,8 +166,7 @@ impl IpcIn {
             // pyarrow's DoExchange starts with a descriptor-only message.
             return Ok(Decoded::Nothing);
         }
-        let result =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.decode_inner(data)));
+        let result = roo_ingest::guard::catch_quietly(|| self.decode_inner(data));
         match result {
             Ok(r) => r.map_err(|e| format!("message {at}: {e}")),
             Err(_) => Err(format!(

@@ -4,7 +4,6 @@
 
 use std::fs::File;
 use std::io::BufReader;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -278,7 +277,7 @@ fn within(segment: &Path, batch: RecordBatch, range: TimeRange) -> Result<Record
 /// Runs an Arrow IPC decoder step: a corrupt file that makes it panic is
 /// an error naming the file, not a crash.
 fn guarded<T>(segment: &Path, f: impl FnOnce() -> Result<T, ArrowError>) -> Result<T, AuditError> {
-    match catch_unwind(AssertUnwindSafe(f)) {
+    match roo_ingest::guard::catch_quietly(f) {
         Ok(r) => r.map_err(|e| corrupt(segment, e.to_string())),
         Err(_) => Err(corrupt(
             segment,

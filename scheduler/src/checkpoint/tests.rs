@@ -151,3 +151,40 @@ fn a_file_position_is_checked_against_the_file() {
         .to_string();
     assert!(err.contains("was taken reading"), "{err}");
 }
+
+/// The operators' files (the audit log's) a manifest records: published
+/// at recovery when a crash came before; one removed since (retention) is
+/// no error; a partial one no manifest recorded is left to its operator.
+#[test]
+fn recovery_publishes_the_operators_files_the_manifest_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let out = dir.path().join("out");
+    let partition = dir.path().join("audit/records/hour=1");
+    for d in [&state, &out, &partition] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let spec = CheckpointSpec {
+        dir: state.clone(),
+        every: std::time::Duration::from_secs(1),
+    };
+    let sealed = partition.join("seg-1.arrow");
+    let index = partition.join("_seg-1.idx");
+    let published = partition.join("seg-0.arrow");
+    let later = partition.join("seg-2.arrow");
+    touch(&layout::partial_path(&sealed).unwrap());
+    touch(&layout::partial_path(&index).unwrap());
+    touch(&layout::partial_path(&later).unwrap());
+    let m = Manifest {
+        // seg-0 was published and retention removed it since.
+        operator_files: vec![index.clone(), sealed.clone(), published.clone()],
+        ..manifest(1, &out, &[], 0)
+    };
+    manifest::write(&state, &m, &Vec::new()).unwrap();
+    let got = recover("p", &spec, &[]).unwrap().unwrap();
+    assert_eq!(got.manifest.operator_files, m.operator_files);
+    assert!(sealed.exists() && index.exists());
+    assert!(!layout::partial_path(&sealed).unwrap().exists());
+    assert!(!published.exists());
+    assert!(layout::partial_path(&later).unwrap().exists());
+}

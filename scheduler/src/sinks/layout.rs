@@ -9,9 +9,9 @@
 //! the same rules as `DIR/dead-NNNNNN.ndjson`, one [`DeadLetterRecord`]
 //! per line.
 
+use roo_ingest::guard::catch_quietly;
 use std::fs::File;
 use std::io::BufRead;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -289,9 +289,9 @@ pub fn read_output_file(
         }
         })
     };
-    let mut batches = catch_unwind(AssertUnwindSafe(open)).map_err(|_| corrupt())??;
+    let mut batches = catch_quietly(open).map_err(|_| corrupt())??;
     loop {
-        let next = catch_unwind(AssertUnwindSafe(|| batches.next())).map_err(|_| corrupt())?;
+        let next = catch_quietly(|| batches.next()).map_err(|_| corrupt())?;
         let Some(b) = next else {
             return Ok(true);
         };
