@@ -16,9 +16,15 @@
 //!   (features and score included), every audit record and every window
 //!   must equal the uninterrupted run's, none twice, none missing, and
 //!   every dead letter once;
-//! - over Flight (with a Python that has pyarrow): `flight_chaos.py`, the
-//!   roo package's `put` on a named stream, the daemon SIGKILLed mid-put
-//!   and started again while the put resumes from the rows durable.
+//! - over TCP with acks (`tcp.rs`): a sender naming its stream, resuming
+//!   from the count it is told after each SIGKILL;
+//! - over Flight (`flight.rs`, with a Python that has pyarrow):
+//!   `flight_chaos.py`, the roo package's `put` on a named stream, the
+//!   daemon SIGKILLed mid-put and started again while the put resumes from
+//!   the rows durable.
+
+mod flight;
+mod tcp;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -179,7 +185,7 @@ fn newest_checkpoint(state: &Path) -> u64 {
 
 /// Every published row of `dir` as a CSV line (floats written shortest
 /// round-trip, so equal lines are equal bits), with its count.
-fn rows(dir: &Path) -> Result<HashMap<String, u32>> {
+pub(super) fn rows(dir: &Path) -> Result<HashMap<String, u32>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .map(|e| e.map(|e| e.path()))
         .collect::<std::io::Result<_>>()?;
@@ -520,72 +526,11 @@ pub fn run(
         "crash safety broke: {duplicates} duplicates, {lost} lost, {differ} rows differing, {audit_duplicates} \
          audit records twice"
     );
+    tcp::run(&roo, events, kills, &dir)?;
     if let Some(python) = python {
-        flight(python, &roo, events, kills, &dir)?;
+        flight::run(python, &roo, events, kills, &dir)?;
     }
     let _ = std::fs::remove_dir_all(&dir);
     section.detail = crate::report::take_lines();
     Ok(section)
-}
-
-/// The Flight half: `flight_chaos.py` (see its doc) with `kills` SIGKILLs
-/// over a put of up to 1M rows; skipped, and said, when `python` has no
-/// pyarrow.
-fn flight(python: &str, roo: &Path, events: usize, kills: usize, dir: &Path) -> Result<()> {
-    crate::report::step("chaos: SIGKILL mid-put over Flight");
-    let has_pyarrow = Command::new(python)
-        .args(["-c", "import pyarrow.flight"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_pyarrow {
-        say!("chaos: over Flight: skipped ({python} has no pyarrow)");
-        return Ok(());
-    }
-    let rows = events.min(1_000_000);
-    let checkout = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("the checkout")?;
-    let script = checkout
-        .join("bench")
-        .join("python")
-        .join("flight_chaos.py");
-    let out = Command::new(python)
-        .arg(&script)
-        .args([rows.to_string(), kills.to_string()])
-        .arg(dir.join("flight"))
-        .env("ROO_BINARY", roo)
-        .env("PYTHONPATH", checkout.join("python"))
-        .output()
-        .with_context(|| format!("running {python} {}", script.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{} failed: {}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let line = String::from_utf8(out.stdout)?;
-    let v: serde_json::Value = serde_json::from_str(line.trim())
-        .with_context(|| format!("{}: {line}", script.display()))?;
-    let n = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
-    say!(
-        "chaos: over Flight, {rows} rows by DoPut (the roo package's put on a named stream) through the same \
-         features and model into Parquet, checkpointing every 0.05 s, {} SIGKILLs mid-put, the put resuming \
-         each time from the rows durable ({} rows sent again): duplicates {}, lost {}, columns differing from an \
-         uninterrupted run {} ({:.1} s with restarts; {:.1} s uninterrupted)",
-        n("kills"),
-        n("resent"),
-        n("duplicates"),
-        n("lost"),
-        n("differing_columns"),
-        n("seconds"),
-        n("seconds_uninterrupted")
-    );
-    ensure!(
-        n("duplicates") == 0.0 && n("lost") == 0.0 && n("differing_columns") == 0.0,
-        "crash safety over Flight broke: {line}"
-    );
-    Ok(())
 }
