@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::Daemon;
 
@@ -118,54 +118,17 @@ fn read_ack(reader: &mut impl BufRead) -> Option<u64> {
     }
 }
 
-/// A sender that resumes: names its stream, is told where to start,
-/// sends from there, and at the end reads acks until the connection ends.
-/// Returns once the last ack counts every record, with the connections it
-/// took.
+/// The protocol's reference sender (`roo_ingest::ResumingSender`) on one
+/// named stream; returns, once the last ack counts every record, the
+/// connections it took.
 fn send_resuming(port: u16, lines: &[String], done: &AtomicBool) -> usize {
-    let total = lines.len() as u64;
-    let mut connections = 0;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        assert!(Instant::now() < deadline, "the sender made no end");
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-            std::thread::sleep(Duration::from_millis(10));
-            continue;
-        };
-        connections += 1;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(60)))
-            .unwrap();
-        let mut reader = BufReader::new(stream.try_clone().unwrap());
-        if stream.write_all(b"stream sender-1\n").is_err() {
-            continue;
-        }
-        // The stream's records the last checkpoint holds.
-        let Some(start) = read_ack(&mut reader) else {
-            continue;
-        };
-        assert!(start <= total, "told {start} of {total}");
-        let mut sent_all = stream.write_all(HEADER.as_bytes()).is_ok();
-        for chunk in lines[start as usize..].chunks(700) {
-            if !sent_all {
-                break;
-            }
-            sent_all = stream.write_all(chunk.concat().as_bytes()).is_ok();
-        }
-        if !sent_all {
-            continue;
-        }
-        let _ = stream.shutdown(Shutdown::Write);
-        let mut last = start;
-        while let Some(n) = read_ack(&mut reader) {
-            assert!(n >= last, "acks go back: {n} after {last}");
-            last = n;
-        }
-        if last == total {
-            done.store(true, Ordering::Release);
-            return connections;
-        }
-    }
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut sender = roo_ingest::ResumingSender::new(addr, "sender-1", HEADER.as_bytes());
+    sender
+        .send_all(lines, Duration::from_secs(600))
+        .unwrap_or_else(|e| panic!("{e}"));
+    done.store(true, Ordering::Release);
+    sender.connections()
 }
 
 /// The published rows of `dir`: a multiset.

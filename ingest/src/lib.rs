@@ -24,7 +24,9 @@ mod read;
 mod record;
 mod tcp;
 
-pub use acks::{check_name, AckTarget, StreamAcks, StreamError, STREAMS_MAX};
+pub use acks::{
+    check_name, AckTarget, ResumingSender, SendError, StreamAcks, StreamError, STREAMS_MAX,
+};
 pub use error::IngestError;
 pub use file::{FileBatches, FileFormat, FileSource, StartAt};
 pub use framer::{

@@ -166,9 +166,23 @@ rotate_mb = 16
     Ok(path)
 }
 
-/// The newest checkpoint's epoch in `state` (0: none).
+/// The newest checkpoint's epoch of the scoring pipeline in `state` (0:
+/// none).
 fn newest_checkpoint(state: &Path) -> u64 {
-    std::fs::read_dir(state.join("chaos"))
+    newest_of(&state.join("chaos")).0
+}
+
+/// Both pipelines' newest checkpoints together, in bytes.
+fn checkpoint_bytes(state: &Path) -> u64 {
+    ["chaos", "windows"]
+        .iter()
+        .map(|p| newest_of(&state.join(p)).1)
+        .sum()
+}
+
+/// The newest checkpoint in a pipeline's state directory: (epoch, bytes).
+fn newest_of(dir: &Path) -> (u64, u64) {
+    let epoch = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
@@ -180,7 +194,10 @@ fn newest_checkpoint(state: &Path) -> u64 {
                 .ok()
         })
         .max()
-        .unwrap_or(0)
+        .unwrap_or(0);
+    let bytes =
+        std::fs::metadata(dir.join(format!("checkpoint-{epoch:010}.roo"))).map_or(0, |m| m.len());
+    (epoch, bytes)
 }
 
 /// Every published row of `dir` as a CSV line (floats written shortest
@@ -369,15 +386,10 @@ pub fn run(
         let (w, c) = best_of_3(&cfg, &out)?;
         let state = out.join("state");
         let taken = newest_checkpoint(&state);
-        let bytes = std::fs::metadata(
-            state
-                .join("chaos")
-                .join(format!("checkpoint-{taken:010}.roo")),
-        )
-        .map_or(0, |m| m.len());
+        let bytes = checkpoint_bytes(&state);
         say!(
             "chaos: checkpoint every {every} s: {w:.2} s, {:.0} CPU-ns/event ({:+.1}% CPU, {:+.1}% wall beside none); \
-             {taken} checkpoints (the last run's), the last {:.1} MB",
+             {taken} checkpoints (the last run's), the last {:.1} MB (both pipelines)",
             per_event(c),
             (c / cpu - 1.0) * 100.0,
             (w / wall - 1.0) * 100.0,
@@ -391,9 +403,9 @@ pub fn run(
         ));
         if every == 10.0 && taken == 1 {
             say!(
-                "chaos: the 10 s runs take one checkpoint, at the end, of the whole state ({:.1} MB): {:+.0} ms of \
-                 CPU beside none; a daemon holding this much state and checkpointing every 10 s spends {:.1}% of one \
-                 core on it (snapshots are whole, not incremental: the cost grows with the state)",
+                "chaos: the 10 s runs take one checkpoint of each pipeline, at the end, of the whole state ({:.1} MB): \
+                 {:+.0} ms of CPU beside none; a daemon holding this much state and checkpointing every 10 s spends \
+                 {:.1}% of one core on it (snapshots are whole, not incremental: the cost grows with the state)",
                 bytes as f64 / 1e6,
                 (c - cpu) * 1e3,
                 (c - cpu) / 10.0 * 100.0
@@ -413,16 +425,16 @@ pub fn run(
                 let taken = newest_checkpoint(&traced.join("state")).max(1);
                 let each = with.saturating_sub(without) as f64 / taken as f64;
                 format!(
-                    "; fsyncs counted under strace (a separate run): {with} with {taken} checkpoints, {without} \
-                     without: {each:.1} per checkpoint, {:.2} a second at the default 10 s",
+                    "; fsyncs counted under strace (a separate run): {with} with {taken} checkpoints of both \
+                     pipelines, {without} without: {each:.1} per checkpoint of both, {:.2} a second at the default 10 s",
                     each / 10.0
                 )
             }
             _ => "; fsyncs not counted (no strace)".to_string(),
         };
         say!(
-            "chaos: the 0.1 s runs: {:.1} ms of CPU a checkpoint on average, the state growing to {:.1} MB (CPU \
-             beyond none / checkpoints){fsync_line}",
+            "chaos: the 0.1 s runs: {:.1} ms of CPU a checkpoint (of both pipelines) on average, the state growing \
+             to {:.1} MB (CPU beyond none / checkpoints){fsync_line}",
             cpu_s * 1e3,
             bytes as f64 / 1e6,
         );

@@ -5,15 +5,13 @@
 //! letters must equal an uninterrupted run's, none twice, none missing.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Result};
 
 const HEADER: &str = "txn_id,card_id,ts,amount\n";
 const STREAM: &str = "bench-sender";
@@ -96,70 +94,15 @@ dir = {dead:?}
     Ok(path)
 }
 
-/// Reads one `ack N` line; `None` when the connection ended.
-fn read_ack(reader: &mut impl BufRead) -> Result<Option<u64>> {
-    let mut line = String::new();
-    match reader.read_line(&mut line) {
-        Ok(n) if n > 0 => {
-            let n = line
-                .trim_end()
-                .strip_prefix("ack ")
-                .with_context(|| format!("expected `ack N`, got {line:?}"))?;
-            Ok(Some(n.parse()?))
-        }
-        _ => Ok(None),
-    }
-}
-
-/// The sender: names its stream, is told where to start, sends from
-/// there, and at the end reads acks until the connection ends; returns,
-/// once the last ack counts every record, the connections it took and the
-/// records it sent in all.
+/// The sender: the protocol's reference sender on one named stream;
+/// returns, once the last ack counts every record, the connections it took
+/// and the records it sent in all.
 fn send_resuming(port: u16, lines: &[String], done: &AtomicBool) -> Result<(usize, u64)> {
-    let total = lines.len() as u64;
-    let (mut connections, mut sent) = (0, 0u64);
-    let deadline = Instant::now() + Duration::from_secs(1200);
-    loop {
-        ensure!(Instant::now() < deadline, "the TCP sender made no end");
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-            std::thread::sleep(Duration::from_millis(10));
-            continue;
-        };
-        connections += 1;
-        stream.set_read_timeout(Some(Duration::from_secs(120)))?;
-        let mut reader = BufReader::new(stream.try_clone()?);
-        if stream
-            .write_all(format!("stream {STREAM}\n").as_bytes())
-            .is_err()
-        {
-            continue;
-        }
-        let Some(start) = read_ack(&mut reader)? else {
-            continue;
-        };
-        ensure!(start <= total, "told {start} of {total} records");
-        let mut whole = stream.write_all(HEADER.as_bytes()).is_ok();
-        for chunk in lines[start as usize..].chunks(4096) {
-            if !whole {
-                break;
-            }
-            whole = stream.write_all(chunk.concat().as_bytes()).is_ok();
-            sent += chunk.len() as u64;
-        }
-        if !whole {
-            continue;
-        }
-        let _ = stream.shutdown(Shutdown::Write);
-        let mut last = start;
-        while let Ok(Some(n)) = read_ack(&mut reader) {
-            ensure!(n >= last, "acks went back: {n} after {last}");
-            last = n;
-        }
-        if last == total {
-            done.store(true, Ordering::Release);
-            return Ok((connections, sent));
-        }
-    }
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut sender = roo_ingest::ResumingSender::new(addr, STREAM, HEADER.as_bytes());
+    sender.send_all(lines, Duration::from_secs(300))?;
+    done.store(true, Ordering::Release);
+    Ok((sender.connections(), sender.sent()))
 }
 
 /// Starts `roo serve` and waits for its ready file.
@@ -212,7 +155,7 @@ fn run_once(
         let mut child = start(roo, config)?;
         if killed < kills {
             // A random moment: mid-batch, mid-checkpoint, mid-ack.
-            std::thread::sleep(Duration::from_millis(100 + random() % 400));
+            std::thread::sleep(Duration::from_millis(random() % 150));
         }
         if killed == kills || done.load(Ordering::Acquire) {
             let (connections, sent) = sender

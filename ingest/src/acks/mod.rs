@@ -50,6 +50,10 @@ use std::net::TcpStream;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
+mod sender;
+
+pub use sender::{ResumingSender, SendError};
+
 use crate::framer::BatchSink;
 use crate::parallel::StreamFramer;
 use crate::IngestBatch;
