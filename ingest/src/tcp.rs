@@ -120,7 +120,7 @@ impl TcpSource {
             config.schema.clone(),
             config.limits,
         )?;
-        let listener = TcpListener::bind(config.listen).map_err(io)?;
+        let listener = bind(config.listen, BIND_WAIT).map_err(io)?;
         let local_addr = listener.local_addr().map_err(io)?;
         let stop = Arc::new(AtomicBool::new(false));
         // With acks, each batch's records are counted before it is handed on.
@@ -498,6 +498,32 @@ impl UringTcp {
     }
 }
 
+/// How long a listener waits for its address while it is in use.
+const BIND_WAIT: Duration = Duration::from_secs(10);
+
+/// Binds `addr`, waiting up to `wait` while it is in use. A process killed
+/// with SIGKILL leaves its listening socket held by its io_uring until the
+/// kernel has torn the ring down (a moment after the process is reaped),
+/// so a restart at once can find the address still taken.
+fn bind(addr: std::net::SocketAddr, wait: Duration) -> std::io::Result<TcpListener> {
+    let started = Instant::now();
+    let mut said = false;
+    loop {
+        match TcpListener::bind(addr) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && started.elapsed() < wait => {
+                if !said {
+                    tracing::info!(
+                        "tcp {addr}: the address is in use; waiting up to {wait:?} for it"
+                    );
+                    said = true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Closes a connection's fd. Without acks the socket is shut both ways;
 /// with acks only its reading side, and [`StreamAcks`] keeps the socket for
 /// the acks still to come.
@@ -667,5 +693,29 @@ impl Plain<'_> {
                 framer.poll(now, s);
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listener_waits_for_its_address_while_it_is_in_use() {
+        let held = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = held.local_addr().unwrap();
+        let refused = bind(addr, Duration::ZERO).unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::AddrInUse);
+        // Freed while the second waits: it gets the address.
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let freer = std::thread::spawn(move || {
+            rx.recv().unwrap();
+            drop(held);
+        });
+        let waiting = std::thread::spawn(move || bind(addr, Duration::from_secs(30)));
+        tx.send(()).unwrap();
+        freer.join().unwrap();
+        let got = waiting.join().unwrap().unwrap();
+        assert_eq!(got.local_addr().unwrap(), addr);
     }
 }

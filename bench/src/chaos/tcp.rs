@@ -105,9 +105,11 @@ fn send_resuming(port: u16, lines: &[String], done: &AtomicBool) -> Result<(usiz
     Ok((sender.connections(), sender.sent()))
 }
 
-/// Starts `roo serve` and waits for its ready file.
+/// Starts `roo serve` (its log in `roo.log` beside the config, each start
+/// the file anew) and waits for its ready file.
 fn start(roo: &Path, config: &Path) -> Result<Child> {
     let ready = config.with_extension("ready.json");
+    let log = config.with_extension("log");
     let _ = std::fs::remove_file(&ready);
     let mut child = Command::new(roo)
         .args(["serve", "--config"])
@@ -115,12 +117,16 @@ fn start(roo: &Path, config: &Path) -> Result<Child> {
         .arg("--ready-file")
         .arg(&ready)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
         .spawn()?;
     let deadline = Instant::now() + Duration::from_secs(120);
     while !ready.exists() {
         if let Some(status) = child.try_wait()? {
-            bail!("roo serve --config {} exited: {status}", config.display());
+            bail!(
+                "roo serve --config {} exited: {status}: {}",
+                config.display(),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
         }
         ensure!(Instant::now() < deadline, "roo serve not ready in 120 s");
         std::thread::sleep(Duration::from_millis(5));
