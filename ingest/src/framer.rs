@@ -646,13 +646,13 @@ impl Framer {
     }
 }
 
-fn ipc_reason(e: &str) -> String {
+pub(crate) fn ipc_reason(e: &str) -> String {
     e.trim_start_matches("Ipc error: ")
         .trim_start_matches("Parser error: ")
         .to_string()
 }
 
-fn project_indices(expected: &arrow_schema::Schema, batch: &RecordBatch) -> Vec<usize> {
+pub(crate) fn project_indices(expected: &arrow_schema::Schema, batch: &RecordBatch) -> Vec<usize> {
     expected
         .fields()
         .iter()
@@ -662,7 +662,7 @@ fn project_indices(expected: &arrow_schema::Schema, batch: &RecordBatch) -> Vec<
 
 /// A batch fits when it has every expected column with the expected type
 /// (extra columns are dropped).
-fn check_ipc_schema(expected: &arrow_schema::Schema, batch: &RecordBatch) -> Result<(), String> {
+pub(crate) fn check_ipc_schema(expected: &arrow_schema::Schema, batch: &RecordBatch) -> Result<(), String> {
     let schema = batch.schema();
     for f in expected.fields() {
         match schema.field_with_name(f.name()) {

@@ -4,7 +4,8 @@
 //! registered buffers, or plain reads where io_uring is refused; Arrow IPC
 //! mapped zero-copy; Parquet) and TCP (io_uring multishot accept and recv
 //! on a provided buffer ring; CSV, NDJSON, raw f32 and Arrow IPC stream
-//! framings). Parsers write straight from the receive buffer into Arrow
+//! framings) and Kafka (a consumer group; a message holds whole records or
+//! one Arrow IPC stream). Parsers write straight from the receive buffer into Arrow
 //! builders; the micro-batcher ([`Framer`]) closes batches at `max_rows` or
 //! `linger`; bad records become [`DeadLetter`]s and the rows around them
 //! are kept.
@@ -18,6 +19,7 @@ mod file;
 mod framer;
 pub mod guard;
 mod ipc;
+mod kafka;
 mod parallel;
 pub mod parse;
 mod read;
@@ -40,4 +42,8 @@ pub use parallel::{
 pub use parse::csv::CsvHeader;
 pub use read::{io_uring_probe, read_file, IoUringMode, ReadOptions, ReadPath};
 pub use record::{DeadLetter, IngestBatch, DEAD_LETTER_RAW_BYTES_MAX};
+pub use kafka::{
+    KafkaError, KafkaFigures, KafkaSource, KafkaSourceConfig, PartitionFigures, StartFrom,
+    METADATA_WAIT, PREFETCH_KIB_DEFAULT, RETRY_BACKOFF_MAX, STOP_DRAIN_MAX,
+};
 pub use tcp::{TcpReport, TcpSource, TcpSourceConfig};

@@ -105,6 +105,12 @@ pub enum SetupError {
     Features(#[from] crate::operators::features::FeatureError),
     #[error("a TCP source needs its columns")]
     TcpColumns,
+    #[error("a Kafka source needs its columns")]
+    KafkaColumns,
+    #[error("a Kafka source keeps its position in the group's committed offsets, not in [server] state_dir checkpoints; remove state_dir or use another source")]
+    KafkaCheckpoints,
+    #[error(transparent)]
+    Kafka(#[from] roo_ingest::KafkaError),
     #[error(
         "a push source without columns takes the model's features, but the pipeline has no model"
     )]
@@ -150,6 +156,8 @@ impl From<ModelError> for SetupError {
 pub enum StageError {
     #[error(transparent)]
     Ingest(#[from] IngestError),
+    #[error(transparent)]
+    Kafka(#[from] roo_ingest::KafkaError),
     #[error("taking a checkpoint")]
     Checkpoint(#[source] Box<crate::checkpoint::CheckpointError>),
     #[error(transparent)]

@@ -120,6 +120,9 @@ pub struct PipelineMetrics {
     pub online_busy: AtomicU64,
     /// From a request's submission to its reply.
     pub online_us: Latency,
+    /// A Kafka source's figures (partitions, lag, commits, rebalances,
+    /// pauses), once it started.
+    pub kafka: Mutex<Option<Arc<roo_ingest::KafkaFigures>>>,
 }
 
 impl PipelineMetrics {

@@ -10,6 +10,7 @@
 
 mod specs;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -527,6 +528,34 @@ pub enum SourceConfig {
         #[serde(default)]
         acks: bool,
     },
+    /// A Kafka consumer group's share of some topics' partitions.
+    Kafka {
+        /// `host:port[,host:port…]`.
+        brokers: String,
+        /// A topic, or a list of topics.
+        topic: Topics,
+        /// The consumer group: every `roo serve` with the same group
+        /// shares the partitions.
+        group: String,
+        /// csv (no header; columns by position), ndjson, f32 or arrow (an
+        /// Arrow IPC stream per message).
+        format: String,
+        /// As for tcp.
+        columns: Vec<String>,
+        /// committed (the default), earliest or latest.
+        #[serde(default)]
+        start: StartName,
+        /// How often stored offsets are committed, ms (and always on a
+        /// revoke and at stop).
+        #[serde(default = "default_commit_ms")]
+        commit_ms: Bounded<1, 3_600_000>,
+        /// Messages fetched ahead of the pipeline, at most, KiB.
+        #[serde(default = "default_prefetch_kib")]
+        prefetch_kib: Bounded<1, 2_097_151>,
+        /// librdkafka settings passed through (e.g. security.protocol).
+        #[serde(default)]
+        properties: BTreeMap<String, String>,
+    },
     /// Online requests only (`[online]`'s endpoints).
     Requests {
         /// `name` (Float32) or `name:type`, as for tcp; default: the
@@ -559,6 +588,38 @@ pub enum SourceConfig {
 fn yes() -> bool {
     true
 }
+fn default_commit_ms() -> Bounded<1, 3_600_000> {
+    Bounded(1000)
+}
+fn default_prefetch_kib() -> Bounded<1, 2_097_151> {
+    Bounded(roo_ingest::PREFETCH_KIB_DEFAULT)
+}
+
+/// One topic or several.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum Topics {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Topics {
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            Topics::One(t) => vec![t.clone()],
+            Topics::Many(t) => t.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StartName {
+    #[default]
+    Committed,
+    Earliest,
+    Latest,
+}
 fn default_connections_max() -> Bounded<1, 65_536> {
     Bounded(1024)
 }
@@ -584,7 +645,23 @@ pub enum SinkConfig {
         /// Parquet only: none, chunk (the default) or page.
         statistics: Option<String>,
     },
+    /// Messages to a Kafka topic.
+    Kafka {
+        brokers: String,
+        topic: String,
+        /// ndjson (the default), csv or arrow (an IPC stream per batch).
+        #[serde(default = "default_kafka_format")]
+        format: String,
+        /// The column whose value keys each message (ndjson and csv).
+        key: Option<String>,
+        #[serde(default)]
+        properties: BTreeMap<String, String>,
+    },
     Stdout {},
+}
+
+fn default_kafka_format() -> String {
+    "ndjson".into()
 }
 
 fn default_prefix() -> String {

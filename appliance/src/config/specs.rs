@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use roo_ingest::{
-    BatchLimits, CsvHeader, FileFormat, IoUringMode, ReadOptions, StreamAcks, StreamFormat,
-    TcpSourceConfig,
+    BatchLimits, CsvHeader, FileFormat, IoUringMode, KafkaSourceConfig, ReadOptions, StartFrom,
+    StreamAcks, StreamFormat, TcpSourceConfig,
 };
 use roo_scheduler::{
     queue_batches_for, Device, GeneratorStream, ParquetCompression, ParquetSettings,
@@ -21,6 +21,7 @@ use roo_scheduler::{
 
 use roo_scheduler::audit::AuditSpec;
 use roo_scheduler::checkpoint::CheckpointSpec;
+use roo_scheduler::sinks::{KafkaFormat, KafkaSinkSpec};
 use roo_scheduler::online::OnlineLimits;
 use roo_scheduler::operators::aggregate::{AggFn, AggregateSpec};
 use roo_scheduler::operators::enrich::{EnrichSpec, Missing};
@@ -28,7 +29,7 @@ use roo_scheduler::operators::features::{parse_duration_us, Agg, FeatureSpec, St
 
 use super::{
     Config, DeviceName, GeneratorStreamName, MissingName, PipelineConfig, SinkConfig, SourceConfig,
-    UringName,
+    StartName, UringName,
 };
 use crate::flight::{FlightSettings, Token};
 use crate::online::OnlineSettings;
@@ -280,6 +281,57 @@ impl Config {
                     config.acks = acks.then(StreamAcks::new);
                     (SourceSpec::Tcp(config), n)
                 }
+                SourceConfig::Kafka {
+                    brokers,
+                    topic,
+                    group,
+                    format,
+                    columns,
+                    start,
+                    commit_ms,
+                    prefetch_kib,
+                    properties,
+                } => {
+                    let fields = columns
+                        .iter()
+                        .map(|c| column(c, name))
+                        .collect::<Result<Vec<_>>>()?;
+                    let n = fields.len();
+                    let stream_format = match format.as_str() {
+                        "csv" => StreamFormat::Csv {
+                            header: CsvHeader::Absent,
+                            delimiter: b',',
+                        },
+                        "ndjson" => StreamFormat::Ndjson,
+                        "f32" => StreamFormat::RawF32,
+                        "arrow" => StreamFormat::ArrowIpc,
+                        other => bail!("pipeline {name}: kafka format {other:?}: expected csv, ndjson, f32 or arrow"),
+                    };
+                    let topics = topic.names();
+                    if topics.is_empty() || topics.iter().any(|t| t.is_empty()) {
+                        bail!("pipeline {name}: kafka topic: expected a topic name or a list of them");
+                    }
+                    if group.is_empty() {
+                        bail!("pipeline {name}: kafka group: expected the consumer group's name");
+                    }
+                    let mut config = KafkaSourceConfig::new(
+                        brokers.clone(),
+                        topics,
+                        group.clone(),
+                        stream_format,
+                        Some(Arc::new(Schema::new(fields))),
+                    );
+                    config.limits = limits;
+                    config.start = match start {
+                        StartName::Committed => StartFrom::Committed,
+                        StartName::Earliest => StartFrom::Earliest,
+                        StartName::Latest => StartFrom::Latest,
+                    };
+                    config.commit_interval = Duration::from_millis(commit_ms.0);
+                    config.prefetch_kib = prefetch_kib.0;
+                    config.properties = properties.clone();
+                    (SourceSpec::Kafka(config), n)
+                }
                 SourceConfig::Requests { columns } => {
                     if self.online.is_none() {
                         bail!("pipeline {name}: source kind = \"requests\" takes online requests, but there is no [online] section to receive them");
@@ -338,6 +390,27 @@ impl Config {
                                 rotate_bytes: rotate_mb.0 << 20,
                                 rotate: Duration::from_secs(rotate_secs.0),
                             }
+                        }
+                        SinkConfig::Kafka {
+                            brokers,
+                            topic,
+                            format,
+                            key,
+                            properties,
+                        } => {
+                            let format = KafkaFormat::from_name(format).with_context(|| {
+                                format!("pipeline {name}: kafka sink format {format:?}: expected ndjson, csv or arrow")
+                            })?;
+                            if format == KafkaFormat::Arrow && key.is_some() {
+                                bail!("pipeline {name}: kafka sink key {key:?}: an arrow message holds a whole batch, so it has no one key; use ndjson or csv, or drop key");
+                            }
+                            SinkSpec::Kafka(KafkaSinkSpec {
+                                brokers: brokers.clone(),
+                                topic: topic.clone(),
+                                format,
+                                key: key.clone(),
+                                properties: properties.clone(),
+                            })
                         }
                         SinkConfig::Stdout {} => SinkSpec::Stdout,
                     })

@@ -79,6 +79,11 @@ pub trait AckTarget: Send {
     /// what is owed). Never blocks; false when the sender is gone.
     fn tell(&mut self, records: Option<u64>) -> bool;
 
+    /// Every sink holds the connection durably through source offset
+    /// `offset` (told before [`Self::tell`]; a Kafka partition stores it
+    /// as the offset to commit).
+    fn through(&mut self, _offset: u64) {}
+
     /// Whether everything told has been handed over.
     fn settled(&self) -> bool {
         true
@@ -327,6 +332,16 @@ impl StreamAcks {
         }
     }
 
+    /// The source gives a connection up before its batches are durable (a
+    /// Kafka partition revoked: its next owner reads them again): its
+    /// target finishes and is told nothing more.
+    pub fn forget(&self, source: &Arc<str>) {
+        let gone = self.connections.lock().expect("not poisoned").remove(source);
+        if let Some(c) = gone {
+            c.target.finish();
+        }
+    }
+
     /// Every sink holds `source` durably through byte `offset`: writes the
     /// connection's ack.
     pub fn durable(&self, source: &Arc<str>, offset: u64) {
@@ -334,6 +349,7 @@ impl StreamAcks {
         let Some(c) = connections.get_mut(source) else {
             return;
         };
+        c.target.through(offset);
         let mut due = None;
         while c.batches.front().is_some_and(|(end, _)| *end <= offset) {
             let (_, records) = c.batches.pop_front().expect("checked");

@@ -140,6 +140,7 @@ impl Pipeline {
         let push_acks = matches!(spec.source, SourceSpec::Push { .. }).then(StreamAcks::new);
         let stream_acks = match &spec.source {
             SourceSpec::Tcp(c) => c.acks.clone(),
+            SourceSpec::Kafka(c) => Some(c.acks.clone()),
             _ => push_acks.clone(),
         };
         if let (Some(acks), Some(r)) = (&stream_acks, &recovered) {
@@ -484,7 +485,7 @@ impl Pipeline {
                 format,
                 ..
             } => Some(layout::published(dir, prefix, format.extension())),
-            SinkSpec::Stdout => None,
+            SinkSpec::Kafka(_) | SinkSpec::Stdout => None,
         })
     }
 

@@ -22,7 +22,7 @@ pub(super) fn sink_dirs(sinks: &[SinkSpec]) -> Vec<(PathBuf, String, String)> {
                 format,
                 ..
             } => Some((dir.clone(), prefix.clone(), format.extension().to_string())),
-            SinkSpec::Stdout => None,
+            SinkSpec::Kafka(_) | SinkSpec::Stdout => None,
         })
         .collect()
 }

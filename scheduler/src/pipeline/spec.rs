@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use roo_ingest::{BatchLimits, FileFormat, FileSource, ReadOptions, TcpSourceConfig};
+use roo_ingest::{
+    BatchLimits, FileFormat, FileSource, KafkaSourceConfig, ReadOptions, TcpSourceConfig,
+};
 use roo_kernels::FeatureBinding;
 
 use crate::audit::{AuditError, AuditSpec, RecordBuilder};
@@ -31,6 +33,8 @@ pub enum SourceSpec {
     File { path: PathBuf, format: FileFormat },
     /// A TCP listener; its schema names the record columns.
     Tcp(TcpSourceConfig),
+    /// A Kafka consumer group's share of some topics' partitions.
+    Kafka(KafkaSourceConfig),
     /// Synthetic card transactions: `rate_per_s` events a second (0: as
     /// fast as the pipeline takes them), `events` in all (0: no end).
     Generator {
@@ -55,14 +59,15 @@ impl SourceSpec {
         match self {
             SourceSpec::File { .. } => "file",
             SourceSpec::Tcp(_) => "tcp",
+            SourceSpec::Kafka(_) => "kafka",
             SourceSpec::Generator { .. } => "generator",
             SourceSpec::Push { .. } => "push",
             SourceSpec::Requests { .. } => "requests",
         }
     }
 
-    /// What its offsets count: "bytes" of a stream, or "rows" of a source
-    /// of ready-made batches.
+    /// What its offsets count: "bytes" of a stream, "rows" of a source
+    /// of ready-made batches, or a Kafka partition's "offsets".
     pub fn offset_unit(&self) -> &'static str {
         match self {
             SourceSpec::File { format, .. } => match format {
@@ -70,6 +75,7 @@ impl SourceSpec {
                 _ => "bytes",
             },
             SourceSpec::Tcp(_) => "bytes",
+            SourceSpec::Kafka(_) => "offsets",
             SourceSpec::Generator { .. }
             | SourceSpec::Push { .. }
             | SourceSpec::Requests { .. } => "rows",
@@ -105,6 +111,8 @@ pub enum SinkSpec {
         rotate_bytes: u64,
         rotate: Duration,
     },
+    /// Messages to a Kafka topic ([`crate::sinks::kafka`]).
+    Kafka(crate::sinks::KafkaSinkSpec),
     /// CSV on standard output (a header, then rows), flushed per batch.
     Stdout,
 }
@@ -288,6 +296,10 @@ pub(crate) fn resolve(
             (source.schema(), Some(source))
         }
         SourceSpec::Tcp(c) => (c.schema.clone().ok_or(SetupError::TcpColumns)?, None),
+        SourceSpec::Kafka(_) if spec.checkpoint.is_some() => {
+            return Err(SetupError::KafkaCheckpoints)
+        }
+        SourceSpec::Kafka(c) => (c.schema.clone().ok_or(SetupError::KafkaColumns)?, None),
         SourceSpec::Generator {
             stream: GeneratorStream::Features,
             ..

@@ -1,16 +1,18 @@
-//! Where a pipeline's rows go: rotating output files, standard output, dead
-//! letters; and the output layout they share with readers ([`layout`]).
+//! Where a pipeline's rows go: rotating output files, a Kafka topic,
+//! standard output, dead letters; and the output layout they share with readers ([`layout`]).
 //!
 //! Every sink reports the highest batch number it holds durably; the
 //! pipeline acknowledges source offsets up to the lowest over its sinks.
 
 mod dead_letters;
 mod files;
+pub mod kafka;
 pub mod layout;
 mod output;
 pub(crate) mod rotating;
 
 pub use dead_letters::{DeadLetterFiles, DeadLetterSink};
+pub use kafka::{KafkaFormat, KafkaSinkSpec};
 pub use files::{FileSink, ParquetCompression, ParquetSettings, ParquetStatistics, Sealed};
 pub(crate) use output::OutputSink;
 
@@ -33,6 +35,12 @@ pub enum SinkError {
     Stdout(#[source] std::io::Error),
     #[error("writing standard output: {0}")]
     StdoutEncode(String),
+    #[error("kafka {brokers}, topic {topic}: {message}")]
+    Kafka {
+        brokers: String,
+        topic: String,
+        message: String,
+    },
     #[error("the file closer thread of {dir} stopped")]
     CloserGone { dir: String },
 }

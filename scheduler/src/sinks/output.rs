@@ -6,12 +6,14 @@ use std::io::Write;
 
 use arrow_array::RecordBatch;
 
+use super::kafka::KafkaSink;
 use super::rotating::RotatingFiles;
 use super::SinkError;
 use crate::pipeline::SinkSpec;
 
 pub(crate) enum OutputSink {
     Files(Box<RotatingFiles>),
+    Kafka(Box<KafkaSink>),
     /// CSV on standard output (a header, then rows), flushed per batch.
     Stdout {
         writer: Option<Box<arrow_csv::Writer<std::io::Stdout>>>,
@@ -40,6 +42,7 @@ impl OutputSink {
                 *rotate,
                 epochs,
             )?)),
+            SinkSpec::Kafka(k) => OutputSink::Kafka(Box::new(KafkaSink::open(k)?)),
             SinkSpec::Stdout => OutputSink::Stdout {
                 writer: None,
                 written: 0,
@@ -50,6 +53,7 @@ impl OutputSink {
     pub fn write(&mut self, batch: &RecordBatch, number: u64) -> Result<(), SinkError> {
         match self {
             OutputSink::Files(f) => f.write(batch, number),
+            OutputSink::Kafka(k) => k.write(batch, number),
             OutputSink::Stdout { writer, written } => {
                 let w = writer.get_or_insert_with(|| {
                     Box::new(
@@ -70,6 +74,7 @@ impl OutputSink {
     pub fn tick(&mut self) -> Result<(), SinkError> {
         match self {
             OutputSink::Files(f) => f.tick(),
+            OutputSink::Kafka(k) => k.tick(),
             OutputSink::Stdout { .. } => Ok(()),
         }
     }
@@ -78,6 +83,7 @@ impl OutputSink {
     pub fn durable_through(&mut self) -> Result<u64, SinkError> {
         match self {
             OutputSink::Files(f) => f.durable_through(),
+            OutputSink::Kafka(k) => k.durable_through(),
             OutputSink::Stdout { written, .. } => Ok(*written),
         }
     }
@@ -85,6 +91,7 @@ impl OutputSink {
     pub fn close(&mut self) -> Result<(), SinkError> {
         match self {
             OutputSink::Files(f) => f.close(),
+            OutputSink::Kafka(k) => k.close(),
             OutputSink::Stdout { .. } => Ok(()),
         }
     }
