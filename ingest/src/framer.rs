@@ -662,7 +662,10 @@ pub(crate) fn project_indices(expected: &arrow_schema::Schema, batch: &RecordBat
 
 /// A batch fits when it has every expected column with the expected type
 /// (extra columns are dropped).
-pub(crate) fn check_ipc_schema(expected: &arrow_schema::Schema, batch: &RecordBatch) -> Result<(), String> {
+pub(crate) fn check_ipc_schema(
+    expected: &arrow_schema::Schema,
+    batch: &RecordBatch,
+) -> Result<(), String> {
     let schema = batch.schema();
     for f in expected.fields() {
         match schema.field_with_name(f.name()) {

@@ -35,6 +35,10 @@ pub use framer::{
     BatchLimits, BatchSink, Framer, StreamFormat, BATCH_ROWS_DEFAULT, IPC_MESSAGE_BYTES_MAX,
     RECORD_BYTES_MAX_DEFAULT,
 };
+pub use kafka::{
+    KafkaError, KafkaFigures, KafkaSource, KafkaSourceConfig, PartitionFigures, StartFrom,
+    METADATA_WAIT, PREFETCH_KIB_DEFAULT, RETRY_BACKOFF_MAX, STOP_DRAIN_MAX,
+};
 pub use parallel::{
     ParallelFramer, ParsePool, StreamFramer, FIRST_PIECE_BYTES, PIECES_IN_FLIGHT_PER_THREAD,
     PIECE_BYTES_MAX, PIECE_BYTES_MIN,
@@ -42,8 +46,4 @@ pub use parallel::{
 pub use parse::csv::CsvHeader;
 pub use read::{io_uring_probe, read_file, IoUringMode, ReadOptions, ReadPath};
 pub use record::{DeadLetter, IngestBatch, DEAD_LETTER_RAW_BYTES_MAX};
-pub use kafka::{
-    KafkaError, KafkaFigures, KafkaSource, KafkaSourceConfig, PartitionFigures, StartFrom,
-    METADATA_WAIT, PREFETCH_KIB_DEFAULT, RETRY_BACKOFF_MAX, STOP_DRAIN_MAX,
-};
 pub use tcp::{TcpReport, TcpSource, TcpSourceConfig};

@@ -271,6 +271,12 @@ impl PipelineMetrics {
             cost_cpu_ns_per_row: get(&self.cpu_ns_per_row_estimate),
             queue_ingested: get(&self.queue_ingested),
             queue_scored: get(&self.queue_scored),
+            kafka: self
+                .kafka
+                .lock()
+                .expect("not poisoned")
+                .as_deref()
+                .map(KafkaSnapshot::of),
             latency: self
                 .stages()
                 .into_iter()
@@ -321,7 +327,60 @@ pub struct MetricsSnapshot {
     pub cost_cpu_ns_per_row: u64,
     pub queue_ingested: u64,
     pub queue_scored: u64,
+    /// A Kafka source's figures, when the pipeline reads Kafka.
+    pub kafka: Option<KafkaSnapshot>,
     pub latency: Vec<StageLatency>,
+}
+
+/// A Kafka source's figures at one moment.
+#[derive(Clone, Debug, Serialize)]
+pub struct KafkaSnapshot {
+    pub messages: u64,
+    pub rebalances: u64,
+    pub pauses: u64,
+    pub client_errors: u64,
+    pub commits: u64,
+    pub partitions: Vec<KafkaPartition>,
+}
+
+/// One partition as the group member sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct KafkaPartition {
+    pub topic: String,
+    pub partition: i32,
+    /// Whether this process holds the partition now.
+    pub assigned: bool,
+    /// The group's committed offset (-1: none yet).
+    pub committed: i64,
+    /// Messages between the consumer's position and the partition's end.
+    pub lag: i64,
+    /// The partition's end (high watermark).
+    pub end: i64,
+}
+
+impl KafkaSnapshot {
+    fn of(f: &roo_ingest::KafkaFigures) -> Self {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Self {
+            messages: get(&f.messages),
+            rebalances: get(&f.rebalances),
+            pauses: get(&f.pauses),
+            client_errors: get(&f.client_errors),
+            commits: get(&f.commits),
+            partitions: f
+                .partitions()
+                .into_iter()
+                .map(|((topic, partition), p)| KafkaPartition {
+                    topic,
+                    partition,
+                    assigned: p.assigned,
+                    committed: p.committed,
+                    lag: p.lag,
+                    end: p.end,
+                })
+                .collect(),
+        }
+    }
 }
 
 impl MetricsSnapshot {

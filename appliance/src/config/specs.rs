@@ -21,11 +21,11 @@ use roo_scheduler::{
 
 use roo_scheduler::audit::AuditSpec;
 use roo_scheduler::checkpoint::CheckpointSpec;
-use roo_scheduler::sinks::{KafkaFormat, KafkaSinkSpec};
 use roo_scheduler::online::OnlineLimits;
 use roo_scheduler::operators::aggregate::{AggFn, AggregateSpec};
 use roo_scheduler::operators::enrich::{EnrichSpec, Missing};
 use roo_scheduler::operators::features::{parse_duration_us, Agg, FeatureSpec, StateLimits};
+use roo_scheduler::sinks::{KafkaFormat, KafkaSinkSpec};
 
 use super::{
     Config, DeviceName, GeneratorStreamName, MissingName, PipelineConfig, SinkConfig, SourceConfig,
@@ -309,7 +309,9 @@ impl Config {
                     };
                     let topics = topic.names();
                     if topics.is_empty() || topics.iter().any(|t| t.is_empty()) {
-                        bail!("pipeline {name}: kafka topic: expected a topic name or a list of them");
+                        bail!(
+                            "pipeline {name}: kafka topic: expected a topic name or a list of them"
+                        );
                     }
                     if group.is_empty() {
                         bail!("pipeline {name}: kafka group: expected the consumer group's name");

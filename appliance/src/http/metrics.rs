@@ -14,7 +14,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use roo_scheduler::metrics::{process_cpu_ns, StageHistogram};
+use roo_scheduler::metrics::{process_cpu_ns, KafkaPartition, KafkaSnapshot, StageHistogram};
 use roo_scheduler::MetricsSnapshot;
 
 use crate::serve::Pipelines;
@@ -88,6 +88,94 @@ impl Figures {
         let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
         for (labels, v) in series {
             ConstGauge::new(*v).encode(family.encode_family(labels)?)?;
+        }
+        Ok(())
+    }
+
+    /// A Kafka source's figures: per partition the group's committed
+    /// offset, the lag and whether this process holds it; the client's
+    /// rebalances, pauses, errors and commits. Only pipelines that read
+    /// Kafka have these series.
+    fn kafka(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let kafka: Vec<(&MetricsSnapshot, &KafkaSnapshot)> = self
+            .snapshots
+            .iter()
+            .filter_map(|s| s.kafka.as_ref().map(|k| (s, k)))
+            .collect();
+        if kafka.is_empty() {
+            return Ok(());
+        }
+        type Get = fn(&KafkaSnapshot) -> u64;
+        let counters: [(&str, &str, Get); 5] = [
+            ("roo_kafka_messages", "Kafka messages consumed", |k| {
+                k.messages
+            }),
+            (
+                "roo_kafka_rebalances",
+                "partitions assigned or revoked (each rebalance event)",
+                |k| k.rebalances,
+            ),
+            (
+                "roo_kafka_pauses",
+                "times the partitions were paused because the pipeline was full",
+                |k| k.pauses,
+            ),
+            (
+                "roo_kafka_client_errors",
+                "errors the Kafka client reported and retried (brokers down, transport)",
+                |k| k.client_errors,
+            ),
+            (
+                "roo_kafka_commits",
+                "offset commits the group coordinator accepted",
+                |k| k.commits,
+            ),
+        ];
+        for (name, help, get) in counters {
+            let series: Vec<(Labels, u64)> =
+                kafka.iter().map(|(s, k)| (pipeline(s), get(k))).collect();
+            self.counter(e, name, help, &series)?;
+        }
+        type PartGet = fn(&KafkaPartition) -> i64;
+        let gauges: [(&str, &str, PartGet); 4] = [
+            (
+                "roo_kafka_committed_offset",
+                "per partition, the group's committed offset (-1: none yet)",
+                |p| p.committed,
+            ),
+            (
+                "roo_kafka_lag",
+                "per partition, messages between this member's position and the partition's end",
+                |p| p.lag,
+            ),
+            (
+                "roo_kafka_end_offset",
+                "per partition, the partition's end (high watermark)",
+                |p| p.end,
+            ),
+            (
+                "roo_kafka_assigned",
+                "per partition, 1 while this process holds it",
+                |p| i64::from(p.assigned),
+            ),
+        ];
+        for (name, help, get) in gauges {
+            let series: Vec<(Labels, f64)> = kafka
+                .iter()
+                .flat_map(|(s, k)| {
+                    k.partitions.iter().map(move |p| {
+                        (
+                            vec![
+                                ("pipeline", s.pipeline.clone()),
+                                ("topic", p.topic.clone()),
+                                ("partition", p.partition.to_string()),
+                            ],
+                            get(p) as f64,
+                        )
+                    })
+                })
+                .collect();
+            self.gauge(e, name, help, &series)?;
         }
         Ok(())
     }
@@ -381,6 +469,7 @@ impl Collector for Figures {
             "1 when a stage of the pipeline failed",
             &failed,
         )?;
+        self.kafka(e)?;
         {
             let mut family = e.encode_descriptor(
                 "roo_latency_seconds",

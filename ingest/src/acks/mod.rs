@@ -336,7 +336,11 @@ impl StreamAcks {
     /// Kafka partition revoked: its next owner reads them again): its
     /// target finishes and is told nothing more.
     pub fn forget(&self, source: &Arc<str>) {
-        let gone = self.connections.lock().expect("not poisoned").remove(source);
+        let gone = self
+            .connections
+            .lock()
+            .expect("not poisoned")
+            .remove(source);
         if let Some(c) = gone {
             c.target.finish();
         }

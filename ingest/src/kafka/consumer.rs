@@ -187,7 +187,10 @@ impl ConsumerContext for Context {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
-        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
         KafkaFigures::add(&self.figures.rebalances, 1);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
@@ -304,11 +307,17 @@ impl Consuming {
                 "auto.commit.interval.ms",
                 config.commit_interval.as_millis().max(1).to_string(),
             )
-            .set("auto.offset.reset", match config.start {
-                StartFrom::Latest => "latest",
-                _ => "earliest",
-            })
-            .set("queued.max.messages.kbytes", config.prefetch_kib.to_string())
+            .set(
+                "auto.offset.reset",
+                match config.start {
+                    StartFrom::Latest => "latest",
+                    _ => "earliest",
+                },
+            )
+            .set(
+                "queued.max.messages.kbytes",
+                config.prefetch_kib.to_string(),
+            )
             .set("statistics.interval.ms", "1000")
             .set("client.id", "roo");
         for (k, v) in &config.properties {
@@ -324,10 +333,9 @@ impl Consuming {
             seen: Mutex::new(Default::default()),
             last_error_log: Mutex::new(None),
         };
-        let consumer: BaseConsumer<Context> =
-            client
-                .create_with_context(context)
-                .map_err(|e| setting_error(&brokers, &config, e))?;
+        let consumer: BaseConsumer<Context> = client
+            .create_with_context(context)
+            .map_err(|e| setting_error(&brokers, &config, e))?;
         // The topics must exist; brokers that do not answer are reported
         // and retried by the thread.
         match consumer.fetch_metadata(None, METADATA_WAIT) {
@@ -382,7 +390,11 @@ impl Consuming {
         }
     }
 
-    pub fn run(self, tx: Sender<IngestBatch>, sent: Box<dyn Fn(u64) + Send>) -> Result<(), KafkaError> {
+    pub fn run(
+        self,
+        tx: Sender<IngestBatch>,
+        sent: Box<dyn Fn(u64) + Send>,
+    ) -> Result<(), KafkaError> {
         let brokers = self.config.brokers.clone();
         if !self.reach()? {
             return Ok(());
@@ -460,9 +472,8 @@ impl Consuming {
             let polled = self.consumer.poll(wait);
             // The rebalances this poll served come first: a message of a
             // partition just assigned needs its framer.
-            let events = std::mem::take(
-                &mut *self.consumer.context().events.lock().expect("not poisoned"),
-            );
+            let events =
+                std::mem::take(&mut *self.consumer.context().events.lock().expect("not poisoned"));
             for event in events {
                 match event {
                     Rebalanced::Assigned(keys) => {

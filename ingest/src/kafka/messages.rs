@@ -163,10 +163,7 @@ impl MessageFramer {
             }
         };
         let start = self.start.take().unwrap_or(self.next);
-        let ingest_time = self
-            .opened
-            .take()
-            .map_or_else(SystemTime::now, |(_, t)| t);
+        let ingest_time = self.opened.take().map_or_else(SystemTime::now, |(_, t)| t);
         let out = IngestBatch {
             source: self.source.clone(),
             seq: self.seq,
@@ -220,29 +217,31 @@ fn decode_ipc(
     }
     let mut rows = 0;
     for batch in batches {
-        let batch = match expected {
-            Some(expected) => match check_ipc_schema(expected, &batch) {
-                Ok(()) => batch
-                    .project(&project_indices(expected, &batch))
-                    .expect("checked"),
-                Err(reason) => {
-                    dead.push(at, None, &[], reason);
-                    continue;
-                }
-            },
-            None => match pending.first() {
-                Some(first) if first.schema() != batch.schema() => {
-                    let reason = format!(
+        let batch =
+            match expected {
+                Some(expected) => match check_ipc_schema(expected, &batch) {
+                    Ok(()) => batch
+                        .project(&project_indices(expected, &batch))
+                        .expect("checked"),
+                    Err(reason) => {
+                        dead.push(at, None, &[], reason);
+                        continue;
+                    }
+                },
+                None => match pending.first() {
+                    Some(first) if first.schema() != batch.schema() => {
+                        let reason =
+                            format!(
                         "a batch with columns {:?}, where the partition's batches have {:?}",
                         batch.schema().fields().iter().map(|f| f.name()).collect::<Vec<_>>(),
                         first.schema().fields().iter().map(|f| f.name()).collect::<Vec<_>>()
                     );
-                    dead.push(at, None, &[], reason);
-                    continue;
-                }
-                _ => batch,
-            },
-        };
+                        dead.push(at, None, &[], reason);
+                        continue;
+                    }
+                    _ => batch,
+                },
+            };
         rows += batch.num_rows();
         pending.push(batch);
     }
@@ -300,7 +299,11 @@ mod tests {
         assert_eq!(a.values().to_vec(), vec![1.0, 5.0]);
         let at: Vec<u64> = first.dead_letters.iter().map(|d| d.offset).collect();
         assert_eq!(at, vec![101, 103]);
-        assert!(first.dead_letters[0].reason.contains('b'), "{:?}", first.dead_letters[0]);
+        assert!(
+            first.dead_letters[0].reason.contains('b'),
+            "{:?}",
+            first.dead_letters[0]
+        );
         // Two records in one message; an oversized message.
         assert!(f.push(105, b"7,8\n9,10\n").is_none());
         assert!(f.push(106, &[b'1'; 65]).is_none());

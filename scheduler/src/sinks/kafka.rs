@@ -110,7 +110,9 @@ impl ProducerContext for Deliveries {
                 self.failed
                     .lock()
                     .expect("not poisoned")
-                    .get_or_insert_with(|| format!("a message of batch {number} was not delivered: {e}"));
+                    .get_or_insert_with(|| {
+                        format!("a message of batch {number} was not delivered: {e}")
+                    });
             }
         }
     }
@@ -204,8 +206,8 @@ impl KafkaSink {
         for (i, range) in messages.iter().enumerate() {
             let payload = &self.buffer[range.clone()];
             let key = keys.as_ref().and_then(|k| k[i].as_deref());
-            let mut record = BaseRecord::with_opaque_to(&self.spec.topic, Box::new(number))
-                .payload(payload);
+            let mut record =
+                BaseRecord::with_opaque_to(&self.spec.topic, Box::new(number)).payload(payload);
             if let Some(key) = key {
                 record = record.key(key.as_bytes());
             }
@@ -256,12 +258,13 @@ impl KafkaSink {
         self.buffer.clear();
         match self.spec.format {
             KafkaFormat::Arrow => {
-                let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut self.buffer, &batch.schema())
-                    .and_then(|mut w| {
-                        w.write(batch)?;
-                        w.finish()?;
-                        Ok(())
-                    });
+                let mut w =
+                    arrow_ipc::writer::StreamWriter::try_new(&mut self.buffer, &batch.schema())
+                        .and_then(|mut w| {
+                            w.write(batch)?;
+                            w.finish()?;
+                            Ok(())
+                        });
                 if let Err(e) = w.as_mut() {
                     return Err(self.error(format!("encoding Arrow IPC: {e}")));
                 }
@@ -292,7 +295,14 @@ impl KafkaSink {
     }
 
     fn check(&self) -> Result<(), SinkError> {
-        match self.producer.context().failed.lock().expect("not poisoned").clone() {
+        match self
+            .producer
+            .context()
+            .failed
+            .lock()
+            .expect("not poisoned")
+            .clone()
+        {
             Some(message) => Err(self.error(message)),
             None => Ok(()),
         }
@@ -302,7 +312,12 @@ impl KafkaSink {
     pub fn durable_through(&mut self) -> Result<u64, SinkError> {
         self.producer.poll(Duration::ZERO);
         self.check()?;
-        let outstanding = self.producer.context().outstanding.lock().expect("not poisoned");
+        let outstanding = self
+            .producer
+            .context()
+            .outstanding
+            .lock()
+            .expect("not poisoned");
         Ok(match outstanding.keys().next() {
             Some(first) => first - 1,
             None => self.written,

@@ -12,8 +12,8 @@ mod output;
 pub(crate) mod rotating;
 
 pub use dead_letters::{DeadLetterFiles, DeadLetterSink};
-pub use kafka::{KafkaFormat, KafkaSinkSpec};
 pub use files::{FileSink, ParquetCompression, ParquetSettings, ParquetStatistics, Sealed};
+pub use kafka::{KafkaFormat, KafkaSinkSpec};
 pub(crate) use output::OutputSink;
 
 use thiserror::Error;
