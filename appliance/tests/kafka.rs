@@ -251,6 +251,20 @@ fn reference(txns: &[Txn]) -> BTreeMap<i64, (i64, Option<f64>)> {
 }
 
 fn config(dir: &Path, servers: &str, source_topic: &str, group: &str) -> PathBuf {
+    features_config(dir, servers, source_topic, group, "earliest", 50, 86_400)
+}
+
+/// The features pipeline: `start`, `commit_ms`, the file sink's
+/// `rotate_secs`.
+fn features_config(
+    dir: &Path,
+    servers: &str,
+    source_topic: &str,
+    group: &str,
+    start: &str,
+    commit_ms: u64,
+    rotate_secs: u64,
+) -> PathBuf {
     let text = format!(
         r#"[server]
 threads = 2
@@ -270,8 +284,10 @@ topic = "{source_topic}"
 group = "{group}"
 format = "csv"
 columns = ["txn_id:int64", "card_id:int64", "ts:int64", "amount:float64"]
-start = "earliest"
-commit_ms = 50
+start = "{start}"
+commit_ms = {commit_ms}
+# A SIGKILLed member's partitions move after 6 s, not librdkafka's 45.
+properties = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "500" }}
 
 [[pipeline.feature]]
 name = "n_1h"
@@ -290,7 +306,7 @@ window = "1h"
 kind = "files"
 dir = {rows:?}
 format = "parquet"
-rotate_secs = 86400
+rotate_secs = {rotate_secs}
 
 [[pipeline.sink]]
 kind = "kafka"
@@ -481,4 +497,314 @@ fn unreachable_brokers_are_retried_and_counted_and_a_missing_topic_is_refused() 
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("no-such-topic"), "{stderr}");
+}
+
+/// The published rows' txn_ids with how often each is there, and the
+/// files by name.
+fn published_ids(dir: &Path) -> (BTreeMap<i64, usize>, Vec<String>) {
+    let mut ids = BTreeMap::new();
+    let mut batches = Vec::new();
+    for f in roo_scheduler::sinks::layout::published(dir, "part", "parquet") {
+        let schema = std::sync::Arc::new(arrow_schema::Schema::empty());
+        roo_scheduler::sinks::layout::read_output_file(&f, &schema, &mut |b| {
+            batches.push(b);
+            true
+        })
+        .unwrap();
+    }
+    for b in batches {
+        let id = b
+            .column_by_name("txn_id")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        for r in 0..b.num_rows() {
+            *ids.entry(id.value(r)).or_insert(0) += 1;
+        }
+    }
+    let names: Vec<String> = roo_scheduler::sinks::layout::published(dir, "part", "parquet")
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    (ids, names)
+}
+
+/// Waits until `ready` holds, polling every 50 ms (at most 90 s).
+fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !ready() {
+        assert!(Instant::now() < deadline, "{what}: not after 90 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A crash between a file's publication and its offsets' commit: the
+/// range is read again and written again, never twice. Run 1 reads the
+/// first half and stops cleanly (every offset committed, at file ends).
+/// Run 2 commits nothing (commit_ms of an hour): it publishes files of
+/// the second half and is killed with SIGKILL. Run 3 reads from run 1's
+/// commits, replaces run 2's files and commits: each event once.
+#[test]
+fn a_range_published_but_not_committed_is_rewritten_not_duplicated() {
+    const PARTITIONS: i32 = 3;
+    let broker = Broker::start(&[("transactions", PARTITIONS), ("features", 2)]);
+    let dir = tempfile::tempdir().unwrap();
+    let rows = dir.path().join("rows");
+    let (good, messages) = transactions(2_400);
+    let (first, second) = messages.split_at(1_200);
+    let good_in_first = good.iter().filter(|t| t.id < 1_200).count();
+    let group = "roo-crash";
+
+    broker.produce("transactions", first);
+    let cfg = features_config(
+        dir.path(),
+        &broker.servers,
+        "transactions",
+        group,
+        "committed",
+        50,
+        1,
+    );
+    let mut run1 = Daemon::start(&cfg, Stdio::null());
+    run1.ready();
+    run1.wait_metric("roo_events_out_total", good_in_first as f64);
+    run1.signal(libc::SIGTERM);
+    let (code, log) = run1.finish();
+    assert_eq!(code, Some(0), "{}", log.join("\n"));
+    let after_run1 = broker.offsets(group, "transactions", PARTITIONS);
+    assert!(
+        after_run1.iter().all(|(c, end)| *c == Some(*end)),
+        "{after_run1:?}"
+    );
+    let (ids, run1_files) = published_ids(&rows);
+    assert_eq!(ids.len(), good_in_first);
+    let modified = |name: &str| {
+        std::fs::metadata(rows.join(name))
+            .unwrap()
+            .modified()
+            .unwrap()
+    };
+    let run1_times: Vec<_> = run1_files.iter().map(|n| modified(n)).collect();
+
+    broker.produce("transactions", second);
+    let cfg = features_config(
+        dir.path(),
+        &broker.servers,
+        "transactions",
+        group,
+        "committed",
+        3_600_000,
+        1,
+    );
+    let mut run2 = Daemon::start(&cfg, Stdio::null());
+    run2.ready();
+    wait_until("run 2 publishes every event", || {
+        published_ids(&rows).0.len() == good.len()
+    });
+    assert_eq!(run2.metric("roo_kafka_commits_total"), 0.0);
+    run2.signal(libc::SIGKILL);
+    let _ = run2.finish();
+    // Published, never committed: the offsets are still run 1's.
+    let committed = |offsets: Vec<(Option<i64>, i64)>| -> Vec<Option<i64>> {
+        offsets.into_iter().map(|(c, _)| c).collect()
+    };
+    assert_eq!(
+        committed(broker.offsets(group, "transactions", PARTITIONS)),
+        committed(after_run1.clone())
+    );
+    let (_, run2_files) = published_ids(&rows);
+    assert!(run2_files.len() > run1_files.len());
+
+    let cfg = features_config(
+        dir.path(),
+        &broker.servers,
+        "transactions",
+        group,
+        "committed",
+        50,
+        1,
+    );
+    let mut run3 = Daemon::start(&cfg, Stdio::null());
+    run3.ready();
+    // Run 3 reads the second half again, from run 1's commits.
+    run3.wait_metric("roo_kafka_messages_total", second.len() as f64);
+    run3.signal(libc::SIGTERM);
+    let (code, log) = run3.finish();
+    assert_eq!(code, Some(0), "{}", log.join("\n"));
+    let offsets = broker.offsets(group, "transactions", PARTITIONS);
+    assert!(
+        offsets.iter().all(|(c, end)| *c == Some(*end)),
+        "{offsets:?}"
+    );
+    let (ids, files) = published_ids(&rows);
+    assert_eq!(ids.len(), good.len());
+    let twice: Vec<_> = ids.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "written twice: {twice:?}");
+    // Run 1's files are untouched (before the committed offsets); run 2's
+    // were replaced by run 3's.
+    for (name, time) in run1_files.iter().zip(&run1_times) {
+        assert!(files.contains(name), "run 1's {name} is gone");
+        assert_eq!(modified(name), *time, "run 1's {name} was rewritten");
+    }
+    // One file per (partition, first offset): `part-TOPIC-pP-FIRST-END`.
+    let starts: std::collections::BTreeSet<&str> = files
+        .iter()
+        .map(|n| n.rsplit_once('-').unwrap().0)
+        .collect();
+    assert_eq!(
+        starts.len(),
+        files.len(),
+        "two files start at one offset: {files:?}"
+    );
+}
+
+/// A member of the scale-out group: a stateless pipeline (the rows as
+/// read) writing Parquet into `shared` (every member's files in one
+/// directory) and dead letters into a directory of its own.
+fn member_config(dir: &Path, shared: &Path, servers: &str, member: usize) -> PathBuf {
+    let text = format!(
+        r#"[server]
+threads = 2
+metrics = "127.0.0.1:0"
+
+[[pipeline]]
+name = "cards"
+max_rows = 128
+linger_ms = 5
+
+[pipeline.source]
+kind = "kafka"
+brokers = "{servers}"
+topic = "transactions"
+group = "roo-scale"
+format = "csv"
+columns = ["txn_id:int64", "card_id:int64", "ts:int64", "amount:float64"]
+commit_ms = 50
+properties = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "500" }}
+
+[[pipeline.sink]]
+kind = "files"
+dir = {shared:?}
+format = "parquet"
+rotate_secs = 1
+
+[pipeline.dead_letters]
+dir = {dead:?}
+"#,
+        dead = dir.join(format!("dead-{member}")),
+    );
+    let path = dir.join(format!("member-{member}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Scale out: three `roo serve` in one group on a 6-partition topic, a
+/// fourth joins mid-stream, one of the first is killed with SIGKILL
+/// mid-stream; the survivors take its partitions from the group's
+/// commits. In the one directory they share, every event is once: the
+/// killed member's files past its commits are replaced, its partial
+/// files removed, and nobody else's touched. Every partition ends
+/// committed at its end, and every bad message is a dead letter
+/// somewhere (at least once: the killed member's may be written again by
+/// the next owner, in its own directory).
+#[test]
+fn a_group_of_members_shares_the_partitions_and_a_killed_member_loses_and_repeats_nothing() {
+    const PARTITIONS: i32 = 6;
+    let broker = Broker::start(&[("transactions", PARTITIONS)]);
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("rows");
+    let (good, messages) = transactions(24_000);
+    let thirds: Vec<&[(String, String)]> = messages.chunks(8_000).collect();
+
+    broker.produce("transactions", thirds[0]);
+    let mut members: Vec<Daemon> = (1..=3)
+        .map(|m| {
+            Daemon::start(
+                &member_config(dir.path(), &shared, &broker.servers, m),
+                Stdio::null(),
+            )
+        })
+        .collect();
+    for m in &mut members {
+        m.ready();
+    }
+    wait_until("the three members hold the six partitions", || {
+        members
+            .iter_mut()
+            .map(|m| m.metric("roo_kafka_assigned"))
+            .sum::<f64>()
+            == PARTITIONS as f64
+    });
+    broker.produce("transactions", thirds[1]);
+    let mut fourth = Daemon::start(
+        &member_config(dir.path(), &shared, &broker.servers, 4),
+        Stdio::null(),
+    );
+    fourth.ready();
+    wait_until("the fourth member is given partitions", || {
+        fourth.metric("roo_kafka_assigned") > 0.0
+    });
+    members.push(fourth);
+    // Mid-stream: the last third is produced and member 1 killed at once.
+    broker.produce("transactions", thirds[2]);
+    let killed = members.remove(0);
+    killed.signal(libc::SIGKILL);
+    let _ = killed.finish();
+
+    wait_until("the survivors publish every event", || {
+        published_ids(&shared).0.len() == good.len()
+    });
+    wait_until("every partition is committed at its end", || {
+        broker
+            .offsets("roo-scale", "transactions", PARTITIONS)
+            .iter()
+            .all(|(c, end)| *c == Some(*end))
+    });
+    for m in members {
+        m.signal(libc::SIGTERM);
+        let (code, log) = m.finish();
+        assert_eq!(code, Some(0), "{}", log.join("\n"));
+    }
+    let (ids, files) = published_ids(&shared);
+    let want: std::collections::BTreeSet<i64> = good.iter().map(|t| t.id).collect();
+    assert_eq!(
+        ids.keys()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>(),
+        want
+    );
+    let twice: Vec<_> = ids.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "written twice: {twice:?} in {files:?}");
+    let partials: Vec<_> = std::fs::read_dir(&shared)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".partial"))
+        .collect();
+    assert!(partials.is_empty(), "left behind: {partials:?}");
+
+    // Every bad message is a dead letter naming its partition and offset.
+    let bad: std::collections::BTreeSet<String> = messages
+        .iter()
+        .filter(|(_, m)| m.ends_with(",x"))
+        .map(|(_, m)| m.clone())
+        .collect();
+    let mut dead = std::collections::BTreeSet::new();
+    for m in 1..=4 {
+        let d = dir.path().join(format!("dead-{m}"));
+        for f in roo_scheduler::sinks::layout::published(&d, "dead", "ndjson") {
+            for line in std::fs::read_to_string(f).unwrap().lines() {
+                let record: serde_json::Value = serde_json::from_str(line).unwrap();
+                assert!(
+                    record["source"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("kafka://transactions/"),
+                    "{line}"
+                );
+                assert!(record["offset"].is_u64(), "{line}");
+                dead.insert(record["raw"].as_str().unwrap().trim_end().to_string());
+            }
+        }
+    }
+    assert_eq!(dead, bad);
 }

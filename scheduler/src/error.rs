@@ -110,7 +110,7 @@ pub enum SetupError {
     #[error("a Kafka source keeps its position in the group's committed offsets, not in [server] state_dir checkpoints; remove state_dir or use another source")]
     KafkaCheckpoints,
     #[error(transparent)]
-    Kafka(#[from] roo_ingest::KafkaError),
+    Kafka(Box<roo_ingest::KafkaError>),
     #[error(
         "a push source without columns takes the model's features, but the pipeline has no model"
     )]
@@ -145,6 +145,18 @@ pub enum SetupError {
     },
 }
 
+impl From<roo_ingest::KafkaError> for SetupError {
+    fn from(e: roo_ingest::KafkaError) -> Self {
+        Self::Kafka(Box::new(e))
+    }
+}
+
+impl From<roo_ingest::KafkaError> for StageError {
+    fn from(e: roo_ingest::KafkaError) -> Self {
+        Self::Kafka(Box::new(e))
+    }
+}
+
 impl From<ModelError> for SetupError {
     fn from(e: ModelError) -> Self {
         Self::Model(Box::new(e))
@@ -157,7 +169,7 @@ pub enum StageError {
     #[error(transparent)]
     Ingest(#[from] IngestError),
     #[error(transparent)]
-    Kafka(#[from] roo_ingest::KafkaError),
+    Kafka(Box<roo_ingest::KafkaError>),
     #[error("taking a checkpoint")]
     Checkpoint(#[source] Box<crate::checkpoint::CheckpointError>),
     #[error(transparent)]

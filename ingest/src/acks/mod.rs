@@ -71,6 +71,9 @@ const GREETING_BYTES_MAX: usize = 160;
 pub struct StreamAcks {
     connections: Mutex<HashMap<Arc<str>, Acked>>,
     streams: Mutex<Streams>,
+    /// Sources whose batches the sinks are asked to make durable now,
+    /// without waiting for a file's rotation (a Kafka partition revoked).
+    flush: Mutex<Vec<Arc<str>>>,
 }
 
 /// Where one connection's acks go.
@@ -330,6 +333,21 @@ impl StreamAcks {
                 c.target.finish();
             }
         }
+    }
+
+    /// Asks the sink stage to make `source`'s batches durable now (close
+    /// its open files): a Kafka partition being revoked finishes what it
+    /// handed on before it goes.
+    pub fn request_flush(&self, source: &Arc<str>) {
+        let mut flush = self.flush.lock().expect("not poisoned");
+        if !flush.contains(source) {
+            flush.push(source.clone());
+        }
+    }
+
+    /// The sources asked to be made durable since the last call.
+    pub fn take_flush(&self) -> Vec<Arc<str>> {
+        std::mem::take(&mut *self.flush.lock().expect("not poisoned"))
     }
 
     /// The source gives a connection up before its batches are durable (a

@@ -20,7 +20,7 @@ use rdkafka::ClientContext;
 
 use super::messages::MessageFramer;
 use super::{KafkaError, KafkaFigures, KafkaSourceConfig, StartFrom};
-use super::{METADATA_WAIT, RETRY_BACKOFF_MAX, STOP_DRAIN_MAX};
+use super::{METADATA_WAIT, RETRY_BACKOFF_MAX, REVOKE_DRAIN_MAX, STOP_DRAIN_MAX};
 use crate::{AckTarget, IngestBatch, StreamAcks};
 
 /// A partition: topic and number.
@@ -46,6 +46,8 @@ struct Durable {
 struct DurableState {
     /// partition → (durable through, stored through)
     offsets: HashMap<Key, (i64, i64)>,
+    /// partition → the end of the last batch handed on.
+    handed: HashMap<Key, i64>,
     open: usize,
 }
 
@@ -89,6 +91,7 @@ impl AckTarget for PartitionAcks {
         let mut s = self.durable.state.lock().expect("not poisoned");
         let entry = s.offsets.entry(self.key.clone()).or_insert((-1, -1));
         entry.0 = entry.0.max(offset as i64);
+        self.durable.changed.notify_all();
     }
 
     fn finish(self: Box<Self>) {
@@ -109,6 +112,7 @@ struct Context {
     brokers: String,
     figures: Arc<KafkaFigures>,
     durable: Arc<Durable>,
+    acks: Arc<StreamAcks>,
     events: Mutex<Vec<Rebalanced>>,
     start: StartFrom,
     /// Partitions this process has been given before (for `start`).
@@ -180,6 +184,52 @@ impl ClientContext for Context {
     }
 }
 
+impl Context {
+    /// Waits (up to [`REVOKE_DRAIN_MAX`]) until every batch handed on of
+    /// the partitions `taken` is durable in every sink, asking the sinks
+    /// to make them so now. Heartbeats go on meanwhile (librdkafka's own
+    /// thread), so the group keeps this member.
+    fn drain(&self, taken: &[Key]) {
+        let sources: Vec<Arc<str>> = taken
+            .iter()
+            .map(|(t, p)| Arc::from(super::source_name(t, *p)))
+            .collect();
+        let until = Instant::now() + REVOKE_DRAIN_MAX;
+        let mut state = self.durable.state.lock().expect("not poisoned");
+        loop {
+            let left: Vec<&Key> = taken
+                .iter()
+                .filter(|k| {
+                    let handed = state.handed.get(*k).copied().unwrap_or(-1);
+                    let durable = state.offsets.get(*k).map_or(-1, |o| o.0);
+                    handed > durable
+                })
+                .collect();
+            if left.is_empty() {
+                return;
+            }
+            let now = Instant::now();
+            if now >= until {
+                tracing::warn!(
+                    "kafka {}: partitions {left:?} revoked before their last batches were durable (waited {} s); their next owner reads those again",
+                    self.brokers,
+                    REVOKE_DRAIN_MAX.as_secs()
+                );
+                return;
+            }
+            for s in &sources {
+                self.acks.request_flush(s);
+            }
+            state = self
+                .durable
+                .changed
+                .wait_timeout(state, (until - now).min(Duration::from_millis(50)))
+                .expect("not poisoned")
+                .0;
+        }
+    }
+}
+
 impl ConsumerContext for Context {
     fn rebalance(
         &self,
@@ -223,8 +273,11 @@ impl ConsumerContext for Context {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let taken = keys(tpl);
-                // What is durable is committed before the partitions go;
-                // the rest is read again by their next owner.
+                // What was handed on is finished first (the sinks close
+                // those partitions' files), within REVOKE_DRAIN_MAX, and
+                // committed before the partitions go; the rest is read
+                // again by their next owner.
+                self.drain(&taken);
                 store_due(consumer, &self.durable);
                 if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
                     tracing::debug!("kafka {}: commit on revoke: {e}", self.brokers);
@@ -328,6 +381,7 @@ impl Consuming {
             brokers: brokers.clone(),
             figures: figures.clone(),
             durable: durable.clone(),
+            acks: config.acks.clone(),
             events: Mutex::new(Vec::new()),
             start: config.start,
             seen: Mutex::new(Default::default()),
@@ -420,9 +474,16 @@ impl Consuming {
                 }
                 let records = h.batch.records() as u64;
                 let seq = h.batch.seq;
+                let end = h.batch.offsets.end as i64;
                 match queue.try_send(h.batch) {
                     Ok(()) => {
                         sent(records);
+                        self.durable
+                            .state
+                            .lock()
+                            .expect("not poisoned")
+                            .handed
+                            .insert(h.key.clone(), end);
                         if let Some(p) = parts.get_mut(&h.key) {
                             p.next_seq = seq + 1;
                         }
@@ -442,7 +503,7 @@ impl Consuming {
             if tx.is_none() {
                 break;
             }
-            if !held.is_empty() != paused {
+            if held.is_empty() == paused {
                 self.pause(!paused);
                 paused = !paused;
             }
@@ -563,7 +624,7 @@ impl Consuming {
 
     fn assign(&self, parts: &mut HashMap<Key, Part>, key: Key) -> Result<(), KafkaError> {
         let part = parts.entry(key.clone()).or_insert_with(|| Part {
-            source: Arc::from(format!("kafka://{}/{}", key.0, key.1)),
+            source: Arc::from(super::source_name(&key.0, key.1)),
             framer: None,
             next_seq: 0,
         });

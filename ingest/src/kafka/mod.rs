@@ -114,6 +114,11 @@ pub const METADATA_WAIT: Duration = Duration::from_secs(5);
 /// The longest wait between two attempts to reach unreachable brokers.
 pub const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
+/// How long a revoke waits for the partitions' batches handed on to be
+/// durable before it lets them go (well under the group's
+/// `max.poll.interval.ms`, 300 s by default).
+pub const REVOKE_DRAIN_MAX: Duration = Duration::from_secs(30);
+
 /// The longest a stop waits for the pipeline to report its last batches
 /// durable before committing what it has.
 pub const STOP_DRAIN_MAX: Duration = Duration::from_secs(60);
@@ -151,6 +156,17 @@ pub struct PartitionFigures {
     pub lag: i64,
     /// The partition's end (high watermark).
     pub end: i64,
+}
+
+/// A partition's source name: `kafka://TOPIC/PARTITION`.
+pub fn source_name(topic: &str, partition: i32) -> String {
+    format!("kafka://{topic}/{partition}")
+}
+
+/// The topic and partition a [`source_name`] names.
+pub fn parse_source_name(source: &str) -> Option<(&str, i32)> {
+    let (topic, partition) = source.strip_prefix("kafka://")?.rsplit_once('/')?;
+    Some((topic, partition.parse().ok()?))
 }
 
 /// A Kafka source's figures, for the metrics.

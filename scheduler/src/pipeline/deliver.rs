@@ -17,6 +17,7 @@ use super::operate::ToSink;
 use crate::checkpoint::Checkpointer;
 use crate::error::StageError;
 use crate::metrics::{Latency, PipelineMetrics};
+use crate::sinks::rotating::FlowAt;
 use crate::sinks::{DeadLetterFiles, OutputSink};
 
 /// Sources whose batch order is checked at once (one per TCP connection or
@@ -115,6 +116,15 @@ pub(crate) fn run(
     let mut at = Through::default();
     let mut order = OrderCheck::new(SOURCES_ORDER_CHECKED_MAX);
     loop {
+        // Sources the source asks to be made durable now (a Kafka
+        // partition being revoked).
+        if let Some(streams) = &stream_acks {
+            for source in streams.take_flush() {
+                for s in &mut sinks {
+                    s.flush_source(&source)?;
+                }
+            }
+        }
         let flow = match rx.recv_timeout(SINK_TICK) {
             Ok(ToSink::Flow(f)) => f,
             Ok(ToSink::Cut(cut)) => {
@@ -141,11 +151,19 @@ pub(crate) fn run(
         at.number = number;
         let batch = flow.batch.as_ref().filter(|b| b.num_rows() > 0);
         let rows = batch.map_or(0, RecordBatch::num_rows) as u64;
+        let flow_at = FlowAt {
+            number,
+            source: (!flow.results).then(|| (flow.source.clone(), flow.offsets.clone())),
+        };
         if let Some(batch) = batch {
             for s in &mut sinks {
-                s.write(batch, number)?;
+                s.write(batch, &flow_at)?;
             }
             at.rows = number;
+        } else {
+            for s in &mut sinks {
+                s.pass(&flow_at)?;
+            }
         }
         if let Some(d) = &mut dead {
             d.write(&flow.dead_letters)?;
@@ -269,10 +287,16 @@ impl Acks<'_> {
         };
         let mut any = false;
         while pending.front().is_some_and(|(n, _)| *n <= through) {
-            if let (_, Some((source, offset))) = pending.pop_front().expect("checked") {
-                self.metrics.ack(&source, offset);
-                if let Some(streams) = self.streams {
-                    streams.durable(&source, offset);
+            if let (n, Some((source, offset))) = pending.pop_front().expect("checked") {
+                // Every sink is asked (each forgets its points up to n).
+                let points = sinks
+                    .iter_mut()
+                    .fold(true, |all, s| s.commit_point(n) & all);
+                if points {
+                    self.metrics.ack(&source, offset);
+                    if let Some(streams) = self.streams {
+                        streams.durable(&source, offset);
+                    }
                 }
             }
             any = true;

@@ -210,8 +210,10 @@ impl Pipeline {
         let described = chain.describe();
         let mut sinks = Vec::new();
         let epochs = spec.checkpoint.is_some();
+        // A source that commits offsets (Kafka) gets files named by them.
+        let by_source = matches!(spec.source, SourceSpec::Kafka(_));
         for s in &spec.sinks {
-            sinks.push(OutputSink::open(s, epochs).map_err(|e| setup(e.into()))?);
+            sinks.push(OutputSink::open(s, epochs, by_source).map_err(|e| setup(e.into()))?);
         }
         let dead = match &spec.dead_letters {
             Some(dir) => Some(DeadLetterFiles::open(dir).map_err(|e| setup(e.into()))?),

@@ -7,6 +7,7 @@ use roo_ingest::FileFormat;
 
 use super::*;
 use crate::generator::{card_schema, CardGenerator};
+use crate::sinks::rotating::FlowAt;
 
 /// A spec for the crate's tests: `source` into Arrow IPC files under
 /// `DIR/out` (prefix `part`), `model` if any, on the CPU, nothing else;
@@ -297,10 +298,17 @@ fn rotating_files_close_on_a_thread_and_report_durability_in_order() {
         rotate_bytes: 1,
         rotate: Duration::from_secs(3600),
     };
-    let mut sink = OutputSink::open(&spec, false).unwrap();
+    let mut sink = OutputSink::open(&spec, false, false).unwrap();
     let mut generator = CardGenerator::new(3);
     for n in 1..=3 {
-        sink.write(&generator.batch(100), n).unwrap();
+        sink.write(
+            &generator.batch(100),
+            &FlowAt {
+                number: n,
+                source: None,
+            },
+        )
+        .unwrap();
     }
     sink.close().unwrap();
     assert_eq!(sink.durable_through().unwrap(), 3);
@@ -352,8 +360,15 @@ fn an_open_file_is_not_durable_until_it_closes() {
         rotate_bytes: u64::MAX,
         rotate: Duration::from_millis(50),
     };
-    let mut sink = OutputSink::open(&spec, false).unwrap();
-    sink.write(&CardGenerator::new(1).batch(10), 1).unwrap();
+    let mut sink = OutputSink::open(&spec, false, false).unwrap();
+    sink.write(
+        &CardGenerator::new(1).batch(10),
+        &FlowAt {
+            number: 1,
+            source: None,
+        },
+    )
+    .unwrap();
     assert_eq!(sink.durable_through().unwrap(), 0);
     std::thread::sleep(Duration::from_millis(60));
     sink.tick().unwrap();

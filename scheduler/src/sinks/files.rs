@@ -204,6 +204,17 @@ impl FileSink {
         Ok(())
     }
 
+    /// The hidden name the file is written under until it is published.
+    pub fn partial(&self) -> &Path {
+        &self.partial
+    }
+
+    /// Publishes under another name in the same directory (a range
+    /// file's, known only when it closes); the partial file keeps its own.
+    pub fn retarget(&mut self, path: PathBuf) {
+        self.path = path;
+    }
+
     /// Completes the file and renames it into place; returns the rows written.
     pub fn finish(self) -> Result<u64, SinkError> {
         let sealed = self.seal()?;

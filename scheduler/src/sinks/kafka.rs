@@ -268,7 +268,8 @@ impl KafkaSink {
                 if let Err(e) = w.as_mut() {
                     return Err(self.error(format!("encoding Arrow IPC: {e}")));
                 }
-                Ok(vec![0..self.buffer.len()])
+                // One message: the whole stream.
+                Ok(std::iter::once(0..self.buffer.len()).collect())
             }
             KafkaFormat::Ndjson => {
                 let mut w = arrow_json::LineDelimitedWriter::new(&mut self.buffer);

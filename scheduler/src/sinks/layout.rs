@@ -45,8 +45,131 @@ fn index_of(name: &str, prefix: &str, extension: &str) -> Option<u64> {
         .ok()
 }
 
-/// Published files `PREFIX-NNNNNN.EXT` in `dir`, in index order (partial
-/// files are hidden and never listed).
+/// `PREFIX-STREAM-FIRST-END.EXT`: a file holding a source stream's
+/// offsets `[FIRST, END)` (20 digits each), e.g. a Kafka partition's
+/// (STREAM is `TOPIC-pPARTITION`, [`stream_tag`]). Written again after a
+/// crash, a range gets the same name.
+pub fn range_file_name(
+    prefix: &str,
+    stream: &str,
+    first: u64,
+    end: u64,
+    extension: &str,
+) -> String {
+    format!("{prefix}-{stream}-{first:020}-{end:020}.{extension}")
+}
+
+/// The stream part of a range file's name for a source: a Kafka
+/// partition's `TOPIC-pPARTITION`; any other source's name with every
+/// character but letters, digits, `.` and `_` as `_`.
+pub fn stream_tag(source: &str) -> String {
+    match roo_ingest::parse_kafka_source(source) {
+        Some((topic, partition)) => format!("{topic}-p{partition}"),
+        None => source
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect(),
+    }
+}
+
+/// A published range file's (stream, first, end), when it is one of
+/// `prefix`'s.
+fn range_of<'a>(name: &'a str, prefix: &str, extension: &str) -> Option<(&'a str, u64, u64)> {
+    let rest = name
+        .strip_prefix(prefix)?
+        .strip_prefix('-')?
+        .strip_suffix(extension)?
+        .strip_suffix('.')?;
+    let (rest, end) = rest.rsplit_once('-')?;
+    let (stream, first) = rest.rsplit_once('-')?;
+    let digits = |s: &str| s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit());
+    if stream.is_empty() || !digits(first) || !digits(end) {
+        return None;
+    }
+    Some((stream, first.parse().ok()?, end.parse().ok()?))
+}
+
+/// The published range files of `prefix` in `dir`: (stream, first, end,
+/// path), in that order.
+pub fn published_ranges(
+    dir: &Path,
+    prefix: &str,
+    extension: &str,
+) -> Vec<(String, u64, u64, PathBuf)> {
+    let mut files: Vec<(String, u64, u64, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let (stream, first, end) = range_of(&name, prefix, extension)?;
+            Some((stream.to_string(), first, end, e.path()))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// A stream read again from offset `first` (its committed offset):
+/// removes every published file of that stream starting at `first` or
+/// later. They are an earlier run's, past the offset it committed (a
+/// committed offset never falls inside a file, so files before it are
+/// never touched), and this run writes their offsets again: left, their
+/// rows would be there twice. The stream's partial files from `first` on
+/// (a crashed run's, never published, so never committed) go too, and
+/// only this stream's: members of a consumer group may share the
+/// directory, each writing its own partitions; and never the caller's
+/// own (`mine`: files it has open or closing). Fsyncs the directory when
+/// it removed any; returns how many.
+pub fn supersede(
+    dir: &Path,
+    prefix: &str,
+    extension: &str,
+    stream: &str,
+    first: u64,
+    mine: &dyn Fn(&Path) -> bool,
+) -> std::io::Result<usize> {
+    let mut removed = 0;
+    let partials = partials(dir, prefix, extension)
+        .into_iter()
+        .filter_map(|path| {
+            let name = path.file_name()?.to_str()?;
+            let (s, f, end) = range_of(
+                name.strip_prefix('.')?.strip_suffix(".partial")?,
+                prefix,
+                extension,
+            )?;
+            Some((s.to_string(), f, end, path.clone()))
+        })
+        .filter(|(_, _, _, path)| !mine(path));
+    for (s, f, _, path) in published_ranges(dir, prefix, extension)
+        .into_iter()
+        .chain(partials)
+    {
+        if s == stream && f >= first {
+            match std::fs::remove_file(&path) {
+                Ok(()) => removed += 1,
+                // Gone already: its writer published or removed it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    if removed > 0 {
+        sync_dir(dir)?;
+    }
+    Ok(removed)
+}
+
+/// Published files of `prefix` in `dir`: `PREFIX-NNNNNN.EXT` in index
+/// order, then range files ([`range_file_name`]) by stream and offset
+/// (partial files are hidden and never listed).
 pub fn published(dir: &Path, prefix: &str, extension: &str) -> Vec<PathBuf> {
     let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
         .into_iter()
@@ -58,7 +181,12 @@ pub fn published(dir: &Path, prefix: &str, extension: &str) -> Vec<PathBuf> {
         })
         .collect();
     files.sort();
-    files.into_iter().map(|(_, p)| p).collect()
+    let ranges = published_ranges(dir, prefix, extension);
+    files
+        .into_iter()
+        .map(|(_, p)| p)
+        .chain(ranges.into_iter().map(|(_, _, _, p)| p))
+        .collect()
 }
 
 /// The first index after every published file of `prefix` in `dir`, so a
@@ -89,7 +217,8 @@ pub fn published_from(dir: &Path, prefix: &str, extension: &str, from: u64) -> V
         .collect()
 }
 
-/// The partial files (`.PREFIX-NNNNNN.EXT.partial`) of `prefix` in `dir`.
+/// The partial files (`.PREFIX-NNNNNN.EXT.partial`, and of range files)
+/// of `prefix` in `dir`.
 pub fn partials(dir: &Path, prefix: &str, extension: &str) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
         .into_iter()
@@ -99,8 +228,10 @@ pub fn partials(dir: &Path, prefix: &str, extension: &str) -> Vec<PathBuf> {
             e.file_name()
                 .to_str()
                 .and_then(|n| n.strip_prefix('.')?.strip_suffix(".partial"))
-                .and_then(|n| index_of(n, prefix, extension))
-                .is_some()
+                .is_some_and(|n| {
+                    index_of(n, prefix, extension).is_some()
+                        || range_of(n, prefix, extension).is_some()
+                })
         })
         .map(|e| e.path())
         .collect()

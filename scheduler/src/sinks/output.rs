@@ -7,7 +7,7 @@ use std::io::Write;
 use arrow_array::RecordBatch;
 
 use super::kafka::KafkaSink;
-use super::rotating::RotatingFiles;
+use super::rotating::{FlowAt, RotatingFiles};
 use super::SinkError;
 use crate::pipeline::SinkSpec;
 
@@ -22,9 +22,10 @@ pub(crate) enum OutputSink {
 }
 
 impl OutputSink {
-    /// Opens a sink; with `epochs` its files are published by checkpoints
+    /// Opens a sink; with `epochs` its files are published by checkpoints,
+    /// with `by_source` named by each source stream's offsets
     /// ([`RotatingFiles::open`]).
-    pub fn open(spec: &SinkSpec, epochs: bool) -> Result<Self, SinkError> {
+    pub fn open(spec: &SinkSpec, epochs: bool, by_source: bool) -> Result<Self, SinkError> {
         Ok(match spec {
             SinkSpec::Files {
                 dir,
@@ -41,6 +42,7 @@ impl OutputSink {
                 *rotate_bytes,
                 *rotate,
                 epochs,
+                by_source,
             )?)),
             SinkSpec::Kafka(k) => OutputSink::Kafka(Box::new(KafkaSink::open(k)?)),
             SinkSpec::Stdout => OutputSink::Stdout {
@@ -50,9 +52,10 @@ impl OutputSink {
         })
     }
 
-    pub fn write(&mut self, batch: &RecordBatch, number: u64) -> Result<(), SinkError> {
+    pub fn write(&mut self, batch: &RecordBatch, at: &FlowAt) -> Result<(), SinkError> {
+        let number = at.number;
         match self {
-            OutputSink::Files(f) => f.write(batch, number),
+            OutputSink::Files(f) => f.write(batch, at),
             OutputSink::Kafka(k) => k.write(batch, number),
             OutputSink::Stdout { writer, written } => {
                 let w = writer.get_or_insert_with(|| {
@@ -68,6 +71,33 @@ impl OutputSink {
                 *written = number;
                 Ok(())
             }
+        }
+    }
+
+    /// A flow without rows (dead letters only, or nothing).
+    pub fn pass(&mut self, at: &FlowAt) -> Result<(), SinkError> {
+        match self {
+            OutputSink::Files(f) => f.pass(at),
+            OutputSink::Kafka(_) | OutputSink::Stdout { .. } => Ok(()),
+        }
+    }
+
+    /// Whether flow `number`'s source offset may be committed once every
+    /// sink holds it (asked in flow order): only files by source say no,
+    /// between their files' ends.
+    pub fn commit_point(&mut self, number: u64) -> bool {
+        match self {
+            OutputSink::Files(f) => f.commit_point(number),
+            OutputSink::Kafka(_) | OutputSink::Stdout { .. } => true,
+        }
+    }
+
+    /// Makes `source`'s rows durable now, where the sink would wait (a
+    /// file by source closes).
+    pub fn flush_source(&mut self, source: &std::sync::Arc<str>) -> Result<(), SinkError> {
+        match self {
+            OutputSink::Files(f) => f.flush_source(source),
+            OutputSink::Kafka(_) | OutputSink::Stdout { .. } => Ok(()),
         }
     }
 
@@ -90,7 +120,7 @@ impl OutputSink {
 
     pub fn close(&mut self) -> Result<(), SinkError> {
         match self {
-            OutputSink::Files(f) => f.close(),
+            OutputSink::Files(f) => f.close_all(),
             OutputSink::Kafka(k) => k.close(),
             OutputSink::Stdout { .. } => Ok(()),
         }
