@@ -154,6 +154,28 @@ impl Report {
                 ));
             }
         }
+        if let Some(k) = self.section("kafka") {
+            let cpu = |name: &str| k.find(name).and_then(|m| m.cpu_ns_per_event);
+            for (roo, peer, what) in [
+                (crate::kafka::ROO_CSV, crate::kafka::PY_CSV, "CSV messages"),
+                (
+                    crate::kafka::ROO_ARROW,
+                    crate::kafka::PY_ARROW,
+                    "Arrow messages",
+                ),
+            ] {
+                if let (Some(r), Some(p)) = (cpu(roo), cpu(peer)) {
+                    out.push(Headline::cpu_share(
+                        format!(
+                            "kafka CPU per event <= 1/10 of Python confluent-kafka + XGBoost, {what}"
+                        ),
+                        r,
+                        p,
+                        10.0,
+                    ));
+                }
+            }
+        }
         if let Some(a) = self.section("audit") {
             if let Some(show) = a.find(crate::audit::SHOW) {
                 let slowest = show.latency.as_ref().map_or(f64::INFINITY, |l| l.p999_ms);

@@ -18,6 +18,7 @@ mod flight;
 mod gpu;
 mod headline;
 mod ingest;
+mod kafka;
 mod kernels;
 mod online;
 mod pipeline;
@@ -206,6 +207,21 @@ enum Bench {
         #[command(flatten)]
         common: Common,
     },
+    /// Kafka in → score → Kafka out against a local broker (roo-dev-broker),
+    /// CSV messages of one event and Arrow messages of 1,024, beside a
+    /// Python confluent-kafka consumer scoring with XGBoost (build roo
+    /// first: cargo build --release -p roo-appliance).
+    Kafka {
+        /// Events in each topic (at most ~250,000: the mock broker holds
+        /// about 5 MiB per partition).
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
+        /// Skip the Python consumer.
+        #[arg(long)]
+        no_peers: bool,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Flight DoExchange at batch sizes 1 … 65536 from Rust and pyarrow,
     /// beside a Python HTTP server calling XGBoost per request (build roo
     /// first: cargo build --release -p roo-appliance).
@@ -318,6 +334,15 @@ fn main() -> Result<()> {
         })?,
         Bench::Flight { seconds, common } => flight::run(seconds, &common.python, &common.cache)?,
         Bench::Online { seconds, common } => online::run(seconds, &common.python, &common.cache)?,
+        Bench::Kafka {
+            events,
+            no_peers,
+            common,
+        } => kafka::run(
+            events,
+            (!no_peers).then_some(common.python.as_str()),
+            &common.cache,
+        )?,
         Bench::Features(r) => {
             features::run(r.events, r.keys, r.peer_events, r.python(), &r.common.cache)?
         }
@@ -366,9 +391,9 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-const SCENARIOS: [&str; 12] = [
+const SCENARIOS: [&str; 13] = [
     "kernels", "ingest", "pipeline", "score", "flight", "gpu", "features", "enrich", "topk",
-    "audit", "online", "chaos",
+    "audit", "online", "kafka", "chaos",
 ];
 
 /// Every scenario (or `only` those), then the report.
@@ -395,6 +420,7 @@ fn all(quick: bool, out: &Path, price: f64, only: &[String], common: &Common) ->
         ("topk", 5),
         ("audit", 4),
         ("online", 3),
+        ("kafka", 5),
         ("chaos", 3),
     ]
     .iter()
@@ -494,6 +520,13 @@ fn all(quick: bool, out: &Path, price: f64, only: &[String], common: &Common) ->
         }
         if wanted("online") {
             sections.push(online::run(if quick { 0.4 } else { 5.0 }, python, cache)?);
+        }
+        if wanted("kafka") {
+            sections.push(kafka::run(
+                if quick { 50_000 } else { 200_000 },
+                Some(python),
+                cache,
+            )?);
         }
         if wanted("chaos") {
             let (events, kills, repeats) = if quick {

@@ -134,7 +134,7 @@ fn quick_run_writes_a_whole_and_sane_report() {
         names,
         [
             "kernels", "ingest", "pipeline", "score", "flight", "gpu", "features", "enrich",
-            "topk", "audit", "online", "chaos"
+            "topk", "audit", "online", "kafka", "chaos"
         ]
     );
     let gpu_required = std::env::var("ROO_REQUIRE_GPU").is_ok_and(|v| v == "1");
@@ -234,6 +234,8 @@ fn quick_run_writes_a_whole_and_sane_report() {
         "online REST: server CPU per 1-event request <= 1/50 of MLServer's",
         "online gRPC: server CPU per 1-event request <= 1/50 of MLServer's",
         "online REST: p99 <= 2 ms at 50% of peak",
+        "kafka CPU per event <= 1/10 of Python confluent-kafka + XGBoost, CSV messages",
+        "kafka CPU per event <= 1/10 of Python confluent-kafka + XGBoost, Arrow messages",
     ] {
         let h = headline
             .iter()
@@ -255,6 +257,7 @@ fn quick_run_writes_a_whole_and_sane_report() {
         "## Sliding-window top-K",
         "## The audit log at scale",
         "## Online decisions",
+        "## Kafka in, scored, Kafka out",
         "set with --dollars-per-core-hour",
     ] {
         assert!(md.contains(needle), "report.md lacks {needle:?}");

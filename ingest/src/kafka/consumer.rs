@@ -30,6 +30,9 @@ type Key = (Arc<str>, i32);
 const POLL_MAX: Duration = Duration::from_millis(100);
 /// How often a full pipeline is offered the held batches again.
 const HELD_RETRY: Duration = Duration::from_millis(2);
+/// Messages taken from the client between two rounds of housekeeping
+/// (held batches offered, offsets stored, lingering batches closed).
+const DRAIN_MAX: usize = 1024;
 /// At most one client error is logged per this period (all are counted).
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -530,47 +533,49 @@ impl Consuming {
             } else {
                 HELD_RETRY
             };
-            let polled = self.consumer.poll(wait);
-            // The rebalances this poll served come first: a message of a
-            // partition just assigned needs its framer.
-            let events =
-                std::mem::take(&mut *self.consumer.context().events.lock().expect("not poisoned"));
-            for event in events {
-                match event {
-                    Rebalanced::Assigned(keys) => {
-                        for key in keys {
-                            self.assign(&mut parts, key)?;
+            // One wait, then what has arrived without waiting, up to
+            // DRAIN_MAX messages or until a batch is held: the checks
+            // above run once per drain, not once per message.
+            let mut polled = self.consumer.poll(wait);
+            let mut drained = 0;
+            let mut last: Option<Key> = None;
+            loop {
+                // The rebalances this poll served come first: a message
+                // of a partition just assigned needs its framer.
+                self.serve_rebalances(&mut parts, &mut held)?;
+                match polled {
+                    Some(Ok(message)) => {
+                        KafkaFigures::add(&self.figures.messages, 1);
+                        let key = match last.take() {
+                            Some(k) if &*k.0 == message.topic() && k.1 == message.partition() => k,
+                            _ => (Arc::from(message.topic()), message.partition()),
+                        };
+                        // A message of a partition no longer assigned is
+                        // left for its owner (nothing of it is stored).
+                        if let Some(f) = parts.get_mut(&key).and_then(|p| p.framer.as_mut()) {
+                            if let Some(b) =
+                                f.push(message.offset(), message.payload().unwrap_or(&[]))
+                            {
+                                held.push_back(Held {
+                                    key: key.clone(),
+                                    batch: b,
+                                    counted: false,
+                                });
+                            }
                         }
+                        last = Some(key);
                     }
-                    Rebalanced::Revoked(keys) => {
-                        for key in keys {
-                            self.revoke(&mut parts, &mut held, &key);
-                        }
+                    Some(Err(e)) => {
+                        KafkaFigures::add(&self.figures.client_errors, 1);
+                        tracing::debug!("kafka {brokers}: {e}");
                     }
+                    None => break,
                 }
-            }
-            match polled {
-                Some(Ok(message)) => {
-                    KafkaFigures::add(&self.figures.messages, 1);
-                    let key: Key = (Arc::from(message.topic()), message.partition());
-                    // A message of a partition no longer assigned is left
-                    // for its owner (nothing of it is stored).
-                    if let Some(f) = parts.get_mut(&key).and_then(|p| p.framer.as_mut()) {
-                        if let Some(b) = f.push(message.offset(), message.payload().unwrap_or(&[]))
-                        {
-                            held.push_back(Held {
-                                key,
-                                batch: b,
-                                counted: false,
-                            });
-                        }
-                    }
+                drained += 1;
+                if drained >= DRAIN_MAX || !held.is_empty() || self.stopped() {
+                    break;
                 }
-                Some(Err(e)) => {
-                    KafkaFigures::add(&self.figures.client_errors, 1);
-                    tracing::debug!("kafka {brokers}: {e}");
-                }
-                None => {}
+                polled = self.consumer.poll(Duration::ZERO);
             }
         }
         // Stop: nothing more is handed on (what was read but not handed
@@ -603,6 +608,31 @@ impl Consuming {
             tracing::debug!("kafka {brokers}: commit at stop: {e}");
         }
         self.consumer.unsubscribe();
+        Ok(())
+    }
+
+    /// Serves the rebalances the last poll saw, in order.
+    fn serve_rebalances(
+        &self,
+        parts: &mut HashMap<Key, Part>,
+        held: &mut VecDeque<Held>,
+    ) -> Result<(), KafkaError> {
+        let events =
+            std::mem::take(&mut *self.consumer.context().events.lock().expect("not poisoned"));
+        for event in events {
+            match event {
+                Rebalanced::Assigned(keys) => {
+                    for key in keys {
+                        self.assign(parts, key)?;
+                    }
+                }
+                Rebalanced::Revoked(keys) => {
+                    for key in keys {
+                        self.revoke(parts, held, &key);
+                    }
+                }
+            }
+        }
         Ok(())
     }
 

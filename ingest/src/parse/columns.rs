@@ -236,6 +236,9 @@ impl Column {
     }
 }
 
+/// The fewest rows a fresh batch's columns reserve.
+const RESERVE_ROWS_MIN: usize = 256;
+
 /// The columns of one batch being built, all the same length.
 pub(crate) struct Columns {
     pub schema: SchemaRef,
@@ -276,13 +279,21 @@ impl Columns {
         debug_assert!(self.columns.iter().all(|c| c.len == self.rows));
     }
 
-    /// Hands out the built batch and starts a fresh one.
+    /// Hands out the built batch and starts a fresh one, its columns
+    /// reserved for as many rows as this one had (a power of two, at least
+    /// [`RESERVE_ROWS_MIN`], at most the capacity): a batch that lingers
+    /// out small (a quiet connection, one of many Kafka partitions) does
+    /// not reserve `max_rows` rows per column for the next, which cost a
+    /// fresh, zeroed huge page per column per batch; the columns still grow
+    /// to any size up to the capacity.
     pub fn take_batch(&mut self) -> arrow_array::RecordBatch {
-        let arrays: Vec<ArrayRef> = self
-            .columns
-            .iter_mut()
-            .map(|c| c.finish(self.capacity))
-            .collect();
+        let reserve = self
+            .rows
+            .max(1)
+            .next_power_of_two()
+            .max(RESERVE_ROWS_MIN)
+            .min(self.capacity);
+        let arrays: Vec<ArrayRef> = self.columns.iter_mut().map(|c| c.finish(reserve)).collect();
         let rows = self.rows;
         self.rows = 0;
         arrow_array::RecordBatch::try_new_with_options(

@@ -342,15 +342,22 @@ impl KafkaSink {
 fn lines(buffer: &[u8], quoted: bool) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
     let mut start = 0;
-    let mut in_quotes = false;
-    for (i, b) in buffer.iter().enumerate() {
-        match b {
-            b'"' if quoted => in_quotes = !in_quotes,
-            b'\n' if !in_quotes => {
+    if quoted {
+        // Every quote and line end, in order: a line end counts outside
+        // quotes only.
+        let mut in_quotes = false;
+        for i in memchr::memchr2_iter(b'"', b'\n', buffer) {
+            if buffer[i] == b'"' {
+                in_quotes = !in_quotes;
+            } else if !in_quotes {
                 out.push(start..i);
                 start = i + 1;
             }
-            _ => {}
+        }
+    } else {
+        for i in memchr::memchr_iter(b'\n', buffer) {
+            out.push(start..i);
+            start = i + 1;
         }
     }
     if start < buffer.len() {

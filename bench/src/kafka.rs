@@ -1,0 +1,431 @@
+//! `roo-bench kafka`: Kafka in → score → Kafka out against a local broker
+//! (`roo-dev-broker`, librdkafka's mock cluster on real sockets), roo beside
+//! the consumer a team writes in Python (`python/kafka_peers.py`:
+//! confluent-kafka, micro-batches, XGBoost), on the same messages and model:
+//! CSV messages of one event each, and Arrow IPC messages of 1,024 events.
+//! Events/s and CPU-ns per event of the consuming process, from its first
+//! message to its last event produced; the broker's own CPU over each run
+//! is reported apart.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use roo_scheduler::generator::{CardGenerator, CARD_FEATURES};
+
+use crate::daemon::{metric, metrics_text, roo_binary, Daemon, ThreadCpu};
+use crate::report::{Measurement, Section};
+
+pub const ROO_CSV: &str = "roo, Kafka CSV (1 event/message) -> score -> Kafka NDJSON";
+pub const ROO_ARROW: &str = "roo, Kafka Arrow (1,024 events/message) -> score -> Kafka Arrow";
+pub const PY_CSV: &str = "Python confluent-kafka + XGBoost, CSV messages";
+pub const PY_ARROW: &str = "Python confluent-kafka + XGBoost, Arrow messages";
+
+/// Partitions of every topic: the mock cluster holds about 5 MiB per
+/// partition, and the input topics must be whole when the runs start.
+const PARTITIONS: i32 = 16;
+/// Events per Arrow message.
+const ARROW_ROWS: usize = 1024;
+/// How long a run may take before the bench gives up on it.
+const RUN_MAX: Duration = Duration::from_secs(600);
+
+/// A `roo-dev-broker` process, killed when dropped.
+struct Broker {
+    child: Child,
+    servers: String,
+}
+
+impl Broker {
+    fn start(topics: &[&str]) -> Result<Self> {
+        let path = roo_binary()?.with_file_name("roo-dev-broker");
+        let mut command = Command::new(&path);
+        for t in topics {
+            command.arg("--topic").arg(format!("{t}:{PARTITIONS}"));
+        }
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", path.display()))?;
+        let mut servers = String::new();
+        BufReader::new(child.stdout.take().context("the broker's stdout")?)
+            .read_line(&mut servers)?;
+        let servers = servers.trim().to_string();
+        if servers.is_empty() {
+            bail!("{} printed no bootstrap servers", path.display());
+        }
+        Ok(Self { child, servers })
+    }
+
+    fn cpu_s(&self) -> f64 {
+        let stat = PathBuf::from(format!("/proc/{}/stat", self.child.id()));
+        crate::report::proc_stat_cpu_s(&stat).map_or(0.0, |(_, s)| s)
+    }
+
+    fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.servers);
+        c
+    }
+
+    /// Produces `messages` to `topic`, spread over its partitions.
+    fn produce(&self, topic: &str, messages: impl Iterator<Item = Vec<u8>>) -> Result<()> {
+        let producer: BaseProducer = self
+            .client()
+            .set("linger.ms", "5")
+            .set("queue.buffering.max.messages", "1000000")
+            .set("message.max.bytes", "4000000")
+            .create()?;
+        for (i, payload) in messages.enumerate() {
+            let partition = (i % PARTITIONS as usize) as i32;
+            let mut record = BaseRecord::<(), [u8]>::to(topic)
+                .partition(partition)
+                .payload(&payload);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((e, r))
+                        if e.rdkafka_error_code()
+                            == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
+                    {
+                        record = r;
+                        producer.poll(Duration::from_millis(5));
+                    }
+                    Err((e, _)) => bail!("producing to {topic}: {e}"),
+                }
+            }
+            producer.poll(Duration::ZERO);
+        }
+        producer.flush(Duration::from_secs(120))?;
+        Ok(())
+    }
+
+    /// Messages ever produced to `topic` (the sum of its partitions'
+    /// ends), and the least offset still held (the mock cluster keeps
+    /// about 5 MiB per partition and drops older messages).
+    fn messages(&self, topic: &str) -> Result<(i64, i64)> {
+        let consumer: BaseConsumer = self.client().set("group.id", "roo-bench-count").create()?;
+        let (mut n, mut dropped) = (0, 0);
+        for p in 0..PARTITIONS {
+            let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+            n += high;
+            dropped = dropped.max(low);
+        }
+        Ok((n, dropped))
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `events` card transactions (an id and 30 features) as CSV lines without
+/// a header, and as Arrow IPC streams of [`ARROW_ROWS`] rows.
+fn card_messages(events: usize) -> Result<(Vec<Vec<u8>>, Vec<Vec<u8>>)> {
+    let mut generator = CardGenerator::new(17);
+    let (mut csv, mut arrow) = (Vec::with_capacity(events), Vec::new());
+    let mut done = 0;
+    while done < events {
+        let n = (events - done).min(ARROW_ROWS);
+        let batch = generator.batch(n);
+        let mut ipc = Vec::new();
+        let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut ipc, &batch.schema())?;
+        w.write(&batch)?;
+        w.finish()?;
+        drop(w);
+        arrow.push(ipc);
+        let mut text = Vec::new();
+        arrow_csv::WriterBuilder::new()
+            .with_header(false)
+            .build(&mut text)
+            .write(&batch)?;
+        csv.extend(
+            text.split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(<[u8]>::to_vec),
+        );
+        done += n;
+    }
+    anyhow::ensure!(
+        csv.len() == events,
+        "{} CSV lines for {events} events",
+        csv.len()
+    );
+    Ok((csv, arrow))
+}
+
+fn model_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fraud/model.json")
+}
+
+/// roo's pipeline: the topic's messages scored by the bundled model, every
+/// row (inputs, score, model version) produced to `out`.
+fn roo_config(dir: &Path, servers: &str, topic: &str, format: &str, out: &str) -> Result<PathBuf> {
+    let mut columns = vec!["\"txn_id:int64\"".to_string()];
+    columns.extend(CARD_FEATURES.iter().map(|f| format!("\"{f}\"")));
+    let text = format!(
+        r#"[server]
+metrics = "127.0.0.1:0"
+
+[[pipeline]]
+name = "kafka_{format}"
+model = {model:?}
+
+[pipeline.source]
+kind = "kafka"
+brokers = "{servers}"
+topic = "{topic}"
+group = "roo-bench-{format}"
+format = "{format}"
+columns = [{columns}]
+start = "earliest"
+
+[[pipeline.sink]]
+kind = "kafka"
+brokers = "{servers}"
+topic = "{out}"
+format = "{sink}"
+properties = {{ "message.max.bytes" = "16000000" }}
+"#,
+        model = model_path(),
+        columns = columns.join(", "),
+        sink = if format == "arrow" { "arrow" } else { "ndjson" },
+    );
+    let path = dir.join(format!("kafka-{format}.toml"));
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// What one consuming process did: events, wall and CPU seconds from its
+/// first message to its last event out, the broker's CPU meanwhile.
+struct Consumed {
+    wall_s: f64,
+    cpu_s: f64,
+    broker_cpu_s: f64,
+    rss_mib: Option<f64>,
+    /// roo's CPU seconds by thread role over the run.
+    threads: Option<ThreadCpu>,
+}
+
+/// Runs `roo serve` on the topic until every event is out.
+fn run_roo(
+    broker: &Broker,
+    dir: &Path,
+    topic: &str,
+    format: &str,
+    events: usize,
+) -> Result<Consumed> {
+    let out = format!("scores-roo-{format}");
+    let config = roo_config(dir, &broker.servers, topic, format, &out)?;
+    let mut daemon = Daemon::start(&config)?;
+    let ready = daemon.ready()?;
+    let addr = ready.metrics.context("the daemon's metrics address")?;
+    let deadline = Instant::now() + RUN_MAX;
+    // From its first message (the group join before it is not the
+    // pipeline's cost) to its last event out.
+    let (t0, cpu0, broker0, threads0) = loop {
+        let text = metrics_text(&addr)?;
+        if metric(&text, "roo_kafka_messages_total") > 0.0 {
+            break (
+                Instant::now(),
+                daemon.cpu_s()?,
+                broker.cpu_s(),
+                ThreadCpu::read(daemon.pid()).unwrap_or_default(),
+            );
+        }
+        if Instant::now() > deadline {
+            bail!("roo read no message from {topic}");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    loop {
+        let text = metrics_text(&addr)?;
+        if metric(&text, "roo_events_out_total") >= events as f64 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("roo did not produce every event of {topic} in {RUN_MAX:?}");
+        }
+        // Seldom: each read of /metrics is the daemon's CPU too.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (wall_s, cpu_s) = (t0.elapsed().as_secs_f64(), daemon.cpu_s()? - cpu0);
+    let broker_cpu_s = broker.cpu_s() - broker0;
+    let threads = ThreadCpu::read(daemon.pid()).map(|t| t.since(&threads0));
+    let rss_mib = daemon.peak_rss_mib().ok();
+    daemon.stop()?;
+    if format == "csv" {
+        let (produced, _) = broker.messages(&out)?;
+        anyhow::ensure!(
+            produced == events as i64,
+            "roo produced {produced} messages to {out}; expected {events}"
+        );
+    }
+    Ok(Consumed {
+        wall_s,
+        cpu_s,
+        broker_cpu_s,
+        rss_mib,
+        threads,
+    })
+}
+
+/// Runs the Python consumer on the topic until every event is out.
+fn run_peer(
+    broker: &Broker,
+    python: &str,
+    topic: &str,
+    format: &str,
+    events: usize,
+) -> Result<Consumed> {
+    let out = format!("scores-py-{format}");
+    let broker0 = broker.cpu_s();
+    let text = crate::run_script(
+        python,
+        "kafka_peers.py",
+        &[
+            "--brokers",
+            &broker.servers,
+            "--topic",
+            topic,
+            "--out",
+            &out,
+            "--format",
+            format,
+            "--events",
+            &events.to_string(),
+            "--model",
+            model_path().to_str().context("model path")?,
+            "--features",
+            &CARD_FEATURES.join(","),
+        ],
+    )?;
+    let broker_cpu_s = broker.cpu_s() - broker0;
+    let v: serde_json::Value = serde_json::from_str(text.trim())?;
+    let got = v["events"].as_u64().context("kafka_peers.py: events")? as usize;
+    anyhow::ensure!(
+        got == events,
+        "the Python consumer scored {got} of {events} events"
+    );
+    if format == "csv" {
+        let (produced, _) = broker.messages(&out)?;
+        anyhow::ensure!(
+            produced == events as i64,
+            "the Python consumer produced {produced} messages to {out}; expected {events}"
+        );
+    }
+    Ok(Consumed {
+        wall_s: v["wall_s"].as_f64().context("kafka_peers.py: wall_s")?,
+        cpu_s: v["cpu_s"].as_f64().context("kafka_peers.py: cpu_s")?,
+        broker_cpu_s,
+        rss_mib: v["peak_rss_mib"].as_f64(),
+        threads: None,
+    })
+}
+
+pub fn run(events: usize, python: Option<&str>, cache: &Path) -> Result<Section> {
+    let mut section = Section::new(
+        "kafka",
+        "Kafka in, scored, Kafka out: roo beside a Python confluent-kafka consumer",
+    );
+    section.note(format!(
+        "{events} card transactions (an id and 30 features) in a {PARTITIONS}-partition topic of \
+         a local broker (roo-dev-broker: librdkafka's mock cluster, on the same 2 cores), as CSV \
+         messages of one event and as Arrow IPC messages of {ARROW_ROWS} events; scored by the \
+         bundled 40-tree XGBoost model and every row (inputs and score) produced to another \
+         topic — NDJSON, one message per event, for CSV in; one Arrow IPC message per batch for \
+         Arrow in. roo: `roo serve` with a kafka source and sink (offsets committed once the \
+         producer's messages are acknowledged). Peer: a Python consumer of the same group \
+         semantics (confluent-kafka, librdkafka underneath): consume() up to 1,024 messages, \
+         parse them with pyarrow (read_csv of the joined lines, or open_stream per message), \
+         XGBoost inplace_predict on one thread, produce the rows (pandas to_json lines, or an \
+         IPC stream), flush, commit. CPU and wall time of the consuming process from its first \
+         message to its last event produced; the broker's CPU over the same run apart."
+    ));
+    let dir = cache.join("kafka");
+    std::fs::create_dir_all(&dir)?;
+    crate::report::step("kafka: the broker and the messages");
+    let broker = Broker::start(&[
+        "csv-in",
+        "arrow-in",
+        "scores-roo-csv",
+        "scores-roo-arrow",
+        "scores-py-csv",
+        "scores-py-arrow",
+    ])?;
+    let (csv, arrow) = card_messages(events)?;
+    broker.produce("csv-in", csv.into_iter())?;
+    broker.produce("arrow-in", arrow.into_iter())?;
+    for topic in ["csv-in", "arrow-in"] {
+        let (_, dropped) = broker.messages(topic)?;
+        anyhow::ensure!(
+            dropped == 0,
+            "the broker dropped the first {dropped} messages of a partition of {topic} (the mock \
+             cluster holds about 5 MiB per partition): use fewer events"
+        );
+    }
+
+    let line = |name: &str, c: &Consumed| {
+        say!(
+            "  {name}: {:.0} events/s, {:.0} CPU-ns/event; broker {:.0} CPU-ns/event{}",
+            events as f64 / c.wall_s,
+            c.cpu_s * 1e9 / events as f64,
+            c.broker_cpu_s * 1e9 / events as f64,
+            c.rss_mib
+                .map_or(String::new(), |r| format!("; peak RSS {r:.0} MiB"))
+        );
+        if let Some(t) = &c.threads {
+            let by_role: Vec<String> =
+                t.0.iter()
+                    .filter(|(_, s)| **s > 0.0)
+                    .map(|(role, s)| format!("{role} {:.0}", s * 1e9 / events as f64))
+                    .collect();
+            say!("    CPU-ns/event by thread: {}", by_role.join(", "));
+        }
+    };
+    let mut roo_runs = Vec::new();
+    for (name, topic, format) in [(ROO_CSV, "csv-in", "csv"), (ROO_ARROW, "arrow-in", "arrow")] {
+        crate::report::step(&format!("kafka: roo, {format} messages"));
+        let c = run_roo(&broker, &dir, topic, format, events)?;
+        line(name, &c);
+        section.push(Measurement::roo(name, events as f64, c.wall_s, Some(c.cpu_s)).rss(c.rss_mib));
+        roo_runs.push(c);
+    }
+    if let Some(python) = python {
+        for ((name, against, topic, format), mine) in [
+            (PY_CSV, ROO_CSV, "csv-in", "csv"),
+            (PY_ARROW, ROO_ARROW, "arrow-in", "arrow"),
+        ]
+        .into_iter()
+        .zip(&roo_runs)
+        {
+            crate::report::step(&format!("kafka: Python, {format} messages"));
+            let c = run_peer(&broker, python, topic, format, events)?;
+            line(name, &c);
+            say!("    {:.1}x roo's CPU per event", c.cpu_s / mine.cpu_s);
+            section.push(
+                Measurement::peer(
+                    name,
+                    "confluent-kafka",
+                    events as f64,
+                    c.wall_s,
+                    Some(c.cpu_s),
+                )
+                .rss(c.rss_mib)
+                .against(against),
+            );
+        }
+    }
+    let _ = std::io::stdout().flush();
+    section.detail = crate::report::take_lines();
+    Ok(section)
+}
