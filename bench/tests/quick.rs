@@ -17,21 +17,32 @@ fn roo_bench() -> &'static str {
     env!("CARGO_BIN_EXE_roo-bench")
 }
 
-/// Builds `roo` beside roo-bench (a no-op under `cargo test --workspace`).
+/// Builds `roo` and `roo-dev-broker` (the kafka scenario's broker) beside
+/// roo-bench (a no-op under `cargo test --workspace`).
 fn ensure_roo() {
     let roo = Path::new(roo_bench()).with_file_name("roo");
-    if roo.exists() {
+    let broker = Path::new(roo_bench()).with_file_name("roo-dev-broker");
+    if roo.exists() && broker.exists() {
         return;
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
-    build.args(["build", "-p", "roo-appliance", "--bin", "roo"]);
+    build.args([
+        "build",
+        "-p",
+        "roo-appliance",
+        "--bin",
+        "roo",
+        "--bin",
+        "roo-dev-broker",
+    ]);
     if !roo_bench().contains("/debug/") {
         build.arg("--release");
     }
     let status = build.status().expect("running cargo build");
     assert!(status.success(), "cargo build -p roo-appliance failed");
     assert!(roo.exists(), "{} is still missing", roo.display());
+    assert!(broker.exists(), "{} is still missing", broker.display());
 }
 
 /// The Python with every peer's library, or None (and why).

@@ -357,12 +357,15 @@ impl Consuming {
         client
             .set("bootstrap.servers", &config.brokers)
             .set("group.id", &config.group)
-            .set("enable.auto.commit", "true")
+            // roo commits itself, every commit_interval from the loop and
+            // on every revoke and stop, and only what the partitions this
+            // member holds have stored: librdkafka's automatic commit could
+            // land a revoked partition's offsets after its next owner read
+            // the older ones (a commit the revoke saw fail, sent again on
+            // unassign), and the next owner would take the range between
+            // for its own and replace files already committed.
+            .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set(
-                "auto.commit.interval.ms",
-                config.commit_interval.as_millis().max(1).to_string(),
-            )
             .set(
                 "auto.offset.reset",
                 match config.start {
@@ -467,6 +470,7 @@ impl Consuming {
         let mut parts: HashMap<Key, Part> = HashMap::new();
         let mut held: VecDeque<Held> = VecDeque::new();
         let mut paused = false;
+        let mut last_commit = Instant::now();
         while !self.stopped() {
             let Some(queue) = &tx else { break };
             // Offer the held batches, oldest first.
@@ -511,8 +515,13 @@ impl Consuming {
                 paused = !paused;
             }
             store_due(&self.consumer, &self.durable);
+            if last_commit.elapsed() >= self.config.commit_interval {
+                last_commit = Instant::now();
+                // Nothing stored since the last commit is NoOffset: quiet.
+                let _ = self.consumer.commit_consumer_state(CommitMode::Async);
+            }
             let now = Instant::now();
-            let mut next = now + POLL_MAX;
+            let mut next = (now + POLL_MAX).min(last_commit + self.config.commit_interval);
             for (key, part) in parts.iter_mut() {
                 if let Some(f) = &mut part.framer {
                     let (batch, deadline) = f.poll(now);

@@ -204,6 +204,11 @@ impl FileSink {
         Ok(())
     }
 
+    /// The name the file is published under.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The hidden name the file is written under until it is published.
     pub fn partial(&self) -> &Path {
         &self.partial

@@ -116,18 +116,14 @@ pub fn published_ranges(
     files
 }
 
-/// A stream read again from offset `first` (its committed offset):
-/// removes every published file of that stream starting at `first` or
-/// later. They are an earlier run's, past the offset it committed (a
-/// committed offset never falls inside a file, so files before it are
-/// never touched), and this run writes their offsets again: left, their
-/// rows would be there twice. The stream's partial files from `first` on
-/// (a crashed run's, never published, so never committed) go too, and
-/// only this stream's: members of a consumer group may share the
-/// directory, each writing its own partitions; and never the caller's
-/// own (`mine`: files it has open or closing). Fsyncs the directory when
-/// it removed any; returns how many.
-pub fn supersede(
+/// A stream read from offset `first` on (its committed offset, when a
+/// process starts reading it): removes the stream's partial files from
+/// `first` on — a crashed run's, never published, so never committed —
+/// and only this stream's (members of a consumer group may share the
+/// directory, each writing its own partitions), never the caller's own
+/// (`mine`: files it has open or closing). Fsyncs the directory when it
+/// removed any; returns how many.
+pub fn remove_partials(
     dir: &Path,
     prefix: &str,
     extension: &str,
@@ -135,30 +131,54 @@ pub fn supersede(
     first: u64,
     mine: &dyn Fn(&Path) -> bool,
 ) -> std::io::Result<usize> {
+    let doomed = partials(dir, prefix, extension).into_iter().filter(|path| {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let Some(inner) = name
+            .strip_prefix('.')
+            .and_then(|n| n.strip_suffix(".partial"))
+        else {
+            return false;
+        };
+        range_of(inner, prefix, extension).is_some_and(|(s, f, _)| s == stream && f >= first)
+            && !mine(path)
+    });
+    remove_all(dir, doomed)
+}
+
+/// A stream read again from `from` and published by the caller through
+/// `through`: removes the stream's other published files that lie wholly
+/// inside `[from, through)` — an earlier run's, past the offset it
+/// committed, whose rows the caller's files now hold. A file is removed
+/// only once the caller's published files cover it, so the published
+/// files hold every row ever published (a run that dies while reading a
+/// range again removes nothing it has not written again); files the
+/// caller's do not wholly cover stay (rows there twice, at least once).
+/// `mine`: the caller's own files, never removed. Fsyncs the directory
+/// when it removed any; returns how many.
+pub fn remove_covered(
+    dir: &Path,
+    prefix: &str,
+    extension: &str,
+    stream: &str,
+    from: u64,
+    through: u64,
+    mine: &dyn Fn(&Path) -> bool,
+) -> std::io::Result<usize> {
+    let doomed = published_ranges(dir, prefix, extension)
+        .into_iter()
+        .filter(|(s, f, e, path)| s == stream && *f >= from && *e <= through && !mine(path))
+        .map(|(_, _, _, path)| path);
+    remove_all(dir, doomed)
+}
+
+fn remove_all(dir: &Path, paths: impl Iterator<Item = PathBuf>) -> std::io::Result<usize> {
     let mut removed = 0;
-    let partials = partials(dir, prefix, extension)
-        .into_iter()
-        .filter_map(|path| {
-            let name = path.file_name()?.to_str()?;
-            let (s, f, end) = range_of(
-                name.strip_prefix('.')?.strip_suffix(".partial")?,
-                prefix,
-                extension,
-            )?;
-            Some((s.to_string(), f, end, path.clone()))
-        })
-        .filter(|(_, _, _, path)| !mine(path));
-    for (s, f, _, path) in published_ranges(dir, prefix, extension)
-        .into_iter()
-        .chain(partials)
-    {
-        if s == stream && f >= first {
-            match std::fs::remove_file(&path) {
-                Ok(()) => removed += 1,
-                // Gone already: its writer published or removed it.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
+    for path in paths {
+        match std::fs::remove_file(&path) {
+            Ok(()) => removed += 1,
+            // Gone already: its writer published or removed it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
     }
     if removed > 0 {

@@ -101,9 +101,12 @@ pub struct FlowAt {
 
 /// What the closer does, in order.
 enum Closing {
-    /// Close a file: (the file, its first and last flow).
-    File(Box<FileSink>, u64, u64),
-    /// Remove a stream's published range files from an offset on.
+    /// Close a file: (the file, its first and last flow, by source its
+    /// stream and offsets).
+    File(Box<FileSink>, u64, u64, Option<(String, Range<u64>)>),
+    /// A stream (re)starts at an offset: a crashed run's partial files of
+    /// it go, and its published files from there go once this sink's
+    /// published files cover them (`layout::remove_covered`).
     Supersede { stream: String, from: u64 },
 }
 
@@ -179,7 +182,7 @@ impl RotatingFiles {
             });
         }
         // By source, a crash's unfinished files go stream by stream, as
-        // each stream is read again (`layout::supersede`): other members
+        // each stream is read again (`layout::remove_partials`): other members
         // of the group may be writing theirs in the same directory.
         let next_index = layout::next_free_index(&dir, &prefix, format.extension());
         let (to_closer, closing) = bounded::<Closing>(CLOSES_IN_FLIGHT_MAX);
@@ -191,39 +194,74 @@ impl RotatingFiles {
         let closer = std::thread::Builder::new()
             .name("roo-close".into())
             .spawn(move || {
+                // By stream: where this sink (re)started it, and how far its
+                // published files reach from there without a gap.
+                let mut cover: HashMap<String, (u64, u64)> = HashMap::new();
+                // By stream: the files this sink published since it (re)started it.
+                let mut own_published: HashMap<String, HashSet<PathBuf>> = HashMap::new();
+                let io = |source| SinkError::Io {
+                    path: closer_dir.display().to_string(),
+                    source,
+                };
                 for message in closing.iter() {
                     let done = match message {
-                        Closing::File(sink, first, last) => {
+                        Closing::File(sink, first, last, range) => {
                             let partial = sink.partial().to_path_buf();
+                            let path = sink.path().to_path_buf();
                             let done = if epochs {
                                 (*sink).seal().map(|s| Some((first, last, Some(s))))
                             } else {
                                 (*sink).finish().map(|_| Some((first, last, None)))
                             };
                             closer_own.lock().expect("not poisoned").remove(&partial);
-                            done
-                        }
-                        Closing::Supersede { stream, from } => layout::supersede(
-                            &closer_dir,
-                            &closer_prefix,
-                            extension,
-                            &stream,
-                            from,
-                            &|partial| closer_own.lock().expect("not poisoned").contains(partial),
-                        )
-                        .map(|removed| {
-                            if removed > 0 {
-                                tracing::info!(
-                                    "{}: {stream} is read again from offset {from}: removed {removed} file(s) an earlier run wrote from there (they are written again)",
-                                    closer_dir.display()
-                                );
+                            match (done, range) {
+                                (Ok(report), Some((stream, offsets))) if !epochs => {
+                                    let own = own_published.entry(stream.clone()).or_default();
+                                    own.insert(path);
+                                    let reach = cover.entry(stream.clone()).or_insert((offsets.start, offsets.start));
+                                    if reach.1 == offsets.start {
+                                        reach.1 = offsets.end;
+                                    }
+                                    let (from, through) = *reach;
+                                    layout::remove_covered(
+                                        &closer_dir,
+                                        &closer_prefix,
+                                        extension,
+                                        &stream,
+                                        from,
+                                        through,
+                                        &|p| own.contains(p),
+                                    )
+                                    .map(|removed| {
+                                        if removed > 0 {
+                                            tracing::info!(
+                                                "{}: {stream} read again from offset {from}: removed {removed} file(s) an earlier run wrote there, now written again through {through}",
+                                                closer_dir.display()
+                                            );
+                                        }
+                                        report
+                                    })
+                                    .map_err(io)
+                                }
+                                (done, _) => done,
                             }
-                            None
-                        })
-                        .map_err(|source| SinkError::Io {
-                            path: closer_dir.display().to_string(),
-                            source,
-                        }),
+                        }
+                        Closing::Supersede { stream, from } => {
+                            cover.insert(stream.clone(), (from, from));
+                            own_published.remove(&stream);
+                            layout::remove_partials(
+                                &closer_dir,
+                                &closer_prefix,
+                                extension,
+                                &stream,
+                                from,
+                                &|partial| {
+                                    closer_own.lock().expect("not poisoned").contains(partial)
+                                },
+                            )
+                            .map(|_| None)
+                            .map_err(io)
+                        }
                     };
                     if report.send(done).is_err() {
                         return;
@@ -466,7 +504,12 @@ impl RotatingFiles {
             c.sink.retarget(self.dir.join(name));
             self.commit_points.insert(c.last_flow);
         }
-        self.send(Closing::File(Box::new(c.sink), c.first_flow, c.last_flow))
+        self.send(Closing::File(
+            Box::new(c.sink),
+            c.first_flow,
+            c.last_flow,
+            c.range.clone(),
+        ))
     }
 
     fn send(&mut self, message: Closing) -> Result<(), SinkError> {
