@@ -36,9 +36,10 @@ pub use framer::{
     RECORD_BYTES_MAX_DEFAULT,
 };
 pub use kafka::{
-    parse_source_name as parse_kafka_source, source_name as kafka_source_name, KafkaError,
-    KafkaFigures, KafkaSource, KafkaSourceConfig, PartitionFigures, StartFrom, METADATA_WAIT,
-    PREFETCH_KIB_DEFAULT, RETRY_BACKOFF_MAX, REVOKE_DRAIN_MAX, STOP_DRAIN_MAX,
+    log_client as kafka_log_client, parse_source_name as parse_kafka_source,
+    source_name as kafka_source_name, KafkaError, KafkaFigures, KafkaSource, KafkaSourceConfig,
+    PartitionFigures, StartFrom, METADATA_WAIT, PREFETCH_KIB_DEFAULT, RETRY_BACKOFF_MAX,
+    REVOKE_DRAIN_MAX, STOP_DRAIN_MAX,
 };
 pub use parallel::{
     ParallelFramer, ParsePool, StreamFramer, FIRST_PIECE_BYTES, PIECES_IN_FLIGHT_PER_THREAD,

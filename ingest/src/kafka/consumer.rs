@@ -148,14 +148,7 @@ fn store_due(consumer: &BaseConsumer<Context>, durable: &Durable) {
 
 impl ClientContext for Context {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => tracing::error!("kafka {}: {fac}: {message}", self.brokers),
-            RDKafkaLogLevel::Warning => tracing::warn!("kafka {}: {fac}: {message}", self.brokers),
-            _ => tracing::debug!("kafka {}: {fac}: {message}", self.brokers),
-        }
+        super::log_client(&self.brokers, level, fac, message);
     }
 
     fn error(&self, error: RdError, reason: &str) {

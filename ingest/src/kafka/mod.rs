@@ -158,6 +158,25 @@ pub struct PartitionFigures {
     pub end: i64,
 }
 
+/// A librdkafka log line as roo logs it: errors as errors, warnings as
+/// warnings, the rest at debug; every client of roo's (consumer,
+/// producer) logs through this.
+pub fn log_client(
+    brokers: &str,
+    level: rdkafka::config::RDKafkaLogLevel,
+    fac: &str,
+    message: &str,
+) {
+    use rdkafka::config::RDKafkaLogLevel as L;
+    match level {
+        L::Emerg | L::Alert | L::Critical | L::Error => {
+            tracing::error!("kafka {brokers}: {fac}: {message}")
+        }
+        L::Warning => tracing::warn!("kafka {brokers}: {fac}: {message}"),
+        _ => tracing::debug!("kafka {brokers}: {fac}: {message}"),
+    }
+}
+
 /// A partition's source name: `kafka://TOPIC/PARTITION`.
 pub fn source_name(topic: &str, partition: i32) -> String {
     format!("kafka://{topic}/{partition}")

@@ -77,14 +77,7 @@ struct Deliveries {
 
 impl ClientContext for Deliveries {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => tracing::error!("kafka {}: {fac}: {message}", self.brokers),
-            RDKafkaLogLevel::Warning => tracing::warn!("kafka {}: {fac}: {message}", self.brokers),
-            _ => tracing::debug!("kafka {}: {fac}: {message}", self.brokers),
-        }
+        roo_ingest::kafka_log_client(&self.brokers, level, fac, message);
     }
 
     fn error(&self, error: RdError, reason: &str) {
