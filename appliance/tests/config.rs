@@ -32,9 +32,15 @@ fn bad_configs_name_the_line_and_the_field() {
         err.contains("line 4") && err.contains("0 is out of range; expected 1 to 16777216"),
         "{err}"
     );
+    let err = check_config(&good.replace("kind = \"generator\"", "kind = \"mqtt\""));
+    assert!(
+        err.contains("line 6") && err.contains("unknown variant `mqtt`"),
+        "{err}"
+    );
+    // A Kafka source names what it lacks.
     let err = check_config(&good.replace("kind = \"generator\"", "kind = \"kafka\""));
     assert!(
-        err.contains("line 6") && err.contains("unknown variant `kafka`"),
+        err.contains("line 5") && err.contains("missing field `brokers`"),
         "{err}"
     );
     let err = check_config(&good.replace("model.json", "missing.json"));
