@@ -58,6 +58,7 @@ fn config(dir: &Path, name: &str, port: u16) -> PathBuf {
     let text = format!(
         r#"[server]
 threads = 2
+metrics = "127.0.0.1:0"
 state_dir = {state:?}
 checkpoint_secs = 0.2
 
@@ -151,7 +152,8 @@ fn dead_letters(dir: &Path) -> BTreeMap<String, usize> {
 }
 
 /// One run: the sender on its thread; the daemon killed `kills` times at
-/// random moments and started again, then stopped with SIGTERM once the
+/// random points of the stream (after a random number of records) and
+/// started again, then stopped with SIGTERM once the
 /// sender has its last ack. Returns (kills, connections).
 fn run(cfg: &Path, port: u16, lines: &Arc<Vec<String>>, kills: usize) -> (usize, usize) {
     let done = Arc::new(AtomicBool::new(false));
@@ -171,7 +173,16 @@ fn run(cfg: &Path, port: u16, lines: &Arc<Vec<String>>, kills: usize) -> (usize,
         let mut daemon = Daemon::start(cfg, Stdio::null());
         daemon.ready();
         if killed < kills {
-            std::thread::sleep(Duration::from_millis(150 + random() % 600));
+            // Mid-stream, whatever the machine's speed: once this process
+            // has taken a random share of the records (at most a share
+            // that leaves records for every kill), or the sender is done.
+            let from = daemon.metric("roo_events_in_total");
+            let share = 1 + random() % (lines.len() / (kills + 2)) as u64;
+            while !done.load(Ordering::Acquire)
+                && daemon.metric("roo_events_in_total") < from + share as f64
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
         }
         if killed == kills || done.load(Ordering::Acquire) {
             let connections = sender.join().unwrap();
