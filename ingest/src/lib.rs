@@ -19,6 +19,7 @@ mod file;
 mod framer;
 pub mod guard;
 mod ipc;
+#[cfg(feature = "kafka")]
 mod kafka;
 mod parallel;
 pub mod parse;
@@ -35,6 +36,7 @@ pub use framer::{
     BatchLimits, BatchSink, Framer, StreamFormat, BATCH_ROWS_DEFAULT, IPC_MESSAGE_BYTES_MAX,
     RECORD_BYTES_MAX_DEFAULT,
 };
+#[cfg(feature = "kafka")]
 pub use kafka::{
     log_client as kafka_log_client, parse_source_name as parse_kafka_source,
     source_name as kafka_source_name, KafkaError, KafkaFigures, KafkaSource, KafkaSourceConfig,
