@@ -86,9 +86,11 @@ impl ClientContext for Deliveries {
 }
 
 impl ProducerContext for Deliveries {
-    type DeliveryOpaque = Box<u64>;
+    /// The message's batch number, carried as is: no allocation per message.
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, number: Box<u64>) {
+    fn delivery(&self, result: &DeliveryResult<'_>, number: usize) {
+        let number = number as u64;
         match result {
             Ok(_) => {
                 let mut outstanding = self.outstanding.lock().expect("not poisoned");
@@ -200,7 +202,7 @@ impl KafkaSink {
             let payload = &self.buffer[range.clone()];
             let key = keys.as_ref().and_then(|k| k[i].as_deref());
             let mut record =
-                BaseRecord::with_opaque_to(&self.spec.topic, Box::new(number)).payload(payload);
+                BaseRecord::with_opaque_to(&self.spec.topic, number as usize).payload(payload);
             if let Some(key) = key {
                 record = record.key(key.as_bytes());
             }

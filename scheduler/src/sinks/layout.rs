@@ -154,7 +154,9 @@ pub fn remove_partials(
 /// range again removes nothing it has not written again); files the
 /// caller's do not wholly cover stay (rows there twice, at least once).
 /// `mine`: the caller's own files, never removed. Fsyncs the directory
-/// when it removed any; returns how many.
+/// when it removed any; returns how many it removed and how many of the
+/// earlier run's files from `from` on remain (none: nothing more to wait
+/// for).
 pub fn remove_covered(
     dir: &Path,
     prefix: &str,
@@ -163,12 +165,27 @@ pub fn remove_covered(
     from: u64,
     through: u64,
     mine: &dyn Fn(&Path) -> bool,
-) -> std::io::Result<usize> {
-    let doomed = published_ranges(dir, prefix, extension)
+) -> std::io::Result<(usize, usize)> {
+    let (doomed, remaining): (Vec<_>, Vec<_>) = published_ranges(dir, prefix, extension)
         .into_iter()
-        .filter(|(s, f, e, path)| s == stream && *f >= from && *e <= through && !mine(path))
-        .map(|(_, _, _, path)| path);
-    remove_all(dir, doomed)
+        .filter(|(s, f, _, path)| s == stream && *f >= from && !mine(path))
+        .partition(|(_, _, e, _)| *e <= through);
+    let removed = remove_all(dir, doomed.into_iter().map(|(_, _, _, path)| path))?;
+    Ok((removed, remaining.len()))
+}
+
+/// Whether the stream has published files from `from` on: an earlier
+/// run's, to be replaced as they are covered ([`remove_covered`]).
+pub fn has_published_from(
+    dir: &Path,
+    prefix: &str,
+    extension: &str,
+    stream: &str,
+    from: u64,
+) -> bool {
+    published_ranges(dir, prefix, extension)
+        .iter()
+        .any(|(s, f, _, _)| s == stream && *f >= from)
 }
 
 fn remove_all(dir: &Path, paths: impl Iterator<Item = PathBuf>) -> std::io::Result<usize> {

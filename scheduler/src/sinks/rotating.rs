@@ -199,6 +199,9 @@ impl RotatingFiles {
                 let mut cover: HashMap<String, (u64, u64)> = HashMap::new();
                 // By stream: the files this sink published since it (re)started it.
                 let mut own_published: HashMap<String, HashSet<PathBuf>> = HashMap::new();
+                // The streams with an earlier run's files still to replace:
+                // only they list the directory as their files publish.
+                let mut earlier: HashSet<String> = HashSet::new();
                 let io = |source| SinkError::Io {
                     path: closer_dir.display().to_string(),
                     source,
@@ -215,6 +218,17 @@ impl RotatingFiles {
                             };
                             closer_own.lock().expect("not poisoned").remove(&partial);
                             match (done, range) {
+                                (Ok(report), Some((stream, offsets)))
+                                    if !epochs && !earlier.contains(&stream) =>
+                                {
+                                    let reach = cover
+                                        .entry(stream)
+                                        .or_insert((offsets.start, offsets.start));
+                                    if reach.1 == offsets.start {
+                                        reach.1 = offsets.end;
+                                    }
+                                    Ok(report)
+                                }
                                 (Ok(report), Some((stream, offsets))) if !epochs => {
                                     let own = own_published.entry(stream.clone()).or_default();
                                     own.insert(path);
@@ -232,7 +246,10 @@ impl RotatingFiles {
                                         through,
                                         &|p| own.contains(p),
                                     )
-                                    .map(|removed| {
+                                    .map(|(removed, remaining)| {
+                                        if remaining == 0 {
+                                            earlier.remove(&stream);
+                                        }
                                         if removed > 0 {
                                             tracing::info!(
                                                 "{}: {stream} read again from offset {from}: removed {removed} file(s) an earlier run wrote there, now written again through {through}",
@@ -249,6 +266,17 @@ impl RotatingFiles {
                         Closing::Supersede { stream, from } => {
                             cover.insert(stream.clone(), (from, from));
                             own_published.remove(&stream);
+                            if layout::has_published_from(
+                                &closer_dir,
+                                &closer_prefix,
+                                extension,
+                                &stream,
+                                from,
+                            ) {
+                                earlier.insert(stream.clone());
+                            } else {
+                                earlier.remove(&stream);
+                            }
                             layout::remove_partials(
                                 &closer_dir,
                                 &closer_prefix,
