@@ -250,8 +250,17 @@ fn reference(txns: &[Txn]) -> BTreeMap<i64, (i64, Option<f64>)> {
     out
 }
 
+/// Cuts only at stop (commit_ms of an hour) and a file open all day.
 fn config(dir: &Path, servers: &str, source_topic: &str, group: &str) -> PathBuf {
-    features_config(dir, servers, source_topic, group, "earliest", 50, 86_400)
+    features_config(
+        dir,
+        servers,
+        source_topic,
+        group,
+        "earliest",
+        3_600_000,
+        86_400,
+    )
 }
 
 /// The features pipeline: `start`, `commit_ms`, the file sink's
@@ -286,6 +295,7 @@ format = "csv"
 columns = ["txn_id:int64", "card_id:int64", "ts:int64", "amount:float64"]
 start = "{start}"
 commit_ms = {commit_ms}
+changelog = "changelog"
 # A SIGKILLed member's partitions move after 6 s, not librdkafka's 45.
 properties = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "500" }}
 
@@ -329,7 +339,11 @@ dir = {dead:?}
 #[test]
 fn every_event_once_offsets_committed_after_publish_and_a_broker_outage_loses_nothing() {
     const PARTITIONS: i32 = 3;
-    let mut broker = Broker::start(&[("transactions", PARTITIONS), ("features", 2)]);
+    let mut broker = Broker::start(&[
+        ("transactions", PARTITIONS),
+        ("features", 2),
+        ("changelog", PARTITIONS),
+    ]);
     let dir = tempfile::tempdir().unwrap();
     let (good, messages) = transactions(3_000);
     let bad = messages.len() - good.len();
@@ -377,42 +391,7 @@ fn every_event_once_offsets_committed_after_publish_and_a_broker_outage_loses_no
 
     // The files: every good event once, with the reference's features.
     let expected = reference(&good);
-    let batches = common::read_published(&dir.path().join("rows"));
-    let mut seen = BTreeMap::new();
-    for b in &batches {
-        let id = b
-            .column_by_name("txn_id")
-            .unwrap()
-            .as_primitive::<Int64Type>();
-        let n = b
-            .column_by_name("n_1h")
-            .unwrap()
-            .as_primitive::<Int64Type>();
-        let spend = b
-            .column_by_name("spend_1h")
-            .unwrap()
-            .as_primitive::<Float64Type>();
-        for r in 0..b.num_rows() {
-            let s = (!spend.is_null(r)).then(|| spend.value(r));
-            assert!(
-                seen.insert(id.value(r), (n.value(r), s)).is_none(),
-                "txn {} written twice",
-                id.value(r)
-            );
-        }
-    }
-    assert_eq!(seen.len(), expected.len());
-    for (id, (n, spend)) in &expected {
-        let (got_n, got_spend) = seen[id];
-        assert_eq!(got_n, *n, "txn {id}: count");
-        match (got_spend, spend) {
-            (Some(got), Some(want)) => assert!(
-                (got - want).abs() <= 1e-9 * want.abs().max(1.0),
-                "txn {id}: spend {got} vs {want}"
-            ),
-            (got, want) => assert_eq!(got, *want, "txn {id}: spend"),
-        }
-    }
+    assert_features(&dir.path().join("rows"), &expected);
 
     // The output topic: every good event once, as NDJSON keyed by card.
     let out = broker.read_all("features", 2);
@@ -497,6 +476,61 @@ fn unreachable_brokers_are_retried_and_counted_and_a_missing_topic_is_refused() 
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("no-such-topic"), "{stderr}");
+
+    // A changelog topic that does not exist: refused by name too.
+    let broker = Broker::start(&[("transactions", 1)]);
+    let cfg = config(dir.path(), &broker.servers, "transactions", "g");
+    let out = common::roo()
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("changelog topic \"changelog\" does not exist"),
+        "{stderr}"
+    );
+}
+
+/// The published files hold every good event once, with the reference's
+/// features.
+fn assert_features(rows: &Path, expected: &BTreeMap<i64, (i64, Option<f64>)>) {
+    let batches = common::read_published(rows);
+    let mut seen = BTreeMap::new();
+    for b in &batches {
+        let id = b
+            .column_by_name("txn_id")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        let n = b
+            .column_by_name("n_1h")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        let spend = b
+            .column_by_name("spend_1h")
+            .unwrap()
+            .as_primitive::<Float64Type>();
+        for r in 0..b.num_rows() {
+            let s = (!spend.is_null(r)).then(|| spend.value(r));
+            assert!(
+                seen.insert(id.value(r), (n.value(r), s)).is_none(),
+                "txn {} written twice",
+                id.value(r)
+            );
+        }
+    }
+    assert_eq!(seen.len(), expected.len());
+    for (id, (n, spend)) in expected {
+        let (got_n, got_spend) = seen[id];
+        assert_eq!(got_n, *n, "txn {id}: count");
+        match (got_spend, spend) {
+            (Some(got), Some(want)) => assert!(
+                (got - want).abs() <= 1e-9 * want.abs().max(1.0),
+                "txn {id}: spend {got} vs {want}"
+            ),
+            (got, want) => assert_eq!(got, *want, "txn {id}: spend"),
+        }
+    }
 }
 
 /// The published rows' txn_ids with how often each is there, and the
@@ -555,7 +589,11 @@ fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
 #[test]
 fn a_range_published_but_not_committed_is_rewritten_not_duplicated() {
     const PARTITIONS: i32 = 3;
-    let broker = Broker::start(&[("transactions", PARTITIONS), ("features", 2)]);
+    let broker = Broker::start(&[
+        ("transactions", PARTITIONS),
+        ("features", 2),
+        ("changelog", PARTITIONS),
+    ]);
     let dir = tempfile::tempdir().unwrap();
     let rows = dir.path().join("rows");
     let (good, messages) = transactions(2_400);
@@ -636,6 +674,11 @@ fn a_range_published_but_not_committed_is_rewritten_not_duplicated() {
     run3.ready();
     // Run 3 reads the second half again, from run 1's commits.
     run3.wait_metric("roo_kafka_messages_total", second.len() as f64);
+    // Every partition's state came from run 1's snapshots.
+    assert_eq!(
+        run3.metric("roo_kafka_restores_total"),
+        f64::from(PARTITIONS)
+    );
     run3.signal(libc::SIGTERM);
     let (code, log) = run3.finish();
     assert_eq!(code, Some(0), "{}", log.join("\n"));
@@ -654,6 +697,9 @@ fn a_range_published_but_not_committed_is_rewritten_not_duplicated() {
         assert!(files.contains(name), "run 1's {name} is gone");
         assert_eq!(modified(name), *time, "run 1's {name} was rewritten");
     }
+    // Run 3 restored run 1's state from the changelog: the features of the
+    // second half equal the reference's over all the events.
+    assert_features(&rows, &reference(&good));
     // One file per (partition, first offset): `part-TOPIC-pP-FIRST-END`.
     let starts: std::collections::BTreeSet<&str> = files
         .iter()
@@ -677,6 +723,8 @@ metrics = "127.0.0.1:0"
 
 [[pipeline]]
 name = "cards"
+event_time = "ts"
+lateness = "1h"
 max_rows = 128
 linger_ms = 5
 
@@ -687,8 +735,22 @@ topic = "transactions"
 group = "roo-scale"
 format = "csv"
 columns = ["txn_id:int64", "card_id:int64", "ts:int64", "amount:float64"]
-commit_ms = 50
+commit_ms = 200
+changelog = "roo-scale-changelog"
 properties = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "500" }}
+
+[[pipeline.feature]]
+name = "n_1h"
+key = "card_id"
+agg = "count"
+window = "1h"
+
+[[pipeline.feature]]
+name = "spend_1h"
+key = "card_id"
+agg = "sum"
+column = "amount"
+window = "1h"
 
 [[pipeline.sink]]
 kind = "files"
@@ -722,7 +784,10 @@ dir = {dead:?}
 #[test]
 fn a_group_of_members_shares_the_partitions_and_a_killed_member_loses_nothing() {
     const PARTITIONS: i32 = 6;
-    let broker = Broker::start(&[("transactions", PARTITIONS)]);
+    let broker = Broker::start(&[
+        ("transactions", PARTITIONS),
+        ("roo-scale-changelog", PARTITIONS),
+    ]);
     let dir = tempfile::tempdir().unwrap();
     let shared = dir.path().join("rows");
     let (good, messages) = transactions(24_000);
@@ -788,6 +853,13 @@ fn a_group_of_members_shares_the_partitions_and_a_killed_member_loses_nothing() 
             .iter()
             .all(|(c, end)| *c == Some(*end))
     });
+    // The killed member's partitions (and those moved to the fourth)
+    // were restored from the changelog.
+    let restores: f64 = members
+        .iter_mut()
+        .map(|m| m.metric("roo_kafka_restores_total"))
+        .sum();
+    assert!(restores >= 2.0, "{restores} partitions restored");
     for m in members {
         m.signal(libc::SIGTERM);
         let (code, log) = m.finish();
@@ -801,16 +873,19 @@ fn a_group_of_members_shares_the_partitions_and_a_killed_member_loses_nothing() 
             .collect::<std::collections::BTreeSet<_>>(),
         want
     );
-    // At least once. Exactly once needs every revoke's commit to land:
-    // the mock cluster refuses commits while the group rebalances, and a
-    // range written past a refused commit can straddle the offset the
-    // next owner starts from (both files stay: no row is lost).
-    let twice = ids.values().filter(|n| **n > 1).count();
-    eprintln!(
-        "group: {} events, {twice} written twice, {} files: {files:?}",
-        ids.len(),
-        files.len()
+    // Exactly once: each partition resumes where its newest snapshot
+    // stands (not at the committed offset, which the mock cluster refuses
+    // while the group rebalances), and what a killed member wrote past it
+    // is replaced.
+    let twice: Vec<_> = ids.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "written twice: {twice:?}; files {files:?}"
     );
+    eprintln!("group: {} events, {} files", ids.len(), files.len());
+    // The features followed the partitions (snapshots in the changelog):
+    // every event's equal a single process's, the reference's.
+    assert_features(&shared, &reference(&good));
 
     // Every bad message is a dead letter naming its partition and offset.
     let bad: std::collections::BTreeSet<String> = messages

@@ -18,6 +18,7 @@ mod error;
 mod file;
 mod framer;
 pub mod guard;
+mod handover;
 mod ipc;
 #[cfg(feature = "kafka")]
 mod kafka;
@@ -36,6 +37,7 @@ pub use framer::{
     BatchLimits, BatchSink, Framer, StreamFormat, BATCH_ROWS_DEFAULT, IPC_MESSAGE_BYTES_MAX,
     RECORD_BYTES_MAX_DEFAULT,
 };
+pub use handover::{Cut as PartitionCut, Handover};
 #[cfg(feature = "kafka")]
 pub use kafka::{
     log_client as kafka_log_client, parse_source_name as parse_kafka_source,

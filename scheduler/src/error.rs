@@ -109,6 +109,10 @@ pub enum SetupError {
     KafkaColumns,
     #[error("a Kafka source keeps its position in the group's committed offsets, not in [server] state_dir checkpoints; remove state_dir or use another source")]
     KafkaCheckpoints,
+    #[error("a Kafka source with features needs `changelog`: the compacted topic each partition's state is kept in, so it follows the partition to its next owner")]
+    KafkaStateWithoutChangelog,
+    #[error("online requests on a pipeline with a Kafka source and features: a request belongs to no partition, and the features' state is kept per partition; serve requests from a pipeline of their own")]
+    KafkaOnlineFeatures,
     #[error(transparent)]
     Kafka(Box<roo_ingest::KafkaError>),
     #[error(
@@ -183,6 +187,12 @@ pub enum StageError {
     },
     #[error("source {source_name}: its first batch is number {seq}; expected 0")]
     FirstBatch { source_name: String, seq: u64 },
+    #[error("{source_name}: the partition's state from the changelog cannot be restored into {operator}: {error}; expected a snapshot written by this pipeline's features (to start the partitions' state afresh, give the source a new changelog topic)")]
+    PartitionState {
+        source_name: String,
+        operator: String,
+        error: crate::state::SnapshotError,
+    },
     #[error(
         "the audit log could not be written; the pipeline stops rather than score unaudited events"
     )]

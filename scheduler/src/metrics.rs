@@ -340,6 +340,10 @@ pub struct KafkaSnapshot {
     pub pauses: u64,
     pub client_errors: u64,
     pub commits: u64,
+    /// Partition snapshots written to the changelog and acknowledged.
+    pub snapshots: u64,
+    /// Partitions restored from a changelog snapshot.
+    pub restores: u64,
     pub partitions: Vec<KafkaPartition>,
 }
 
@@ -367,6 +371,8 @@ impl KafkaSnapshot {
             pauses: get(&f.pauses),
             client_errors: get(&f.client_errors),
             commits: get(&f.commits),
+            snapshots: get(&f.snapshots),
+            restores: get(&f.restores),
             partitions: f
                 .partitions()
                 .into_iter()

@@ -546,9 +546,15 @@ pub enum SourceConfig {
         #[serde(default)]
         start: StartName,
         /// How often stored offsets are committed, ms (and always on a
-        /// revoke and at stop).
+        /// revoke and at stop); with a changelog, how often each
+        /// partition's state is cut and written.
         #[serde(default = "default_commit_ms")]
         commit_ms: Bounded<1, 3_600_000>,
+        /// The compacted topic each partition's keyed state is kept in
+        /// (required with features; with or without, a partition resumes
+        /// where its newest snapshot stands).
+        #[serde(default)]
+        changelog: Option<String>,
         /// Messages fetched ahead of the pipeline, at most, KiB.
         #[serde(default = "default_prefetch_kib")]
         prefetch_kib: Bounded<1, 2_097_151>,

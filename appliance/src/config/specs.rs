@@ -289,6 +289,7 @@ impl Config {
                     columns,
                     start,
                     commit_ms,
+                    changelog,
                     prefetch_kib,
                     properties,
                 } => {
@@ -332,6 +333,13 @@ impl Config {
                     config.commit_interval = Duration::from_millis(commit_ms.0);
                     config.prefetch_kib = prefetch_kib.0;
                     config.properties = properties.clone();
+                    if changelog
+                        .as_deref()
+                        .is_some_and(|t| t.is_empty() || config.topics.iter().any(|x| x == t))
+                    {
+                        bail!("pipeline {name}: kafka changelog {changelog:?}: expected a topic of its own (compacted), not empty and not a source topic");
+                    }
+                    config.changelog = changelog.clone();
                     (SourceSpec::Kafka(config), n)
                 }
                 SourceConfig::Requests { columns } => {

@@ -106,7 +106,7 @@ impl Figures {
             return Ok(());
         }
         type Get = fn(&KafkaSnapshot) -> u64;
-        let counters: [(&str, &str, Get); 5] = [
+        let counters: [(&str, &str, Get); 7] = [
             ("roo_kafka_messages", "Kafka messages consumed", |k| {
                 k.messages
             }),
@@ -129,6 +129,16 @@ impl Figures {
                 "roo_kafka_commits",
                 "offset commits the group coordinator accepted",
                 |k| k.commits,
+            ),
+            (
+                "roo_kafka_snapshots",
+                "partition state snapshots written to the changelog topic and acknowledged",
+                |k| k.snapshots,
+            ),
+            (
+                "roo_kafka_restores",
+                "partitions restored from a changelog snapshot when assigned",
+                |k| k.restores,
             ),
         ];
         for (name, help, get) in counters {

@@ -87,6 +87,12 @@ pub trait AckTarget: Send {
     /// as the offset to commit).
     fn through(&mut self, _offset: u64) {}
 
+    /// A snapshot of the connection's keyed state at source offset
+    /// `position`, everything before which every sink now holds durably
+    /// (a Kafka partition's cut, [`crate::Handover`]): the target keeps it
+    /// where the partition's next owner finds it.
+    fn checkpoint(&mut self, _position: u64, _snapshot: Vec<u8>) {}
+
     /// Whether everything told has been handed over.
     fn settled(&self) -> bool {
         true
@@ -398,6 +404,15 @@ impl StreamAcks {
             if !gone {
                 c.target.finish();
             }
+        }
+    }
+
+    /// A cut of `source` (its keyed state at `position`) is durable: see
+    /// [`AckTarget::checkpoint`].
+    pub fn checkpoint(&self, source: &Arc<str>, position: u64, snapshot: Vec<u8>) {
+        let mut connections = self.connections.lock().expect("not poisoned");
+        if let Some(c) = connections.get_mut(source) {
+            c.target.checkpoint(position, snapshot);
         }
     }
 

@@ -18,13 +18,11 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
 
+use super::changelog::{Changelog, Key};
 use super::messages::MessageFramer;
 use super::{KafkaError, KafkaFigures, KafkaSourceConfig, StartFrom};
 use super::{METADATA_WAIT, RETRY_BACKOFF_MAX, REVOKE_DRAIN_MAX, STOP_DRAIN_MAX};
-use crate::{AckTarget, IngestBatch, StreamAcks};
-
-/// A partition: topic and number.
-type Key = (Arc<str>, i32);
+use crate::{AckTarget, Handover, IngestBatch, StreamAcks};
 
 /// The longest `poll` waits when nothing is due sooner.
 const POLL_MAX: Duration = Duration::from_millis(100);
@@ -49,15 +47,33 @@ struct Durable {
 struct DurableState {
     /// partition → (durable through, stored through)
     offsets: HashMap<Key, (i64, i64)>,
-    /// partition → the end of the last batch handed on.
+    /// partition → the position of its newest snapshot in the changelog
+    /// (with a changelog, the offset stored: a cut's, not a file's end).
+    logged: HashMap<Key, i64>,
+    /// Offsets are stored at cuts ([`Self::logged`]), not as durable.
+    by_changelog: bool,
+    /// partition → the end of the last batch handed on (this stay).
     handed: HashMap<Key, i64>,
     open: usize,
 }
 
 impl Durable {
-    /// Offsets durable and not yet stored.
+    /// Offsets to store: durable (or, with a changelog, logged) and not
+    /// yet stored.
     fn due(&self) -> Vec<(Key, i64)> {
-        let mut s = self.state.lock().expect("not poisoned");
+        let mut guard = self.state.lock().expect("not poisoned");
+        let s = &mut *guard;
+        if s.by_changelog {
+            let mut due = Vec::new();
+            for (k, logged) in &s.logged {
+                let stored = &mut s.offsets.entry(k.clone()).or_insert((-1, -1)).1;
+                if *logged > *stored {
+                    *stored = *logged;
+                    due.push((k.clone(), *logged));
+                }
+            }
+            return due;
+        }
         s.offsets
             .iter_mut()
             .filter(|(_, (durable, stored))| durable > stored)
@@ -69,20 +85,49 @@ impl Durable {
     }
 
     /// A partition assigned again: what it stored before is no longer in
-    /// the consumer, so its next durable offset is stored whatever it is.
+    /// the consumer, so its next durable offset is stored whatever it is;
+    /// what was handed on and logged in its last stay is forgotten.
     fn assigned(&self, key: &Key) {
         let mut s = self.state.lock().expect("not poisoned");
         s.open += 1;
         if let Some((_, stored)) = s.offsets.get_mut(key) {
             *stored = -1;
         }
+        s.handed.remove(key);
+        s.logged.remove(key);
+    }
+
+    /// A partition's snapshot at `position` is in the changelog.
+    fn logged(&self, key: &Key, position: u64) {
+        let mut s = self.state.lock().expect("not poisoned");
+        let entry = s.logged.entry(key.clone()).or_insert(-1);
+        *entry = (*entry).max(position as i64);
+        self.changed.notify_all();
+    }
+
+    /// Partitions of `keys` whose last batch handed on is not yet
+    /// durable (or, with a changelog, not yet under a snapshot).
+    fn unsettled<'k>(&self, state: &DurableState, keys: &'k [Key]) -> Vec<&'k Key> {
+        keys.iter()
+            .filter(|k| {
+                let handed = state.handed.get(*k).copied().unwrap_or(-1);
+                let done = if state.by_changelog {
+                    state.logged.get(*k).copied().unwrap_or(-1)
+                } else {
+                    state.offsets.get(*k).map_or(-1, |o| o.0)
+                };
+                handed > done
+            })
+            .collect()
     }
 }
 
-/// A partition's acks: the offset every sink holds durably.
+/// A partition's acks: the offset every sink holds durably, and its
+/// snapshots (to the changelog).
 struct PartitionAcks {
     durable: Arc<Durable>,
     key: Key,
+    changelog: Option<Arc<Changelog>>,
 }
 
 impl AckTarget for PartitionAcks {
@@ -95,6 +140,12 @@ impl AckTarget for PartitionAcks {
         let entry = s.offsets.entry(self.key.clone()).or_insert((-1, -1));
         entry.0 = entry.0.max(offset as i64);
         self.durable.changed.notify_all();
+    }
+
+    fn checkpoint(&mut self, position: u64, snapshot: Vec<u8>) {
+        if let Some(c) = &self.changelog {
+            c.write(&self.key, position, &snapshot);
+        }
     }
 
     fn finish(self: Box<Self>) {
@@ -116,6 +167,10 @@ struct Context {
     figures: Arc<KafkaFigures>,
     durable: Arc<Durable>,
     acks: Arc<StreamAcks>,
+    handover: Arc<Handover>,
+    changelog: Option<Arc<Changelog>>,
+    /// A failure the loop must stop on (a changelog that cannot be read).
+    fatal: Mutex<Option<KafkaError>>,
     events: Mutex<Vec<Rebalanced>>,
     start: StartFrom,
     /// Partitions this process has been given before (for `start`).
@@ -192,15 +247,19 @@ impl Context {
             .collect();
         let until = Instant::now() + REVOKE_DRAIN_MAX;
         let mut state = self.durable.state.lock().expect("not poisoned");
+        if self.changelog.is_some() {
+            // Each partition's state is cut where its last batch ends and
+            // leaves memory; one that handed nothing on this stay is only
+            // dropped (its newest snapshot stands).
+            for (k, source) in taken.iter().zip(&sources) {
+                match state.handed.get(k) {
+                    Some(&end) => self.handover.request_cut(source, end as u64, true),
+                    None => self.handover.stage_restore(source, None),
+                }
+            }
+        }
         loop {
-            let left: Vec<&Key> = taken
-                .iter()
-                .filter(|k| {
-                    let handed = state.handed.get(*k).copied().unwrap_or(-1);
-                    let durable = state.offsets.get(*k).map_or(-1, |o| o.0);
-                    handed > durable
-                })
-                .collect();
+            let left = self.durable.unsettled(&state, taken);
             if left.is_empty() {
                 return;
             }
@@ -213,8 +272,10 @@ impl Context {
                 );
                 return;
             }
-            for s in &sources {
-                self.acks.request_flush(s);
+            if self.changelog.is_none() {
+                for s in &sources {
+                    self.acks.request_flush(s);
+                }
             }
             state = self
                 .durable
@@ -222,6 +283,38 @@ impl Context {
                 .wait_timeout(state, (until - now).min(Duration::from_millis(50)))
                 .expect("not poisoned")
                 .0;
+        }
+    }
+}
+
+impl Context {
+    /// With a changelog: the partition's newest snapshot staged for the
+    /// operators (or none: it starts empty) and the partition set to
+    /// resume where the snapshot stands. A changelog that cannot be read
+    /// stops the source: the state would be wrong.
+    fn restore(&self, tpl: &mut TopicPartitionList, key: &Key) {
+        let Some(changelog) = &self.changelog else {
+            return;
+        };
+        let source: Arc<str> = Arc::from(super::source_name(&key.0, key.1));
+        match changelog.read(key) {
+            Ok(Some(r)) => {
+                let _ = tpl.set_partition_offset(&key.0, key.1, Offset::Offset(r.position as i64));
+                tracing::info!(
+                    "kafka {}: {source} restored from changelog {} ({} bytes of state), resuming at offset {}",
+                    self.brokers,
+                    changelog.topic(),
+                    r.snapshot.len(),
+                    r.position
+                );
+                KafkaFigures::add(&self.figures.restores, 1);
+                self.handover.stage_restore(&source, Some(r.snapshot));
+            }
+            Ok(None) => self.handover.stage_restore(&source, None),
+            Err(e) => {
+                tracing::error!("{e}");
+                self.fatal.lock().expect("not poisoned").get_or_insert(e);
+            }
         }
     }
 }
@@ -241,18 +334,23 @@ impl ConsumerContext for Context {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let given = keys(tpl);
-                if self.start != StartFrom::Committed {
-                    let mut seen = self.seen.lock().expect("not poisoned");
-                    let to = match self.start {
-                        StartFrom::Earliest => Offset::Beginning,
-                        _ => Offset::End,
-                    };
-                    for (topic, partition) in &given {
-                        if seen.insert((topic.clone(), *partition)) {
-                            let _ = tpl.set_partition_offset(topic, *partition, to);
-                        }
+                let mut seen = self.seen.lock().expect("not poisoned");
+                for (topic, partition) in &given {
+                    let first = seen.insert((topic.clone(), *partition));
+                    if first && self.start != StartFrom::Committed {
+                        let to = match self.start {
+                            StartFrom::Earliest => Offset::Beginning,
+                            _ => Offset::End,
+                        };
+                        let _ = tpl.set_partition_offset(topic, *partition, to);
+                        // A replay (or a start at the end) begins with no state.
+                        let source: Arc<str> = Arc::from(super::source_name(topic, *partition));
+                        self.handover.stage_restore(&source, None);
+                    } else {
+                        self.restore(tpl, &(topic.clone(), *partition));
                     }
                 }
+                drop(seen);
                 let assigned = if cooperative {
                     consumer.incremental_assign(tpl)
                 } else {
@@ -337,6 +435,7 @@ pub(super) struct Consuming {
     durable: Arc<Durable>,
     stop: Arc<AtomicBool>,
     acks: Arc<StreamAcks>,
+    changelog: Option<Arc<Changelog>>,
 }
 
 impl Consuming {
@@ -376,11 +475,28 @@ impl Consuming {
             client.set(k, v);
         }
         let durable = Arc::new(Durable::default());
+        let changelog = match &config.changelog {
+            Some(topic) => {
+                let d = durable.clone();
+                Some(Arc::new(Changelog::open(
+                    &brokers,
+                    topic,
+                    &config.properties,
+                    figures.clone(),
+                    Box::new(move |key, position| d.logged(key, position)),
+                )?))
+            }
+            None => None,
+        };
+        durable.state.lock().expect("not poisoned").by_changelog = changelog.is_some();
         let context = Context {
             brokers: brokers.clone(),
             figures: figures.clone(),
             durable: durable.clone(),
             acks: config.acks.clone(),
+            handover: config.handover.clone(),
+            changelog: changelog.clone(),
+            fatal: Mutex::new(None),
             events: Mutex::new(Vec::new()),
             start: config.start,
             seen: Mutex::new(Default::default()),
@@ -392,7 +508,12 @@ impl Consuming {
         // The topics must exist; brokers that do not answer are reported
         // and retried by the thread.
         match consumer.fetch_metadata(None, METADATA_WAIT) {
-            Ok(metadata) => check_topics(&brokers, &config.topics, &metadata)?,
+            Ok(metadata) => {
+                check_topics(&brokers, &config.topics, &metadata)?;
+                if let Some(c) = &changelog {
+                    c.check()?;
+                }
+            }
             Err(e) => tracing::error!(
                 "kafka {brokers}: no broker answered within {} s ({e}); expected a Kafka broker at that address; retrying with backoff (roo_kafka_client_errors_total counts the failures)",
                 METADATA_WAIT.as_secs()
@@ -400,6 +521,7 @@ impl Consuming {
         }
         Ok(Self {
             acks: config.acks.clone(),
+            changelog,
             config,
             consumer,
             figures,
@@ -464,7 +586,19 @@ impl Consuming {
         let mut held: VecDeque<Held> = VecDeque::new();
         let mut paused = false;
         let mut last_commit = Instant::now();
+        // partition → the offset its last cut was asked through.
+        let mut cut_asked: HashMap<Key, i64> = HashMap::new();
         while !self.stopped() {
+            if let Some(e) = self
+                .consumer
+                .context()
+                .fatal
+                .lock()
+                .expect("not poisoned")
+                .take()
+            {
+                return Err(e);
+            }
             let Some(queue) = &tx else { break };
             // Offer the held batches, oldest first.
             while let Some(mut h) = held.pop_front() {
@@ -510,6 +644,7 @@ impl Consuming {
             store_due(&self.consumer, &self.durable);
             if last_commit.elapsed() >= self.config.commit_interval {
                 last_commit = Instant::now();
+                self.ask_cuts(&parts, &mut cut_asked, false);
                 // Nothing stored since the last commit is NoOffset: quiet.
                 let _ = self.consumer.commit_consumer_state(CommitMode::Async);
             }
@@ -583,6 +718,9 @@ impl Consuming {
         // Stop: nothing more is handed on (what was read but not handed
         // on is read again from the committed offset), the pipeline
         // drains, and what it reports durable is committed.
+        // With a changelog every partition is cut where its last batch
+        // handed on ends, before the queue closes.
+        self.ask_cuts(&parts, &mut cut_asked, true);
         drop(tx);
         drop(held);
         if !paused {
@@ -593,6 +731,10 @@ impl Consuming {
             store_due(&self.consumer, &self.durable);
             let open = self.durable.state.lock().expect("not poisoned").open;
             if open == 0 || Instant::now() >= until {
+                if let Some(c) = &self.changelog {
+                    c.flush();
+                    store_due(&self.consumer, &self.durable);
+                }
                 if open > 0 {
                     tracing::warn!("kafka {brokers}: the pipeline did not report its last batches durable within {} s; committing what it did", STOP_DRAIN_MAX.as_secs());
                 }
@@ -611,6 +753,28 @@ impl Consuming {
         }
         self.consumer.unsubscribe();
         Ok(())
+    }
+
+    /// With a changelog, asks the operators for a cut of every assigned
+    /// partition that handed batches on since its last one (`release`: of
+    /// every assigned partition, dropping its state: the source stops).
+    fn ask_cuts(&self, parts: &HashMap<Key, Part>, asked: &mut HashMap<Key, i64>, release: bool) {
+        if self.changelog.is_none() {
+            return;
+        }
+        let state = self.durable.state.lock().expect("not poisoned");
+        for (key, part) in parts.iter().filter(|(_, p)| p.framer.is_some()) {
+            let Some(&end) = state.handed.get(key) else {
+                continue;
+            };
+            let last = asked.entry(key.clone()).or_insert(-1);
+            if end > *last || release {
+                *last = end;
+                self.config
+                    .handover
+                    .request_cut(&part.source, end as u64, release);
+            }
+        }
     }
 
     /// Serves the rebalances the last poll saw, in order.
@@ -678,6 +842,7 @@ impl Consuming {
             Box::new(PartitionAcks {
                 durable: self.durable.clone(),
                 key: key.clone(),
+                changelog: self.changelog.clone(),
             }),
         );
         self.figures

@@ -20,6 +20,7 @@
 //!
 //! [`AckTarget`]: crate::AckTarget
 
+mod changelog;
 mod consumer;
 mod messages;
 
@@ -33,7 +34,7 @@ use arrow_schema::SchemaRef;
 use crossbeam_channel::Sender;
 use thiserror::Error;
 
-use crate::{BatchLimits, IngestBatch, StreamAcks, StreamFormat};
+use crate::{BatchLimits, Handover, IngestBatch, StreamAcks, StreamFormat};
 
 /// Where a partition without a committed offset for the group starts, and
 /// whether committed offsets are used at all.
@@ -78,6 +79,13 @@ pub struct KafkaSourceConfig {
     /// The pipeline's acks: a partition's offsets are stored as its
     /// batches become durable.
     pub acks: Arc<StreamAcks>,
+    /// The compacted topic each partition's keyed state is kept in
+    /// ([`changelog`]'s rules); with it a partition's offset is stored
+    /// only at its cuts (every `commit_interval`, and on revoke and stop),
+    /// and a partition resumes where its newest snapshot stands.
+    pub changelog: Option<String>,
+    /// Cuts asked of the operators and snapshots staged for them.
+    pub handover: Arc<Handover>,
 }
 
 impl KafkaSourceConfig {
@@ -100,6 +108,8 @@ impl KafkaSourceConfig {
             prefetch_kib: PREFETCH_KIB_DEFAULT,
             properties: BTreeMap::new(),
             acks: StreamAcks::new(),
+            changelog: None,
+            handover: Handover::new(),
         }
     }
 }
@@ -138,6 +148,15 @@ pub enum KafkaError {
         brokers: String,
         topic: String,
         known: Vec<String>,
+    },
+    #[error("kafka {brokers}: changelog topic {topic:?} does not exist; expected a compacted topic (cleanup.policy=compact) created before the pipeline starts, with as many partitions as the source's topic")]
+    MissingChangelog { brokers: String, topic: String },
+    #[error("kafka {brokers}: changelog {topic} partition {partition}: {message}")]
+    Changelog {
+        brokers: String,
+        topic: String,
+        partition: i32,
+        message: String,
     },
     #[error("kafka {brokers}: {message}")]
     Client { brokers: String, message: String },
@@ -199,6 +218,10 @@ pub struct KafkaFigures {
     pub client_errors: AtomicU64,
     /// Offsets committed (each commit of stored offsets that succeeded).
     pub commits: AtomicU64,
+    /// Partition snapshots written to the changelog and acknowledged.
+    pub snapshots: AtomicU64,
+    /// Partitions restored from a changelog snapshot.
+    pub restores: AtomicU64,
     pub partitions: Mutex<BTreeMap<(String, i32), PartitionFigures>>,
 }
 

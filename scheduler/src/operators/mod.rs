@@ -292,7 +292,30 @@ pub trait Operator: Send {
 
     /// Replaces the operator's state with a snapshot's.
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), SnapshotError>;
+
+    /// With a source that moves partitions (Kafka): the keyed state of
+    /// partition `source` alone as a snapshot, dropped from memory when
+    /// `release` (the partition leaves). `None`: the operator keeps no
+    /// state per partition (the default).
+    fn part_snapshot(&mut self, _source: &Arc<str>, _release: bool) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Partition `source` starts from `snapshot` (written by
+    /// [`Self::part_snapshot`]), or empty; whatever the operator held of
+    /// it is replaced.
+    fn part_restore(
+        &mut self,
+        _source: &Arc<str>,
+        _snapshot: Option<&[u8]>,
+    ) -> Result<(), SnapshotError> {
+        Ok(())
+    }
 }
+
+/// The kind name of a partition's snapshot ([`Chain::part_snapshot`]).
+const PART_KIND: &str = "partition";
+const PART_VERSION: u32 = 1;
 
 /// A pipeline's operators in chain order.
 pub struct Chain {
@@ -413,6 +436,79 @@ impl Chain {
             .iter()
             .map(|o| (o.kind(), o.name().to_string(), o.snapshot()))
             .collect()
+    }
+
+    /// Partition `source`'s keyed state in every operator that keeps state
+    /// per partition, as one snapshot: (kind, name, the operator's
+    /// snapshot) for each, in chain order.
+    pub fn part_snapshot(&mut self, source: &Arc<str>, release: bool) -> Vec<u8> {
+        let mut w = crate::state::Writer::default();
+        let parts: Vec<(OperatorKind, String, Vec<u8>)> = self
+            .operators
+            .iter_mut()
+            .filter_map(|o| {
+                let bytes = o.part_snapshot(source, release)?;
+                Some((o.kind(), o.name().to_string(), bytes))
+            })
+            .collect();
+        w.u64(parts.len() as u64);
+        for (kind, name, bytes) in &parts {
+            w.bytes(kind.name().as_bytes());
+            w.bytes(name.as_bytes());
+            w.bytes(bytes);
+        }
+        crate::state::encode(PART_KIND, PART_VERSION, &w.buf)
+    }
+
+    /// Partition `source` starts, in every operator, from a snapshot
+    /// [`Self::part_snapshot`] wrote (`None`: empty). A snapshot naming an
+    /// operator this chain lacks, or one an operator refuses (written for
+    /// other features), is an error: the pipeline stops rather than
+    /// compute from the wrong state.
+    pub fn part_restore(
+        &mut self,
+        source: &Arc<str>,
+        snapshot: Option<&[u8]>,
+    ) -> Result<(), (String, SnapshotError)> {
+        let whole = |e| ("partition snapshot".to_string(), e);
+        let mut parts: Vec<(String, String, &[u8])> = Vec::new();
+        if let Some(bytes) = snapshot {
+            let payload =
+                crate::state::decode_version(PART_KIND, PART_VERSION, bytes).map_err(whole)?;
+            let mut r = crate::state::Reader::new(payload);
+            let n = r.count(24).map_err(whole)?;
+            for _ in 0..n {
+                let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                let kind = text(r.bytes().map_err(whole)?);
+                let name = text(r.bytes().map_err(whole)?);
+                parts.push((kind, name, r.bytes().map_err(whole)?));
+            }
+            r.finish().map_err(whole)?;
+        }
+        for (kind, name, _) in &parts {
+            if !self
+                .operators
+                .iter()
+                .any(|o| o.kind().name() == kind && o.name() == name)
+            {
+                return Err((
+                    format!("{kind} {name}"),
+                    SnapshotError::Payload(
+                        "the partition's snapshot holds state of an operator this pipeline does not have"
+                            .into(),
+                    ),
+                ));
+            }
+        }
+        for o in &mut self.operators {
+            let bytes = parts
+                .iter()
+                .find(|(k, n, _)| k == o.kind().name() && n == o.name())
+                .map(|(_, _, b)| *b);
+            o.part_restore(source, bytes)
+                .map_err(|e| (format!("{} {}", o.kind().name(), o.name()), e))?;
+        }
+        Ok(())
     }
 
     /// Restores each operator from the snapshot taken under its kind and

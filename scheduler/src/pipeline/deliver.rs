@@ -88,9 +88,10 @@ impl OrderCheck {
     }
 }
 
-/// A batch written but not yet durable in every sink: its number, and the
-/// source offset it ends at (none for an aggregate's results).
-type Pending = (u64, Option<(Arc<str>, u64)>);
+/// A batch written but not yet durable in every sink: its number, the
+/// source offset it ends at (none for an aggregate's results), and for a
+/// partition's cut its state, handed to the partition's acks once durable.
+type Pending = (u64, Option<(Arc<str>, u64)>, Option<Vec<u8>>);
 
 pub(crate) fn run(
     rx: Receiver<ToSink>,
@@ -137,6 +138,27 @@ pub(crate) fn run(
                 acks.ack(&mut pending, &mut sinks, &mut dead, at)?;
                 continue;
             }
+            Ok(ToSink::PartCut {
+                source,
+                position,
+                snapshot,
+            }) => {
+                // The partition's files end here, so what it has written
+                // is durable once they are published; then its state is.
+                number += 1;
+                at.number = number;
+                let flow_at = FlowAt {
+                    number,
+                    source: Some((source.clone(), position..position)),
+                };
+                for s in &mut sinks {
+                    s.flush_source(&source)?;
+                    s.pass(&flow_at)?;
+                }
+                pending.push_back((number, Some((source, position)), Some(snapshot)));
+                acks.ack(&mut pending, &mut sinks, &mut dead, at)?;
+                continue;
+            }
             Err(RecvTimeoutError::Timeout) => {
                 for s in &mut sinks {
                     s.tick()?;
@@ -178,11 +200,11 @@ pub(crate) fn run(
         }
         let events = if flow.results {
             PipelineMetrics::add(&metrics.results_out, rows);
-            pending.push_back((number, None));
+            pending.push_back((number, None, None));
             0
         } else {
             PipelineMetrics::add(&metrics.events_out, rows);
-            pending.push_back((number, Some((flow.source.clone(), flow.offsets.end))));
+            pending.push_back((number, Some((flow.source.clone(), flow.offsets.end)), None));
             rows
         };
         PipelineMetrics::add(&metrics.events_aggregated, flow.aggregated);
@@ -251,7 +273,7 @@ impl Acks<'_> {
             return BTreeMap::new();
         };
         let mut through: HashMap<Arc<str>, u64> = HashMap::new();
-        for (_, at) in pending {
+        for (_, at, _) in pending {
             if let Some((source, offset)) = at {
                 let o = through.entry(source.clone()).or_default();
                 *o = (*o).max(*offset);
@@ -286,8 +308,8 @@ impl Acks<'_> {
             durable
         };
         let mut any = false;
-        while pending.front().is_some_and(|(n, _)| *n <= through) {
-            if let (n, Some((source, offset))) = pending.pop_front().expect("checked") {
+        while pending.front().is_some_and(|(n, _, _)| *n <= through) {
+            if let (n, Some((source, offset)), snapshot) = pending.pop_front().expect("checked") {
                 // Every sink is asked (each forgets its points up to n).
                 let points = sinks
                     .iter_mut()
@@ -296,6 +318,9 @@ impl Acks<'_> {
                     self.metrics.ack(&source, offset);
                     if let Some(streams) = self.streams {
                         streams.durable(&source, offset);
+                        if let Some(snapshot) = snapshot {
+                            streams.checkpoint(&source, offset, snapshot);
+                        }
                     }
                 }
             }

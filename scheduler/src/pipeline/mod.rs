@@ -278,6 +278,10 @@ impl Pipeline {
         let operate_metrics = metrics.clone();
         let every = spec.checkpoint.as_ref().map(|c| c.every);
         let operate_stop = stop.clone();
+        let handover = match &spec.source {
+            SourceSpec::Kafka(c) if c.changelog.is_some() => Some(c.handover.clone()),
+            _ => None,
+        };
         spawn(
             "score",
             Box::new(move || {
@@ -287,6 +291,7 @@ impl Pipeline {
                     flow_tx,
                     chain,
                     every,
+                    handover,
                     operate_stop,
                     &operate_metrics,
                 )

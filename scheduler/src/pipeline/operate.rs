@@ -22,13 +22,22 @@
 //! end: after the operators' final flows when the source ended by itself,
 //! before them when the pipeline was told to stop (its windows stay open
 //! in the snapshot and go on after a restart).
+//!
+//! With a source that moves partitions (Kafka), the stage also serves its
+//! [`Handover`]: a partition's staged snapshot is restored before the
+//! stage processes anything more, and a cut the source asked for is taken
+//! once the partition's batches through the offset asked are processed
+//! (none held on a device): the partition's state goes down the sink
+//! queue in order with the batches ([`ToSink::PartCut`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use std::collections::HashMap;
+
 use crossbeam_channel::{Receiver, Select, Sender};
-use roo_ingest::IngestBatch;
+use roo_ingest::{Handover, IngestBatch};
 
 use super::source::StopSignal;
 use crate::checkpoint::Cut;
@@ -132,6 +141,76 @@ const EMIT_TICK: Duration = Duration::from_millis(200);
 pub(crate) enum ToSink {
     Flow(Flow),
     Cut(Box<Cut>),
+    /// A partition's keyed state at `position` ([`Handover`]): made
+    /// durable by the sinks' files closing there, then handed to the
+    /// partition's acks.
+    PartCut {
+        source: Arc<str>,
+        position: u64,
+        snapshot: Vec<u8>,
+    },
+}
+
+/// The partitions' hand-over, as the stage serves it.
+struct Parts {
+    handover: Arc<Handover>,
+    /// partition → the end of its last batch sent to the sinks.
+    processed: HashMap<Arc<str>, u64>,
+}
+
+impl Parts {
+    /// Restores every staged snapshot, then takes the cuts due: called
+    /// between batches, with none held on a device. False when the sink
+    /// stage has gone.
+    fn serve(&mut self, chain: &mut Chain, tx: &Sender<ToSink>) -> Result<bool, StageError> {
+        if !self.handover.pending() {
+            return Ok(true);
+        }
+        self.restore(chain)?;
+        for cut in self.handover.take_due(|s| self.processed.get(s).copied()) {
+            let snapshot = chain.part_snapshot(&cut.source, cut.release);
+            if cut.release {
+                self.processed.remove(&cut.source);
+            }
+            let part = ToSink::PartCut {
+                source: cut.source,
+                position: cut.position,
+                snapshot,
+            };
+            if tx.send(part).is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Applies the snapshots staged for `source` (or any): before a batch
+    /// of a partition just assigned is processed.
+    fn restore(&mut self, chain: &mut Chain) -> Result<(), StageError> {
+        for (source, snapshot) in self.handover.take_restores() {
+            self.processed.remove(&source);
+            chain
+                .part_restore(&source, snapshot.as_deref())
+                .map_err(|(operator, error)| StageError::PartitionState {
+                    source_name: source.to_string(),
+                    operator,
+                    error,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// A flow of events went to the sinks.
+    fn sent(&mut self, flow: &Flow) {
+        if flow.answer.is_none() && !flow.results {
+            match self.processed.get_mut(&flow.source) {
+                Some(end) => *end = flow.offsets.end,
+                None => {
+                    self.processed.insert(flow.source.clone(), flow.offsets.end);
+                }
+            }
+        }
+    }
 }
 
 /// Flows sent between two cuts at most: a cut comes after `every` or
@@ -182,9 +261,14 @@ pub(crate) fn run(
     tx: Sender<ToSink>,
     mut chain: Chain,
     checkpoint_every: Option<Duration>,
+    handover: Option<Arc<Handover>>,
     stop: Arc<StopSignal>,
     metrics: &PipelineMetrics,
 ) -> Result<(), StageError> {
+    let mut parts = handover.map(|handover| Parts {
+        handover,
+        processed: HashMap::new(),
+    });
     let mut cuts = checkpoint_every.map(|every| Cuts {
         every,
         last: Instant::now(),
@@ -206,6 +290,11 @@ pub(crate) fn run(
                 if !emit(&mut chain, false, &tx, metrics)? {
                     return Ok(());
                 }
+                if let Some(p) = parts.as_mut() {
+                    if !p.serve(&mut chain, &tx)? {
+                        return Ok(());
+                    }
+                }
                 if let Some(c) = cuts.as_mut().filter(|c| c.due()) {
                     if !c.cut(&mut chain, &tx)? {
                         return Ok(());
@@ -218,12 +307,30 @@ pub(crate) fn run(
         let Some(flow) = next else {
             // Nothing waiting: finish the held batch now.
             if let Some((at, work)) = held.take() {
-                if !finish(&mut chain, at, work, &tx, metrics)? {
+                if !finish(&mut chain, at, work, &tx, metrics, &mut parts)? {
                     return Ok(());
                 }
             }
             continue;
         };
+        if let Some(p) = parts.as_mut() {
+            if held.is_none() {
+                if !p.serve(&mut chain, &tx)? {
+                    return Ok(());
+                }
+            } else if p.handover.pending() {
+                // A partition's restore must come before its batches: the
+                // held batch is finished first, then the stage served.
+                let (at, work) = held.take().expect("held");
+                if !finish(&mut chain, at, work, &tx, metrics, &mut parts)? {
+                    return Ok(());
+                }
+                let p = parts.as_mut().expect("with parts");
+                if !p.serve(&mut chain, &tx)? {
+                    return Ok(());
+                }
+            }
+        }
         if let Some(c) = cuts.as_mut() {
             c.dirty = true;
             c.flows += 1;
@@ -246,7 +353,7 @@ pub(crate) fn run(
         let limit = held.as_ref().map_or(chain.len(), |(at, _)| at + 1);
         let progress = chain.run_to(flow, 0, limit);
         if let Some((at, work)) = held.take() {
-            if !finish(&mut chain, at, work, &tx, metrics)? {
+            if !finish(&mut chain, at, work, &tx, metrics, &mut parts)? {
                 return Ok(());
             }
         }
@@ -257,13 +364,13 @@ pub(crate) fn run(
         match progress {
             Progress::Done(flow) => {
                 checked(&mut chain)?;
-                if !send(answered(flow), &tx, metrics) {
+                if !send_events(answered(flow), &tx, metrics, &mut parts) {
                     return Ok(());
                 }
             }
             Progress::InFlight { at, work } if work.on_device => held = Some((at, work)),
             Progress::InFlight { at, work } => {
-                if !finish(&mut chain, at, work, &tx, metrics)? {
+                if !finish(&mut chain, at, work, &tx, metrics, &mut parts)? {
                     return Ok(());
                 }
             }
@@ -276,9 +383,20 @@ pub(crate) fn run(
                 return Ok(());
             }
         }
+        if let Some(p) = parts.as_mut().filter(|_| held.is_none()) {
+            if !p.serve(&mut chain, &tx)? {
+                return Ok(());
+            }
+        }
     }
     if let Some((at, work)) = held.take() {
-        if !finish(&mut chain, at, work, &tx, metrics)? {
+        if !finish(&mut chain, at, work, &tx, metrics, &mut parts)? {
+            return Ok(());
+        }
+    }
+    // The cuts a stopping source asked for (every batch is processed).
+    if let Some(p) = parts.as_mut() {
+        if !p.serve(&mut chain, &tx)? {
             return Ok(());
         }
     }
@@ -311,10 +429,25 @@ fn finish(
     work: InFlight,
     tx: &Sender<ToSink>,
     metrics: &PipelineMetrics,
+    parts: &mut Option<Parts>,
 ) -> Result<bool, StageError> {
     let flow = chain.complete(Progress::InFlight { at, work });
     checked(chain)?;
-    Ok(send(answered(flow), tx, metrics))
+    Ok(send_events(answered(flow), tx, metrics, parts))
+}
+
+/// Sends a flow of the source's events (noting how far its partition is
+/// processed).
+fn send_events(
+    flow: Flow,
+    tx: &Sender<ToSink>,
+    metrics: &PipelineMetrics,
+    parts: &mut Option<Parts>,
+) -> bool {
+    if let Some(p) = parts.as_mut() {
+        p.sent(&flow);
+    }
+    send(flow, tx, metrics)
 }
 
 /// Replies to the requests a flow carries (the chain is done with it).

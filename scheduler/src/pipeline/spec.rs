@@ -333,7 +333,7 @@ pub(crate) fn resolve(
         }
     };
     let event_time = event_time_column(spec, &input_schema)?;
-    let features = if spec.features.is_empty() {
+    let mut features = if spec.features.is_empty() {
         None
     } else {
         Some(FeatureOperator::new(
@@ -344,6 +344,17 @@ pub(crate) fn resolve(
             metrics.clone(),
         )?)
     };
+    // Kafka moves partitions between processes: the features' state is
+    // kept per partition and follows it through the changelog.
+    if let (SourceSpec::Kafka(c), Some(f)) = (&spec.source, features.as_mut()) {
+        if c.changelog.is_none() {
+            return Err(SetupError::KafkaStateWithoutChangelog);
+        }
+        if spec.online.is_some() {
+            return Err(SetupError::KafkaOnlineFeatures);
+        }
+        f.by_partition();
+    }
     // Each table joins what the operator before it outputs.
     let mut model_input = features
         .as_ref()

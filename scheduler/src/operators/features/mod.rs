@@ -23,6 +23,7 @@
 
 pub(crate) mod columns;
 pub(crate) mod hash;
+mod partitions;
 mod snapshot;
 pub mod spec;
 mod state;
@@ -65,6 +66,9 @@ pub struct FeatureOperator {
     metrics: Arc<PipelineMetrics>,
     late_events: u64,
     answers: Vec<Answer>,
+    /// With a source that moves partitions: each one's state apart
+    /// (`partitions.rs`).
+    partitions: Option<partitions::Partitions>,
 }
 
 impl FeatureOperator {
@@ -260,6 +264,7 @@ impl FeatureOperator {
             limits,
             metrics,
             late_events: 0,
+            partitions: None,
         })
     }
 
@@ -280,10 +285,10 @@ impl FeatureOperator {
             late_events: self.late_events,
             ..Default::default()
         };
-        for s in &self.sets {
-            let c = s.state.counts();
-            stats.keys_held += s.state.keys_held() as u64;
-            stats.state_bytes += s.state.state_bytes() as u64;
+        for s in self.states() {
+            let c = s.counts();
+            stats.keys_held += s.keys_held() as u64;
+            stats.state_bytes += s.state_bytes() as u64;
             stats.keys_evicted += c.keys_evicted;
             stats.keys_expired += c.keys_expired;
             stats.events_dropped += c.events_dropped;
@@ -425,6 +430,7 @@ impl Operator for FeatureOperator {
         let Some(batch) = flow.batch.take().filter(|b| b.num_rows() > 0) else {
             return Step::Done(flow);
         };
+        self.activate(&flow.source);
         // Online requests may read the state without updating it.
         let read_only = flow.answer.as_ref().is_some_and(|a| a.reads_only());
         let (out, letters, keep) =
@@ -447,6 +453,18 @@ impl Operator for FeatureOperator {
         self.publish_stats();
         Ok(())
     }
+
+    fn part_snapshot(&mut self, source: &Arc<str>, release: bool) -> Option<Vec<u8>> {
+        self.part_snapshot_of(source, release)
+    }
+
+    fn part_restore(
+        &mut self,
+        source: &Arc<str>,
+        snapshot: Option<&[u8]>,
+    ) -> Result<(), SnapshotError> {
+        self.part_restore_of(source, snapshot)
+    }
 }
 
 /// Counts of the features' state, for tests and the bench.
@@ -456,23 +474,31 @@ impl FeatureOperator {
         self.specs.len()
     }
 
+    /// Every key set's state, of every partition held.
+    fn states(&self) -> impl Iterator<Item = &KeyedState> {
+        self.sets
+            .iter()
+            .map(|s| &s.state)
+            .chain(self.partitions.iter().flat_map(|p| p.parked()))
+    }
+
     pub fn keys_held(&self) -> usize {
-        self.sets.iter().map(|s| s.state.keys_held()).sum()
+        self.states().map(KeyedState::keys_held).sum()
     }
 
     pub fn state_bytes(&self) -> usize {
-        self.sets.iter().map(|s| s.state.state_bytes()).sum()
+        self.states().map(KeyedState::state_bytes).sum()
     }
 
     /// Events held for windows, over every key set.
     pub fn events_held(&self) -> usize {
-        self.sets.iter().map(|s| s.state.events_held()).sum()
+        self.states().map(KeyedState::events_held).sum()
     }
 
     pub fn counts(&self) -> (u64, u64, u64, u64) {
         let mut c = (0, 0, 0, self.late_events);
-        for s in &self.sets {
-            let k = s.state.counts();
+        for s in self.states() {
+            let k = s.counts();
             c.0 += k.keys_evicted;
             c.1 += k.keys_expired;
             c.2 += k.events_dropped;

@@ -128,17 +128,7 @@ pub(super) fn read(op: &mut FeatureOperator, bytes: &[u8]) -> Result<(), Snapsho
 
 fn read_state(r: &mut Reader, like: &KeyedState) -> Result<KeyedState, SnapshotError> {
     let bad = |what: &str| SnapshotError::Payload(what.to_string());
-    let mut s = KeyedState::new(
-        like.slots.clone(),
-        like.groups.clone(),
-        like.features.clone(),
-        super::spec::StateLimits {
-            lateness_us: like.lateness_us,
-            keys_max: like.keys_max,
-            events_per_key_max: like.events_per_key_max,
-        },
-        like.idle_us,
-    );
+    let mut s = like.empty_like();
     s.max_time = r.i64()?;
     s.counts = StateCounts {
         keys_evicted: r.u64()?,

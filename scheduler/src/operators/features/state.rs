@@ -128,6 +128,21 @@ pub struct KeyedState {
 }
 
 impl KeyedState {
+    /// An empty state for the same features and limits.
+    pub fn empty_like(&self) -> Self {
+        Self::new(
+            self.slots.clone(),
+            self.groups.clone(),
+            self.features.clone(),
+            super::spec::StateLimits {
+                lateness_us: self.lateness_us,
+                keys_max: self.keys_max,
+                events_per_key_max: self.events_per_key_max,
+            },
+            self.idle_us,
+        )
+    }
+
     pub fn new(
         slots: Vec<SlotKind>,
         groups: Vec<Group>,
