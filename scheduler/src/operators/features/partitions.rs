@@ -80,7 +80,11 @@ impl FeatureOperator {
     pub(super) fn part_snapshot_of(&mut self, source: &Arc<str>, release: bool) -> Option<Vec<u8>> {
         self.partitions.as_ref()?;
         self.activate(source);
+        // The late-event count is the operator's, over every partition:
+        // a partition's snapshot carries none.
+        let late = std::mem::take(&mut self.late_events);
         let bytes = snapshot::write(self);
+        self.late_events = late;
         if release {
             self.drop_partition(source);
         }

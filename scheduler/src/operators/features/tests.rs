@@ -599,3 +599,92 @@ fn a_read_only_event_gets_the_answers_it_would_get_and_changes_no_state() {
         assert!(probes > 100, "{probes} probes answered");
     }
 }
+
+/// Runs `events` through `op` as batches of `size` from `source`.
+fn run_from(op: &mut FeatureOperator, source: &Arc<str>, events: &[Event], size: usize) -> Vec<Vec<V>> {
+    let mut out = Vec::new();
+    for chunk in events.chunks(size) {
+        let flow = Flow::of_events(source.clone(), 0, 0..0, batch(chunk));
+        let Step::Done(flow) = op.begin(flow) else {
+            panic!("features finish at once")
+        };
+        out.extend(values_of(&flow.batch.unwrap()));
+    }
+    out
+}
+
+/// By partition, each partition's answers equal an operator of its own
+/// fed that partition alone, however the partitions' batches interleave;
+/// a partition's snapshot taken with release leaves memory, and restored
+/// into another operator (its next owner) goes on bit for bit.
+#[test]
+fn partitions_keep_their_state_apart_and_move_to_another_operator_exactly() {
+    let specs = all_features();
+    let limits = StateLimits {
+        lateness_us: 300 * S,
+        ..StateLimits::default()
+    };
+    let events = stream(11, 3000, 30, 300 * S);
+    let sources: Vec<Arc<str>> = (0..3).map(|p| Arc::from(format!("kafka://t/{p}"))).collect();
+    let part: Vec<Vec<Event>> = (0..3)
+        .map(|p| {
+            events
+                .iter()
+                .filter(|e| e.key.unwrap_or(0) % 3 == p)
+                .cloned()
+                .collect()
+        })
+        .collect();
+    // Each partition alone, the plain way.
+    let alone: Vec<Vec<Vec<V>>> = part
+        .iter()
+        .map(|events| run(&mut operator(&specs, limits), events, &[64]).0)
+        .collect();
+
+    let mut a = operator(&specs, limits);
+    a.by_partition();
+    let mut got: Vec<Vec<Vec<V>>> = vec![Vec::new(); 3];
+    let half: Vec<usize> = part.iter().map(|e| e.len() / 2).collect();
+    // The first halves, batches of the three interleaved.
+    let mut at = [0usize; 3];
+    while (0..3).any(|p| at[p] < half[p]) {
+        for p in 0..3 {
+            let end = (at[p] + 37).min(half[p]);
+            if at[p] < end {
+                got[p].extend(run_from(&mut a, &sources[p], &part[p][at[p]..end], 64));
+                at[p] = end;
+            }
+        }
+    }
+    // Partition 1 leaves: its snapshot, and its memory freed.
+    let held = a.keys_held();
+    let bytes = a.part_snapshot(&sources[1], true).expect("by partition");
+    assert!(a.keys_held() < held, "a released partition's keys stay held");
+    let mut b = operator(&specs, limits);
+    b.by_partition();
+    b.part_restore(&sources[1], Some(&bytes)).unwrap();
+    assert_eq!(
+        b.part_snapshot(&sources[1], false).unwrap(),
+        bytes,
+        "restored bit for bit"
+    );
+    got[1].extend(run_from(&mut b, &sources[1], &part[1][half[1]..], 50));
+    for p in [0, 2] {
+        got[p].extend(run_from(&mut a, &sources[p], &part[p][half[p]..], 50));
+    }
+    for p in 0..3 {
+        assert_eq!(
+            format!("{:?}", got[p]),
+            format!("{:?}", alone[p]),
+            "partition {p}"
+        );
+    }
+    // Restoring nothing starts a partition empty; another pipeline's
+    // snapshot is refused.
+    a.part_restore(&sources[0], None).unwrap();
+    let empty = operator(&specs, limits).snapshot();
+    assert_eq!(a.part_snapshot(&sources[0], false).unwrap(), empty);
+    let mut other = operator(&[feature("n", Agg::Count, None, "2h")], limits);
+    other.by_partition();
+    assert!(other.part_restore(&sources[1], Some(&bytes)).is_err());
+}
