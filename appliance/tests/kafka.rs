@@ -14,7 +14,12 @@
 //!   reference computation; every bad message is a dead letter naming its
 //!   partition and offset.
 //! - Unreachable brokers: a clear error, retries counted by a metric, no
-//!   silent hang; a missing topic: `roo serve` refuses to start, naming it.
+//!   silent hang; a missing topic or changelog: `roo serve` refuses to
+//!   start, naming it.
+//! - A range published but never cut or committed (SIGKILL) is rewritten,
+//!   not duplicated, with the state restored from the changelog.
+//! - A group of members sharing one directory, one joining and one
+//!   SIGKILLed: every event once, with the features of one process.
 
 mod common;
 
@@ -770,14 +775,13 @@ dir = {dead:?}
 
 /// Scale out: three `roo serve` in one group on a 6-partition topic, a
 /// fourth joins mid-stream, one of the first is killed with SIGKILL
-/// mid-stream; the survivors take its partitions from the group's
-/// commits. In the one directory they share, every event is there, none
-/// lost: a range read again (past the killed member's commits, or past a
-/// commit that failed in a rebalance — the mock cluster refuses commits
-/// while the group rebalances) replaces the files there only once it is
-/// written again, and nobody else's are touched; where a range written
-/// past a refused commit straddles the next owner's start, both files stay
-/// (at least once; the count is printed). Every partition ends
+/// mid-stream; the survivors take its partitions, each from its newest
+/// snapshot in the changelog (state and position). In the one directory
+/// they share, every event is there once: a partition resumes at a cut,
+/// which is a file boundary, and a range read again (past the killed
+/// member's last cut) replaces the files there only once it is written
+/// again. Every event's features equal the reference's over all the
+/// events (the state followed the partitions); every partition ends
 /// committed at its end, and every bad message is a dead letter
 /// somewhere (at least once: the killed member's may be written again by
 /// the next owner, in its own directory).
@@ -912,4 +916,42 @@ fn a_group_of_members_shares_the_partitions_and_a_killed_member_loses_nothing() 
         }
     }
     assert_eq!(dead, bad);
+}
+
+/// `examples/kafka/run.sh`, the one command of the README's scale-out
+/// section, on this build: three members, one SIGKILLed mid-stream, every
+/// event scored once; with pyarrow, the members' files equal one batch
+/// run (`roo score --config`) bit for bit.
+#[test]
+fn the_kafka_example_runs_three_members_and_agrees_with_the_batch() {
+    let out = tempfile::tempdir().unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_roo")).parent().unwrap();
+    let python = common::python("pyarrow");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut run = Command::new("bash");
+    run.arg(root.join("examples/kafka/run.sh"))
+        .env("ROO_BIN_DIR", bin)
+        .env("OUT", out.path())
+        .env("EVENTS", "40000");
+    if let Some(p) = &python {
+        run.env("PYTHON", p);
+    }
+    let done = run.stdin(Stdio::null()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(done.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("killed member 2 (SIGKILL)"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("every event scored: 40000 of 40000"),
+        "{stdout}\n{stderr}"
+    );
+    if python.is_some() {
+        assert!(
+            stdout.contains("stream == batch: 40000 events once each"),
+            "{stdout}\n{stderr}"
+        );
+    }
 }

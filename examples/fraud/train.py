@@ -11,6 +11,8 @@
 
     python3 examples/fraud/train.py [--roo target/release/roo] [--events 400000]
     python3 examples/fraud/train.py --candidate   # the shadow's candidate_model.json
+    python3 examples/fraud/train.py --config examples/kafka/member.toml \
+        --model examples/kafka/model.json           # the Kafka example's (card features only)
 """
 import argparse
 import json
@@ -36,6 +38,8 @@ def main():
     ap.add_argument("--roo", default=str(HERE.parent.parent / "target/release/roo"))
     ap.add_argument("--events", type=int, default=400_000)
     ap.add_argument("--model", default=None)
+    ap.add_argument("--config", default=str(HERE / "roo.toml"),
+                    help="the config whose \"live\" pipeline computes the features")
     ap.add_argument("--candidate", action="store_true",
                     help="train the candidate the live pipeline shadows (deeper, slower to learn) "
                          "into candidate_model.json")
@@ -49,13 +53,13 @@ def main():
     print(f"1. {args.events} raw transactions over 30 days -> {history}")
 
     train = out / "train.parquet"
-    subprocess.run([args.roo, "score", "--config", str(HERE / "roo.toml"), "--pipeline", "live",
+    subprocess.run([args.roo, "score", "--config", args.config, "--pipeline", "live",
                     "--input", str(history), "--output", str(train), "--no-model"], check=True)
     print(f"2. roo's features and the profile as of each event over the history -> {train}")
 
     import xgboost as xgb
     table = pq.read_table(train)
-    features = RAW + [f["name"] for f in pipeline_features()] + PROFILE
+    features = RAW + [f["name"] for f in pipeline_features(args.config)] + PROFILE
     X = table.select(features).to_pandas()
     y = table.column("is_fraud").to_numpy()
     cut = int(len(X) * 0.8)  # train on the first 24 days, test on the rest
@@ -68,16 +72,16 @@ def main():
     print(f"3. XGBoost on {len(features)} columns ({cut} training rows, {int(y[:cut].sum())} frauds): "
           f"held-out AUC {auc(y[cut:], p):.3f}")
     model.get_booster().save_model(args.model)
-    print(f"   saved {args.model}; now: roo serve --config {HERE / 'roo.toml'}")
+    print(f"   saved {args.model}; now: roo serve --config {args.config}")
 
 
-def pipeline_features():
-    """The [[pipeline.feature]]s of the "live" pipeline, read from roo.toml."""
+def pipeline_features(path):
+    """The [[pipeline.feature]]s of the "live" pipeline, read from the config."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python < 3.11
         import tomli as tomllib
-    config = tomllib.loads((HERE / "roo.toml").read_text())
+    config = tomllib.loads(pathlib.Path(path).read_text())
     return next(p for p in config["pipeline"] if p["name"] == "live")["feature"]
 
 

@@ -113,6 +113,12 @@ pub enum SetupError {
     KafkaStateWithoutChangelog,
     #[error("online requests on a pipeline with a Kafka source and features: a request belongs to no partition, and the features' state is kept per partition; serve requests from a pipeline of their own")]
     KafkaOnlineFeatures,
+    #[error("feature {feature:?} is keyed by [{key}], another feature by [{first}]: with a Kafka source every feature must share one key, the one the producer partitions the messages by (a feature keyed otherwise would see only the events of the partitions its member holds)")]
+    KafkaFeatureKeys {
+        first: String,
+        feature: String,
+        key: String,
+    },
     #[error(transparent)]
     Kafka(Box<roo_ingest::KafkaError>),
     #[error(

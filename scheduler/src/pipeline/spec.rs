@@ -353,6 +353,13 @@ pub(crate) fn resolve(
         if spec.online.is_some() {
             return Err(SetupError::KafkaOnlineFeatures);
         }
+        if let Some(other) = spec.features.iter().find(|f| f.key != spec.features[0].key) {
+            return Err(SetupError::KafkaFeatureKeys {
+                first: spec.features[0].key.join(", "),
+                feature: other.name.clone(),
+                key: other.key.join(", "),
+            });
+        }
         f.by_partition();
     }
     // Each table joins what the operator before it outputs.

@@ -601,7 +601,12 @@ fn a_read_only_event_gets_the_answers_it_would_get_and_changes_no_state() {
 }
 
 /// Runs `events` through `op` as batches of `size` from `source`.
-fn run_from(op: &mut FeatureOperator, source: &Arc<str>, events: &[Event], size: usize) -> Vec<Vec<V>> {
+fn run_from(
+    op: &mut FeatureOperator,
+    source: &Arc<str>,
+    events: &[Event],
+    size: usize,
+) -> Vec<Vec<V>> {
     let mut out = Vec::new();
     for chunk in events.chunks(size) {
         let flow = Flow::of_events(source.clone(), 0, 0..0, batch(chunk));
@@ -625,7 +630,9 @@ fn partitions_keep_their_state_apart_and_move_to_another_operator_exactly() {
         ..StateLimits::default()
     };
     let events = stream(11, 3000, 30, 300 * S);
-    let sources: Vec<Arc<str>> = (0..3).map(|p| Arc::from(format!("kafka://t/{p}"))).collect();
+    let sources: Vec<Arc<str>> = (0..3)
+        .map(|p| Arc::from(format!("kafka://t/{p}")))
+        .collect();
     let part: Vec<Vec<Event>> = (0..3)
         .map(|p| {
             events
@@ -659,7 +666,10 @@ fn partitions_keep_their_state_apart_and_move_to_another_operator_exactly() {
     // Partition 1 leaves: its snapshot, and its memory freed.
     let held = a.keys_held();
     let bytes = a.part_snapshot(&sources[1], true).expect("by partition");
-    assert!(a.keys_held() < held, "a released partition's keys stay held");
+    assert!(
+        a.keys_held() < held,
+        "a released partition's keys stay held"
+    );
     let mut b = operator(&specs, limits);
     b.by_partition();
     b.part_restore(&sources[1], Some(&bytes)).unwrap();
