@@ -197,7 +197,7 @@ pub enum StageError {
     PartitionState {
         source_name: String,
         operator: String,
-        error: crate::state::SnapshotError,
+        error: Box<crate::state::SnapshotError>,
     },
     #[error(
         "the audit log could not be written; the pipeline stops rather than score unaudited events"

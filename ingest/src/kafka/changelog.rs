@@ -66,6 +66,9 @@ pub(super) struct Restored {
     pub snapshot: Vec<u8>,
 }
 
+/// Told a partition's position once its snapshot counts (delivered).
+pub(super) type OnLogged = Box<dyn Fn(&Key, u64) + Send + Sync>;
+
 /// A head: which snapshot stands, and where.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Head {
@@ -130,7 +133,7 @@ struct Written {
     /// Snapshots a chunk of which was not delivered.
     failed: Mutex<HashSet<(Key, u64)>>,
     /// Told a partition's position once its snapshot counts.
-    logged: Box<dyn Fn(&Key, u64) + Send + Sync>,
+    logged: OnLogged,
 }
 
 impl ClientContext for Written {
@@ -203,7 +206,7 @@ impl Changelog {
         topic: &str,
         properties: &std::collections::BTreeMap<String, String>,
         figures: Arc<KafkaFigures>,
-        logged: Box<dyn Fn(&Key, u64) + Send + Sync>,
+        logged: OnLogged,
     ) -> Result<Self, KafkaError> {
         let client_error = |what: &str, e: RdError| KafkaError::Client {
             brokers: brokers.to_string(),

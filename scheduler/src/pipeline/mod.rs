@@ -290,8 +290,10 @@ impl Pipeline {
                     requests_rx,
                     flow_tx,
                     chain,
-                    every,
-                    handover,
+                    operate::Cutting {
+                        checkpoint_every: every,
+                        handover,
+                    },
                     operate_stop,
                     &operate_metrics,
                 )

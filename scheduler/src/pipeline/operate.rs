@@ -151,6 +151,13 @@ pub(crate) enum ToSink {
     },
 }
 
+/// When the stage cuts: checkpoints every `checkpoint_every`, and the
+/// partition cuts a Kafka source asks for through its `handover`.
+pub(crate) struct Cutting {
+    pub checkpoint_every: Option<Duration>,
+    pub handover: Option<Arc<Handover>>,
+}
+
 /// The partitions' hand-over, as the stage serves it.
 struct Parts {
     handover: Arc<Handover>,
@@ -194,7 +201,7 @@ impl Parts {
                 .map_err(|(operator, error)| StageError::PartitionState {
                     source_name: source.to_string(),
                     operator,
-                    error,
+                    error: Box::new(error),
                 })?;
         }
         Ok(())
@@ -260,11 +267,14 @@ pub(crate) fn run(
     requests: Option<(Receiver<Request>, OnlineLimits)>,
     tx: Sender<ToSink>,
     mut chain: Chain,
-    checkpoint_every: Option<Duration>,
-    handover: Option<Arc<Handover>>,
+    cutting: Cutting,
     stop: Arc<StopSignal>,
     metrics: &PipelineMetrics,
 ) -> Result<(), StageError> {
+    let Cutting {
+        checkpoint_every,
+        handover,
+    } = cutting;
     let mut parts = handover.map(|handover| Parts {
         handover,
         processed: HashMap::new(),
