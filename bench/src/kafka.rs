@@ -282,6 +282,103 @@ fn run_roo(
     })
 }
 
+/// librdkafka's own cost per message, with nothing of roo's or Python's:
+/// this process (a Rust client and librdkafka's threads) reads every
+/// message of `topic` (assigned, no group: no parsing, no scoring), then
+/// produces as many copies of `payload` to `out` (idempotent, with
+/// delivery reports, as roo's sink does). CPU-ns per message of each half,
+/// and the broker's CPU-ns per message over both.
+fn client_floor(
+    broker: &Broker,
+    topic: &str,
+    out: &str,
+    messages: usize,
+    payload: &[u8],
+) -> Result<(f64, f64, f64)> {
+    let broker0 = broker.cpu_s();
+    let consumer: BaseConsumer = broker
+        .client()
+        .set("group.id", "roo-bench-floor")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + RUN_MAX;
+    // From the first message, as for the consumers measured.
+    let mut got = 0usize;
+    let mut cpu0 = None;
+    let mut bytes = 0usize;
+    while got < messages {
+        if Instant::now() > deadline {
+            bail!("the floor's consumer read {got} of {messages} messages of {topic}");
+        }
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            use rdkafka::message::Message;
+            let m = m?;
+            cpu0.get_or_insert_with(crate::report::process_cpu_s);
+            bytes += m.payload().map_or(0, <[u8]>::len);
+            got += 1;
+        }
+    }
+    let consume = crate::report::process_cpu_s() - cpu0.unwrap_or_default();
+    drop(consumer);
+    anyhow::ensure!(bytes > 0, "the floor read empty messages");
+    let producer: BaseProducer = broker
+        .client()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?;
+    let cpu0 = crate::report::process_cpu_s();
+    for _ in 0..messages {
+        let mut record = BaseRecord::<(), [u8]>::to(out).payload(payload);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((e, r))
+                    if e.rdkafka_error_code()
+                        == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
+                {
+                    record = r;
+                    producer.poll(Duration::from_millis(5));
+                }
+                Err((e, _)) => bail!("producing to {out}: {e}"),
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(120))?;
+    let produce = crate::report::process_cpu_s() - cpu0;
+    let n = messages as f64;
+    Ok((
+        consume * 1e9 / n,
+        produce * 1e9 / n,
+        (broker.cpu_s() - broker0) * 1e9 / n,
+    ))
+}
+
+/// One message of `topic` (its first).
+fn first_message(broker: &Broker, topic: &str) -> Result<Vec<u8>> {
+    use rdkafka::message::Message;
+    let consumer: BaseConsumer = broker.client().set("group.id", "roo-bench-peek").create()?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            return Ok(m?.payload().unwrap_or_default().to_vec());
+        }
+    }
+    bail!("no message in {topic}")
+}
+
 /// Runs the Python consumer on the topic until every event is out.
 fn run_peer(
     broker: &Broker,
@@ -365,6 +462,7 @@ pub fn run(events: usize, python: Option<&str>, cache: &Path) -> Result<Section>
         "scores-roo-arrow",
         "scores-py-csv",
         "scores-py-arrow",
+        "floor-out",
     ])?;
     let arrow_events = (events as f64 * ARROW_EVENTS_PER_CSV_EVENT) as usize;
     let csv = card_messages(events, false)?;
@@ -418,12 +516,30 @@ pub fn run(events: usize, python: Option<&str>, cache: &Path) -> Result<Section>
         );
         roo_runs.push(c);
     }
+    // The floor under one-event messages: librdkafka's own work per
+    // message consumed and produced (roo's NDJSON rows as the payload).
+    crate::report::step("kafka: librdkafka alone");
+    let row = first_message(&broker, "scores-roo-csv")?;
+    let (consume, produce, broker_ns) = client_floor(&broker, "csv-in", "floor-out", events, &row)?;
+    say!(
+        "  librdkafka alone (a Rust client, no parsing, no scoring): consume {consume:.0} + produce {produce:.0} = {:.0} CPU-ns/message ({} B NDJSON rows); broker {broker_ns:.0} CPU-ns/message",
+        consume + produce,
+        row.len()
+    );
+    let floor = consume + produce;
     if let Some(python) = python {
         for ((against, name, topic, format, n), mine) in runs.into_iter().zip(&roo_runs) {
             crate::report::step(&format!("kafka: Python, {format} messages"));
             let c = run_peer(&broker, python, topic, format, n)?;
             line(name, n, &c);
             say!("    {:.1}x roo's CPU per event", c.cpu_s / mine.cpu_s);
+            if format == "csv" {
+                let target = c.cpu_s * 1e9 / n as f64 / 10.0;
+                say!(
+                    "    1/10 of it is {target:.0} CPU-ns/event; librdkafka alone takes {floor:.0} per one-event message in and out ({:.1}x that)",
+                    floor / target
+                );
+            }
             section.push(
                 Measurement::peer(name, "confluent-kafka", n as f64, c.wall_s, Some(c.cpu_s))
                     .rss(c.rss_mib)
