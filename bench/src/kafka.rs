@@ -539,6 +539,17 @@ pub fn run(events: usize, python: Option<&str>, cache: &Path) -> Result<Section>
                     "    1/10 of it is {target:.0} CPU-ns/event; librdkafka alone takes {floor:.0} per one-event message in and out ({:.1}x that)",
                     floor / target
                 );
+            } else if let Some(t) = &mine.threads {
+                let target = c.cpu_s * 1e9 / n as f64 / 10.0;
+                let scoring: f64 =
+                    t.0.iter()
+                        .filter(|(role, _)| role.starts_with("roo-score"))
+                        .map(|(_, s)| s * 1e9 / n as f64)
+                        .sum();
+                say!(
+                    "    1/10 of it is {target:.0} CPU-ns/event; roo's scoring thread alone (the model, {scoring:.0} CPU-ns/event) is {:.1}x that",
+                    scoring / target
+                );
             }
             section.push(
                 Measurement::peer(name, "confluent-kafka", n as f64, c.wall_s, Some(c.cpu_s))
