@@ -255,6 +255,22 @@ fn reference(txns: &[Txn]) -> BTreeMap<i64, (i64, Option<f64>)> {
     out
 }
 
+/// The features every pipeline here computes (what [`reference`] computes).
+const FEATURES: &str = r#"
+[[pipeline.feature]]
+name = "n_1h"
+key = "card_id"
+agg = "count"
+window = "1h"
+
+[[pipeline.feature]]
+name = "spend_1h"
+key = "card_id"
+agg = "sum"
+column = "amount"
+window = "1h"
+"#;
+
 /// Cuts only at stop (commit_ms of an hour) and a file open all day.
 fn config(dir: &Path, servers: &str, source_topic: &str, group: &str) -> PathBuf {
     features_config(
@@ -303,20 +319,7 @@ commit_ms = {commit_ms}
 changelog = "changelog"
 # A SIGKILLed member's partitions move after 6 s, not librdkafka's 45.
 properties = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "500" }}
-
-[[pipeline.feature]]
-name = "n_1h"
-key = "card_id"
-agg = "count"
-window = "1h"
-
-[[pipeline.feature]]
-name = "spend_1h"
-key = "card_id"
-agg = "sum"
-column = "amount"
-window = "1h"
-
+{FEATURES}
 [[pipeline.sink]]
 kind = "files"
 dir = {rows:?}
@@ -743,20 +746,7 @@ columns = ["txn_id:int64", "card_id:int64", "ts:int64", "amount:float64"]
 commit_ms = 200
 changelog = "roo-scale-changelog"
 properties = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "500" }}
-
-[[pipeline.feature]]
-name = "n_1h"
-key = "card_id"
-agg = "count"
-window = "1h"
-
-[[pipeline.feature]]
-name = "spend_1h"
-key = "card_id"
-agg = "sum"
-column = "amount"
-window = "1h"
-
+{FEATURES}
 [[pipeline.sink]]
 kind = "files"
 dir = {shared:?}

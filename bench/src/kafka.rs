@@ -84,23 +84,10 @@ impl Broker {
             .create()?;
         for (i, payload) in messages.enumerate() {
             let partition = (i % PARTITIONS as usize) as i32;
-            let mut record = BaseRecord::<(), [u8]>::to(topic)
+            let record = BaseRecord::<(), [u8]>::to(topic)
                 .partition(partition)
                 .payload(&payload);
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((e, r))
-                        if e.rdkafka_error_code()
-                            == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
-                    {
-                        record = r;
-                        producer.poll(Duration::from_millis(5));
-                    }
-                    Err((e, _)) => bail!("producing to {topic}: {e}"),
-                }
-            }
-            producer.poll(Duration::ZERO);
+            send_waiting(&producer, record)?;
         }
         producer.flush(Duration::from_secs(120))?;
         Ok(())
@@ -119,6 +106,25 @@ impl Broker {
         }
         Ok((n, dropped))
     }
+}
+
+/// Sends `record`, serving delivery reports while the producer's queue is
+/// full.
+fn send_waiting(producer: &BaseProducer, mut record: BaseRecord<'_, (), [u8]>) -> Result<()> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => break,
+            Err((e, r))
+                if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
+            {
+                record = r;
+                producer.poll(Duration::from_millis(5));
+            }
+            Err((e, r)) => bail!("producing to {}: {e}", r.topic),
+        }
+    }
+    producer.poll(Duration::ZERO);
+    Ok(())
 }
 
 impl Drop for Broker {
@@ -335,21 +341,7 @@ fn client_floor(
         .create()?;
     let cpu0 = crate::report::process_cpu_s();
     for _ in 0..messages {
-        let mut record = BaseRecord::<(), [u8]>::to(out).payload(payload);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((e, r))
-                    if e.rdkafka_error_code()
-                        == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
-                {
-                    record = r;
-                    producer.poll(Duration::from_millis(5));
-                }
-                Err((e, _)) => bail!("producing to {out}: {e}"),
-            }
-        }
-        producer.poll(Duration::ZERO);
+        send_waiting(&producer, BaseRecord::<(), [u8]>::to(out).payload(payload))?;
     }
     producer.flush(Duration::from_secs(120))?;
     let produce = crate::report::process_cpu_s() - cpu0;

@@ -17,7 +17,7 @@
 //! - **Restores**, source → operators: "the partition starts from this
 //!   snapshot" (or from nothing). Staged before any batch of the
 //!   partition is handed on; the operator stage applies it before it
-//!   processes the partition's next batch ([`Handover::take_restore`]).
+//!   processes the partition's next batch ([`Handover::take_restores`]).
 //!
 //! Bounded: at most one cut request and one restore per partition.
 
@@ -92,17 +92,6 @@ impl Handover {
     /// Whether anything is staged (cheap; then ask the lock).
     pub fn pending(&self) -> bool {
         self.any.load(Ordering::Acquire)
-    }
-
-    /// The restore staged for `source`, if any: `Some(None)` to start empty.
-    pub fn take_restore(&self, source: &Arc<str>) -> Option<Option<Vec<u8>>> {
-        if !self.pending() {
-            return None;
-        }
-        let mut inner = self.inner.lock().expect("not poisoned");
-        let out = inner.restores.remove(source);
-        self.settle(&inner);
-        out
     }
 
     /// Every restore staged, to apply now.
@@ -190,13 +179,13 @@ mod tests {
         let due = h.take_due(|_| Some(7));
         assert_eq!(due.len(), 1);
         assert_eq!((due[0].position, due[0].release), (7, true));
-        assert_eq!(h.take_restore(&p), Some(Some(vec![1, 2])));
-        assert_eq!(h.take_restore(&p), None);
+        assert_eq!(h.take_restores(), vec![(p.clone(), Some(vec![1, 2]))]);
+        assert!(h.take_restores().is_empty());
         assert_eq!(h.take_due(|_| None)[0].position, 3);
         h.stage_restore(&q, None);
         h.request_cut(&q, 1, false);
         h.stage_restore(&q, None);
-        assert_eq!(h.take_restore(&q), Some(None));
+        assert_eq!(h.take_restores(), vec![(q.clone(), None)]);
         assert!(h.take_due(|_| None).is_empty());
         assert!(!h.pending());
     }

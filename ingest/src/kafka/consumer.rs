@@ -5,24 +5,22 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError as RdError;
 use rdkafka::message::Message;
-use rdkafka::statistics::Statistics;
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::types::RDKafkaRespErr;
-use rdkafka::ClientContext;
 
 use super::changelog::{Changelog, Key};
+use super::durable::{store_due, Durable, PartitionAcks};
 use super::messages::MessageFramer;
+use super::rebalance::{Context, Rebalanced};
 use super::{KafkaError, KafkaFigures, KafkaSourceConfig, StartFrom};
-use super::{METADATA_WAIT, RETRY_BACKOFF_MAX, REVOKE_DRAIN_MAX, STOP_DRAIN_MAX};
-use crate::{AckTarget, Handover, IngestBatch, StreamAcks};
+use super::{METADATA_WAIT, RETRY_BACKOFF_MAX, STOP_DRAIN_MAX};
+use crate::{IngestBatch, StreamAcks};
 
 /// The longest `poll` waits when nothing is due sooner.
 const POLL_MAX: Duration = Duration::from_millis(100);
@@ -31,384 +29,6 @@ const HELD_RETRY: Duration = Duration::from_millis(2);
 /// Messages taken from the client between two rounds of housekeeping
 /// (held batches offered, offsets stored, lingering batches closed).
 const DRAIN_MAX: usize = 1024;
-/// At most one client error is logged per this period (all are counted).
-const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
-
-/// Offsets the pipeline reports durable, per partition, for the consumer
-/// thread to store; and how many partitions' acks are still open (a stop
-/// waits for none).
-#[derive(Default)]
-struct Durable {
-    state: Mutex<DurableState>,
-    changed: Condvar,
-}
-
-#[derive(Default)]
-struct DurableState {
-    /// partition → (durable through, stored through)
-    offsets: HashMap<Key, (i64, i64)>,
-    /// partition → the position of its newest snapshot in the changelog
-    /// (with a changelog, the offset stored: a cut's, not a file's end).
-    logged: HashMap<Key, i64>,
-    /// Offsets are stored at cuts ([`Self::logged`]), not as durable.
-    by_changelog: bool,
-    /// partition → the end of the last batch handed on (this stay).
-    handed: HashMap<Key, i64>,
-    open: usize,
-}
-
-impl Durable {
-    /// Offsets to store: durable (or, with a changelog, logged) and not
-    /// yet stored.
-    fn due(&self) -> Vec<(Key, i64)> {
-        let mut guard = self.state.lock().expect("not poisoned");
-        let s = &mut *guard;
-        if s.by_changelog {
-            let mut due = Vec::new();
-            for (k, logged) in &s.logged {
-                let stored = &mut s.offsets.entry(k.clone()).or_insert((-1, -1)).1;
-                if *logged > *stored {
-                    *stored = *logged;
-                    due.push((k.clone(), *logged));
-                }
-            }
-            return due;
-        }
-        s.offsets
-            .iter_mut()
-            .filter(|(_, (durable, stored))| durable > stored)
-            .map(|(k, (durable, stored))| {
-                *stored = *durable;
-                (k.clone(), *durable)
-            })
-            .collect()
-    }
-
-    /// A partition assigned again: what it stored before is no longer in
-    /// the consumer, so its next durable offset is stored whatever it is;
-    /// what was handed on and logged in its last stay is forgotten.
-    fn assigned(&self, key: &Key) {
-        let mut s = self.state.lock().expect("not poisoned");
-        s.open += 1;
-        if let Some((_, stored)) = s.offsets.get_mut(key) {
-            *stored = -1;
-        }
-        s.handed.remove(key);
-        s.logged.remove(key);
-    }
-
-    /// A partition's snapshot at `position` is in the changelog.
-    fn logged(&self, key: &Key, position: u64) {
-        let mut s = self.state.lock().expect("not poisoned");
-        let entry = s.logged.entry(key.clone()).or_insert(-1);
-        *entry = (*entry).max(position as i64);
-        self.changed.notify_all();
-    }
-
-    /// Partitions of `keys` whose last batch handed on is not yet
-    /// durable (or, with a changelog, not yet under a snapshot).
-    fn unsettled<'k>(&self, state: &DurableState, keys: &'k [Key]) -> Vec<&'k Key> {
-        keys.iter()
-            .filter(|k| {
-                let handed = state.handed.get(*k).copied().unwrap_or(-1);
-                let done = if state.by_changelog {
-                    state.logged.get(*k).copied().unwrap_or(-1)
-                } else {
-                    state.offsets.get(*k).map_or(-1, |o| o.0)
-                };
-                handed > done
-            })
-            .collect()
-    }
-}
-
-/// A partition's acks: the offset every sink holds durably, and its
-/// snapshots (to the changelog).
-struct PartitionAcks {
-    durable: Arc<Durable>,
-    key: Key,
-    changelog: Option<Arc<Changelog>>,
-}
-
-impl AckTarget for PartitionAcks {
-    fn tell(&mut self, _records: Option<u64>) -> bool {
-        true
-    }
-
-    fn through(&mut self, offset: u64) {
-        let mut s = self.durable.state.lock().expect("not poisoned");
-        let entry = s.offsets.entry(self.key.clone()).or_insert((-1, -1));
-        entry.0 = entry.0.max(offset as i64);
-        self.durable.changed.notify_all();
-    }
-
-    fn checkpoint(&mut self, position: u64, snapshot: Vec<u8>) {
-        if let Some(c) = &self.changelog {
-            c.write(&self.key, position, &snapshot);
-        }
-    }
-
-    fn finish(self: Box<Self>) {
-        let mut s = self.durable.state.lock().expect("not poisoned");
-        s.open = s.open.saturating_sub(1);
-        self.durable.changed.notify_all();
-    }
-}
-
-/// What a rebalance did, for the consumer loop to act on after `poll`.
-enum Rebalanced {
-    Assigned(Vec<Key>),
-    Revoked(Vec<Key>),
-}
-
-/// The consumer's callbacks.
-struct Context {
-    brokers: String,
-    figures: Arc<KafkaFigures>,
-    durable: Arc<Durable>,
-    acks: Arc<StreamAcks>,
-    handover: Arc<Handover>,
-    changelog: Option<Arc<Changelog>>,
-    /// A failure the loop must stop on (a changelog that cannot be read).
-    fatal: Mutex<Option<KafkaError>>,
-    events: Mutex<Vec<Rebalanced>>,
-    start: StartFrom,
-    /// Partitions this process has been given before (for `start`).
-    seen: Mutex<std::collections::HashSet<Key>>,
-    last_error_log: Mutex<Option<Instant>>,
-}
-
-fn keys(tpl: &TopicPartitionList) -> Vec<Key> {
-    tpl.elements()
-        .iter()
-        .map(|e| (Arc::from(e.topic()), e.partition()))
-        .collect()
-}
-
-/// Stores the durable offsets in `consumer` (a partition no longer
-/// assigned refuses: its next owner reads from the committed offset).
-fn store_due(consumer: &BaseConsumer<Context>, durable: &Durable) {
-    let due = durable.due();
-    if due.is_empty() {
-        return;
-    }
-    let mut tpl = TopicPartitionList::new();
-    for ((topic, partition), offset) in &due {
-        let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
-    }
-    if let Err(e) = consumer.store_offsets(&tpl) {
-        tracing::debug!("kafka: storing offsets {due:?}: {e}");
-    }
-}
-
-impl ClientContext for Context {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        super::log_client(&self.brokers, level, fac, message);
-    }
-
-    fn error(&self, error: RdError, reason: &str) {
-        KafkaFigures::add(&self.figures.client_errors, 1);
-        let mut last = self.last_error_log.lock().expect("not poisoned");
-        if last.is_none_or(|t| t.elapsed() >= ERROR_LOG_EVERY) {
-            *last = Some(Instant::now());
-            tracing::warn!(
-                "kafka {}: {error}: {reason} (retrying; errors are counted in roo_kafka_client_errors_total)",
-                self.brokers
-            );
-        }
-    }
-
-    fn stats(&self, statistics: Statistics) {
-        let mut partitions = self.figures.partitions.lock().expect("not poisoned");
-        for (topic, t) in &statistics.topics {
-            for (number, p) in &t.partitions {
-                if *number < 0 {
-                    continue;
-                }
-                if let Some(f) = partitions.get_mut(&(topic.clone(), *number)) {
-                    f.committed = p.committed_offset;
-                    f.lag = p.consumer_lag.max(0);
-                    f.end = p.hi_offset;
-                }
-            }
-        }
-    }
-}
-
-impl Context {
-    /// Waits (up to [`REVOKE_DRAIN_MAX`]) until every batch handed on of
-    /// the partitions `taken` is durable in every sink, asking the sinks
-    /// to make them so now. Heartbeats go on meanwhile (librdkafka's own
-    /// thread), so the group keeps this member.
-    fn drain(&self, taken: &[Key]) {
-        let sources: Vec<Arc<str>> = taken
-            .iter()
-            .map(|(t, p)| Arc::from(super::source_name(t, *p)))
-            .collect();
-        let until = Instant::now() + REVOKE_DRAIN_MAX;
-        let mut state = self.durable.state.lock().expect("not poisoned");
-        if self.changelog.is_some() {
-            // Each partition's state is cut where its last batch ends and
-            // leaves memory; one that handed nothing on this stay is only
-            // dropped (its newest snapshot stands).
-            for (k, source) in taken.iter().zip(&sources) {
-                match state.handed.get(k) {
-                    Some(&end) => self.handover.request_cut(source, end as u64, true),
-                    None => self.handover.stage_restore(source, None),
-                }
-            }
-        }
-        loop {
-            let left = self.durable.unsettled(&state, taken);
-            if left.is_empty() {
-                return;
-            }
-            let now = Instant::now();
-            if now >= until {
-                tracing::warn!(
-                    "kafka {}: partitions {left:?} revoked before their last batches were durable (waited {} s); their next owner reads those again",
-                    self.brokers,
-                    REVOKE_DRAIN_MAX.as_secs()
-                );
-                return;
-            }
-            if self.changelog.is_none() {
-                for s in &sources {
-                    self.acks.request_flush(s);
-                }
-            }
-            state = self
-                .durable
-                .changed
-                .wait_timeout(state, (until - now).min(Duration::from_millis(50)))
-                .expect("not poisoned")
-                .0;
-        }
-    }
-}
-
-impl Context {
-    /// With a changelog: the partition's newest snapshot staged for the
-    /// operators (or none: it starts empty) and the partition set to
-    /// resume where the snapshot stands. A changelog that cannot be read
-    /// stops the source: the state would be wrong.
-    fn restore(&self, tpl: &mut TopicPartitionList, key: &Key) {
-        let Some(changelog) = &self.changelog else {
-            return;
-        };
-        let source: Arc<str> = Arc::from(super::source_name(&key.0, key.1));
-        match changelog.read(key) {
-            Ok(Some(r)) => {
-                let _ = tpl.set_partition_offset(&key.0, key.1, Offset::Offset(r.position as i64));
-                tracing::info!(
-                    "kafka {}: {source} restored from changelog {} ({} bytes of state), resuming at offset {}",
-                    self.brokers,
-                    changelog.topic(),
-                    r.snapshot.len(),
-                    r.position
-                );
-                KafkaFigures::add(&self.figures.restores, 1);
-                self.handover.stage_restore(&source, Some(r.snapshot));
-            }
-            Ok(None) => self.handover.stage_restore(&source, None),
-            Err(e) => {
-                tracing::error!("{e}");
-                self.fatal.lock().expect("not poisoned").get_or_insert(e);
-            }
-        }
-    }
-}
-
-impl ConsumerContext for Context {
-    fn rebalance(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
-        tpl: &mut TopicPartitionList,
-    ) {
-        let cooperative = matches!(
-            consumer.rebalance_protocol(),
-            RebalanceProtocol::Cooperative
-        );
-        KafkaFigures::add(&self.figures.rebalances, 1);
-        match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let given = keys(tpl);
-                let mut seen = self.seen.lock().expect("not poisoned");
-                for (topic, partition) in &given {
-                    let first = seen.insert((topic.clone(), *partition));
-                    if first && self.start != StartFrom::Committed {
-                        let to = match self.start {
-                            StartFrom::Earliest => Offset::Beginning,
-                            _ => Offset::End,
-                        };
-                        let _ = tpl.set_partition_offset(topic, *partition, to);
-                        // A replay (or a start at the end) begins with no state.
-                        let source: Arc<str> = Arc::from(super::source_name(topic, *partition));
-                        self.handover.stage_restore(&source, None);
-                    } else {
-                        self.restore(tpl, &(topic.clone(), *partition));
-                    }
-                }
-                drop(seen);
-                let assigned = if cooperative {
-                    consumer.incremental_assign(tpl)
-                } else {
-                    consumer.assign(tpl)
-                };
-                if let Err(e) = assigned {
-                    tracing::error!("kafka {}: taking partitions {given:?}: {e}", self.brokers);
-                }
-                tracing::info!("kafka {}: assigned {given:?}", self.brokers);
-                self.events
-                    .lock()
-                    .expect("not poisoned")
-                    .push(Rebalanced::Assigned(given));
-            }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                let taken = keys(tpl);
-                // What was handed on is finished first (the sinks close
-                // those partitions' files), within REVOKE_DRAIN_MAX, and
-                // committed before the partitions go; the rest is read
-                // again by their next owner.
-                self.drain(&taken);
-                store_due(consumer, &self.durable);
-                if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-                    tracing::debug!("kafka {}: commit on revoke: {e}", self.brokers);
-                }
-                let unassigned = if cooperative {
-                    consumer.incremental_unassign(tpl)
-                } else {
-                    consumer.unassign()
-                };
-                if let Err(e) = unassigned {
-                    tracing::error!("kafka {}: giving up {taken:?}: {e}", self.brokers);
-                }
-                tracing::info!("kafka {}: revoked {taken:?}", self.brokers);
-                self.events
-                    .lock()
-                    .expect("not poisoned")
-                    .push(Rebalanced::Revoked(taken));
-            }
-            other => {
-                tracing::error!("kafka {}: rebalance failed: {other:?}", self.brokers);
-                let _ = consumer.unassign();
-                self.events
-                    .lock()
-                    .expect("not poisoned")
-                    .push(Rebalanced::Revoked(keys(tpl)));
-            }
-        }
-    }
-
-    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, _: &TopicPartitionList) {
-        match result {
-            Ok(()) => KafkaFigures::add(&self.figures.commits, 1),
-            Err(RdError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-            Err(e) => tracing::warn!("kafka {}: commit failed: {e}", self.brokers),
-        }
-    }
-}
 
 /// A partition as the loop keeps it.
 struct Part {
@@ -586,8 +206,6 @@ impl Consuming {
         let mut held: VecDeque<Held> = VecDeque::new();
         let mut paused = false;
         let mut last_commit = Instant::now();
-        // partition → the offset its last cut was asked through.
-        let mut cut_asked: HashMap<Key, i64> = HashMap::new();
         while !self.stopped() {
             if let Some(e) = self
                 .consumer
@@ -644,7 +262,7 @@ impl Consuming {
             store_due(&self.consumer, &self.durable);
             if last_commit.elapsed() >= self.config.commit_interval {
                 last_commit = Instant::now();
-                self.ask_cuts(&parts, &mut cut_asked, false);
+                self.ask_cuts(&parts, false);
                 // Nothing stored since the last commit is NoOffset: quiet.
                 let _ = self.consumer.commit_consumer_state(CommitMode::Async);
             }
@@ -720,7 +338,7 @@ impl Consuming {
         // drains, and what it reports durable is committed.
         // With a changelog every partition is cut where its last batch
         // handed on ends, before the queue closes.
-        self.ask_cuts(&parts, &mut cut_asked, true);
+        self.ask_cuts(&parts, true);
         drop(tx);
         drop(held);
         if !paused {
@@ -758,16 +376,17 @@ impl Consuming {
     /// With a changelog, asks the operators for a cut of every assigned
     /// partition that handed batches on since its last one (`release`: of
     /// every assigned partition, dropping its state: the source stops).
-    fn ask_cuts(&self, parts: &HashMap<Key, Part>, asked: &mut HashMap<Key, i64>, release: bool) {
+    fn ask_cuts(&self, parts: &HashMap<Key, Part>, release: bool) {
         if self.changelog.is_none() {
             return;
         }
-        let state = self.durable.state.lock().expect("not poisoned");
+        let mut guard = self.durable.state.lock().expect("not poisoned");
+        let state = &mut *guard;
         for (key, part) in parts.iter().filter(|(_, p)| p.framer.is_some()) {
             let Some(&end) = state.handed.get(key) else {
                 continue;
             };
-            let last = asked.entry(key.clone()).or_insert(-1);
+            let last = state.cut_asked.entry(key.clone()).or_insert(-1);
             if end > *last || release {
                 *last = end;
                 self.config

@@ -22,7 +22,9 @@
 
 mod changelog;
 mod consumer;
+mod durable;
 mod messages;
+mod rebalance;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

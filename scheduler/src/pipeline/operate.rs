@@ -191,8 +191,8 @@ impl Parts {
         Ok(true)
     }
 
-    /// Applies the snapshots staged for `source` (or any): before a batch
-    /// of a partition just assigned is processed.
+    /// Applies every staged snapshot: before a batch of a partition just
+    /// assigned is processed.
     fn restore(&mut self, chain: &mut Chain) -> Result<(), StageError> {
         for (source, snapshot) in self.handover.take_restores() {
             self.processed.remove(&source);
