@@ -4,7 +4,7 @@
 //! index gives them) and all four checked to agree bit for bit:
 //!
 //!     cargo run --release -p roo-bench --example float_parse -- FILE.csv
-use roo_ingest::parse::number::{parse_f32, parse_f32_prefix};
+use roo_ingest::parse::number::{parse_f32, parse_f32_field_sse41, parse_f32_prefix};
 
 /// A field parser: the file's bytes and the field's bounds.
 type Parse<'a> = &'a dyn Fn(&[u8], usize, usize) -> Option<f32>;
@@ -49,6 +49,19 @@ fn main() {
             _ => parse_f32(&b[s..e]),
         },
     );
+    #[target_feature(enable = "ssse3,sse4.1")]
+    unsafe fn field(b: &[u8], s: usize, e: usize) -> Option<f32> {
+        match parse_f32_field_sse41(b, s, e) {
+            Some(v) => Some(v),
+            None => match parse_f32_prefix(b, s) {
+                Some((v, end)) if end == e => Some(v),
+                _ => parse_f32(&b[s..e]),
+            },
+        }
+    }
+    let simd = time("roo parse_f32_field_sse41", &|b, s, e| unsafe {
+        field(b, s, e)
+    });
     let fast = time("fast-float2 parse", &|b, s, e| {
         fast_float2::parse::<f32, _>(&b[s..e]).ok()
     });
@@ -59,6 +72,7 @@ fn main() {
         std::str::from_utf8(&b[s..e]).ok()?.parse().ok()
     });
     for (name, other) in [
+        ("parse_f32_field_sse41", &simd),
         ("fast-float2", &fast),
         ("lexical-core", &lexical),
         ("str::parse", &std),

@@ -197,6 +197,182 @@ pub fn parse_f32_prefix(s: &[u8], start: usize) -> Option<(f32, usize)> {
     Some((if negative { -narrow } else { narrow }, end))
 }
 
+/// A 16-byte load at `INSIDE[len..]` gives 0xFF in
+/// the last `len` of 16 bytes (a field right-aligned in a 16-byte load).
+#[cfg(target_arch = "x86_64")]
+static INSIDE: [u8; 32] = {
+    let mut t = [0u8; 32];
+    let mut i = 16;
+    while i < 32 {
+        t[i] = 0xFF;
+        i += 1;
+    }
+    t
+};
+
+/// Shuffles that close the gap a decimal point leaves: for a point at byte
+/// `k`, bytes below it move up one (byte 0 becomes zero) and bytes above
+/// stay; entry 16 (no point) keeps every byte.
+#[cfg(target_arch = "x86_64")]
+static CLOSE_POINT: [[u8; 16]; 17] = {
+    let mut t = [[0u8; 16]; 17];
+    let mut k = 0;
+    while k <= 16 {
+        let mut i = 0;
+        while i < 16 {
+            t[k][i] = if k == 16 || i > k {
+                i as u8
+            } else if i == 0 {
+                0x80
+            } else {
+                (i - 1) as u8
+            };
+            i += 1;
+        }
+        k += 1;
+    }
+    t
+};
+
+/// Parses the field `s[start..end]` as f32 when it is a plain decimal
+/// (`-`, digits, at most one `.`, at least one digit, 16 bytes at most),
+/// correctly rounded, with no loop and no branch on the digits: one 16-byte
+/// load ending at the field's end, the point closed up by one shuffle, the
+/// digits combined by multiply-adds (two 8-digit halves), one f64 division.
+/// `None` means "not this shape, or not exact here" (not "not a number"):
+/// the caller takes [`parse_f32_prefix`] / [`parse_f32`], which agree with it
+/// wherever it answers.
+///
+/// # Safety
+/// The CPU must have SSSE3 and SSE4.1 ([`field_simd_available`]); the
+/// function must be inlined into code compiled with them enabled.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub unsafe fn parse_f32_field_sse41(s: &[u8], start: usize, end: usize) -> Option<f32> {
+    use std::arch::x86_64::*;
+    let len = end.wrapping_sub(start);
+    if len.wrapping_sub(1) >= 16 || end < 16 || end > s.len() {
+        return None;
+    }
+    // SAFETY: end - 16 >= 0 and end <= s.len(): the load stays in `s`;
+    // `len` in 1..=16 keeps the table load in bounds.
+    let v = _mm_loadu_si128(s.as_ptr().add(end - 16) as *const __m128i);
+    let inside_v = _mm_loadu_si128(INSIDE.as_ptr().add(len) as *const __m128i);
+    decimal_right_aligned(v, inside_v, len)
+}
+
+/// Parses a plain decimal at the front of `s[start..]` (as
+/// [`parse_f32_field_sse41`], its end found in the same 16-byte load: the
+/// first byte that is not a digit, the point or a leading `-`); returns it
+/// and where it ends. `None` where the decimal may run past 16 bytes, or in
+/// the cases that function refuses; the caller checks what follows.
+///
+/// # Safety
+/// As for [`parse_f32_field_sse41`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub unsafe fn parse_f32_prefix_sse41(s: &[u8], start: usize) -> Option<(f32, usize)> {
+    use std::arch::x86_64::*;
+    if start + 16 > s.len() {
+        return None;
+    }
+    // SAFETY: start + 16 <= s.len(); table loads at `len` in 1..=16.
+    let v = _mm_loadu_si128(s.as_ptr().add(start) as *const __m128i);
+    let t = _mm_sub_epi8(v, _mm_set1_epi8(b'0' as i8));
+    let digit = _mm_cmpeq_epi8(_mm_min_epu8(t, _mm_set1_epi8(9)), t);
+    let point = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'.' as i8));
+    let part = _mm_movemask_epi8(_mm_or_si128(digit, point)) as u32
+        | (*s.get_unchecked(start) == b'-') as u32;
+    let len = (!part).trailing_zeros() as usize;
+    if len.wrapping_sub(1) >= 15 {
+        return None;
+    }
+    // Right-align the decimal: byte i takes byte i - (16 - len).
+    let v = _mm_shuffle_epi8(
+        v,
+        _mm_loadu_si128(ALIGN_RIGHT.as_ptr().add(len) as *const __m128i),
+    );
+    let inside_v = _mm_loadu_si128(INSIDE.as_ptr().add(len) as *const __m128i);
+    Some((decimal_right_aligned(v, inside_v, len)?, start + len))
+}
+
+/// Shuffles that move the first `len` bytes of 16 to the end: a load at
+/// `ALIGN_RIGHT[len..]` (zeros before them).
+#[cfg(target_arch = "x86_64")]
+static ALIGN_RIGHT: [u8; 32] = {
+    let mut t = [0x80u8; 32];
+    let mut i = 16;
+    while i < 32 {
+        t[i] = (i - 16) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// The decimal in the last `len` bytes of `v` (`inside_v` 0xFF there).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn decimal_right_aligned(
+    v: std::arch::x86_64::__m128i,
+    inside_v: std::arch::x86_64::__m128i,
+    len: usize,
+) -> Option<f32> {
+    use std::arch::x86_64::*;
+    let inside = 0xFFFFu32 << (16 - len) & 0xFFFF;
+    let t = _mm_sub_epi8(v, _mm_set1_epi8(b'0' as i8));
+    let is_digit = _mm_and_si128(
+        _mm_cmpeq_epi8(_mm_min_epu8(t, _mm_set1_epi8(9)), t),
+        inside_v,
+    );
+    let digits = _mm_movemask_epi8(is_digit) as u32;
+    let point = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'.' as i8))) as u32 & inside;
+    let minus = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'-' as i8))) as u32;
+    let negative = minus >> (16 - len) & 1 == 1;
+    let sign = (negative as u32) << (16 - len);
+    if digits | point | sign != inside || digits == 0 || point & point.wrapping_sub(1) != 0 {
+        return None;
+    }
+    let k = (point | 1 << 16).trailing_zeros() as usize;
+    let d = _mm_and_si128(t, is_digit);
+    let d = _mm_shuffle_epi8(
+        d,
+        _mm_loadu_si128(CLOSE_POINT.as_ptr().add(k) as *const __m128i),
+    );
+    // Byte 0 is the most significant digit.
+    let pairs = _mm_maddubs_epi16(d, _mm_set1_epi16(0x010A)); // 10 * hi + lo
+    let quads = _mm_madd_epi16(pairs, _mm_set1_epi32(0x0001_0064)); // 100 * hi + lo
+    let quads = _mm_packus_epi32(quads, quads);
+    let eights = _mm_madd_epi16(quads, _mm_set1_epi32(0x0001_2710)); // 10000 * hi + lo
+    let high = _mm_cvtsi128_si32(eights) as u32 as u64;
+    let low = _mm_extract_epi32::<1>(eights) as u32 as u64;
+    let mantissa = high * 100_000_000 + low;
+    let fraction = if k == 16 { 0 } else { 15 - k };
+    if mantissa > 1 << 53 {
+        return None;
+    }
+    let wide = mantissa as f64 / POW10_F64[fraction];
+    let narrow = if mantissa == 0 {
+        0.0
+    } else {
+        narrow_exactly(wide)?
+    };
+    Some(if negative { -narrow } else { narrow })
+}
+
+/// Whether this CPU runs [`parse_f32_field_sse41`] (checked once).
+pub fn field_simd_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVAILABLE.get_or_init(|| {
+            std::arch::is_x86_feature_detected!("ssse3")
+                && std::arch::is_x86_feature_detected!("sse4.1")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 #[inline(never)]
 fn parse_f32_prefix_general(s: &[u8], start: usize) -> Option<(f32, usize)> {
     let (negative, mantissa, exponent, end) = decompose_prefix(s, start)?;
@@ -318,6 +494,33 @@ fn trim_spaces(mut s: &[u8]) -> &[u8] {
     s
 }
 
+/// Numbers in every shape the fast paths see and refuse: shortest f32
+/// texts, fixed precisions, long mantissas, exponents, signs, points at
+/// either end, midpoints, empty fields and garbage.
+#[cfg(test)]
+pub(crate) fn awkward_number(state: &mut u64) -> String {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    let r = *state;
+    let v = f32::from_bits((r >> 32) as u32);
+    let small = (r >> 20) as f32 / 4096.0 - 500.0;
+    match r % 16 {
+        0 => format!("{v}"),
+        1 => format!("{v:e}"),
+        2 => format!("{:.*}", (r >> 8) as usize % 12, small),
+        3 => format!("-{}", (r >> 10) % 1_000_000_000_000_000_000),
+        4 => format!(".{}", (r >> 10) % 10_000),
+        5 => format!("{}.", (r >> 10) % 10_000),
+        6 => "16777217".to_string(),
+        7 => String::new(),
+        8 => "1-2".to_string(),
+        9 => format!("+{small}"),
+        10 => format!("{}", (r >> 3) as f64 / 1e9),
+        _ => format!("{small}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -408,6 +611,104 @@ mod tests {
         same(text);
     }
 
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "ssse3,sse4.1")]
+    unsafe fn field_sse41(s: &[u8], start: usize, end: usize) -> Option<f32> {
+        parse_f32_field_sse41(s, start, end)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "ssse3,sse4.1")]
+    unsafe fn prefix_sse41(s: &[u8], start: usize) -> Option<(f32, usize)> {
+        parse_f32_prefix_sse41(s, start)
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn prefix_sse41(_: &[u8], _: usize) -> Option<(f32, usize)> {
+        None
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn field_sse41(_: &[u8], _: usize, _: usize) -> Option<f32> {
+        None
+    }
+
+    /// The field parser on `text` inside a row agrees with std wherever it
+    /// answers; true when it answered.
+    fn same_field(text: &str) -> bool {
+        let row = format!("1234567890123456,{text},-0.5\n");
+        let start = 17;
+        // SAFETY: callers check `field_simd_available`.
+        let v = unsafe { field_sse41(row.as_bytes(), start, start + text.len()) };
+        if let Some(v) = v {
+            let std = text
+                .parse::<f32>()
+                .expect("std parses what the field parser does");
+            assert_eq!(v.to_bits(), std.to_bits(), "{text:?}");
+        }
+        v.is_some()
+    }
+
+    #[test]
+    fn field_parser_takes_plain_decimals() {
+        if !field_simd_available() {
+            return;
+        }
+        for text in [
+            "0",
+            "-0",
+            "7",
+            "-7",
+            "0.5",
+            ".5",
+            "5.",
+            "-.5",
+            "123.456",
+            "-1234.5677",
+            "0.12345678",
+            "999999999999999",
+            "1000000000000000",
+            "0.0000001",
+            "1.00000005960464",
+            "16777216",
+            "3.4028235",
+            "0.00000000000001",
+        ] {
+            assert!(same_field(text), "{text:?} not taken");
+        }
+        // Not this shape, or an f32 midpoint (its tie needs the exact
+        // decimal): refused, left to the general parser.
+        for text in [
+            "16777217",
+            "",
+            "-",
+            ".",
+            "-.",
+            "+1",
+            "1e5",
+            "1.2.3",
+            "1-2",
+            "12345678901234567",
+            "--1",
+            "1 ",
+            "9999999999999999",
+            "1.000000000000000",
+        ] {
+            assert!(!same_field(text), "{text:?} taken");
+        }
+        // Shortest f32 texts in the normal range: nearly all taken.
+        let mut taken = 0;
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..10_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let v = (state >> 40) as f32 / 1000.0 - 8000.0;
+            taken += same_field(&format!("{v}")) as usize;
+        }
+        assert!(taken > 9_900, "{taken} of 10000 taken");
+    }
+
     #[test]
     fn swar_digits() {
         for (text, value, count) in [
@@ -470,6 +771,49 @@ mod tests {
             if let Some((v, end)) = parse_f32_prefix(padded.as_bytes(), 0) {
                 let std = s[..end].parse::<f32>();
                 prop_assert!(std.is_ok_and(|x| x.to_bits() == v.to_bits()), "{:?}", s);
+            }
+        }
+
+        /// The field parser, on any text placed at every alignment after
+        /// digits (which must not leak into the field) and before a
+        /// delimiter, agrees with std wherever it answers.
+        #[test]
+        fn field_agrees_with_std(s in "[-+0-9.eE]{0,18}", before in 16usize..40) {
+            if field_simd_available() {
+                let text = format!("{}{s},9", "7".repeat(before));
+                let start = before;
+                let end = before + s.len();
+                // SAFETY: the CPU has SSSE3 and SSE4.1 (checked above).
+                if let Some(v) = unsafe { field_sse41(text.as_bytes(), start, end) } {
+                    let std = s.parse::<f32>();
+                    prop_assert!(std.is_ok_and(|x| x.to_bits() == v.to_bits()), "{:?}", s);
+                }
+            }
+        }
+
+        /// The prefix parser finds the decimal's end itself: wherever it
+        /// answers, std reads the same value from the bytes it took.
+        #[test]
+        fn prefix_sse41_agrees_with_std(s in "[-+0-9.eE]{0,18}", after in "[,}\\]\n e0-9.-]{0,4}") {
+            if field_simd_available() {
+                let text = format!("{s}{after}................");
+                // SAFETY: the CPU has SSSE3 and SSE4.1 (checked above).
+                if let Some((v, end)) = unsafe { prefix_sse41(text.as_bytes(), 0) } {
+                    prop_assert!(end <= 15);
+                    let std = text[..end].parse::<f32>();
+                    prop_assert!(std.is_ok_and(|x| x.to_bits() == v.to_bits()), "{:?}", text);
+                    prop_assert!(!matches!(text.as_bytes()[end], b'0'..=b'9' | b'.'), "{:?}", text);
+                }
+            }
+        }
+
+        #[test]
+        fn field_agrees_with_std_on_floats(bits in any::<u32>(), precision in 0usize..12) {
+            if field_simd_available() {
+                let v = f32::from_bits(bits);
+                for text in [format!("{v}"), format!("{v:.precision$}"), format!("{:.precision$}", v as f64 * 1.0000001)] {
+                    same_field(&text);
+                }
             }
         }
 
