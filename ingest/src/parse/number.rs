@@ -238,7 +238,8 @@ static CLOSE_POINT: [[u8; 16]; 17] = {
 /// (`-`, digits, at most one `.`, at least one digit, 16 bytes at most),
 /// correctly rounded, with no loop and no branch on the digits: one 16-byte
 /// load ending at the field's end, the point closed up by one shuffle, the
-/// digits combined by multiply-adds (two 8-digit halves), one f64 division.
+/// digits combined by multiply-adds (two 8-digit halves), one f64
+/// multiplication (a division near f32 midpoints).
 /// `None` means "not this shape, or not exact here" (not "not a number"):
 /// the caller takes [`parse_f32_prefix`] / [`parse_f32`], which agree with it
 /// wherever it answers.
@@ -350,14 +351,29 @@ unsafe fn decimal_right_aligned(
     if mantissa > 1 << 53 {
         return None;
     }
-    let wide = mantissa as f64 / POW10_F64[fraction];
-    let narrow = if mantissa == 0 {
-        0.0
+    // A multiplication by 10^-fraction (itself rounded) is within 2 f64
+    // ulps of the decimal, so its f32 rounding is the decimal's unless it
+    // lies within 4 ulps of an f32 midpoint or below f32's normal range;
+    // there one exact division (the decimal's correctly rounded f64)
+    // decides, as in `parse_f32_prefix`. Zero passes the test as itself.
+    let near = mantissa as f64 * POW10_NEG_F64[fraction];
+    let low = near.to_bits() & ((1 << 29) - 1);
+    let narrow = if (near < 2.0 * f32::MIN_POSITIVE as f64 && mantissa != 0)
+        || low.wrapping_sub((1 << 28) - 4) <= 8
+    {
+        narrow_exactly(mantissa as f64 / POW10_F64[fraction])?
     } else {
-        narrow_exactly(wide)?
+        near as f32
     };
     Some(if negative { -narrow } else { narrow })
 }
+
+/// 10^-k rounded to f64, for k up to 15.
+#[cfg(target_arch = "x86_64")]
+const POW10_NEG_F64: [f64; 16] = [
+    1e0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10, 1e-11, 1e-12, 1e-13, 1e-14,
+    1e-15,
+];
 
 /// Whether this CPU runs [`parse_f32_field_sse41`] (checked once).
 pub fn field_simd_available() -> bool {
@@ -814,6 +830,26 @@ mod tests {
                 for text in [format!("{v}"), format!("{v:.precision$}"), format!("{:.precision$}", v as f64 * 1.0000001)] {
                     same_field(&text);
                 }
+            }
+        }
+
+        /// Decimals a hair either side of an f32 midpoint (where the
+        /// multiplication alone could round the wrong way): the field
+        /// parser agrees with std on each.
+        #[test]
+        fn field_agrees_with_std_near_midpoints(bits in 0x3000_0000u32..0x4C00_0000, nudge in -3i64..=3) {
+            if field_simd_available() {
+                let v = f32::from_bits(bits) as f64;
+                let next = f32::from_bits(bits + 1) as f64;
+                let midpoint = (v + next) / 2.0;
+                let digits = 14 - (midpoint.log10().floor() as i64).max(0) as usize;
+                let text = format!("{midpoint:.digits$}");
+                let scaled: i64 = text.replace('.', "").parse().unwrap();
+                let nudged = format!("{:0width$}", (scaled + nudge).max(0), width = digits + 1);
+                let split = nudged.len() - digits;
+                let text = format!("{}.{}", &nudged[..split], &nudged[split..]);
+                prop_assert!(text.len() <= 16, "{}", text);
+                same_field(&text);
             }
         }
 
