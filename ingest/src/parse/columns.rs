@@ -30,10 +30,11 @@ enum Values {
 /// One column being built.
 pub(crate) struct Column {
     values: Values,
-    /// One bit per row, set when the row's value is valid; handed to
-    /// Arrow only if some row is null.
-    valid: Vec<u64>,
-    null_count: usize,
+    /// The rows of this batch whose value is null, ascending (events are
+    /// mostly whole, so a valid value costs nothing here); a validity
+    /// bitmap is built from them only when a batch has some. Bounded by
+    /// the batch's rows.
+    nulls: Vec<u32>,
     len: usize,
 }
 
@@ -78,19 +79,13 @@ impl Column {
         };
         Self {
             values,
-            valid: vec![0; capacity / 64 + 1],
-            null_count: 0,
+            nulls: Vec::new(),
             len: 0,
         }
     }
 
     #[inline(always)]
     fn mark_valid(&mut self) {
-        let word = self.len / 64;
-        if word >= self.valid.len() {
-            self.valid.resize(word + 1, 0);
-        }
-        self.valid[word] |= 1 << (self.len % 64);
         self.len += 1;
     }
 
@@ -103,11 +98,7 @@ impl Column {
             Values::Bool(v) => v.append(false),
             Values::Utf8 { offsets, data } => offsets.push(data.len() as i32),
         }
-        let word = self.len / 64;
-        if word >= self.valid.len() {
-            self.valid.resize(word + 1, 0);
-        }
-        self.null_count += 1;
+        self.nulls.push(self.len as u32);
         self.len += 1;
     }
 
@@ -184,27 +175,22 @@ impl Column {
                 data.truncate(offsets[rows] as usize);
             }
         }
-        for row in rows..self.len {
-            let bit = 1u64 << (row % 64);
-            if self.valid[row / 64] & bit == 0 {
-                self.null_count -= 1;
-            }
-            self.valid[row / 64] &= !bit;
+        while self.nulls.last().is_some_and(|&row| row as usize >= rows) {
+            self.nulls.pop();
         }
         self.len = rows;
     }
 
     fn finish(&mut self, capacity: usize) -> ArrayRef {
-        let words = self.len.div_ceil(64);
-        let fresh = vec![0u64; capacity / 64 + 1];
-        let valid = std::mem::replace(&mut self.valid, fresh);
-        let nulls = (self.null_count > 0).then(|| {
-            let mut valid = valid;
-            valid.truncate(words);
+        let nulls = (!self.nulls.is_empty()).then(|| {
+            let mut valid = vec![u64::MAX; self.len.div_ceil(64)];
+            for &row in &self.nulls {
+                valid[row as usize / 64] &= !(1 << (row % 64));
+            }
             NullBuffer::new(BooleanBuffer::new(Buffer::from_vec(valid), 0, self.len))
         });
+        self.nulls.clear();
         self.len = 0;
-        self.null_count = 0;
         match &mut self.values {
             Values::F32(v) => Arc::new(Float32Array::new(
                 ScalarBuffer::from(std::mem::replace(v, Vec::with_capacity(capacity))),
@@ -362,6 +348,70 @@ impl Inferred {
             DataType::Boolean
         } else {
             DataType::Utf8
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{Array, Float32Array};
+    use arrow_schema::{DataType, Field, Schema};
+
+    use super::Columns;
+
+    /// Values, nulls and abandoned rows in any order build the batch a list
+    /// of `Option`s says they should: nulls where pushed, none left behind
+    /// by an abandoned row, no validity buffer when nothing is null.
+    #[test]
+    fn nulls_and_abandoned_rows_match_a_plain_list() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Float32, true),
+            Field::new("b", DataType::Float32, true),
+        ]));
+        let mut columns = Columns::new(schema, 64);
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for round in 0..200 {
+            let mut expected: [Vec<Option<f32>>; 2] = [Vec::new(), Vec::new()];
+            for row in 0..(round % 150) {
+                let mut values = [None, None];
+                for (j, value) in values.iter_mut().enumerate() {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    if !state.is_multiple_of(1 + round as u64 % 5) {
+                        *value = Some(row as f32 + j as f32 / 4.0);
+                        assert!(columns.columns[j].push_f32_value(row as f32 + j as f32 / 4.0));
+                    } else {
+                        columns.columns[j].push_null();
+                    }
+                }
+                if state.is_multiple_of(7) {
+                    columns.abandon_row();
+                } else {
+                    columns.commit_row();
+                    for (list, value) in expected.iter_mut().zip(values) {
+                        list.push(value);
+                    }
+                }
+            }
+            let batch = columns.take_batch();
+            for (j, expected) in expected.iter().enumerate() {
+                let got = batch
+                    .column(j)
+                    .as_any()
+                    .downcast_ref::<Float32Array>()
+                    .unwrap();
+                let got: Vec<Option<f32>> = got.iter().collect();
+                assert_eq!(&got, expected, "round {round}, column {j}");
+                let has_nulls = expected.iter().any(Option::is_none);
+                assert_eq!(
+                    batch.column(j).nulls().is_some(),
+                    has_nulls,
+                    "round {round}"
+                );
+            }
         }
     }
 }
