@@ -691,37 +691,16 @@ pub(crate) fn sample(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use arrow_array::RecordBatch;
-    use arrow_schema::{DataType, Field, Schema};
 
     use super::{CsvHeader, CsvParser};
     use crate::parse::number::awkward_number;
-    use crate::parse::{DeadLetters, RecordParser};
+    use crate::parse::testing;
 
     fn parse(text: &[u8], field_simd: bool) -> (Vec<RecordBatch>, Vec<(u64, String)>) {
-        let schema = Arc::new(Schema::new(
-            (0..7)
-                .map(|i| Field::new(format!("x{i}"), DataType::Float32, true))
-                .collect::<Vec<_>>(),
-        ));
-        let mut parser = CsvParser::new(schema, CsvHeader::Absent, b',', 64, 1 << 20);
+        let mut parser = CsvParser::new(testing::floats(7), CsvHeader::Absent, b',', 64, 1 << 20);
         parser.field_simd = field_simd;
-        let mut dead = DeadLetters::new(Arc::from("t"));
-        let mut batches = Vec::new();
-        let mut at = 0;
-        while at < text.len() {
-            let parsed = parser.parse(&text[at..], at as u64, 100, true, &mut dead);
-            at += parsed.consumed;
-            batches.push(parser.take_batch());
-        }
-        let letters = dead
-            .letters
-            .into_iter()
-            .map(|d| (d.offset, d.reason))
-            .collect();
-        (batches, letters)
+        testing::parse_all(&mut parser, text)
     }
 
     /// The AVX-512 and SSE2 indexes find exactly the positions a byte loop
@@ -775,11 +754,6 @@ mod tests {
             text.push_str(&row.join(","));
             text.push('\n');
         }
-        let (fast, fast_dead) = parse(text.as_bytes(), true);
-        let (portable, portable_dead) = parse(text.as_bytes(), false);
-        assert!(fast.iter().map(|b| b.num_rows()).sum::<usize>() > 2_000);
-        assert!(!fast_dead.is_empty());
-        assert_eq!(fast, portable);
-        assert_eq!(fast_dead, portable_dead);
+        testing::assert_same(parse(text.as_bytes(), true), parse(text.as_bytes(), false));
     }
 }

@@ -165,3 +165,57 @@ pub(crate) fn show(field: &[u8]) -> String {
         format!("{text:?}")
     }
 }
+
+/// Test helpers shared by the parsers' tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+
+    use arrow_array::RecordBatch;
+    use arrow_schema::{DataType, Field, Schema, SchemaRef};
+
+    use super::{DeadLetters, RecordParser};
+
+    /// `columns` nullable Float32 columns named x0, x1, ….
+    pub fn floats(columns: usize) -> SchemaRef {
+        Arc::new(Schema::new(
+            (0..columns)
+                .map(|i| Field::new(format!("x{i}"), DataType::Float32, true))
+                .collect::<Vec<_>>(),
+        ))
+    }
+
+    /// Every record of `text` through `parser`, 100 at a time: the batches
+    /// and the dead letters (offset, reason).
+    pub fn parse_all(
+        parser: &mut dyn RecordParser,
+        text: &[u8],
+    ) -> (Vec<RecordBatch>, Vec<(u64, String)>) {
+        let mut dead = DeadLetters::new(Arc::from("t"));
+        let mut batches = Vec::new();
+        let mut at = 0;
+        while at < text.len() {
+            let parsed = parser.parse(&text[at..], at as u64, 100, true, &mut dead);
+            at += parsed.consumed;
+            batches.push(parser.take_batch());
+        }
+        let letters = dead
+            .letters
+            .into_iter()
+            .map(|d| (d.offset, d.reason))
+            .collect();
+        (batches, letters)
+    }
+
+    /// Two parses of one text (a fast path on and off) gave the same rows,
+    /// bit for bit, and the same dead letters; the text had both.
+    pub fn assert_same(
+        fast: (Vec<RecordBatch>, Vec<(u64, String)>),
+        portable: (Vec<RecordBatch>, Vec<(u64, String)>),
+    ) {
+        assert!(fast.0.iter().map(|b| b.num_rows()).sum::<usize>() > 2_000);
+        assert!(!fast.1.is_empty());
+        assert_eq!(fast.0, portable.0);
+        assert_eq!(fast.1, portable.1);
+    }
+}
