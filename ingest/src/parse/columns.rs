@@ -107,6 +107,21 @@ impl Column {
         matches!(self.values, Values::F32(_))
     }
 
+    /// For a Float32 column, appends what `parse` gives and says whether it
+    /// gave a value; false (nothing appended) for other columns or `None`.
+    #[inline(always)]
+    pub fn try_push_f32(&mut self, parse: impl FnOnce() -> Option<f32>) -> bool {
+        let Values::F32(values) = &mut self.values else {
+            return false;
+        };
+        let Some(value) = parse() else {
+            return false;
+        };
+        values.push(value);
+        self.mark_valid();
+        true
+    }
+
     /// Appends a float32 value directly (raw binary rows, JSON numbers).
     #[inline(always)]
     pub fn push_f32_value(&mut self, value: f32) -> bool {

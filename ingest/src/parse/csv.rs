@@ -348,22 +348,16 @@ impl CsvParser {
             }
             let mut start = p;
             let mut ok = true;
-            for j in 0..n {
-                let end = self.separators[k + j] as usize;
-                let expected = if j + 1 == n { b'\n' } else { self.delimiter };
+            let ends = &self.separators[k..k + n];
+            let delimiter = self.delimiter;
+            for (j, (column, &end)) in self.columns.columns.iter_mut().zip(ends).enumerate() {
+                let end = end as usize;
+                let expected = if j + 1 == n { b'\n' } else { delimiter };
                 if data[end] != expected {
                     ok = false;
                     break;
                 }
-                let column = &mut self.columns.columns[j];
-                let parsed = column.is_f32()
-                    && match field_f32::<SIMD>(data, start, end) {
-                        Some(v) => {
-                            column.push_f32_value(v);
-                            true
-                        }
-                        None => false,
-                    };
+                let parsed = column.try_push_f32(|| field_f32::<SIMD>(data, start, end));
                 if !parsed && column.push_text(&data[start..end]).is_err() {
                     ok = false;
                     break;
