@@ -106,11 +106,10 @@ fn field_f32<const SIMD: bool>(data: &[u8], start: usize, end: usize) -> Option<
     }
 }
 
-/// Whether this CPU has AVX-512BW (checked once).
+/// Whether this CPU has AVX-512BW (std caches the answer).
 #[cfg(target_arch = "x86_64")]
 fn avx512bw_available() -> bool {
-    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AVAILABLE.get_or_init(|| std::arch::is_x86_feature_detected!("avx512bw"))
+    std::arch::is_x86_feature_detected!("avx512bw")
 }
 
 /// [`index_separators`] 64 bytes at a time: one mask per 64 bytes, its
@@ -688,8 +687,7 @@ mod tests {
     use arrow_array::RecordBatch;
 
     use super::{CsvHeader, CsvParser};
-    use crate::parse::number::awkward_number;
-    use crate::parse::testing;
+    use crate::parse::testing::{self, awkward_number};
 
     fn parse(text: &[u8], field_simd: bool) -> (Vec<RecordBatch>, Vec<(u64, String)>) {
         let mut parser = CsvParser::new(testing::floats(7), CsvHeader::Absent, b',', 64, 1 << 20);

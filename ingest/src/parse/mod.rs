@@ -176,6 +176,32 @@ pub(crate) mod testing {
 
     use super::{DeadLetters, RecordParser};
 
+    /// Numbers in every shape the fast paths see and refuse: shortest f32
+    /// texts, fixed precisions, long mantissas, exponents, signs, points at
+    /// either end, midpoints, empty fields and garbage.
+    pub fn awkward_number(state: &mut u64) -> String {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        let r = *state;
+        let v = f32::from_bits((r >> 32) as u32);
+        let small = (r >> 20) as f32 / 4096.0 - 500.0;
+        match r % 16 {
+            0 => format!("{v}"),
+            1 => format!("{v:e}"),
+            2 => format!("{:.*}", (r >> 8) as usize % 12, small),
+            3 => format!("-{}", (r >> 10) % 1_000_000_000_000_000_000),
+            4 => format!(".{}", (r >> 10) % 10_000),
+            5 => format!("{}.", (r >> 10) % 10_000),
+            6 => "16777217".to_string(),
+            7 => String::new(),
+            8 => "1-2".to_string(),
+            9 => format!("+{small}"),
+            10 => format!("{}", (r >> 3) as f64 / 1e9),
+            _ => format!("{small}"),
+        }
+    }
+
     /// `columns` nullable Float32 columns named x0, x1, ….
     pub fn floats(columns: usize) -> SchemaRef {
         Arc::new(Schema::new(

@@ -521,8 +521,7 @@ mod tests {
     use arrow_array::RecordBatch;
 
     use super::NdjsonParser;
-    use crate::parse::number::awkward_number;
-    use crate::parse::testing;
+    use crate::parse::testing::{self, awkward_number};
 
     fn parse(text: &[u8], field_simd: bool) -> (Vec<RecordBatch>, Vec<(u64, String)>) {
         let mut parser = NdjsonParser::new(testing::floats(5), 64, 1 << 20);

@@ -375,15 +375,12 @@ const POW10_NEG_F64: [f64; 16] = [
     1e-15,
 ];
 
-/// Whether this CPU runs [`parse_f32_field_sse41`] (checked once).
+/// Whether this CPU runs [`parse_f32_field_sse41`] (std caches the answer).
 pub fn field_simd_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVAILABLE.get_or_init(|| {
-            std::arch::is_x86_feature_detected!("ssse3")
-                && std::arch::is_x86_feature_detected!("sse4.1")
-        })
+        std::arch::is_x86_feature_detected!("ssse3")
+            && std::arch::is_x86_feature_detected!("sse4.1")
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
@@ -508,33 +505,6 @@ fn trim_spaces(mut s: &[u8]) -> &[u8] {
         s = rest;
     }
     s
-}
-
-/// Numbers in every shape the fast paths see and refuse: shortest f32
-/// texts, fixed precisions, long mantissas, exponents, signs, points at
-/// either end, midpoints, empty fields and garbage.
-#[cfg(test)]
-pub(crate) fn awkward_number(state: &mut u64) -> String {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    let r = *state;
-    let v = f32::from_bits((r >> 32) as u32);
-    let small = (r >> 20) as f32 / 4096.0 - 500.0;
-    match r % 16 {
-        0 => format!("{v}"),
-        1 => format!("{v:e}"),
-        2 => format!("{:.*}", (r >> 8) as usize % 12, small),
-        3 => format!("-{}", (r >> 10) % 1_000_000_000_000_000_000),
-        4 => format!(".{}", (r >> 10) % 10_000),
-        5 => format!("{}.", (r >> 10) % 10_000),
-        6 => "16777217".to_string(),
-        7 => String::new(),
-        8 => "1-2".to_string(),
-        9 => format!("+{small}"),
-        10 => format!("{}", (r >> 3) as f64 / 1e9),
-        _ => format!("{small}"),
-    }
 }
 
 #[cfg(test)]
