@@ -116,7 +116,6 @@ fn avx512bw_available() -> bool {
 /// positions written 8 at a time whatever the count (the slots past the
 /// count are overwritten next), so a row's separators cost no branch each.
 /// Returns where it stopped (the caller indexes the last < 64 bytes).
-/// `out` must have room for `to - from` more positions.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512bw,popcnt,bmi1")]
 unsafe fn index_separators_avx512(
