@@ -34,6 +34,7 @@ use super::layout::{
 };
 use super::record::Records;
 use super::{AuditError, AuditSpec};
+use crate::sinks::drop_behind::DropBehind;
 use crate::sinks::layout::{partial_path, publish, sync_dir};
 use crate::sinks::rotating::{dictionaries, same_dictionaries};
 use crate::sinks::Sealed;
@@ -55,7 +56,7 @@ struct Segment {
     hour: i64,
     path: PathBuf,
     partial: PathBuf,
-    writer: FileWriter<BufWriter<File>>,
+    writer: FileWriter<BufWriter<DropBehind>>,
     schema: SchemaRef,
     /// The dictionaries of its dictionary columns (column, values), as
     /// its first batch wrote them: an IPC file holds one per column.
@@ -330,7 +331,7 @@ impl AuditWriter {
             .try_with_compression(Some(CompressionType::LZ4_FRAME))
             .expect("LZ4 is built in");
         let writer = FileWriter::try_new_with_options(
-            BufWriter::with_capacity(1 << 20, file),
+            BufWriter::with_capacity(1 << 20, DropBehind::new(file)),
             &schema,
             options,
         )
@@ -376,7 +377,8 @@ impl AuditWriter {
         let index = index_path(&path);
         let Some(sealed) = self.sealed.as_mut() else {
             write_index(&index, &mut segment.index)?;
-            publish(&file, &segment.partial, &path).map_err(AuditError::io(&path))?;
+            publish(file.file(), &segment.partial, &path).map_err(AuditError::io(&path))?;
+            file.release_cache();
             self.segments += 1;
             self.bytes += std::fs::metadata(&path).map_or(0, |m| m.len())
                 + std::fs::metadata(&index).map_or(0, |m| m.len());

@@ -13,13 +13,19 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use roo_ingest::FileFormat;
 
+use super::drop_behind::DropBehind;
 use super::layout::partial_path;
 use super::SinkError;
 
+/// The buffer in front of a CSV or Arrow IPC file: an IPC batch of 4,096
+/// rows is ~35 buffers of ~16 KiB, one write call for several batches
+/// rather than one per buffer.
+const WRITE_BUFFER_BYTES: usize = 1 << 20;
+
 enum Writer {
-    Csv(arrow_csv::Writer<BufWriter<File>>),
-    Parquet(Box<parquet::arrow::ArrowWriter<File>>),
-    Ipc(arrow_ipc::writer::FileWriter<BufWriter<File>>),
+    Csv(arrow_csv::Writer<BufWriter<DropBehind>>),
+    Parquet(Box<parquet::arrow::ArrowWriter<DropBehind>>),
+    Ipc(arrow_ipc::writer::FileWriter<BufWriter<DropBehind>>),
 }
 
 /// How a Parquet file is encoded (other formats ignore it). Compression is
@@ -143,6 +149,7 @@ impl FileSink {
             path: shown.clone(),
             source,
         })?;
+        let file = DropBehind::new(file);
         let encode = |e: &dyn std::fmt::Display| SinkError::Encode {
             path: shown.clone(),
             message: e.to_string(),
@@ -151,7 +158,7 @@ impl FileSink {
             FileFormat::Csv => Writer::Csv(
                 arrow_csv::WriterBuilder::new()
                     .with_header(true)
-                    .build(BufWriter::new(file)),
+                    .build(BufWriter::with_capacity(WRITE_BUFFER_BYTES, file)),
             ),
             FileFormat::Parquet => {
                 // Dictionary encoding pays off on low-cardinality columns
@@ -177,8 +184,11 @@ impl FileSink {
                 ))
             }
             FileFormat::ArrowIpc => Writer::Ipc(
-                arrow_ipc::writer::FileWriter::try_new(BufWriter::new(file), &schema)
-                    .map_err(|e| encode(&e))?,
+                arrow_ipc::writer::FileWriter::try_new(
+                    BufWriter::with_capacity(WRITE_BUFFER_BYTES, file),
+                    &schema,
+                )
+                .map_err(|e| encode(&e))?,
             ),
             FileFormat::Ndjson | FileFormat::RawF32 => unreachable!("refused above"),
         };

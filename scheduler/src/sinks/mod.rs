@@ -5,6 +5,7 @@
 //! pipeline acknowledges source offsets up to the lowest over its sinks.
 
 mod dead_letters;
+pub(crate) mod drop_behind;
 mod files;
 pub mod kafka;
 pub mod layout;
