@@ -17,10 +17,11 @@ use super::drop_behind::DropBehind;
 use super::layout::partial_path;
 use super::SinkError;
 
-/// The buffer in front of a CSV or Arrow IPC file: an IPC batch of 4,096
-/// rows is ~35 buffers of ~16 KiB, one write call for several batches
-/// rather than one per buffer.
-const WRITE_BUFFER_BYTES: usize = 1 << 20;
+/// The buffer in front of a CSV or Arrow IPC file (256 KiB): an IPC batch
+/// of 4,096 rows is ~35 buffers of ~16 KiB, two or three write calls
+/// rather than one per buffer. A rotating sink holds at most
+/// `OPEN_FILES_MAX` (64) files open, so 16 MiB of these at most.
+const WRITE_BUFFER_BYTES: usize = 256 << 10;
 
 enum Writer {
     Csv(arrow_csv::Writer<BufWriter<DropBehind>>),
