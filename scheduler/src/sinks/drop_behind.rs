@@ -13,9 +13,11 @@
 //! So every [`WINDOW_BYTES`] written, the window just written is handed to
 //! the disk (`sync_file_range(WRITE)`, which does not wait) and the window
 //! before it, once on disk, is dropped from the cache
-//! (`posix_fadvise(DONTNEED)`). At most two windows of a file are in the
-//! cache at a time; [`DropBehind::sync_all`] (the fsync that seals a file)
-//! flushes at most that and then drops the whole file. Durability is
+//! (`posix_fadvise(DONTNEED)`). So a file holds two windows in the cache
+//! at most, plus the one write that crossed the mark (a single write
+//! larger than a window widens that step's window by its length);
+//! [`DropBehind::sync_all`] (the fsync that seals a file) flushes at most
+//! that and then drops the whole file. Durability is
 //! unchanged: only that fsync makes a file durable, as before.
 //!
 //! Where the file system refuses either call (a pipe, some FUSE mounts)
@@ -122,7 +124,8 @@ impl DropBehind {
         }
     }
 
-    /// The ranges in the cache's window, for tests: (dropped, started).
+    /// For tests: where the cache's window stands (dropped, started) and
+    /// whether the file system took the calls.
     #[cfg(test)]
     fn window(&self) -> (u64, u64, bool) {
         (self.dropped, self.started, self.enabled)
@@ -201,14 +204,15 @@ mod tests {
 
     /// A tmpfs file lives in the cache: there is nothing to drop it to.
     fn in_memory(file: &File) -> bool {
+        // SAFETY: statfs is plain data (all zeros is a value); the call
+        // fills it.
         let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
-        // SAFETY: `fs` is a statfs the call fills.
         assert_eq!(unsafe { libc::fstatfs(file.as_raw_fd(), &mut fs) }, 0);
         fs.f_type == libc::TMPFS_MAGIC
     }
 
     #[test]
-    fn the_file_holds_every_byte_and_the_cache_at_most_two_windows() {
+    fn the_file_holds_every_byte_and_the_cache_two_windows_and_a_write() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("out.bin");
         let mut w = DropBehind::new(File::create(&path).expect("create"));
